@@ -1,0 +1,1 @@
+"""ONNX export, TensorRT engines and their runtimes (installed as fastdenoise.engines)."""

@@ -1,0 +1,125 @@
+"""Weights and training checkpoints on disk: safetensors for weights, weights_only torch files for state; atomic."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import asdict
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fastdenoise.model import Denoiser, DenoiserSpec
+
+DEFAULT_WEIGHTS = "blind.safetensors"
+
+
+class CheckpointError(ValueError):
+    """A weights or checkpoint file that cannot be used; the message names the file and the reason."""
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call write(handle) on a temporary file beside path, then rename it over path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_weights(model: Denoiser, path: Path, card: dict | None = None) -> None:
+    """Write the model's fp32 state dict as safetensors, with its spec (and an optional card) as metadata."""
+    from safetensors.torch import save
+
+    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items() if v.is_floating_point()}
+    meta = {"spec": json.dumps(asdict(model.spec)), "format": "fastdenoise-denoiser-v1"}
+    if card:
+        meta["card"] = json.dumps(card)
+    blob = save(state, metadata=meta)
+    atomic_write(Path(path), lambda handle: handle.write(blob))
+
+
+def bundled_weights(name: str = DEFAULT_WEIGHTS) -> Path:
+    """Path of a weights file shipped inside the package."""
+    return Path(str(resources.files("fastdenoise") / "weights" / name))
+
+
+def load_denoiser(path: Path | None = None) -> Denoiser:
+    """Build a Denoiser from a .safetensors file or a training checkpoint (.pt); None loads the bundled default."""
+    path = Path(path) if path is not None else bundled_weights()
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    if path.suffix == ".safetensors":
+        state, spec = _read_safetensors(path)
+    else:
+        ckpt = load_checkpoint(path)
+        if "model" not in ckpt:
+            raise CheckpointError(f"{path}: not a fastdenoise checkpoint (no 'model' entry)")
+        state, spec = ckpt["model"], ckpt.get("spec", {})
+    try:
+        model = Denoiser(DenoiserSpec(**spec))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: bad architecture spec ({err})") from err
+    state = {k: v for k, v in state.items()}
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and expected[k].is_floating_point()]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = "; ".join(
+            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+            if keys
+        )
+        raise CheckpointError(f"{path}: weights do not fit the denoiser architecture ({detail})")
+    model.load_state_dict(state, strict=False)
+    return model.eval()
+
+
+def read_card(path: Path | None = None) -> dict:
+    """The JSON card stored in a weights file's metadata ({} if none)."""
+    _, _, meta = _read_safetensors(Path(path) if path else bundled_weights(), with_meta=True)
+    return json.loads(meta.get("card", "{}"))
+
+
+def _read_safetensors(path: Path, with_meta: bool = False) -> Any:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            meta = handle.metadata() or {}
+            state = {k: handle.get_tensor(k) for k in handle.keys()}
+        spec = json.loads(meta.get("spec", "{}"))
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as err:
+        raise CheckpointError(f"{path}: unreadable weights file ({err})") from err
+    return (state, spec, meta) if with_meta else (state, spec)
+
+
+def save_checkpoint(state: dict, path: Path) -> None:
+    """Atomically write a training checkpoint (tensors and plain Python values only)."""
+    atomic_write(Path(path), lambda handle: torch.save(state, handle))
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a training checkpoint without unpickling code (weights_only=True)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as err:
+        raise CheckpointError(f"{path}: no such checkpoint") from err
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
+        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]

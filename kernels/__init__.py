@@ -1,0 +1,1 @@
+"""Fused Triton kernels for the denoiser's inference path (installed as fastdenoise.kernels)."""
