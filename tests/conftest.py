@@ -1,0 +1,48 @@
+"""Shared fixtures: seeded random generators, the shared data folder, generated image folders."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_data() -> Path:
+    return Path(os.environ.get("FASTDENOISE_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture
+def data_dir() -> Path:
+    path = shared_data()
+    if not path.is_dir():
+        pytest.skip(f"shared data not found at {path} (set FASTDENOISE_DATA)")
+    return path
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture(autouse=True)
+def _seed_torch() -> None:
+    torch.manual_seed(0)
+
+
+def random_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth random colour image (uint8), more photo-like than white noise."""
+    coarse = rng.integers(0, 256, size=(max(2, h // 8), max(2, w // 8), 3)).astype(np.float32)
+    ys = np.linspace(0, coarse.shape[0] - 1, h)
+    xs = np.linspace(0, coarse.shape[1] - 1, w)
+    y0, x0 = np.floor(ys).astype(int), np.floor(xs).astype(int)
+    y1, x1 = np.minimum(y0 + 1, coarse.shape[0] - 1), np.minimum(x0 + 1, coarse.shape[1] - 1)
+    fy, fx = (ys - y0)[:, None, None], (xs - x0)[None, :, None]
+    top = coarse[y0][:, x0] * (1 - fx) + coarse[y0][:, x1] * fx
+    bottom = coarse[y1][:, x0] * (1 - fx) + coarse[y1][:, x1] * fx
+    image = top * (1 - fy) + bottom * fy + rng.normal(0, 6, size=(h, w, 3))
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
