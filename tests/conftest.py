@@ -46,3 +46,9 @@ def random_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     bottom = coarse[y1][:, x0] * (1 - fx) + coarse[y1][:, x1] * fx
     image = top * (1 - fy) + bottom * fy + rng.normal(0, 6, size=(h, w, 3))
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def make_image(rng: np.random.Generator):
+    """make_image(h, w) -> a random smooth uint8 RGB image."""
+    return lambda h, w: random_image(rng, h, w)
