@@ -151,14 +151,14 @@ def fit(
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     forward = torch.compile(model) if use_compile else model
 
-    def checkpoint() -> None:
+    def checkpoint(batches_state: dict | None = None) -> None:
         save_checkpoint(
             {
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
-                "batches": batches.state_dict(),  # type: ignore[attr-defined]
+                "batches": batches_state or batches.state_dict(),  # type: ignore[attr-defined]
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
                 "best": best,
@@ -173,45 +173,52 @@ def fit(
     task = bar.add_task("train", total=cfg.steps, completed=step, loss=math.nan, psnr=math.nan, rate=0.0)
     tick, seen = time.perf_counter(), 0
     model.train()
-    with bar:
-        while step < cfg.steps:
-            batch = next(batches).to(device)
-            if cfg.channels_last:
-                batch.noisy = batch.noisy.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                loss, logs = loss_fn(forward, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            step += 1
-            seen += batch.noisy.shape[0]
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr or use --amp off")
-            row: dict[str, Any] = {}
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                now = time.perf_counter()
-                rate = seen / (now - tick)
-                tick, seen = now, 0
-                row = {"step": step, "loss": loss.item(), "lr": scheduler.get_last_lr()[0], "samples_per_s": rate, **logs}
-                bar.update(task, rate=rate / batch.noisy.shape[0])
-            if validate is not None and (step % cfg.val_every == 0 or step == cfg.steps):
-                model.eval()
-                scores = validate(model)
-                model.train()
-                row = {"step": step, **row, **{f"val_{k}": v for k, v in scores.items()}}
-                if scores.get("psnr", -math.inf) > best:
-                    best = scores["psnr"]
-                    save_weights(model, out / "best.safetensors", {"step": step, "val_psnr": best})  # type: ignore[arg-type]
-                bar.update(task, psnr=scores.get("psnr", math.nan))
-            if row:
-                log.write(json.dumps(row) + "\n")
-                log.flush()
-            bar.update(task, completed=step, loss=loss.item())
-            if step % cfg.ckpt_every == 0 or step == cfg.steps:
-                checkpoint()
-    log.close()
+    with bar, log:
+        try:
+            while step < cfg.steps:
+                before = batches.state_dict()  # type: ignore[attr-defined]
+                batch = next(batches).to(device)
+                if cfg.channels_last:
+                    batch.noisy = batch.noisy.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    loss, logs = loss_fn(forward, batch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                step += 1
+                before = None
+                seen += batch.noisy.shape[0]
+                value = loss.item()
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"loss became {value} at step {step}; lower --lr or use --amp off")
+                row: dict[str, Any] = {}
+                if step % cfg.log_every == 0 or step == cfg.steps:
+                    now = time.perf_counter()
+                    rate, tick, seen = seen / (now - tick), now, 0
+                    row = {"step": step, "loss": value, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate, **logs}
+                    bar.update(task, rate=rate / batch.noisy.shape[0])
+                if validate is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                    model.eval()
+                    scores = validate(model)
+                    model.train()
+                    row = {"step": step, **row, **{f"val_{k}": v for k, v in scores.items()}}
+                    if scores.get("psnr", -math.inf) > best:
+                        best = scores["psnr"]
+                        save_weights(model, out / "best.safetensors", {"step": step, "val_psnr": best})  # type: ignore[arg-type]
+                    bar.update(task, psnr=scores.get("psnr", math.nan))
+                if row:
+                    log.write(json.dumps(row) + "\n")
+                    log.flush()
+                bar.update(task, completed=step, loss=value)
+                if step % cfg.ckpt_every == 0 or step == cfg.steps:
+                    checkpoint()
+        except KeyboardInterrupt:
+            # Save the last completed step, with the batch source as it was before the unfinished step drew.
+            checkpoint(before)
+            bar.console.print(f"interrupted: checkpoint at step {step} in {ckpt_path}; continue with --resume")
+            raise
     model.eval()
     return model
 
@@ -252,6 +259,7 @@ def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0) -> Val
 def train_denoiser(cfg: TrainConfig, progress: bool = True) -> Denoiser:
     """Separate (MSE) training of a Denoiser on a folder of clean images; writes model.safetensors to cfg.out."""
     images = load_folder(Path(cfg.data))
+    torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
     model = Denoiser(DenoiserSpec(**cfg.spec))
     sampler = PatchSampler(images, cfg.patch, cfg.batch, cfg.sigma, cfg.seed)
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2

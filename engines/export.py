@@ -1,0 +1,214 @@
+"""ONNX export of the denoiser, of any head and of a denoiser -> head cascade, with dynamic batch, height and width.
+
+torch.export-based exporter (`dynamo=True`, the default since torch 2.9); the legacy TorchScript tracer also works
+but is deprecated. Both bake in the `if pad_h or pad_w` branch of Denoiser.forward as taken by the example, so the
+example's height and width must not be multiples of 4, and every export is checked on other shapes afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from fastdenoise.checkpoint import atomic_write
+from fastdenoise.model import STRIDE, Denoiser, fold_bn
+
+INPUT, OUTPUT = "image", "output"
+DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+OPSET = 18  # TensorRT 10 and onnxruntime 1.18+ import it
+BF16_OPSET = 22  # Conv and ConvTranspose accept bfloat16 from opset 22 on
+PROBE_SHAPES = ((1, 3, 20, 28), (3, 3, 13, 6))  # a multiple of 4 and odd sizes, unlike the example
+TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2}  # max |onnx - eager| / max(1, max |eager|)
+
+
+class ExportError(ValueError):
+    """An export that failed or does not generalise to other shapes; the message says which and why."""
+
+
+class CastIO(nn.Module):
+    """Runs `inner` with weights and activations in `dtype`, float32 in and out (Cast nodes at the graph's edges)."""
+
+    def __init__(self, inner: nn.Module, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.inner, self.dtype = inner.to(dtype), dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.inner(x.to(self.dtype)).float()
+
+
+class Cascade(nn.Module):
+    """Denoiser -> head as one graph: noisy [0, 1] RGB (N, 3, H, W) -> the head's logits."""
+
+    def __init__(self, denoiser: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.denoiser, self.head = denoiser, head
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.denoiser(x))
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    for name, value in PRECISIONS.items():
+        if value == dtype:
+            return name
+    raise ValueError(f"unsupported precision {dtype}; choose one of {list(PRECISIONS)}")
+
+
+def weights_sha256(module: nn.Module) -> str:
+    """Digest of a module's floating-point state as float32 (names, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        if value.is_floating_point():
+            tensor = value.detach().float().cpu().contiguous()
+            digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def export_onnx(
+    module: nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    dtype: torch.dtype = torch.float32,
+    opset: int | None = None,
+    example: Tensor | None = None,
+    kind: str = "module",
+    check: bool = True,
+) -> Path:
+    """Export module ((N, 3, H, W) float32 -> tensor) to ONNX with dynamic N, H, W; weights and compute in `dtype`."""
+    require_onnx()
+    import onnx
+
+    precision = precision_name(dtype)
+    opset = opset or (BF16_OPSET if dtype == torch.bfloat16 else OPSET)
+    if example is None:
+        example = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
+    n, c, h, w = example.shape
+    if n < 2 or h % STRIDE == 0 or w % STRIDE == 0:
+        raise ExportError(
+            f"example shape {tuple(example.shape)}: batch must be >= 2 and height, width not multiples of {STRIDE}, "
+            "else the exporter specialises the batch size or drops the padding branch"
+        )
+    module = copy.deepcopy(module).cpu().eval()
+    wrapped = CastIO(copy.deepcopy(module), dtype).eval() if dtype != torch.float32 else module  # .to() is in place
+    try:
+        program = torch.onnx.export(
+            wrapped, (example.float().cpu(),), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_shapes=(DYNAMIC_DIMS,), opset_version=opset, verbose=False, optimize=True,
+        )  # fmt: skip
+    except Exception as err:  # torch.onnx raises its own error types per stage
+        raise ExportError(f"ONNX export of {type(module).__name__} failed: {str(err).strip().splitlines()[0]}") from err
+    assert program is not None  # dynamo=True always returns an ONNXProgram
+    proto = program.model_proto
+    for key, value in {
+        "fastdenoise.kind": kind,
+        "fastdenoise.precision": precision,
+        "fastdenoise.weights_sha256": weights_sha256(module),
+    }.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(proto, full_check=True)
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    fixed = [DYNAMIC_DIMS[i] for i in DYNAMIC_DIMS if not dims[i].dim_param]
+    if fixed:
+        raise ExportError(f"the exporter fixed the {', '.join(fixed)} dimension(s) of {type(module).__name__}")
+    path = Path(path)
+    blob = proto.SerializeToString()
+    atomic_write(path, lambda handle: handle.write(blob))
+    if check and dtype in TOLERANCE:  # onnxruntime has no bfloat16 convolutions to check with
+        verify_onnx(path, module, PROBE_SHAPES, TOLERANCE[dtype])
+    return path
+
+
+def verify_onnx(path: Path, module: nn.Module, shapes: tuple[tuple[int, ...], ...], tolerance: float) -> float:
+    """Run the ONNX file through onnxruntime (CPU) and module eagerly on random inputs; raise ExportError on mismatch."""
+    session = onnx_session(path)
+    generator = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for shape in shapes:
+        x = torch.rand(shape, generator=generator)
+        (got,) = session.run([OUTPUT], {INPUT: x.numpy()})
+        with torch.no_grad():
+            ref = module(x).float()
+        if tuple(got.shape) != tuple(ref.shape):
+            raise ExportError(f"{path}: output shape {tuple(got.shape)} != eager {tuple(ref.shape)} for input {shape}")
+        error = float((torch.from_numpy(got) - ref).abs().max()) / max(1.0, float(ref.abs().max()))
+        if not error <= tolerance:
+            raise ExportError(
+                f"{path}: ONNX output differs from eager by {error:.3g} (> {tolerance}) for input {shape}; "
+                "the exported graph does not generalise to this shape"
+            )
+        worst = max(worst, error)
+    return worst
+
+
+def import_onnxruntime() -> Any:
+    """The onnxruntime module, or an ImportError that says what to install."""
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ImportError("onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)") from err
+    return onnxruntime
+
+
+def require_onnx() -> None:
+    """Raise an ImportError that says what to install when the exporter's dependencies are missing."""
+    for name in ("onnx", "onnxscript"):
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise ImportError(f"ONNX export needs {name}: pip install onnx onnxscript (or fastdenoise[onnx])") from err
+
+
+def onnx_session(path: Path, providers: list | None = None) -> Any:
+    """An onnxruntime.InferenceSession on path (CPU unless providers say otherwise)."""
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+
+
+def export_denoiser(model: Denoiser, path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, **kwargs) -> Path:
+    """Export the BN-folded denoiser; padding to a multiple of 4 and the crop stay in the graph."""
+    return export_onnx(fold_bn(model), path, dtype=dtype, kind="denoiser", **kwargs)
+
+
+def export_cascade(
+    denoiser: Denoiser, head: nn.Module, path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, **kwargs
+) -> Path:
+    """Export BN-folded denoiser -> head (an nn.Module from [0, 1] RGB to logits) as one graph."""
+    return export_onnx(Cascade(fold_bn(denoiser), head), path, dtype=dtype, kind="cascade", **kwargs)
+
+
+def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The fastdenoise.* metadata of an ONNX file ({} for files exported elsewhere)."""
+    require_onnx()
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    return {p.key.removeprefix("fastdenoise."): p.value for p in proto.metadata_props if p.key.startswith("fastdenoise.")}
+
+
+def cached_denoiser_onnx(model: Denoiser, dtype: torch.dtype, cache_dir: Path) -> Path:
+    """The denoiser's ONNX file in cache_dir, keyed by its weights and precision; exported on first use."""
+    folded = fold_bn(model)
+    digest = weights_sha256(folded)
+    path = Path(cache_dir) / f"denoiser_{digest[:16]}_{precision_name(dtype)}.onnx"
+    if path.is_file() and onnx_metadata(path).get("weights_sha256") == digest:
+        return path
+    return export_onnx(folded, path, dtype=dtype, kind="denoiser")
+
+
+def default_cache_dir() -> Path:
+    """$FASTDENOISE_CACHE, else $XDG_CACHE_HOME/fastdenoise, else ~/.cache/fastdenoise."""
+    if "FASTDENOISE_CACHE" in os.environ:
+        return Path(os.environ["FASTDENOISE_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "fastdenoise"

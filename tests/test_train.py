@@ -1,0 +1,95 @@
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from fastdenoise.checkpoint import load_checkpoint, load_denoiser
+from fastdenoise.data import PatchSampler, load_folder
+from fastdenoise.model import Denoiser
+from fastdenoise.images import save_rgb
+from fastdenoise.train import TrainConfig, fit, mse_loss, train_denoiser
+from helpers import SMALL
+
+
+@pytest.fixture
+def image_folder(tmp_path, make_image) -> Path:
+    folder = tmp_path / "clean"
+    for i in range(4):
+        save_rgb(make_image(40 + 4 * i, 52), folder / f"img{i}.png")
+    return folder
+
+
+def config(folder: Path, out: Path, steps: int, **kw) -> TrainConfig:
+    return TrainConfig(
+        data=str(folder), out=str(out), val=str(folder), sigma=(10, 40), patch=24, batch=4, steps=steps, lr=3e-3,
+        warmup=2, val_every=6, val_images=2, ckpt_every=3, log_every=1, amp="off", compile="off", spec=asdict(SMALL), **kw,
+    )  # fmt: skip
+
+
+def test_short_run_lowers_the_loss(image_folder, tmp_path):
+    cfg = config(image_folder, tmp_path / "run", steps=30)
+    train_denoiser(cfg, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 30
+    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5
+    assert any("val_psnr" in r for r in rows)
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["steps"] == 30
+    model = load_denoiser(tmp_path / "run" / "model.safetensors")
+    assert model.spec == SMALL
+
+
+class Interrupting(PatchSampler):
+    """A sampler whose n-th draw is interrupted, as by Ctrl-C in the middle of a step."""
+
+    def __init__(self, *args, at: int) -> None:
+        super().__init__(*args)
+        self.left = at
+
+    def __next__(self):
+        self.left -= 1
+        if self.left == 0:
+            super().__next__()  # the draw happens (the RNG advances), then the interrupt
+            raise KeyboardInterrupt
+        return super().__next__()
+
+
+def test_resumed_run_matches_uninterrupted_run(image_folder, tmp_path):
+    straight = tmp_path / "straight"
+    train_denoiser(config(image_folder, straight, steps=8), progress=False)
+    split = tmp_path / "split"
+    cfg = config(image_folder, split, steps=8)
+    images = load_folder(image_folder)
+    sampler = Interrupting(images, cfg.patch, cfg.batch, cfg.sigma, cfg.seed, at=5)
+    torch.manual_seed(cfg.seed)  # as train_denoiser does
+    with pytest.raises(KeyboardInterrupt):
+        fit(Denoiser(SMALL), mse_loss, sampler, cfg, progress=False)
+    assert load_checkpoint(split / "last.pt")["step"] == 4  # the interrupted 5th step is not counted
+    train_denoiser(cfg, progress=False)  # resumes from last.pt
+    a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
+    assert b["step"] == 8
+    for key, value in a["model"].items():
+        torch.testing.assert_close(b["model"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_sampler_state_round_trip(make_image):
+    images = [make_image(30, 30) for _ in range(3)]
+    s1 = PatchSampler(images, 16, 2, (5, 50), seed=3)
+    next(s1)
+    state = s1.state_dict()
+    a = next(s1)
+    s2 = PatchSampler(images, 16, 2, (5, 50), seed=99)
+    s2.load_state_dict(state)
+    b = next(s2)
+    assert torch.equal(a.noisy, b.noisy) and torch.equal(a.clean, b.clean)
+
+
+def test_config_validation(tmp_path):
+    with pytest.raises(ValueError, match="sigma"):
+        TrainConfig(data="x", out="y", sigma=(40, 10))
+    with pytest.raises(ValueError, match="patch"):
+        TrainConfig(data="x", out="y", patch=30)
+    with pytest.raises(ValueError, match="amp"):
+        TrainConfig(data="x", out="y", amp="int8")
