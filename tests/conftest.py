@@ -11,6 +11,10 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+if not torch.cuda.is_available():
+    # Triton kernels run in its interpreter on CPU; set before any test imports fastdenoise.kernels.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 
 def shared_data() -> Path:
     return Path(os.environ.get("FASTDENOISE_DATA", ROOT.parent / "shared" / "data"))
