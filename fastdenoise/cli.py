@@ -20,6 +20,16 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM behave like Ctrl-C, so training checkpoints and folder runs flush before exiting."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def parse_range(text: str) -> tuple[float, float]:
     """'25' -> (25, 25); '5-55' or '5:55' -> (5, 55)."""
     parts = text.replace(":", "-").split("-")
@@ -63,9 +73,12 @@ def train(
             steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every, seed=seed,
             device=device, amp=amp, compile=compile,
         )  # fmt: skip
+        interrupt_on_sigterm()
         train_denoiser(cfg)
     except (ValueError, FileNotFoundError, CheckpointError) as err:
         raise fail(str(err)) from err
+    except KeyboardInterrupt:
+        raise fail(f"interrupted; the last checkpoint is {out / 'last.pt'}: continue with --resume", 130) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
 
 
