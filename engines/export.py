@@ -135,7 +135,11 @@ def verify_onnx(path: Path, module: nn.Module, shapes: tuple[tuple[int, ...], ..
     worst = 0.0
     for shape in shapes:
         x = torch.rand(shape, generator=generator)
-        (got,) = session.run([OUTPUT], {INPUT: x.numpy()})
+        try:
+            (got,) = session.run([OUTPUT], {INPUT: x.numpy()})
+        except Exception as err:  # onnxruntime's error types share no base class
+            raise ExportError(f"{path}: onnxruntime fails on input {shape} ({str(err).strip()[:300]}); "
+                              "the exported graph does not generalise to this shape") from err
         with torch.no_grad():
             ref = module(x).float()
         if tuple(got.shape) != tuple(ref.shape):

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from fastdenoise.model import Denoiser, DenoiserSpec
 
@@ -119,7 +118,3 @@ def load_checkpoint(path: Path) -> dict:
         raise CheckpointError(f"{path}: no such checkpoint") from err
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
         raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
-
-
-def trainable(model: nn.Module) -> list[nn.Parameter]:
-    return [p for p in model.parameters() if p.requires_grad]
