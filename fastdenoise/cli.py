@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from fastdenoise.joint import Target, Task
+
 app = typer.Typer(help="Fast task-aware image denoising (Liu et al., IJCAI 2018).", no_args_is_help=True, pretty_exceptions_enable=False)
 
 
@@ -48,34 +50,56 @@ def train(
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log.jsonl, config.json.")] = Path("runs/denoiser"),
     val: Annotated[Path | None, typer.Option(help="Folder of clean validation images.", exists=True, file_okay=False)] = None,
     sigma: Annotated[str, typer.Option(help="Noise level in 0-255 units: fixed (25) or a blind range (5-55).")] = "25",
-    patch: Annotated[int, typer.Option(help="Patch size (multiple of 4).")] = 48,
+    patch: Annotated[int | None, typer.Option(help="Crop side, multiple of 4 (default 48; joint: 224 classify, 256 segment).")] = None,
     batch: Annotated[int, typer.Option(help="Patches per step.")] = 32,
     steps: Annotated[int, typer.Option(help="Optimizer steps in total.")] = 20_000,
     lr: Annotated[float, typer.Option(help="Peak Adam learning rate.")] = 1e-3,
     val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 1000,
     val_images: Annotated[int, typer.Option(help="Validation images used (first N of the folder).")] = 12,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 250,
-    seed: Annotated[int, typer.Option(help="Seed of patches and noise.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of initial weights, patches and noise.")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     amp: Annotated[str, typer.Option(help="auto, off, bf16, fp16.")] = "auto",
     compile: Annotated[str, typer.Option(help="torch.compile: auto (on for CUDA), on, off.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise).")] = False,
+    task: Annotated[Task | None, typer.Option(help="Joint training against a frozen head (classify or segment); omit for MSE alone.")] = None,
+    head: Annotated[str, typer.Option(help="Frozen head: efficientnet-lite0|1|2, espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>.")] = "efficientnet-lite0",
+    head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: its pip package, or $FASTDENOISE_DATA for ESPNetv2).", exists=True, dir_okay=False)] = None,
+    lam: Annotated[float | None, typer.Option(help="Weight of the task loss (default 0.25 classify, 0.5 segment).", min=0.0)] = None,
+    target: Annotated[Target, typer.Option(help="labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop.")] = Target.LABELS,
+    labels: Annotated[Path | None, typer.Option(help="Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class.", exists=True, dir_okay=False)] = None,
+    masks: Annotated[Path | None, typer.Option(help="Segment: folder of masks named like the images.", exists=True, file_okay=False)] = None,
+    ignore_index: Annotated[int, typer.Option(help="Segment: mask value without a class (CamVid: 11).", min=0, max=255)] = 255,
+    resize: Annotated[int | None, typer.Option(help="Short side before cropping (default: 8/7 of --patch for classify, unchanged for segment).")] = None,
+    init: Annotated[Path | None, typer.Option(help="Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run.", exists=True, dir_okay=False)] = None,
 ) -> None:
-    """Train the denoiser with MSE alone ("separate" training)."""
+    """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task)."""
     from fastdenoise.checkpoint import CheckpointError
+    from fastdenoise.joint import JointConfig, default_crop, train_joint
     from fastdenoise.train import TrainConfig, train_denoiser
 
     if (out / "last.pt").exists() and not resume:
         raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+    if task is None and (labels or masks or head_weights or lam is not None or init or resize or target is not Target.LABELS):
+        raise fail("--head-weights, --lam, --target, --labels, --masks, --resize and --init are for joint training: add --task")
+    crop = patch if patch is not None else (default_crop(task) if task is not None else 48)
     try:
         cfg = TrainConfig(
-            data=str(data), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=patch, batch=batch,
+            data=str(data), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop, batch=batch,
             steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every, seed=seed,
             device=device, amp=amp, compile=compile,
         )  # fmt: skip
         interrupt_on_sigterm()
-        train_denoiser(cfg)
-    except (ValueError, FileNotFoundError, CheckpointError) as err:
+        if task is None:
+            train_denoiser(cfg)
+        else:
+            joint = JointConfig(
+                cfg, task=task.value, head=head, head_weights=str(head_weights) if head_weights else None, lam=lam,
+                target=target.value, labels=str(labels) if labels else None, masks=str(masks) if masks else None,
+                ignore_index=ignore_index, resize=resize, init=str(init) if init else None,
+            )  # fmt: skip
+            train_joint(joint)
+    except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
     except KeyboardInterrupt:
         raise fail(f"interrupted; the last checkpoint is {out / 'last.pt'}: continue with --resume", 130) from None
@@ -119,38 +143,62 @@ def run(
     batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.")] = 4,
     tile: Annotated[int, typer.Option(help="Images larger than this (px) go through overlapping tiles.")] = 1024,
     overlap: Annotated[int, typer.Option(help="Tile overlap in pixels (blended).")] = 64,
-    overwrite: Annotated[bool, typer.Option(help="Redo images whose output exists.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Redo images the manifest says are done.")] = False,
+    workers: Annotated[int, typer.Option(help="Decoder and writer threads (each).")] = 2,
+    loader: Annotated[str, typer.Option(help="auto (DALI where installed), dali, pil.")] = "auto",
     strict: Annotated[bool, typer.Option(help="Exit 1 if any input failed (default); --no-strict exits 0.")] = True,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first input that fails (exit 1).")] = False,
 ) -> None:
-    """Denoise every image under INPUT into OUTPUT (PNG by default) with a manifest.jsonl row per input."""
+    """Denoise every image under INPUT into OUTPUT (PNG by default) with a manifest.jsonl row per file.
+
+    Exit codes: 0 done; 1 some input failed (see the manifest; 0 with --no-strict); 2 bad arguments or the run could
+    not start; 3 stopped because the output could not be written (disk full, read-only); 130 / 143 stopped by
+    SIGINT / SIGTERM. After 1, 3, 130, 143 or a kill, the same command again does only what is left.
+    Under torchrun (RANK / WORLD_SIZE set) each process takes its share of the files."""
+    import threading
+
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from fastdenoise.images import list_images
-    from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder
+    from fastdenoise import distributed
+    from fastdenoise.images import iter_entries
+    from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder, stop_on_signals
 
     try:
-        cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite)
+        cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
+                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast)  # fmt: skip
         check_folders(input, output)
+        shard = distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
-    total = len(list_images(input))
-    if total == 0:
-        raise fail(f"{input}: no images found")
-    _, denoiser = backend_options(weights, backend, device, precision, engine)
+    total = sum(1 for _ in distributed.take(iter_entries(input), shard))
+    _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine)
     columns = (TextColumn("[bold]denoise"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, transient=True) as bar:
-        task = bar.add_task("run", total=total, last="")
-        on_image = lambda row: bar.update(task, advance=1, last=row["input"][-40:])  # noqa: E731
-        try:
-            summary = denoise_folder(input, output, denoiser, cfg, on_image)
-        except ValueError as err:
-            raise fail(str(err)) from err
+    stop = threading.Event()
+    with distributed.process_group(shard), stop_on_signals(stop) as received:
+        with Progress(*columns, transient=True, disable=shard.rank > 0) as bar:
+            task = bar.add_task("run", total=total, last="")
+            on_image = lambda row: bar.update(task, advance=1, last=row["input"][-40:])  # noqa: E731
+            try:
+                summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard)
+            except ImportError as err:
+                raise fail(f"loader {loader!r} is not available here: {err}") from err
+            except ValueError as err:
+                raise fail(str(err)) from err
+            except OSError as err:
+                raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
+    prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
     typer.echo(
-        f"{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed; {summary.megapixels:.2f} MP in "
-        f"{summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); manifest: {output / MANIFEST}"
+        f"{prefix}{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images; "
+        f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); manifest: {output / MANIFEST}"
     )
-    if summary.failed and strict:
+    if summary.stopped:
+        typer.secho(f"{prefix}stopped early: {summary.stopped}; the same command again does the rest", err=True, fg=typer.colors.YELLOW)
+    if received:
+        raise typer.Exit(128 + received[0])
+    if summary.cause == "output":
+        raise typer.Exit(3)
+    if summary.failed and (strict or fail_fast):
         raise typer.Exit(1)
 
 

@@ -91,3 +91,18 @@ def test_demo_with_bundled_weights(tmp_path):
     assert result.exit_code == 0, result.output
     assert "astronaut" in result.output
     assert len(list((tmp_path / "demo").glob("*.png"))) == 4
+
+
+def test_train_joint_label_free(tmp_path, make_image):
+    for i in range(3):
+        save_rgb(make_image(64, 80), tmp_path / "photos" / f"{i}.png")
+    args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify", "--target", "softmax",
+            "--patch", "32", "--batch", "2", "--steps", "2", "--device", "cpu", "--amp", "off", "--compile", "off"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "run" / "joint.json").is_file() and (tmp_path / "run" / "model.safetensors").is_file()
+
+
+def test_joint_options_need_task(photos, tmp_path):
+    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--lam", "0.3"])
+    assert result.exit_code == 2 and "--task" in result.output
