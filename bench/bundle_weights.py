@@ -1,0 +1,58 @@
+"""Copy a trained run's weights into the package with a card (data, steps, command, Kodak24 PSNR from `eval`).
+
+Usage: python bench/bundle_weights.py RUN_DIR EVAL_JSON --name blind --command "fastdenoise train ..." [--note "..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from fastdenoise.checkpoint import load_denoiser, save_weights
+
+PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "fastdenoise" / "weights"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("run", type=Path)
+    parser.add_argument("eval_json", type=Path)
+    parser.add_argument("--name", default="blind")
+    parser.add_argument("--weights", default="model.safetensors", help="file inside RUN to ship")
+    parser.add_argument("--command", action="append", required=True, help="the training command(s), in order")
+    parser.add_argument("--eval-command", required=True)
+    parser.add_argument("--note", default="")
+    args = parser.parse_args()
+    config = json.loads((args.run / "config.json").read_text())
+    log = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
+    evaluation = json.loads(args.eval_json.read_text())["results"][0]
+    card = {
+        "name": args.name,
+        "architecture": "Liu et al. IJCAI 2018 released denoiser (fastdenoise.model.Denoiser)",
+        "train_data": config["data"],
+        "val_data": config["val"],
+        "sigma_range": config["sigma"],
+        "patch": config["patch"],
+        "batch": config["batch"],
+        "steps": log[-1]["step"],
+        "lr": config["lr"],
+        "seed": config["seed"],
+        "commands": args.command,
+        "val_psnr_curve": [{"step": r["step"], "psnr": round(r["val_psnr"], 3)} for r in log if "val_psnr" in r],
+        "kodak24": {
+            "command": args.eval_command,
+            "seed": evaluation["seed"],
+            "psnr": {k: round(v["psnr"], 3) for k, v in evaluation["mean"].items()},
+            "ssim": {k: round(v["ssim"], 4) for k, v in evaluation["mean"].items() if "ssim" in v},
+        },
+        "note": args.note,
+    }
+    model = load_denoiser(args.run / args.weights)
+    save_weights(model, PACKAGE_WEIGHTS / f"{args.name}.safetensors", card)
+    (PACKAGE_WEIGHTS / f"{args.name}.json").write_text(json.dumps(card, indent=1) + "\n")
+    print(json.dumps(card["kodak24"], indent=1))
+
+
+if __name__ == "__main__":
+    main()
