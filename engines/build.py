@@ -19,12 +19,15 @@ from typing import Any
 import torch
 
 from fastdenoise.checkpoint import atomic_write
-from .export import PRECISIONS, default_cache_dir, onnx_metadata
 from fastdenoise.model import STRIDE
+
+from .export import PRECISIONS, default_cache_dir, onnx_metadata
 
 FORMAT = "fastdenoise-trt-engine-v1"
 HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
-INSTALL_HINT = "TensorRT is not installed: pip install tensorrt (wheels come from NVIDIA's index, https://pypi.nvidia.com)"
+INSTALL_HINT = (
+    "TensorRT is not installed: pip install tensorrt (wheels come from NVIDIA's index, https://pypi.nvidia.com)"
+)
 Shape = tuple[int, int, int, int]
 
 
@@ -76,7 +79,9 @@ class Profile:
         except ValueError:
             shapes = []
         if len(parts) != 3 or any(len(s) != 4 for s in shapes):
-            raise ValueError(f"profile {text!r}: expected min:opt:max, each NxCxHxW, e.g. 1x3x64x64:4x3x512x512:8x3x1024x1024")
+            raise ValueError(
+                f"profile {text!r}: expected min:opt:max, each NxCxHxW, e.g. 1x3x64x64:4x3x512x512:8x3x1024x1024"
+            )
         return cls(*shapes)  # type: ignore[arg-type]  # lengths checked above
 
     @property
@@ -104,7 +109,9 @@ class BuildConfig:
         if not 0 <= self.optimization_level <= 5:
             raise ValueError(f"optimization_level must be 0..5, got {self.optimization_level}")
         if self.hardware_compatibility not in HARDWARE_COMPATIBILITY:
-            raise ValueError(f"hardware_compatibility {self.hardware_compatibility!r}: choose one of {HARDWARE_COMPATIBILITY}")
+            raise ValueError(
+                f"hardware_compatibility {self.hardware_compatibility!r}: choose one of {HARDWARE_COMPATIBILITY}"
+            )
 
 
 @dataclass(frozen=True)
@@ -216,7 +223,12 @@ def build_engine(
     if not onnx_path.is_file():
         raise EngineError(f"{onnx_path}: no such ONNX file")
     target = current_target(device)
-    precision = onnx_precision(onnx_path)
+    try:
+        precision = onnx_precision(onnx_path)
+    except ImportError:
+        raise
+    except Exception as err:  # protobuf's DecodeError for a file that is not ONNX
+        raise EngineError(f"{onnx_path}: not a readable ONNX file ({type(err).__name__}: {err})") from err
     key = engine_key(target, file_sha256(onnx_path), precision, cfg)
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "engines"
     path = engine_path(cache, key)

@@ -1,16 +1,23 @@
 """ONNX export of the denoiser, of any head and of a denoiser -> head cascade, with dynamic batch, height and width.
 
-torch.export-based exporter (`dynamo=True`, the default since torch 2.9); the legacy TorchScript tracer also works
-but is deprecated. Both bake in the `if pad_h or pad_w` branch of Denoiser.forward as taken by the example, so the
-example's height and width must not be multiples of 4, and every export is checked on other shapes afterwards.
+Two exporters, both tried with torch 2.13. "dynamo" (torch.export, the default since torch 2.9) gives the cleaner
+graph and is the default; "torchscript" (the deprecated tracer) is kept because torch.export hangs in sympy on
+TensorFlow-"SAME"-padded heads such as EfficientNet-Lite, which the tracer exports fine. Both bake in the
+`if pad_h or pad_w` branch of Denoiser.forward as the example takes it, so the example's height and width must not
+be multiples of 4, and every export is run on other shapes afterwards (verify_onnx).
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import importlib
+import logging
 import os
+import tempfile
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +33,8 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 OPSET = 18  # TensorRT 10 and onnxruntime 1.18+ import it
 BF16_OPSET = 22  # Conv and ConvTranspose accept bfloat16 from opset 22 on
 PROBE_SHAPES = ((1, 3, 20, 28), (3, 3, 13, 6))  # a multiple of 4 and odd sizes, unlike the example
+EXPORTERS = ("dynamo", "torchscript")
+TORCHSCRIPT_MAX_OPSET = 20
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2}  # max |onnx - eager| / max(1, max |eager|)
 
 
@@ -81,17 +90,26 @@ def export_onnx(
     opset: int | None = None,
     example: Tensor | None = None,
     kind: str = "module",
+    exporter: str = "dynamo",
     check: bool = True,
+    probes: tuple[tuple[int, int, int, int], ...] = PROBE_SHAPES,
 ) -> Path:
-    """Export module ((N, 3, H, W) float32 -> tensor) to ONNX with dynamic N, H, W; weights and compute in `dtype`."""
+    """Export module ((N, 3, H, W) float32 -> tensor) to ONNX with dynamic N, H, W; weights and compute in `dtype`.
+
+    check: run the file through onnxruntime on the `probes` shapes (unlike the example's) against eager.
+    """
     require_onnx()
     import onnx
 
     precision = precision_name(dtype)
     opset = opset or (BF16_OPSET if dtype == torch.bfloat16 else OPSET)
+    if exporter not in EXPORTERS:
+        raise ExportError(f"exporter {exporter!r}: choose one of {EXPORTERS}")
+    if exporter == "torchscript" and (dtype == torch.bfloat16 or opset > TORCHSCRIPT_MAX_OPSET):
+        raise ExportError(f"the torchscript exporter stops at opset {TORCHSCRIPT_MAX_OPSET}; bf16 needs 22: use dynamo")
     if example is None:
         example = torch.rand(2, 3, 37, 53, generator=torch.Generator().manual_seed(0))
-    n, c, h, w = example.shape
+    n, _, h, w = example.shape
     if n < 2 or h % STRIDE == 0 or w % STRIDE == 0:
         raise ExportError(
             f"example shape {tuple(example.shape)}: batch must be >= 2 and height, width not multiples of {STRIDE}, "
@@ -100,14 +118,13 @@ def export_onnx(
     module = copy.deepcopy(module).cpu().eval()
     wrapped = CastIO(copy.deepcopy(module), dtype).eval() if dtype != torch.float32 else module  # .to() is in place
     try:
-        program = torch.onnx.export(
-            wrapped, (example.float().cpu(),), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_shapes=(DYNAMIC_DIMS,), opset_version=opset, verbose=False, optimize=True,
-        )  # fmt: skip
+        with quiet_exporter():
+            if exporter == "dynamo":
+                proto = export_dynamo(wrapped, example.float().cpu(), opset)
+            else:
+                proto = export_torchscript(wrapped, example.float().cpu(), opset)
     except Exception as err:  # torch.onnx raises its own error types per stage
         raise ExportError(f"ONNX export of {type(module).__name__} failed: {str(err).strip().splitlines()[0]}") from err
-    assert program is not None  # dynamo=True always returns an ONNXProgram
-    proto = program.model_proto
     for key, value in {
         "fastdenoise.kind": kind,
         "fastdenoise.precision": precision,
@@ -124,8 +141,50 @@ def export_onnx(
     blob = proto.SerializeToString()
     atomic_write(path, lambda handle: handle.write(blob))
     if check and dtype in TOLERANCE:  # onnxruntime has no bfloat16 convolutions to check with
-        verify_onnx(path, module, PROBE_SHAPES, TOLERANCE[dtype])
+        verify_onnx(path, module, probes, TOLERANCE[dtype])
     return path
+
+
+def export_dynamo(module: nn.Module, example: Tensor, opset: int) -> Any:  # -> onnx.ModelProto
+    program = torch.onnx.export(
+        module, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+        dynamic_shapes=(DYNAMIC_DIMS,), opset_version=opset, verbose=False, optimize=True,
+    )  # fmt: skip
+    assert program is not None  # dynamo=True always returns an ONNXProgram
+    return program.model_proto
+
+
+def export_torchscript(module: nn.Module, example: Tensor, opset: int) -> Any:  # -> onnx.ModelProto
+    import onnx
+
+    with torch.no_grad():
+        out = module(example)
+    # Output axes: batch always; height and width where the output keeps the input's (denoiser, segmenters).
+    out_axes = {0: "batch"} | ({2: "height", 3: "width"} if out.shape[2:] == example.shape[2:] else {})
+    with tempfile.TemporaryDirectory() as tmp:
+        file = Path(tmp) / "model.onnx"
+        torch.onnx.export(
+            module, (example,), str(file), dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_axes={INPUT: DYNAMIC_DIMS, OUTPUT: out_axes}, opset_version=opset,
+        )  # fmt: skip
+        return onnx.load(str(file))
+
+
+@contextlib.contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """Mute the exporter's notes that are not ours to act on (torchvision ops it skips, torch-internal deprecations)."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*LeafSpec")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript-based ONNX")
+            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # the pad branch: see the docstring
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 def verify_onnx(path: Path, module: nn.Module, shapes: tuple[tuple[int, ...], ...], tolerance: float) -> float:
@@ -138,8 +197,10 @@ def verify_onnx(path: Path, module: nn.Module, shapes: tuple[tuple[int, ...], ..
         try:
             (got,) = session.run([OUTPUT], {INPUT: x.numpy()})
         except Exception as err:  # onnxruntime's error types share no base class
-            raise ExportError(f"{path}: onnxruntime fails on input {shape} ({str(err).strip()[:300]}); "
-                              "the exported graph does not generalise to this shape") from err
+            raise ExportError(
+                f"{path}: onnxruntime fails on input {shape} ({str(err).strip()[:300]}); "
+                "the exported graph does not generalise to this shape"
+            ) from err
         with torch.no_grad():
             ref = module(x).float()
         if tuple(got.shape) != tuple(ref.shape):
@@ -159,7 +220,9 @@ def import_onnxruntime() -> Any:
     try:
         import onnxruntime
     except ImportError as err:
-        raise ImportError("onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)") from err
+        raise ImportError(
+            "onnxruntime is not installed: pip install onnxruntime (CPU) or onnxruntime-gpu (CUDA)"
+        ) from err
     return onnxruntime
 
 
@@ -180,7 +243,9 @@ def onnx_session(path: Path, providers: list | None = None) -> Any:
     return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
 
-def export_denoiser(model: Denoiser, path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, **kwargs) -> Path:
+def export_denoiser(
+    model: Denoiser, path: str | os.PathLike[str], *, dtype: torch.dtype = torch.float32, **kwargs
+) -> Path:
     """Export the BN-folded denoiser; padding to a multiple of 4 and the crop stay in the graph."""
     return export_onnx(fold_bn(model), path, dtype=dtype, kind="denoiser", **kwargs)
 
@@ -198,7 +263,9 @@ def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
-    return {p.key.removeprefix("fastdenoise."): p.value for p in proto.metadata_props if p.key.startswith("fastdenoise.")}
+    return {
+        p.key.removeprefix("fastdenoise."): p.value for p in proto.metadata_props if p.key.startswith("fastdenoise.")
+    }
 
 
 def cached_denoiser_onnx(model: Denoiser, dtype: torch.dtype, cache_dir: Path) -> Path:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+from fastdenoise.model import Denoiser, fold_bn
 
 from .build import (
     BuildConfig,
@@ -26,7 +29,6 @@ from .export import (
     onnx_session,
     weights_sha256,
 )
-from fastdenoise.model import Denoiser, fold_bn
 
 T = TypeVar("T")
 
@@ -50,7 +52,9 @@ def guard_onnx(path: Path, load: Callable[[], T]) -> T:
     except ImportError:
         raise
     except Exception as err:  # protobuf DecodeError, onnxruntime's Fail/InvalidGraph/NotImplemented... (no common base)
-        raise EngineError(f"{path}: not usable by onnxruntime ({type(err).__name__}: {str(err).strip()[:300]})") from err
+        raise EngineError(
+            f"{path}: not usable by onnxruntime ({type(err).__name__}: {str(err).strip()[:300]})"
+        ) from err
 
 
 def check_batch(x: Tensor) -> None:
@@ -84,11 +88,13 @@ class TensorRTBackend:
             path = build_engine(onnx_path, build, cache_dir=cache / "engines", device=self.device)
         else:
             path = Path(engine)
+        self.path = path
         self.meta = verify_engine(path, current_target(self.device))
         check_weights(self.meta, model, str(path))
         self.dtype = PRECISIONS[self.meta["precision"]]  # a given engine's precision wins over the requested one
 
-        self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.logger = trt.Logger(trt.Logger.WARNING)  # kept: TensorRT calls back into it for the runtime's life
+        self.runtime = trt.Runtime(self.logger)
         if self.meta.get("version_compatible"):
             self.runtime.engine_host_code_allowed = True  # version-compatible plans carry their own lean runtime
         with torch.cuda.device(self.device):
@@ -104,7 +110,9 @@ class TensorRTBackend:
         (self.input,), (self.output,) = inputs, outputs
         for name in names:
             if self.engine.get_tensor_dtype(name) != trt.float32:
-                raise EngineError(f"{path}: tensor {name!r} is {self.engine.get_tensor_dtype(name)}, expected float32 I/O")
+                raise EngineError(
+                    f"{path}: tensor {name!r} is {self.engine.get_tensor_dtype(name)}, expected float32 I/O"
+                )
         lo, opt, hi = ([d[i] for i in range(len(d))] for d in self.engine.get_tensor_profile_shape(self.input, 0))
         self.profile = Profile(tuple(lo), tuple(opt), tuple(hi))  # type: ignore[arg-type]  # 4-D, checked by Profile
         self.cuda_graph = cuda_graph
@@ -122,7 +130,8 @@ class TensorRTBackend:
             )
         x = x.to(self.device, torch.float32).contiguous()
         run = self.replay if self.cuda_graph else self.enqueue
-        parts = [run(chunk.contiguous()) for chunk in x.split(hi[0])]  # batches above the profile's max go in parts
+        with torch.cuda.device(self.device):  # TensorRT launches on the current device
+            parts = [run(chunk.contiguous()) for chunk in x.split(hi[0])]  # batches above the max go in parts
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def enqueue(self, x: Tensor, out: Tensor | None = None) -> Tensor:
@@ -138,7 +147,8 @@ class TensorRTBackend:
         return out
 
     def replay(self, x: Tensor) -> Tensor:
-        """Run through a CUDA graph captured for this input shape (captured again when the shape changes)."""
+        """Run through a CUDA graph captured for this input shape; a new shape is captured anew, replacing it (one
+        graph at a time: the context's shape-dependent state belongs to the shape it was last set up for)."""
         shape = tuple(x.shape)
         if self.graph is None or self.graph[0] != shape:
             static_in, static_out = torch.empty_like(x), torch.empty_like(x)
@@ -159,7 +169,13 @@ class OnnxRuntimeBackend:
     """onnxruntime on the CPU, or on CUDA with tensors bound in place (IO binding) where onnxruntime-gpu is installed."""
 
     def __init__(
-        self, model: Denoiser, device: torch.device, dtype: torch.dtype, engine: str | None, *, cache_dir: Path | None = None
+        self,
+        model: Denoiser,
+        device: torch.device,
+        dtype: torch.dtype,
+        engine: str | None,
+        *,
+        cache_dir: Path | None = None,
     ) -> None:
         import_onnxruntime()  # fail before exporting anything
         if engine is None:
@@ -170,6 +186,7 @@ class OnnxRuntimeBackend:
             path = Path(engine)
             if not path.is_file():
                 raise ValueError(f"{path}: no such ONNX file")
+        self.path = path
         meta = guard_onnx(path, lambda: onnx_metadata(path))
         check_weights(meta, model, str(path))
         self.dtype = PRECISIONS[meta.get("precision", "fp32")]

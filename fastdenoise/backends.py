@@ -86,6 +86,8 @@ def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
     """Build the configured backend around a trained denoiser (BN is folded for every kind)."""
     device = resolve_device(cfg.device)
     dtype = resolve_precision(cfg.precision, device)
+    if cfg.kind == BackendKind.onnxruntime and cfg.precision == Precision.auto:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32  # onnxruntime has no bf16 convolutions
     folded = fold_bn(model)
     match cfg.kind:
         case BackendKind.eager:

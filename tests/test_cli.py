@@ -93,6 +93,18 @@ def test_demo_with_bundled_weights(tmp_path):
     assert len(list((tmp_path / "demo").glob("*.png"))) == 4
 
 
+def test_bundled_weights_denoise_the_samples(tmp_path):
+    from fastdenoise.backends import BackendConfig, make_backend
+    from fastdenoise.checkpoint import load_denoiser
+    from fastdenoise.demo import run_demo
+    from fastdenoise.evaluate import backend_denoiser
+
+    backend = make_backend(load_denoiser(), BackendConfig(device="cpu", precision="fp32"))
+    for sigma in (15, 50):
+        rows = run_demo(backend_denoiser(backend), tmp_path / f"demo{sigma}", sigma)
+        assert all(r["psnr"] > r["noisy_psnr"] + 5 for r in rows), rows
+
+
 def test_train_joint_label_free(tmp_path, make_image):
     for i in range(3):
         save_rgb(make_image(64, 80), tmp_path / "photos" / f"{i}.png")

@@ -50,9 +50,10 @@ def denoiser_onnx(denoiser: Denoiser, cache_dir: Path) -> Path:
     return cached_denoiser_onnx(denoiser, torch.float32, cache_dir / "onnx")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tensorrt_gpu() -> None:
-    """Skip unless TensorRT's bindings and a CUDA GPU are both present."""
+    """Skip unless TensorRT's bindings and a CUDA GPU are both present (session scope: it runs before, and so
+    spares, the session fixtures listed after it)."""
     trt = pytest.importorskip("tensorrt", reason="needs TensorRT (pip install tensorrt, from NVIDIA's index) and a GPU")
     if not hasattr(trt, "Builder"):
         pytest.skip("only tensorrt-stubs is installed here, not TensorRT's bindings; needs TensorRT and a GPU")
