@@ -1,0 +1,89 @@
+"""Facts about the machine and software a benchmark ran on, stored with every result."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGES = (
+    "torch",
+    "triton",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorrt",
+    "nvidia-dali-cuda130",
+    "numpy",
+    "bm3d",
+    "fastdenoise",
+)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _git(*args: str) -> str | None:
+    try:
+        done = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_facts() -> dict:
+    """CPU model and cores, GPU name/driver/CUDA, package versions, git commit (and whether the tree was dirty)."""
+    import torch
+
+    from fastdenoise.train import cpu_has_bf16
+
+    facts = {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_has_bf16(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "versions": {p: _version(p) for p in PACKAGES},
+        "gpu": None,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        facts["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}", "memory_gib": props.total_memory / 2**30,
+                        "cuda": torch.version.cuda}  # fmt: skip
+        try:
+            facts["gpu"]["driver"] = subprocess.run(
+                ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=False,
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    facts["commit"] = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    facts["dirty"] = bool(status) if status is not None else None
+    return facts
+
+
+def machine_name(facts: dict) -> str:
+    """A folder name for bench/results/: the GPU if any, else the CPU model and core count."""
+    label = facts["gpu"]["name"] if facts.get("gpu") else f"{facts['cpu']}-{facts['cores']}c"
+    return "".join(c if c.isalnum() else "-" for c in label).strip("-").lower()
