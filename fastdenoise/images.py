@@ -1,56 +1,148 @@
-"""Image files at the two ends of every pipeline: listing, decoding to RGB uint8, atomic writes."""
+"""Image files at the two ends of every pipeline: listing every input (with a reason for each one that is not an image
+to denoise), decoding to RGB uint8, atomic writes that never follow a planted link."""
 
 from __future__ import annotations
 
+import errno
 import os
-import tempfile
+import stat
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
+PIL_FORMATS = {
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".png": "PNG",
+    ".webp": "WEBP",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+}
 
 
 class ImageError(ValueError):
     """A file that cannot be read as an image; the message names the file and the reason."""
 
 
-def iter_images(root: Path) -> Iterator[Path]:
-    """Yield image files under root, recursively, in sorted order, streaming one folder at a time.
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One thing found under the input folder: an image to denoise (problem None) or a file or folder left alone."""
 
-    Hidden files and folders are skipped; symlinks that leave root or loop are not followed.
+    path: Path
+    rel: str  # relative to the input folder, '/'-separated
+    problem: str | None = None
+
+
+def iter_entries(root: Path) -> Iterator[Entry]:
+    """Yield every file under root once, in sorted order, streaming one folder at a time.
+
+    Images come with problem None; everything else (other extensions, hidden files and folders, special files,
+    symlinks that leave root, loop or dangle, names whose output would collide) comes with the reason it is left alone.
     """
     root = Path(root)
     real_root = root.resolve()
 
-    def walk(folder: Path, seen: frozenset[str]) -> Iterator[Path]:
+    def walk(folder: Path, rel: str, chain: frozenset[str]) -> Iterator[Entry]:
         try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
+            with os.scandir(folder) as scan:
+                entries = sorted(scan, key=lambda e: e.name)
+        except OSError as err:
+            yield Entry(folder, rel or ".", f"cannot list folder: {err.strerror or err}")
             return
+        stems: dict[str, str] = {}
         for entry in entries:
+            path, name = Path(entry.path), f"{rel}{entry.name}"
             if entry.name.startswith("."):
+                yield Entry(path, name, "hidden, not searched")
                 continue
-            path = Path(entry.path)
+            real = None
             if entry.is_symlink():
-                target = path.resolve()
-                if not target.is_relative_to(real_root) or str(target) in seen:
+                try:
+                    real = path.resolve(strict=True)
+                except (OSError, RuntimeError) as err:  # RuntimeError: a loop, on Python < 3.13
+                    loop = isinstance(err, RuntimeError) or getattr(err, "errno", None) == errno.ELOOP
+                    yield Entry(path, name, "symlink loop, not followed" if loop else "broken symlink")
                     continue
-            if entry.is_dir():
-                real = str(path.resolve())
-                if real not in seen:
-                    yield from walk(path, seen | {real})
-            elif path.suffix.lower() in EXTENSIONS:
-                yield path
+                if not real.is_relative_to(real_root):
+                    yield Entry(path, name, "symlink to outside the input folder, not followed")
+                    continue
+            try:
+                mode = path.stat().st_mode
+            except OSError as err:
+                yield Entry(path, name, f"cannot stat: {err.strerror or err}")
+                continue
+            if stat.S_ISDIR(mode):
+                real_dir = str(real or path.resolve())
+                if real_dir in chain:
+                    yield Entry(path, name, "symlink loop, not followed")
+                else:
+                    yield from walk(path, name + "/", chain | {real_dir})
+            elif not stat.S_ISREG(mode):
+                yield Entry(path, name, "not a regular file")
+            elif path.suffix.lower() not in EXTENSIONS:
+                yield Entry(path, name, f"not an image extension ({path.suffix or 'none'})")
+            elif path.stem in stems:
+                yield Entry(
+                    path, name, f"same name as {rel}{stems[path.stem]} but another extension: outputs would collide"
+                )
+            else:
+                stems[path.stem] = entry.name
+                yield Entry(path, name)
 
-    yield from walk(root, frozenset({str(real_root)}))
+    yield from walk(root, "", frozenset({str(real_root)}))
+
+
+def iter_images(root: Path) -> Iterator[Path]:
+    """Yield the image files under root (see `iter_entries`), streaming."""
+    return (e.path for e in iter_entries(root) if e.problem is None)
 
 
 def list_images(root: Path) -> list[Path]:
-    """Sorted list of the image files under root (see `iter_images`)."""
+    """The image files under root (see `iter_entries`)."""
     return list(iter_images(root))
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    """What the file header says, read without decoding pixels."""
+
+    format: str
+    mode: str
+    height: int  # after EXIF orientation
+    width: int
+    transparency: bool
+
+
+def read_header(path: Path) -> Header:
+    """Format, mode, oriented size and whether the image has transparency, from the header alone."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            orientation = im.getexif().get(0x0112, 1)
+            alpha = "A" in im.mode or "a" in im.mode or "transparency" in im.info
+            fmt, mode = im.format or "", im.mode
+    except FileNotFoundError as err:
+        raise ImageError(f"{path}: no such file") from err
+    except UnidentifiedImageError as err:
+        raise ImageError(f"{path}: not a recognised image format") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"{path}: cannot read header ({err})") from err
+    h, w = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+    return Header(fmt, mode, h, w, alpha)
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(height, width) after EXIF orientation, read from the header only."""
+    header = read_header(path)
+    return header.height, header.width
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -60,12 +152,13 @@ def load_rgb(path: Path) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im = ImageOps.exif_transpose(im)
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if im.mode.startswith("I"):  # 16-bit greyscale (PNG, TIFF), or 32-bit integer
                 array = np.asarray(im, dtype=np.float64)
-                scale = 65535.0 if array.max() > 255 else 255.0
-                grey = np.clip(np.rint(array / scale * 255.0), 0, 255).astype(np.uint8)
+                # 16-bit files span 0..65535 however dark they are; only a plain "I" image of 8-bit data is not.
+                sixteen = im.mode.startswith("I;16") or im.format == "PNG" or array.max() > 255
+                grey = np.clip(np.rint(array / (65535.0 if sixteen else 255.0) * 255.0), 0, 255).astype(np.uint8)
                 return np.repeat(grey[..., None], 3, axis=2)
-            if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
                 im = im.convert("RGBA")
                 # Composite on white so transparent pixels have a defined colour.
                 background = Image.new("RGBA", im.size, (255, 255, 255, 255))
@@ -75,41 +168,44 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: no such file") from err
     except UnidentifiedImageError as err:
         raise ImageError(f"{path}: not a recognised image format") from err
-    except (OSError, SyntaxError, ValueError) as err:
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{path}: too many pixels ({err})") from err
+    except (OSError, SyntaxError, ValueError, MemoryError) as err:
         raise ImageError(f"{path}: cannot decode ({err})") from err
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) after EXIF orientation, read from the header only."""
-    from PIL import Image, UnidentifiedImageError
+def temporary_name(path: Path) -> Path:
+    """Where `save_rgb` writes before the rename: hidden, beside the final name, one per final name."""
+    return path.with_name(f".{path.name}.part")
 
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            orientation = im.getexif().get(0x0112, 1)
-    except UnidentifiedImageError as err:
-        raise ImageError(f"{path}: not a recognised image format") from err
-    except OSError as err:
-        raise ImageError(f"{path}: cannot read header ({err})") from err
-    return (w, h) if orientation in (5, 6, 7, 8) else (h, w)
+
+def open_fresh(path: Path, mode: str = "wb", **options: Any) -> IO:
+    """Open a newly created file at path for writing, first removing whatever is there (a leftover of a killed run);
+    O_EXCL | O_NOFOLLOW, so a symlink planted at that name is never written through."""
+    Path(path).unlink(missing_ok=True)
+    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), mode, **options)
 
 
 def save_rgb(image: np.ndarray, path: Path, quality: int = 95) -> None:
-    """Write an (H, W, 3) uint8 image atomically: a temporary name in the same folder, then rename."""
+    """Write an (H, W, 3) uint8 image atomically: a temporary name in the same folder, then rename.
+
+    The temporary file is created afresh (`open_fresh`); a final name therefore only ever holds a complete file.
+    """
     from PIL import Image
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = path.suffix.lower()
-    fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF"}.get(suffix)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"{path}: expected an (H, W, 3) uint8 image, got {image.dtype} {image.shape}")
+    fmt = PIL_FORMATS.get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"{path}: unsupported output format {suffix!r}; use one of {sorted(FORMATS)}")
+        raise ValueError(f"{path}: unsupported output format {path.suffix!r}; use one of {sorted(FORMATS)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": 1} if fmt == "PNG" else {}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = temporary_name(path)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with open_fresh(tmp) as handle:
             Image.fromarray(image).save(handle, format=fmt, **options)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise

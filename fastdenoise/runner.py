@@ -1,24 +1,39 @@
-"""Folder runs: every image under INPUT denoised into a mirrored tree under OUTPUT, with a manifest row per input."""
+"""Folder runs: every file under INPUT accounted for in a manifest row; every image denoised into a mirrored tree under
+OUTPUT. Listing, decoding, compute and writing overlap; a stop request, a kill or a full disk loses nothing done."""
 
 from __future__ import annotations
 
-import json
+import errno
+import os
+import queue
+import signal
+import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
 
+from fastdenoise import distributed
 from fastdenoise.backends import Backend
-from fastdenoise.images import FORMATS, ImageError, iter_images, load_rgb, save_rgb
-from fastdenoise.noise import to_uint8
+from fastdenoise.distributed import Shard
+from fastdenoise.images import EXTENSIONS, FORMATS, Entry, iter_entries
+from fastdenoise.loaders import Loader, LoaderKind, make_loader
+from fastdenoise.manifest import MANIFEST, Journal, load_vouchers, merge
 from fastdenoise.tiling import denoise_tiled
+from fastdenoise.writers import output_path, write_image
 
-MANIFEST = "manifest.jsonl"
+__all__ = ["MANIFEST", "RunConfig", "RunSummary", "check_folders", "denoise_folder", "summary_dict"]
+
+# Output errors after which no later write can succeed either: the run stops, a later run resumes.
+FATAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -32,6 +47,9 @@ class RunConfig:
     overlap: int = 64
     overwrite: bool = False
     workers: int = 2
+    loader: str = "auto"
+    strict: bool = True  # exit code 1 when an input failed (read by the CLI)
+    fail_fast: bool = False  # stop at the first input that fails
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -39,9 +57,13 @@ class RunConfig:
         if self.batch < 1 or self.workers < 1:
             raise ValueError("batch and workers must be >= 1")
         if self.tile % 4 or self.overlap % 4 or not 0 < self.overlap < self.tile:
-            raise ValueError(f"tile ({self.tile}) and overlap ({self.overlap}) must be multiples of 4, 0 < overlap < tile")
+            raise ValueError(
+                f"tile ({self.tile}) and overlap ({self.overlap}) must be multiples of 4, 0 < overlap < tile"
+            )
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
+        if self.loader not in {k.value for k in LoaderKind}:
+            raise ValueError(f"loader must be one of {[k.value for k in LoaderKind]}, got {self.loader!r}")
 
 
 @dataclass
@@ -49,39 +71,108 @@ class RunSummary:
     ok: int = 0
     skipped: int = 0
     failed: int = 0
+    ignored: int = 0
     megapixels: float = 0.0
     seconds: float = 0.0
+    # decode and write are summed over their worker threads; idle is the compute thread waiting for input or writers
     stages: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    stopped: str | None = None  # why the run ended before every input was done (None: it finished)
+    cause: str | None = None  # what stopped it: "request" (stop set from outside), "fail_fast", "output" (unwritable)
 
     @property
     def mp_per_s(self) -> float:
         return self.megapixels / self.seconds if self.seconds else 0.0
 
+    @property
+    def images_per_s(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
 
 def check_folders(src: Path, dst: Path) -> None:
-    """Raise ValueError unless src is an existing folder and dst is neither src nor inside it."""
+    """Raise ValueError unless src is an existing folder and dst is neither src, inside it, nor a folder holding it."""
+    src, dst = Path(src), Path(dst)
     if not src.exists():
         raise ValueError(f"{src}: input folder does not exist")
     if not src.is_dir():
         raise ValueError(f"{src}: input is not a folder")
+    if dst.exists() and not dst.is_dir():
+        raise ValueError(f"{dst}: output exists and is not a folder")
     real_src, real_dst = src.resolve(), dst.resolve()
     if real_dst == real_src or real_dst.is_relative_to(real_src):
         raise ValueError(f"{dst}: output folder may not be the input folder or inside it ({src})")
+    if real_src.is_relative_to(real_dst):
+        raise ValueError(f"{dst}: output folder may not hold the input folder ({src}): outputs could overwrite inputs")
 
 
-def output_path(src: Path, dst: Path, path: Path, fmt: str) -> Path:
-    return dst / path.relative_to(src).with_suffix(FORMATS[fmt])
+@dataclass(frozen=True, slots=True)
+class Item:
+    """An image to denoise: where it is, where its output goes, and the input's size and mtime when listed."""
+
+    entry: Entry
+    out: Path
+    size: int
+    mtime_ns: int
+
+    @property
+    def path(self) -> Path:
+        return self.entry.path
 
 
-def prefetch(paths: list[Path], workers: int, depth: int) -> Iterator[tuple[Path, Future]]:
-    """Decode ahead of the consumer in a thread pool, at most `depth` images in flight."""
-    with ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
-        pending: list[tuple[Path, Future]] = []
-        for path in paths:
-            pending.append((path, pool.submit(load_rgb, path)))
-            if len(pending) > depth:
-                yield pending.pop(0)
-        yield from pending
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Run an iterator in a background thread, at most `depth` items ahead of the consumer; closing stops it."""
+    ready: queue.Queue = queue.Queue(depth)
+    halt = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not halt.is_set():
+                    try:
+                        ready.put(item, timeout=0.05)
+                        break
+                    except queue.Full:
+                        pass
+                if halt.is_set():
+                    break
+        except BaseException as err:  # re-raised in the consumer
+            ready.put((end, err))
+            return
+        finally:
+            getattr(items, "close", lambda: None)()
+        ready.put((end, None))
+
+    thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if isinstance(item, tuple) and len(item) == 2 and item[0] is end:
+                if item[1] is not None:
+                    raise item[1]
+                return
+            yield item
+    finally:
+        halt.set()
+        while thread.is_alive():
+            try:
+                ready.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) float in [0, 1] on device; uint8 crosses the bus (4x fewer bytes)."""
+    x = torch.from_numpy(batch)
+    if device.type == "cuda":
+        x = x.pin_memory().to(device, non_blocking=True)
+    return x.permute(0, 3, 1, 2).float().div_(255)
+
+
+def batch_to_uint8(y: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) float -> (N, H, W, 3) uint8, clipped and rounded half to even (as `noise.to_uint8`)."""
+    return y.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def denoise_folder(
@@ -90,113 +181,201 @@ def denoise_folder(
     backend: Backend,
     cfg: RunConfig,
     on_image: Callable[[dict], None] | None = None,
+    *,
+    stop: threading.Event | None = None,
+    shard: Shard | None = None,
+    loader: Loader | None = None,
 ) -> RunSummary:
-    """Denoise every image under src into dst; one manifest row per input; one bad file never stops the run."""
+    """Denoise every image under src into dst; one manifest row per file found; one bad file never stops the run.
+
+    Setting `stop` (the CLI does on SIGINT/SIGTERM) ends the run after the batch in flight, its outputs written and
+    the manifest flushed; a later run with the same arguments does the rest."""
     src, dst = Path(src), Path(dst)
+    shard = shard or Shard()
     check_folders(src, dst)
-    paths = list(iter_images(src))
-    if not paths:
-        raise ValueError(f"{src}: no images found (extensions: png, jpg, jpeg, bmp, tif, tiff, webp, ppm, pgm)")
+    if not any(e.problem is None for e in iter_entries(src)):
+        raise ValueError(f"{src}: no images found (extensions: {', '.join(sorted(e[1:] for e in EXTENSIONS))})")
     dst.mkdir(parents=True, exist_ok=True)
+    stop = stop if stop is not None else threading.Event()
+    loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device)
+    suffix = FORMATS[cfg.format]
+    real_dst = dst.resolve()
+    vouchers = load_vouchers(dst)
+    journal = Journal(dst, shard.rank)
     summary = RunSummary()
-    start = time.perf_counter()
-    manifest = (dst / MANIFEST).open("w")
-    writer = ThreadPoolExecutor(cfg.workers, thread_name_prefix="write")
-    writes: list[tuple[dict, Future]] = []
-    buckets: dict[tuple[int, int], list[tuple[Path, Path, np.ndarray]]] = defaultdict(list)
+    stages = summary.stages
+    lock = threading.Lock()
+    safe_folders: set[Path] = set()
+
+    def halt(reason: str, cause: str) -> None:
+        if not stop.is_set():
+            summary.stopped, summary.cause = reason, cause
+        stop.set()
 
     def record(row: dict) -> None:
-        summary.ok += row["status"] == "ok"
-        summary.skipped += row["status"] == "skipped"
-        summary.failed += row["status"] == "error"
-        manifest.write(json.dumps(row) + "\n")
-        manifest.flush()
+        with lock:
+            journal.write(row)
+            summary.ok += row["status"] == "ok"
+            summary.skipped += row["status"] == "skipped"
+            summary.failed += row["status"] == "error"
+            summary.ignored += row["status"] == "ignored"
         if on_image:
             on_image(row)
+        if row["status"] == "error" and cfg.fail_fast:
+            halt(f"--fail-fast: {row['input']} failed", "fail_fast")
 
-    def row(path: Path, out: Path, status: str, error: str | None = None, shape: tuple[int, ...] = ()) -> dict:
-        entry = {"input": str(path.relative_to(src)), "status": status, "output": str(out.relative_to(dst)), "error": error}
-        return entry | ({"height": shape[0], "width": shape[1]} if shape else {})
+    def relative(path: Path) -> str:
+        return path.relative_to(dst).as_posix()
 
-    def drain(block: bool) -> None:
-        while writes and (block or writes[0][1].done()):
-            entry, future = writes.pop(0)
+    def error(item: Item, message: str) -> None:
+        record({"input": item.entry.rel, "status": "error", "output": relative(item.out), "error": message})
+
+    def inputs() -> Iterator[Item]:
+        """Runs in the prefetch thread: decides per listed file, streams the images to decode."""
+        for entry in distributed.take(iter_entries(src), shard):
+            if stop.is_set():
+                return
+            if entry.problem:
+                record({"input": entry.rel, "status": "ignored", "output": None, "error": entry.problem})
+                continue
+            out = output_path(dst, entry.rel, suffix)
             try:
-                future.result()
+                st = entry.path.stat()
             except OSError as err:
-                entry = entry | {"status": "error", "error": f"cannot write output: {err}"}
-            record(entry)
+                record({"input": entry.rel, "status": "error", "output": relative(out), "error": f"cannot stat: {err}"})
+                continue
+            voucher = vouchers.pop(entry.rel, None)
+            if voucher and not cfg.overwrite and voucher.holds(dst, relative(out), st):
+                record({"input": entry.rel, "status": "skipped", "output": voucher.output, "error": "done by an earlier run"}
+                       | voucher.fields())  # fmt: skip
+                continue
+            yield Item(entry, out, st.st_size, st.st_mtime_ns)
 
-    def write(path: Path, out: Path, image: np.ndarray) -> None:
-        summary.megapixels += image.shape[0] * image.shape[1] / 1e6
-        writes.append((row(path, out, "ok", shape=image.shape), writer.submit(timed_save, image, out)))
-
-    def timed_save(image: np.ndarray, out: Path) -> None:
+    def save(item: Item, image: np.ndarray) -> tuple[os.stat_result, float]:
+        """Runs in the writer pool."""
         tick = time.perf_counter()
-        save_rgb(image, out, cfg.quality)
-        summary.stages["write"] += time.perf_counter() - tick
+        folder = item.out.parent
+        if folder not in safe_folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.resolve().is_relative_to(real_dst):  # a symlink planted in the output tree
+                raise PermissionError(errno.EACCES, f"{folder} leads outside the output folder", str(folder))
+            safe_folders.add(folder)
+        return write_image(image, item.out, cfg.quality), time.perf_counter() - tick
 
-    def flush(key: tuple[int, int]) -> None:
-        items = buckets.pop(key)
+    writes: deque[tuple[Item, tuple[int, int], Future]] = deque()
+
+    def collect(block: bool) -> None:
+        while writes and (block or writes[0][2].done()):
+            item, (h, w), future = writes.popleft()
+            try:
+                st, seconds = future.result()
+            except OSError as err:
+                error(item, f"cannot write output: {err}")
+                if err.errno in FATAL_WRITE_ERRORS:
+                    halt(f"cannot write to {dst}: {os.strerror(err.errno)}", "output")
+                continue
+            except ValueError as err:
+                error(item, f"cannot encode output: {err}")
+                continue
+            stages["write"] += seconds
+            summary.megapixels += h * w / 1e6
+            record({"input": item.entry.rel, "status": "ok", "output": relative(item.out), "error": None, "height": h, "width": w,
+                    "input_size": item.size, "input_mtime_ns": item.mtime_ns, "output_size": st.st_size,
+                    "output_mtime_ns": st.st_mtime_ns})  # fmt: skip
+
+    def compute(group: list[tuple[Item, np.ndarray]], writer: ThreadPoolExecutor) -> None:
         tick = time.perf_counter()
         try:
-            x = torch.from_numpy(np.stack([im for _, _, im in items])).permute(0, 3, 1, 2).float().div_(255)
-            y = backend(x.to(backend.device)).cpu()
-            results = [to_uint8(t.permute(1, 2, 0).numpy()) for t in y]
+            h, w = group[0][1].shape[:2]
+            if max(h, w) > cfg.tile:  # alone, tile by tile: memory bounded by the tile
+                x = torch.from_numpy(group[0][1]).permute(2, 0, 1)[None].float().div_(255)
+                results = batch_to_uint8(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
+            else:
+                results = batch_to_uint8(backend(to_device(np.stack([image for _, image in group]), backend.device)))
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: the batch fails, the run goes on
-            for path, out, _ in items:
-                record(row(path, out, "error", f"denoising failed: {err}"))
+            for item, _ in group:
+                error(item, f"denoising failed: {err}")
             return
         finally:
-            summary.stages["compute"] += time.perf_counter() - tick
-        for (path, out, _), result in zip(items, results):
-            write(path, out, result)
+            stages["compute"] += time.perf_counter() - tick
+        for (item, _), result in zip(group, results):
+            writes.append((item, result.shape[:2], writer.submit(save, item, result)))
 
+    start = time.perf_counter()
+    buckets: dict[tuple[int, int], list[tuple[Item, np.ndarray]]] = {}
+    held = 0  # images waiting in buckets; past `limit` the oldest bucket goes as a partial batch, bounding memory
+    limit, max_writes = 4 * cfg.batch, 2 * cfg.batch + 2 * cfg.workers
     try:
-        todo = []
-        for path in paths:
-            out = output_path(src, dst, path, cfg.format)
-            if out.exists() and not cfg.overwrite:
-                record(row(path, out, "skipped", "output exists (use --overwrite)"))
-            else:
-                todo.append(path)
-        tick = time.perf_counter()
-        for path, future in prefetch(todo, cfg.workers, depth=2 * cfg.batch):
-            out = output_path(src, dst, path, cfg.format)
-            try:
-                image = future.result()
-            except ImageError as err:
-                record(row(path, out, "error", str(err)))
-                continue
-            summary.stages["decode_wait"] += time.perf_counter() - tick
-            h, w = image.shape[:2]
-            if max(h, w) > cfg.tile:
-                t0 = time.perf_counter()
-                x = torch.from_numpy(image).permute(2, 0, 1)[None].float().div_(255)
-                try:
-                    result = to_uint8(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch)[0].permute(1, 2, 0).numpy())
-                except (RuntimeError, ValueError) as err:
-                    record(row(path, out, "error", f"denoising failed: {err}"))
-                    continue
-                finally:
-                    summary.stages["compute"] += time.perf_counter() - t0
-                write(path, out, result)
-            else:
-                buckets[(h, w)].append((path, out, image))
-                if len(buckets[(h, w)]) == cfg.batch:
-                    flush((h, w))
-            drain(block=False)
-            tick = time.perf_counter()
-        for key in list(buckets):
-            flush(key)
-        drain(block=True)
+        with ThreadPoolExecutor(cfg.workers, thread_name_prefix="write") as writer:
+            with closing(prefetch(loader(inputs()), depth=2 * cfg.batch)) as decoded:
+                tick = time.perf_counter()
+                for d in decoded:
+                    stages["idle"] += time.perf_counter() - tick
+                    stages["decode"] += d.seconds
+                    if d.error is not None or d.image is None:
+                        error(d.item, str(d.error))
+                    elif max(d.image.shape[:2]) > cfg.tile:
+                        compute([(d.item, d.image)], writer)
+                    else:  # bucket by exact size: each image gets exactly what it would get alone
+                        key = d.image.shape[:2]
+                        bucket = buckets.setdefault(key, [])
+                        bucket.append((d.item, d.image))
+                        held += 1
+                        if len(bucket) == cfg.batch:
+                            held -= len(bucket)
+                            compute(buckets.pop(key), writer)
+                        elif held > limit:
+                            oldest = next(iter(buckets))
+                            held -= len(buckets[oldest])
+                            compute(buckets.pop(oldest), writer)
+                    collect(block=False)
+                    wait = time.perf_counter()
+                    while len(writes) > max_writes:
+                        collect(block=False)
+                        if len(writes) > max_writes:
+                            writes[0][2].exception()  # wait for the oldest write
+                    stages["idle"] += time.perf_counter() - wait
+                    if stop.is_set():
+                        break
+                    tick = time.perf_counter()
+            while buckets and not stop.is_set():
+                compute(buckets.pop(next(iter(buckets))), writer)
+            collect(block=True)
     finally:
-        writer.shutdown(wait=True)
-        drain(block=True)
-        manifest.close()
+        with suppress(OSError):  # the manifest itself is unwritable: what it lacks is redone by the next run
+            collect(block=True)
+        journal.close()
+        if stop.is_set() and summary.stopped is None:
+            summary.stopped, summary.cause = "stop requested", "request"
+        complete = distributed.all_complete(shard, summary.stopped is None)
+        if shard.rank == 0:
+            merge(dst, shard.world, complete)
         summary.seconds = time.perf_counter() - start
     return summary
 
 
+@contextmanager
+def stop_on_signals(
+    stop: threading.Event, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGTERM)
+) -> Iterator[list[int]]:
+    """While inside, SIGINT / SIGTERM set `stop` (the run ends after the batch in flight) and are listed in the
+    yielded list; a second SIGINT interrupts at once. Previous handlers come back on exit."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if received and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in signals}
+    try:
+        yield received
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def summary_dict(summary: RunSummary) -> dict:
-    return asdict(summary) | {"mp_per_s": summary.mp_per_s, "stages": dict(summary.stages)}
+    values = {f.name: getattr(summary, f.name) for f in fields(summary)}  # asdict cannot copy the defaultdict
+    return values | {"mp_per_s": summary.mp_per_s, "images_per_s": summary.images_per_s, "stages": dict(summary.stages)}

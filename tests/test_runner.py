@@ -3,13 +3,25 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.model import Denoiser
-from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.loaders import PilLoader
+from fastdenoise.noise import to_uint8
+from fastdenoise.runner import RunConfig, denoise_folder, summary_dict
 from helpers import SMALL, randomize_bn
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spinning against the I/O threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -37,9 +49,10 @@ def test_folder_run_mirrors_tree_and_reports_every_input(tree, tmp_path, backend
     dst = tmp_path / "out"
     summary = denoise_folder(tree, dst, backend, RunConfig(batch=2, tile=64, overlap=16))
     rows = {r["input"]: r for r in manifest(dst)}
-    assert set(rows) == {"a.png", "b.jpg", "sub/c.png", "sub/deeper/d.png", "big.png", "sub/grey.png", "broken.png"}
+    assert set(rows) == {"a.png", "b.jpg", "sub/c.png", "sub/deeper/d.png", "big.png", "sub/grey.png", "broken.png", "notes.txt"}
     assert rows["broken.png"]["status"] == "error" and "broken.png" in rows["broken.png"]["error"]
-    assert (summary.ok, summary.failed, summary.skipped) == (6, 1, 0)
+    assert rows["notes.txt"]["status"] == "ignored" and ".txt" in rows["notes.txt"]["error"]
+    assert (summary.ok, summary.failed, summary.skipped, summary.ignored) == (6, 1, 0, 1)
     for name, row in rows.items():
         if row["status"] != "ok":
             continue
@@ -77,3 +90,57 @@ def test_refuses_output_inside_input_and_missing_or_empty_input(tree, tmp_path, 
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
         denoise_folder(tmp_path / "empty", tmp_path / "o", backend, RunConfig())
+
+
+@pytest.fixture
+def mixed(tmp_path, make_image) -> Path:
+    src = tmp_path / "mixed"
+    sizes = [(32, 48), (17, 23), (32, 48), (48, 32), (17, 23), (32, 48), (48, 32), (32, 48), (17, 23), (32, 48)]
+    for i, (h, w) in enumerate(sizes):
+        save_rgb(make_image(h, w), src / f"m{i}.png")
+    return src
+
+
+def test_mixed_sizes_batched_give_exactly_what_each_image_gets_alone(mixed, tmp_path, backend):
+    summary = denoise_folder(mixed, tmp_path / "batched", backend, RunConfig(batch=3, loader="pil"))
+    assert summary.ok == 10
+    for path in sorted(mixed.iterdir()):
+        image = load_rgb(path)
+        alone = backend(torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255)[0].permute(1, 2, 0).numpy()
+        assert np.array_equal(load_rgb(tmp_path / "batched" / path.name), to_uint8(alone)), path.name
+
+
+def test_summary_reports_each_stage(mixed, tmp_path, backend):
+    summary = denoise_folder(mixed, tmp_path / "out", backend, RunConfig(batch=2))
+    assert set(summary.stages) >= {"decode", "compute", "write", "idle"}
+    assert summary.stages["compute"] > 0 and summary.stages["decode"] > 0 and summary.stages["write"] > 0
+    assert summary.images_per_s > 0 and summary_dict(summary)["stages"] == dict(summary.stages)
+
+
+def test_partial_batches_go_before_memory_fills(tmp_path, make_image, backend):
+    """Every image a different size: buckets never fill, so the oldest goes out as a partial batch once more than
+    4 * batch images wait; decoded images held stay bounded however long the folder is."""
+    src = tmp_path / "sizes"
+    for i in range(30):
+        save_rgb(make_image(8 + i, 9), src / f"s{i:02d}.png")
+    pulled = []
+    loader = PilLoader(workers=1, depth=1)
+
+    def counting(items):
+        for d in loader(items):
+            pulled.append(d.item)
+            yield d
+
+    seen_at_compute = []
+
+    class Recording:
+        device = backend.device
+
+        def __call__(self, x):
+            seen_at_compute.append(len(pulled))
+            return backend(x)
+
+    summary = denoise_folder(src, tmp_path / "out", Recording(), RunConfig(batch=2, loader="pil"), loader=counting)
+    assert summary.ok == 30
+    # pulled - computed = waiting in buckets (<= 4 * batch + 1) + the prefetch queue (2 * batch) + the loader's one
+    assert max(seen - k for k, seen in enumerate(seen_at_compute)) <= (4 * 2 + 1) + 2 * 2 + 2

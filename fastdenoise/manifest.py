@@ -1,0 +1,193 @@
+"""The run manifest: one JSON row per input in OUTPUT/manifest.jsonl. While a run goes, each process appends its rows
+to its own part (`manifest.part<rank>.jsonl`, flushed per row, so a kill loses nothing written); at the end the parts
+are merged into manifest.jsonl. A run started again reads the manifest and any parts left by a killed run and skips
+every input whose row still vouches for its output (same input size and mtime, same output size and mtime)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from fastdenoise.images import open_fresh, temporary_name
+
+MANIFEST = "manifest.jsonl"
+PART_GLOB = "manifest.part*.jsonl"
+
+
+def part_name(rank: int) -> str:
+    return f"manifest.part{rank}.jsonl"
+
+
+@dataclass(frozen=True, slots=True)
+class Voucher:
+    """What an `ok` row says about its output, enough to trust it on a later run without decoding anything."""
+
+    output: str
+    input_size: int
+    input_mtime_ns: int
+    output_size: int
+    output_mtime_ns: int
+    height: int
+    width: int
+
+    @classmethod
+    def from_row(cls, row: dict) -> Voucher | None:
+        try:
+            return cls(row["output"], row["input_size"], row["input_mtime_ns"], row["output_size"], row["output_mtime_ns"],
+                       row["height"], row["width"])  # fmt: skip
+        except (KeyError, TypeError):
+            return None
+
+    def holds(self, dst: Path, output: str, input_stat: os.stat_result) -> bool:
+        """True if the input is unchanged and the output is the very file the row was written for."""
+        if output != self.output or (input_stat.st_size, input_stat.st_mtime_ns) != (
+            self.input_size,
+            self.input_mtime_ns,
+        ):
+            return False
+        try:
+            st = (dst / output).stat()
+        except OSError:
+            return False
+        return (st.st_size, st.st_mtime_ns) == (self.output_size, self.output_mtime_ns)
+
+    def fields(self) -> dict:
+        return {"height": self.height, "width": self.width, "input_size": self.input_size, "input_mtime_ns": self.input_mtime_ns,
+                "output_size": self.output_size, "output_mtime_ns": self.output_mtime_ns}  # fmt: skip
+
+
+def read_lines(path: Path) -> Iterator[tuple[int, dict]]:
+    """(byte offset, row) for every JSON object line; a line cut short by a kill or garbled is passed over."""
+    try:
+        handle = path.open("rb")
+    except FileNotFoundError:
+        return
+    with handle:
+        offset = 0
+        for line in handle:
+            start, offset = offset, offset + len(line)
+            try:
+                row = json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(row, dict):
+                yield start, row
+
+
+@dataclass(frozen=True)
+class Segment:
+    """The rows one process appended to its part in one run: [start, end) bytes, after a header line."""
+
+    path: Path
+    started_ns: int
+    start: int
+    end: int
+
+
+def segments(dst: Path) -> list[Segment]:
+    """Every run segment of every part file in dst, oldest first."""
+    found = []
+    for path in sorted(Path(dst).glob(PART_GLOB)):
+        heads = [(offset, row["run_started_ns"]) for offset, row in read_lines(path) if "run_started_ns" in row]
+        size = path.stat().st_size
+        for k, (offset, started) in enumerate(heads):
+            found.append(Segment(path, started, offset, heads[k + 1][0] if k + 1 < len(heads) else size))
+    return sorted(found, key=lambda s: s.started_ns)
+
+
+def segment_rows(segment: Segment) -> Iterator[dict]:
+    with segment.path.open("rb") as handle:
+        handle.seek(segment.start)
+        for line in handle.read(segment.end - segment.start).splitlines():
+            try:
+                row = json.loads(line)
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(row, dict) and "input" in row:
+                yield row
+
+
+def history(dst: Path) -> Iterator[dict]:
+    """Every row known about earlier runs into dst, oldest first: manifest.jsonl, then parts left by killed runs."""
+    for _, row in read_lines(Path(dst) / MANIFEST):
+        if "input" in row:
+            yield row
+    for segment in segments(dst):
+        yield from segment_rows(segment)
+
+
+def load_vouchers(dst: Path) -> dict[str, Voucher]:
+    """input -> voucher of its latest row, for inputs whose latest row is `ok` or `skipped` with output facts."""
+    vouchers: dict[str, Voucher] = {}
+    for row in history(dst):
+        voucher = Voucher.from_row(row) if row.get("status") in ("ok", "skipped") else None
+        if voucher:
+            vouchers[row["input"]] = voucher
+        else:
+            vouchers.pop(row["input"], None)
+    return vouchers
+
+
+class Journal:
+    """This process's manifest part: a header line per run, then one row per input, appended and flushed."""
+
+    def __init__(self, dst: Path, rank: int = 0) -> None:
+        self.path = Path(dst) / part_name(rank)
+        self.lock = threading.Lock()
+        self.handle = self.path.open("a", encoding="utf-8")
+        self.handle.write(json.dumps({"run_started_ns": time.time_ns(), "rank": rank}) + "\n")
+        self.handle.flush()
+
+    def write(self, row: dict) -> None:
+        line = json.dumps(row, ensure_ascii=False) + "\n"
+        with self.lock:
+            self.handle.write(line)
+            self.handle.flush()
+
+    def close(self) -> None:
+        with self.lock:
+            self.handle.close()
+
+
+def write_atomic(path: Path, lines: Iterator[str]) -> None:
+    tmp = temporary_name(path)
+    with open_fresh(tmp, "w", encoding="utf-8") as handle:
+        handle.writelines(lines)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def merge(dst: Path, world: int = 1, complete: bool = True) -> dict[str, int]:
+    """Fold the parts into manifest.jsonl and delete them; returns rows per status.
+
+    complete: this run listed every input, so manifest.jsonl becomes exactly this run's rows (the last segment of
+    parts 0..world-1; streamed, one row per input). Otherwise (stopped early) rows of earlier runs for inputs this run
+    did not reach are kept too: latest row per input wins."""
+    dst = Path(dst)
+    parts = segments(dst)
+    counts: dict[str, int] = {}
+
+    def count(rows: Iterator[dict]) -> Iterator[str]:
+        for row in rows:
+            counts[row.get("status", "?")] = counts.get(row.get("status", "?"), 0) + 1
+            yield json.dumps(row, ensure_ascii=False) + "\n"
+
+    if complete:
+        last = {s.path.name: s for s in parts}  # oldest first, so the last segment of each part wins
+        current = [last[part_name(r)] for r in range(world) if part_name(r) in last]
+        rows: Iterator[dict] = (row for s in current for row in segment_rows(s))
+    else:
+        latest: dict[str, str] = {}
+        for row in history(dst):
+            latest[row["input"]] = json.dumps(row, ensure_ascii=False)
+        rows = (json.loads(line) for line in latest.values())
+    write_atomic(dst / MANIFEST, count(rows))
+    for segment in parts:
+        segment.path.unlink(missing_ok=True)
+    return counts
