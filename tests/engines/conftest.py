@@ -8,19 +8,13 @@ import pytest
 import torch
 
 from fastdenoise.model import Denoiser
+from helpers import randomize_bn
 
 
 def random_denoiser(seed: int) -> Denoiser:
     """Random weights and BN statistics, so folding BN and the global residual both matter."""
     torch.manual_seed(seed)
-    model = Denoiser()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 2.0)
-            module.weight.data.uniform_(0.5, 1.5)
-            module.bias.data.uniform_(-0.1, 0.1)
-    return model.eval()
+    return randomize_bn(Denoiser())
 
 
 def has_tensorrt() -> bool:
