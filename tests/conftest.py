@@ -56,3 +56,34 @@ def random_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
 def make_image(rng: np.random.Generator):
     """make_image(h, w) -> a random smooth uint8 RGB image."""
     return lambda h, w: random_image(rng, h, w)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spinning against the I/O threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def backend():
+    """The eager fp32 backend around a small random denoiser (non-trivial BN statistics)."""
+    from fastdenoise.backends import BackendConfig, make_backend
+    from fastdenoise.model import Denoiser
+    from helpers import SMALL, randomize_bn
+
+    return make_backend(randomize_bn(Denoiser(SMALL)), BackendConfig(device="cpu", precision="fp32"))
+
+
+@pytest.fixture
+def weights(tmp_path) -> Path:
+    """A small random denoiser saved as safetensors, for CLI and subprocess runs."""
+    from fastdenoise.checkpoint import save_weights
+    from fastdenoise.model import Denoiser
+    from helpers import SMALL, randomize_bn
+
+    path = tmp_path / "small.safetensors"
+    save_weights(randomize_bn(Denoiser(SMALL)), path)
+    return path

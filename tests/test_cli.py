@@ -4,20 +4,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from fastdenoise.checkpoint import save_weights
 from fastdenoise.cli import app
 from fastdenoise.images import save_rgb
-from fastdenoise.model import Denoiser
-from helpers import SMALL, randomize_bn
 
 runner = CliRunner()
-
-
-@pytest.fixture
-def weights(tmp_path) -> Path:
-    path = tmp_path / "small.safetensors"
-    save_weights(randomize_bn(Denoiser(SMALL)), path)
-    return path
 
 
 @pytest.fixture

@@ -11,21 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 from typer.testing import CliRunner
 
 import fastdenoise.runner as runner_module
-from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.checkpoint import save_weights
 from fastdenoise.cli import app
 from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.loaders import dali_available
 from fastdenoise.manifest import MANIFEST
-from fastdenoise.model import Denoiser
 from fastdenoise.runner import RunConfig, check_folders, denoise_folder
 from conftest import ROOT, random_image
-from helpers import SMALL, randomize_bn
 from image_files import bad_tree, snapshot
 
 needs_dali = pytest.mark.skipif(
@@ -33,25 +28,7 @@ needs_dali = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spinning against the I/O threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def backend():
-    return make_backend(randomize_bn(Denoiser(SMALL)), BackendConfig(device="cpu", precision="fp32"))
-
-
-@pytest.fixture
-def weights(tmp_path) -> Path:
-    path = tmp_path / "small.safetensors"
-    save_weights(randomize_bn(Denoiser(SMALL)), path)
-    return path
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rows_of(path: Path) -> list[dict]:
@@ -266,7 +243,7 @@ def cli_command(src: Path, dst: Path, weights: Path, *extra: str) -> list[str]:
             "--precision", "fp32", "--batch", "2", "--workers", "1", "--loader", "pil", *extra]  # fmt: skip
 
 
-ENV = os.environ | {"OMP_NUM_THREADS": "1"}  # see _one_torch_thread
+ENV = os.environ | {"OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
 
 
 def start_and_wait_for_rows(command: list[str], part: Path, rows: int, timeout: float = 120.0) -> subprocess.Popen:

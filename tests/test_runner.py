@@ -6,27 +6,13 @@ import pytest
 import torch
 from PIL import Image
 
-from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.images import load_rgb, save_rgb
-from fastdenoise.model import Denoiser
 from fastdenoise.loaders import PilLoader
 from fastdenoise.noise import to_uint8
 from fastdenoise.runner import RunConfig, denoise_folder, summary_dict
-from helpers import SMALL, randomize_bn
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny models on a shared 2-core machine: one intra-op thread avoids OpenMP spinning against the I/O threads."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def backend():
-    return make_backend(randomize_bn(Denoiser(SMALL)), BackendConfig(device="cpu", precision="fp32"))
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
