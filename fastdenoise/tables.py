@@ -740,6 +740,17 @@ def default_segmenter_weights(head: str, data_root: Path) -> Path | None:
     return Path(data_root) / "weights" / "espnetv2" / files[head] if head in files else None
 
 
+def find_segmenter_weights(head: str, data: Path) -> Path | None:
+    """The EdgeNets file for an espnetv2-* head under $FASTDENOISE_DATA, else under the nearest folder above `data`
+    that has weights/espnetv2 (../shared/data for ../shared/data/camvid/train); None if neither has it."""
+    roots = [Path(os.environ["FASTDENOISE_DATA"])] if "FASTDENOISE_DATA" in os.environ else []
+    for root in [*roots, *Path(data).resolve().parents]:
+        path = default_segmenter_weights(head, root)
+        if path is None or path.is_file():
+            return path
+    return None
+
+
 @contextmanager
 def progress_bar(label: str, enabled: bool = True) -> Iterator[ProgressFn]:
     """A rich progress bar (transient) as a ProgressFn: images and sigmas done, the last one, elapsed and left."""

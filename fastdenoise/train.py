@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastdenoise.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_weights
+from fastdenoise.checkpoint import CheckpointError, load_checkpoint, load_denoiser, save_checkpoint, save_weights
 from fastdenoise.data import Batch, PatchSampler, load_folder
 from fastdenoise.metrics import psnr
 from fastdenoise.model import Denoiser, DenoiserSpec
@@ -256,14 +256,21 @@ def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0) -> Val
     return validate
 
 
-def train_denoiser(cfg: TrainConfig, progress: bool = True) -> Denoiser:
-    """Separate (MSE) training of a Denoiser on a folder of clean images; writes model.safetensors to cfg.out."""
+def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = None) -> Denoiser:
+    """Separate (MSE) training of a Denoiser on a folder of clean images; writes model.safetensors to cfg.out.
+
+    init: start from these weights (fine-tuning, e.g. the MSE control of a joint run on the same photos)."""
     images = load_folder(Path(cfg.data))
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
     model = Denoiser(DenoiserSpec(**cfg.spec))
+    if init is not None:
+        start = load_denoiser(Path(init))
+        if start.spec != model.spec:
+            raise ValueError(f"{init}: its architecture {asdict(start.spec)} differs from train.spec {cfg.spec}")
+        model.load_state_dict(start.state_dict())
     sampler = PatchSampler(images, cfg.patch, cfg.batch, cfg.sigma, cfg.seed)
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2
     validate = psnr_validator(Path(cfg.val), val_sigma, cfg.val_images) if cfg.val else None
     fit(model, mse_loss, sampler, cfg, validate, progress)
-    save_weights(model.cpu(), Path(cfg.out) / "model.safetensors", {"config": asdict(cfg)})
+    save_weights(model.cpu(), Path(cfg.out) / "model.safetensors", {"config": asdict(cfg), "init": init})
     return model  # type: ignore[return-value]

@@ -277,3 +277,18 @@ def test_table2_and_table3_on_two_real_images(data_dir, tmp_path):
     result = table3(cfg, [Arm(NOISY)])
     assert result.cell(CLEAN, None)["pixel_acc"] > 0.75  # 0.864 over all of val (heads note)
     assert 0 < result.cell(NOISY, 30.0)["miou"] <= 1
+
+
+def test_segmenter_weights_found_above_the_data(tmp_path, monkeypatch):
+    from fastdenoise.heads.espnetv2 import CITYSCAPES_WEIGHTS
+    from fastdenoise.tables import find_segmenter_weights
+
+    monkeypatch.delenv("FASTDENOISE_DATA", raising=False)
+    data = tmp_path / "data" / "camvid" / "train"
+    data.mkdir(parents=True)
+    assert find_segmenter_weights("espnetv2-camvid", data) is None  # nothing there yet
+    weights = tmp_path / "data" / "weights" / "espnetv2" / CITYSCAPES_WEIGHTS
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"x")
+    assert find_segmenter_weights("espnetv2-camvid", data) == weights
+    assert find_segmenter_weights("efficientnet-lite0", data) is None  # not an EdgeNets head: its own default

@@ -93,3 +93,18 @@ def test_config_validation(tmp_path):
         TrainConfig(data="x", out="y", patch=30)
     with pytest.raises(ValueError, match="amp"):
         TrainConfig(data="x", out="y", amp="int8")
+
+
+def test_init_starts_from_given_weights(image_folder, tmp_path):
+    from fastdenoise.checkpoint import save_weights
+    from helpers import randomize_bn
+
+    torch.manual_seed(7)
+    start = randomize_bn(Denoiser(SMALL))
+    save_weights(start, tmp_path / "start.safetensors")
+    cfg = TrainConfig(**{**asdict(config(image_folder, tmp_path / "run", steps=2)), "lr": 1e-12, "val": None})
+    tuned = train_denoiser(cfg, progress=False, init=str(tmp_path / "start.safetensors"))  # steps too small to move
+    fresh = train_denoiser(TrainConfig(**{**asdict(cfg), "out": str(tmp_path / "fresh")}), progress=False)
+    for name, value in start.named_parameters():
+        torch.testing.assert_close(tuned.get_parameter(name), value, rtol=0, atol=1e-6, msg=name)
+    assert not torch.allclose(fresh.get_parameter("conv0.0.weight"), start.get_parameter("conv0.0.weight"))
