@@ -1,4 +1,5 @@
-"""Copy a trained run's weights into the package with a card (data, steps, command, Kodak24 PSNR from `eval`).
+"""Copy a trained run's weights into the package with a card (data, steps, command, Kodak24 PSNR from `eval`); a
+joint run (its joint.json) adds the objective, head, lambda, target, starting weights and final losses.
 
 Usage: python bench/bundle_weights.py RUN_DIR EVAL_JSON --name blind --command "fastdenoise train ..." [--note "..."]
 """
@@ -48,10 +49,28 @@ def main() -> None:
         },
         "note": args.note,
     }
+    card |= joint_fields(args.run, log)
     model = load_denoiser(args.run / args.weights)
     save_weights(model, PACKAGE_WEIGHTS / f"{args.name}.safetensors", card)
     (PACKAGE_WEIGHTS / f"{args.name}.json").write_text(json.dumps(card, indent=1) + "\n")
     print(json.dumps(card["kodak24"], indent=1))
+
+
+def joint_fields(run: Path, log: list[dict]) -> dict:
+    """What a joint run adds to the card (nothing for an MSE run): objective, head, lambda, target, init, final losses."""
+    path = run / "joint.json"
+    last = next((r for r in reversed(log) if "loss" in r), {})
+    if not path.is_file():
+        return {"objective": "MSE", "final_loss": {"mse": last.get("mse")}}
+    joint = json.loads(path.read_text())
+    lam = joint["lam"] if joint["lam"] is not None else {"classify": 0.25, "segment": 0.5}[joint["task"]]
+    task_loss = "CE to the label" if joint["target"] == "labels" else f"label-free ({joint['target']} of the head on the clean crop)"
+    return {
+        "objective": f"MSE + {lam} * {task_loss} of the frozen {joint['head']} on D(x)",
+        "task": joint["task"], "head": joint["head"], "lam": lam, "target": joint["target"], "init": joint["init"],
+        "labels": joint.get("labels"), "masks": joint.get("masks"), "ignore_index": joint.get("ignore_index"),
+        "final_loss": {"mse": last.get("mse"), "task": last.get("task")},
+    }  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise).")] = False,
     task: Annotated[Task | None, typer.Option(help="Joint training against a frozen head (classify or segment); omit for MSE alone.")] = None,
     head: Annotated[str, typer.Option(help="Frozen head: efficientnet-lite0|1|2, espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>.")] = "efficientnet-lite0",
-    head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: its pip package, or $FASTDENOISE_DATA for ESPNetv2).", exists=True, dir_okay=False)] = None,
+    head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA).", exists=True, dir_okay=False)] = None,
     lam: Annotated[float | None, typer.Option(help="Weight of the task loss (default 0.25 classify, 0.5 segment).", min=0.0)] = None,
     target: Annotated[Target, typer.Option(help="labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop.")] = Target.LABELS,
     labels: Annotated[Path | None, typer.Option(help="Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class.", exists=True, dir_okay=False)] = None,
@@ -81,8 +81,8 @@ def train(
 
     if (out / "last.pt").exists() and not resume:
         raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
-    if task is None and (labels or masks or head_weights or lam is not None or init or resize or target is not Target.LABELS):
-        raise fail("--head-weights, --lam, --target, --labels, --masks, --resize and --init are for joint training: add --task")
+    if task is None and (labels or masks or head_weights or lam is not None or resize or target is not Target.LABELS):
+        raise fail("--head-weights, --lam, --target, --labels, --masks and --resize are for joint training: add --task")
     crop = patch if patch is not None else (default_crop(task) if task is not None else 48)
     try:
         cfg = TrainConfig(
@@ -92,8 +92,12 @@ def train(
         )  # fmt: skip
         interrupt_on_sigterm()
         if task is None:
-            train_denoiser(cfg)
+            train_denoiser(cfg, init=str(init) if init else None)
         else:
+            if head_weights is None and task is Task.SEGMENT:
+                from fastdenoise.tables import find_segmenter_weights
+
+                head_weights = find_segmenter_weights(head, data)
             joint = JointConfig(
                 cfg, task=task.value, head=head, head_weights=str(head_weights) if head_weights else None, lam=lam,
                 target=target.value, labels=str(labels) if labels else None, masks=str(masks) if masks else None,
@@ -149,8 +153,13 @@ def run(
     loader: Annotated[str, typer.Option(help="auto (DALI on a GPU where installed, else Pillow), dali, pil.")] = "auto",
     strict: Annotated[bool, typer.Option(help="Exit 1 if any input failed (default); --no-strict exits 0.")] = True,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first input that fails (exit 1).")] = False,
+    task: Annotated[Task | None, typer.Option(help="Also run a frozen head on each denoised image: classify (top-k into OUTPUT/predictions.csv) or segment (a <name>.mask.png beside each output).")] = None,
+    head: Annotated[str | None, typer.Option(help="Head for --task (default: efficientnet-lite0 for classify, espnetv2-camvid for segment); the names of `train --head`.")] = None,
+    head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA).", exists=True, dir_okay=False)] = None,
+    top_k: Annotated[int | None, typer.Option(help="Classes kept per image with --task classify (default 5).", min=1)] = None,
 ) -> None:
-    """Denoise every image under INPUT into OUTPUT (PNG by default) with a manifest.jsonl row per file.
+    """Denoise every image under INPUT into OUTPUT (PNG by default) with a manifest.jsonl row per file; with --task,
+    also classify (OUTPUT/predictions.csv) or segment (OUTPUT/<path>.mask.png) each denoised image.
 
     Exit codes: 0 done; 1 some input failed (see the manifest; 0 with --no-strict); 2 bad arguments or the run could
     not start; 3 stopped because the output could not be written (disk full, read-only); 130 / 143 stopped by
@@ -162,25 +171,37 @@ def run(
 
     from fastdenoise import distributed
     from fastdenoise.images import iter_entries
+    from fastdenoise.predictions import MASK_SUFFIX, TaskConfig, load_predictor
     from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder, stop_on_signals
 
+    if task is None and (head or head_weights or top_k is not None):
+        raise fail("--head, --head-weights and --top-k are for --task classify|segment")
+    if task is Task.SEGMENT and top_k is not None:
+        raise fail("--top-k is for --task classify")
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
                         workers=workers, loader=loader, strict=strict, fail_fast=fail_fast)  # fmt: skip
+        task_cfg = TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5) if task else None
         check_folders(input, output)
         shard = distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
     total = sum(1 for _ in distributed.take(iter_entries(input), shard))
     _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine)
+    predictor = None
+    if task_cfg is not None:
+        try:
+            predictor = load_predictor(task_cfg, denoiser.device)
+        except (ValueError, FileNotFoundError, ImportError) as err:
+            raise fail(str(err)) from err
     columns = (TextColumn("[bold]denoise"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeElapsedColumn(), TimeRemainingColumn())
     stop = threading.Event()
     with distributed.process_group(shard), stop_on_signals(stop) as received:
         with Progress(*columns, transient=True, disable=shard.rank > 0) as bar:
-            task = bar.add_task("run", total=total, last="")
-            on_image = lambda row: bar.update(task, advance=1, last=row["input"][-40:])  # noqa: E731
+            progress = bar.add_task("run", total=total, last="")
+            on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])  # noqa: E731
             try:
-                summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard)
+                summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard, predictor=predictor)
             except ImportError as err:
                 raise fail(f"loader {loader!r} is not available here: {err}") from err
             except ValueError as err:
@@ -193,6 +214,10 @@ def run(
         f"{prefix}{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images; "
         f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); manifest: {output / MANIFEST}"
     )
+    if summary.predictions:
+        typer.echo(f"{prefix}predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
+    elif task is Task.SEGMENT:
+        typer.echo(f"{prefix}masks: {summary.masks} ({task_cfg.head_name}), each beside its output as {output}/<path>{MASK_SUFFIX}")
     if summary.stopped:
         typer.secho(f"{prefix}stopped early: {summary.stopped}; the same command again does the rest", err=True, fg=typer.colors.YELLOW)
     if received:

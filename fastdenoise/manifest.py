@@ -25,7 +25,8 @@ def part_name(rank: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Voucher:
-    """What an `ok` row says about its output, enough to trust it on a later run without decoding anything."""
+    """What an `ok` row says about its output (and, after `run --task`, its prediction), enough to trust it on a later
+    run without decoding anything."""
 
     output: str
     input_size: int
@@ -34,31 +35,54 @@ class Voucher:
     output_mtime_ns: int
     height: int
     width: int
+    head: str | None = None  # `run --task`: which head (and top-k) made the prediction
+    top: str | None = None  # classify: the row's top-k list as JSON text (a tenth of the memory of nested lists)
+    mask: str | None = None  # segment: the mask file, relative to OUTPUT, and its size and mtime
+    mask_size: int | None = None
+    mask_mtime_ns: int | None = None
 
     @classmethod
     def from_row(cls, row: dict) -> Voucher | None:
         try:
+            top = json.dumps(row["top"], ensure_ascii=False) if row.get("top") is not None else None
             return cls(row["output"], row["input_size"], row["input_mtime_ns"], row["output_size"], row["output_mtime_ns"],
-                       row["height"], row["width"])  # fmt: skip
+                       row["height"], row["width"], row.get("head"), top, row.get("mask"), row.get("mask_size"),
+                       row.get("mask_mtime_ns"))  # fmt: skip
         except (KeyError, TypeError):
             return None
 
-    def holds(self, dst: Path, output: str, input_stat: os.stat_result) -> bool:
-        """True if the input is unchanged and the output is the very file the row was written for."""
+    def holds(self, dst: Path, output: str, input_stat: os.stat_result, head: str | None = None) -> bool:
+        """True if the input is unchanged and the output (and mask, if the row has one) is the very file the row was
+        written for; with `head`, only if the row also holds that head's prediction."""
         if output != self.output or (input_stat.st_size, input_stat.st_mtime_ns) != (
             self.input_size,
             self.input_mtime_ns,
         ):
             return False
-        try:
-            st = (dst / output).stat()
-        except OSError:
+        if head is not None and head != self.head:
             return False
-        return (st.st_size, st.st_mtime_ns) == (self.output_size, self.output_mtime_ns)
+        files = [(output, self.output_size, self.output_mtime_ns)]
+        if self.mask is not None:
+            files.append((self.mask, self.mask_size, self.mask_mtime_ns))
+        for name, size, mtime_ns in files:
+            try:
+                st = (dst / name).stat()
+            except OSError:
+                return False
+            if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+                return False
+        return True
 
     def fields(self) -> dict:
-        return {"height": self.height, "width": self.width, "input_size": self.input_size, "input_mtime_ns": self.input_mtime_ns,
-                "output_size": self.output_size, "output_mtime_ns": self.output_mtime_ns}  # fmt: skip
+        facts = {"height": self.height, "width": self.width, "input_size": self.input_size, "input_mtime_ns": self.input_mtime_ns,
+                 "output_size": self.output_size, "output_mtime_ns": self.output_mtime_ns}  # fmt: skip
+        if self.head is not None:
+            facts["head"] = self.head
+        if self.top is not None:
+            facts["top"] = json.loads(self.top)
+        if self.mask is not None:
+            facts |= {"mask": self.mask, "mask_size": self.mask_size, "mask_mtime_ns": self.mask_mtime_ns}
+        return facts
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, dict]]:

@@ -1,5 +1,6 @@
 """Folder runs: every file under INPUT accounted for in a manifest row; every image denoised into a mirrored tree under
-OUTPUT. Listing, decoding, compute and writing overlap; a stop request, a kill or a full disk loses nothing done."""
+OUTPUT (with `predictor`, also each image's top-k classes or segmentation mask). Listing, decoding, compute and writing
+overlap; a stop request, a kill or a full disk loses nothing done."""
 
 from __future__ import annotations
 
@@ -26,8 +27,9 @@ from fastdenoise.distributed import Shard
 from fastdenoise.images import EXTENSIONS, FORMATS, Entry, iter_entries
 from fastdenoise.loaders import Loader, LoaderKind, make_loader
 from fastdenoise.manifest import MANIFEST, Journal, load_vouchers, merge
+from fastdenoise.predictions import MASK_SUFFIX, Prediction, Predictor, write_predictions
 from fastdenoise.tiling import denoise_tiled
-from fastdenoise.writers import output_path, write_image
+from fastdenoise.writers import output_path, write_image, write_mask
 
 __all__ = ["MANIFEST", "RunConfig", "RunSummary", "check_folders", "denoise_folder", "summary_dict"]
 
@@ -78,6 +80,8 @@ class RunSummary:
     stages: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     stopped: str | None = None  # why the run ended before every input was done (None: it finished)
     cause: str | None = None  # what stopped it: "request" (stop set from outside), "fail_fast", "output" (unwritable)
+    masks: int = 0  # --task segment: done and skipped images with their mask
+    predictions: str | None = None  # --task classify: predictions.csv, written by rank 0 after the merge
 
     @property
     def mp_per_s(self) -> float:
@@ -106,12 +110,13 @@ def check_folders(src: Path, dst: Path) -> None:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """An image to denoise: where it is, where its output goes, and the input's size and mtime when listed."""
+    """An image to denoise: where it is, where its output (and mask) goes, and the input's size and mtime when listed."""
 
     entry: Entry
     out: Path
     size: int
     mtime_ns: int
+    mask: Path | None = None
 
     @property
     def path(self) -> Path:
@@ -170,9 +175,27 @@ def to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
     return x.permute(0, 3, 1, 2).float().div_(255)
 
 
-def batch_to_uint8(y: torch.Tensor) -> np.ndarray:
-    """(N, 3, H, W) float -> (N, H, W, 3) uint8, clipped and rounded half to even (as `noise.to_uint8`)."""
-    return y.mul(255).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def quantize(y: torch.Tensor) -> torch.Tensor:
+    """(N, 3, H, W) float in [0, 1] -> the same in 0..255, clipped and rounded half to even (as `noise.to_uint8`)."""
+    return y.mul(255).round_().clamp_(0, 255)
+
+
+def to_images(q: torch.Tensor) -> np.ndarray:
+    """(N, 3, H, W) quantized float -> (N, H, W, 3) uint8 on the CPU."""
+    return q.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def collides_with_mask(entry: Entry) -> bool:
+    """An input `x.mask.<ext>` beside an image `x.<ext>`: with masks on, its PNG output would be x's mask."""
+    marker = MASK_SUFFIX.removesuffix(".png")  # ".mask"
+    base = entry.path.stem.removesuffix(marker)
+    if base == entry.path.stem or not base:
+        return False
+    with suppress(OSError):
+        for sibling in entry.path.parent.iterdir():
+            if sibling.stem == base and sibling.suffix.lower() in EXTENSIONS and not sibling.name.startswith("."):
+                return True
+    return False
 
 
 def denoise_folder(
@@ -185,11 +208,15 @@ def denoise_folder(
     stop: threading.Event | None = None,
     shard: Shard | None = None,
     loader: Loader | None = None,
+    predictor: Predictor | None = None,
 ) -> RunSummary:
     """Denoise every image under src into dst; one manifest row per file found; one bad file never stops the run.
 
     Setting `stop` (the CLI does on SIGINT/SIGTERM) ends the run after the batch in flight, its outputs written and
-    the manifest flushed; a later run with the same arguments does the rest."""
+    the manifest flushed; a later run with the same arguments does the rest.
+    `predictor` runs a frozen head on each denoised image (8-bit, as written): classify keeps the top-k in the image's
+    manifest row and rank 0 writes dst/predictions.csv at the end; segment writes `<rel stem>.mask.png` beside the
+    output. Images larger than the tile are denoised tile by tile, but the head sees them whole."""
     src, dst = Path(src), Path(dst)
     shard = shard or Shard()
     check_folders(src, dst)
@@ -199,6 +226,8 @@ def denoise_folder(
     stop = stop if stop is not None else threading.Event()
     loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device)
     suffix = FORMATS[cfg.format]
+    segment = predictor is not None and predictor.task == "segment"
+    head = predictor.key if predictor else None
     real_dst = dst.resolve()
     vouchers = load_vouchers(dst)
     journal = Journal(dst, shard.rank)
@@ -219,6 +248,7 @@ def denoise_folder(
             summary.skipped += row["status"] == "skipped"
             summary.failed += row["status"] == "error"
             summary.ignored += row["status"] == "ignored"
+            summary.masks += row["status"] in ("ok", "skipped") and row.get("mask") is not None
         if on_image:
             on_image(row)
         if row["status"] == "error" and cfg.fail_fast:
@@ -239,20 +269,26 @@ def denoise_folder(
                 record({"input": entry.rel, "status": "ignored", "output": None, "error": entry.problem})
                 continue
             out = output_path(dst, entry.rel, suffix)
+            if segment and suffix == ".png" and collides_with_mask(entry):
+                record({"input": entry.rel, "status": "ignored", "output": None,
+                        "error": "output name is the mask of an image beside it (--task segment)"})  # fmt: skip
+                continue
             try:
                 st = entry.path.stat()
             except OSError as err:
                 record({"input": entry.rel, "status": "error", "output": relative(out), "error": f"cannot stat: {err}"})
                 continue
             voucher = vouchers.pop(entry.rel, None)
-            if voucher and not cfg.overwrite and voucher.holds(dst, relative(out), st):
+            if voucher and not cfg.overwrite and voucher.holds(dst, relative(out), st, head):
                 record({"input": entry.rel, "status": "skipped", "output": voucher.output, "error": "done by an earlier run"}
                        | voucher.fields())  # fmt: skip
                 continue
-            yield Item(entry, out, st.st_size, st.st_mtime_ns)
+            yield Item(
+                entry, out, st.st_size, st.st_mtime_ns, output_path(dst, entry.rel, MASK_SUFFIX) if segment else None
+            )
 
-    def save(item: Item, image: np.ndarray) -> tuple[os.stat_result, float]:
-        """Runs in the writer pool."""
+    def save(item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[os.stat_result, dict, float]:
+        """Runs in the writer pool; returns the output's stat, the row's prediction fields and the seconds spent."""
         tick = time.perf_counter()
         folder = item.out.parent
         if folder not in safe_folders:
@@ -260,7 +296,14 @@ def denoise_folder(
             if not folder.resolve().is_relative_to(real_dst):  # a symlink planted in the output tree
                 raise PermissionError(errno.EACCES, f"{folder} leads outside the output folder", str(folder))
             safe_folders.add(folder)
-        return write_image(image, item.out, cfg.quality), time.perf_counter() - tick
+        st = write_image(image, item.out, cfg.quality)
+        facts: dict = {} if prediction is None else {"head": head}
+        if prediction is not None and prediction.top is not None:
+            facts["top"] = prediction.top
+        if prediction is not None and prediction.labels is not None and item.mask is not None:
+            mask = write_mask(prediction.labels, item.mask)
+            facts |= {"mask": relative(item.mask), "mask_size": mask.st_size, "mask_mtime_ns": mask.st_mtime_ns}
+        return st, facts, time.perf_counter() - tick
 
     writes: deque[tuple[Item, tuple[int, int], Future]] = deque()
 
@@ -268,7 +311,7 @@ def denoise_folder(
         while writes and (block or writes[0][2].done()):
             item, (h, w), future = writes.popleft()
             try:
-                st, seconds = future.result()
+                st, facts, seconds = future.result()
             except OSError as err:
                 error(item, f"cannot write output: {err}")
                 if err.errno in FATAL_WRITE_ERRORS:
@@ -281,7 +324,7 @@ def denoise_folder(
             summary.megapixels += h * w / 1e6
             record({"input": item.entry.rel, "status": "ok", "output": relative(item.out), "error": None, "height": h, "width": w,
                     "input_size": item.size, "input_mtime_ns": item.mtime_ns, "output_size": st.st_size,
-                    "output_mtime_ns": st.st_mtime_ns})  # fmt: skip
+                    "output_mtime_ns": st.st_mtime_ns} | facts)  # fmt: skip
 
     def compute(group: list[tuple[Item, np.ndarray]], writer: ThreadPoolExecutor) -> None:
         tick = time.perf_counter()
@@ -289,17 +332,29 @@ def denoise_folder(
             h, w = group[0][1].shape[:2]
             if max(h, w) > cfg.tile:  # alone, tile by tile: memory bounded by the tile
                 x = torch.from_numpy(group[0][1]).permute(2, 0, 1)[None].float().div_(255)
-                results = batch_to_uint8(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
+                y = quantize(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
             else:
-                results = batch_to_uint8(backend(to_device(np.stack([image for _, image in group]), backend.device)))
+                y = quantize(backend(to_device(np.stack([image for _, image in group]), backend.device)))
+            results = to_images(y)
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: the batch fails, the run goes on
             for item, _ in group:
                 error(item, f"denoising failed: {err}")
             return
         finally:
             stages["compute"] += time.perf_counter() - tick
-        for (item, _), result in zip(group, results):
-            writes.append((item, result.shape[:2], writer.submit(save, item, result)))
+        predictions: list[Prediction | None] = [None] * len(group)
+        if predictor is not None:
+            tick = time.perf_counter()
+            try:  # the head sees the 8-bit image as written; a large image whole, not tiled
+                predictions = list(predictor(y.div_(255)))
+            except (RuntimeError, ValueError) as err:
+                for item, _ in group:
+                    error(item, f"{predictor.task} head failed: {err}")
+                return
+            finally:
+                stages["head"] += time.perf_counter() - tick
+        for (item, _), result, prediction in zip(group, results, predictions):
+            writes.append((item, result.shape[:2], writer.submit(save, item, result, prediction)))
 
     start = time.perf_counter()
     buckets: dict[tuple[int, int], list[tuple[Item, np.ndarray]]] = {}
@@ -351,6 +406,8 @@ def denoise_folder(
         if shard.rank == 0:
             merge(dst, shard.world, complete)
         summary.seconds = time.perf_counter() - start
+    if shard.rank == 0 and predictor is not None and predictor.task == "classify":
+        summary.predictions = str(write_predictions(dst, predictor.key)[0])
     return summary
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -66,15 +67,18 @@ class PredictionWriter:
             raise ValueError(f"{len(inputs)} inputs but {len(logits)} rows of logits")
         classes, probs = top_k(np.asarray(logits), self.k)
         for name, cls, prob in zip(inputs, classes, probs):
-            top = [(int(c), self.label(int(c)), float(p)) for c, p in zip(cls, prob)]
-            if self.csv:
-                self.csv.writerows([name, r + 1, c, label, f"{p:.6f}"] for r, (c, label, p) in enumerate(top))
-            else:
-                entry = {
-                    "input": name,
-                    "top": [{"class": c, "label": label, "probability": round(p, 6)} for c, label, p in top],
-                }
-                self.handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self.write_top(name, [(int(c), self.label(int(c)), float(p)) for c, p in zip(cls, prob)])
+
+    def write_top(self, name: str, top: Sequence[Sequence]) -> None:
+        """One input's ranked (class, label, probability) triples, best first (e.g. from a run's manifest)."""
+        if self.csv:
+            self.csv.writerows([name, r + 1, c, label, f"{p:.6f}"] for r, (c, label, p) in enumerate(top))
+        else:
+            entry = {
+                "input": name,
+                "top": [{"class": c, "label": label, "probability": round(p, 6)} for c, label, p in top],
+            }
+            self.handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
     def close(self) -> None:
         self.handle.close()
