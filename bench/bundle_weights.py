@@ -18,7 +18,8 @@ PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "fastdenoise" / "weights
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("run", type=Path)
-    parser.add_argument("eval_json", type=Path)
+    parser.add_argument("eval_json", type=Path, help="`fastdenoise eval` JSON, or a `tables table1` JSON with --arm")
+    parser.add_argument("--arm", help="the row of a table1 JSON holding this model")
     parser.add_argument("--name", default="blind")
     parser.add_argument("--weights", default="model.safetensors", help="file inside RUN to ship")
     parser.add_argument("--command", action="append", required=True, help="the training command(s), in order")
@@ -27,7 +28,7 @@ def main() -> None:
     args = parser.parse_args()
     config = json.loads((args.run / "config.json").read_text())
     log = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
-    evaluation = json.loads(args.eval_json.read_text())["results"][0]
+    evaluation = kodak_means(json.loads(args.eval_json.read_text()), args.arm)
     card = {
         "name": args.name,
         "architecture": "Liu et al. IJCAI 2018 released denoiser (fastdenoise.model.Denoiser)",
@@ -54,6 +55,17 @@ def main() -> None:
     save_weights(model, PACKAGE_WEIGHTS / f"{args.name}.safetensors", card)
     (PACKAGE_WEIGHTS / f"{args.name}.json").write_text(json.dumps(card, indent=1) + "\n")
     print(json.dumps(card["kodak24"], indent=1))
+
+
+def kodak_means(payload: dict, arm: str | None) -> dict:
+    """{"seed", "mean": {sigma: {"psnr", "ssim"?}}} from an `eval` JSON, or from one arm of a `tables table1` JSON."""
+    if payload.get("table") != "table1":
+        return payload["results"][0]
+    cells = [c for c in payload["cells"] if c["arm"] == arm]
+    if not cells:
+        raise SystemExit(f"no arm {arm!r} in the table (arms: {', '.join(payload['arms'])})")
+    mean = {str(c["sigma"]): {k: c[k] for k in ("psnr", "ssim") if k in c} for c in cells}
+    return {"seed": payload["meta"]["config"]["seed"], "mean": mean}
 
 
 def joint_fields(run: Path, log: list[dict]) -> dict:
