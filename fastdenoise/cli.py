@@ -414,7 +414,7 @@ def table3_cmd(
     cbm3d_cache: CacheOpt = None,
     subset: Annotated[str, typer.Option(help="Images in DATA/<subset>, masks in DATA/<subset>annot.")] = "val",
     head: Annotated[str, typer.Option(help="Segmenter: espnetv2-camvid (Cityscapes weights, classes merged into CamVid's 11), or another head with CamVid classes.")] = "espnetv2-camvid",
-    head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: $FASTDENOISE_DATA or DATA/.. weights/espnetv2/).", exists=True, dir_okay=False)] = None,
+    head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA).", exists=True, dir_okay=False)] = None,
     scale: Annotated[float, typer.Option(help="The head sees the image resized by this (1.5: 720x540, mIoU 0.606 clean vs 0.551 at 1.0); scored on the native masks.", min=0.1, max=8.0)] = 1.0,
     ignore_index: Annotated[int, typer.Option(help="Mask value without a class (CamVid void: 11).", min=0, max=255)] = 11,
     sigma: SigmaOpt = "15,30,45,60",
@@ -427,13 +427,13 @@ def table3_cmd(
 ) -> None:
     """Table 3: mIoU (confusion summed over the images) of a frozen segmenter at each sigma for the arms noisy, CBM3D,
     separate, joint, cross-task (each only if its weights are given), extra --model arms, and clean."""
-    from fastdenoise.tables import Table3Config, default_peer_data, default_segmenter_weights, table3, task_arms
+    from fastdenoise.tables import Table3Config, find_segmenter_weights, table3, task_arms
 
     images, masks = data / subset, data / f"{subset}annot"
     for folder in (images, masks):
         if not folder.is_dir():
             raise fail(f"{folder}: not a folder (expected the SegNet CamVid layout, e.g. val/ and valannot/)")
-    weights = head_weights or default_segmenter_weights(head, default_peer_data(data))
+    weights = head_weights or find_segmenter_weights(head, data)
     extra = named_models(model)
 
     def build(progress):
