@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from fastdenoise.joint import Target, Task
 from fastdenoise.tables import PEERS, Split
+
+if TYPE_CHECKING:
+    from fastdenoise.train import TrainConfig
 
 app = typer.Typer(help="Fast task-aware image denoising (Liu et al., IJCAI 2018).", no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -47,7 +52,8 @@ def parse_range(text: str) -> tuple[float, float]:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Folder of clean training images.", exists=True, file_okay=False)],
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(help="Folder of clean training images (optional with --resume: the run's own).", exists=True, file_okay=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log.jsonl, config.json.")] = Path("runs/denoiser"),
     val: Annotated[Path | None, typer.Option(help="Folder of clean validation images.", exists=True, file_okay=False)] = None,
     sigma: Annotated[str, typer.Option(help="Noise level in 0-255 units: fixed (25) or a blind range (5-55).")] = "25",
@@ -55,6 +61,9 @@ def train(
     batch: Annotated[int, typer.Option(help="Patches per step.")] = 32,
     steps: Annotated[int, typer.Option(help="Optimizer steps in total.")] = 20_000,
     lr: Annotated[float, typer.Option(help="Peak Adam learning rate.")] = 1e-3,
+    schedule: Annotated[str, typer.Option(help="cosine (to --steps) or constant (after warm-up; for runs extended with --resume --steps).")] = "cosine",
+    ema: Annotated[float, typer.Option(help="Decay of a moving average of the weights, validated and saved (0.999; 0 = off).", min=0.0, max=0.9999)] = 0.0,
+    loss: Annotated[str, typer.Option(help="Reconstruction loss: mse, l1, charbonnier.")] = "mse",
     val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 1000,
     val_images: Annotated[int, typer.Option(help="Validation images used (first N of the folder).")] = 12,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 250,
@@ -81,15 +90,21 @@ def train(
 
     if (out / "last.pt").exists() and not resume:
         raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+    stored = json.loads((out / "config.json").read_text()) if resume and (out / "config.json").is_file() else None
+    if data is None and stored is None:
+        raise fail("missing DATA: the folder of clean training images (only --resume of a run with a config.json may omit it)")
     if task is None and (labels or masks or head_weights or lam is not None or resize or target is not Target.LABELS):
         raise fail("--head-weights, --lam, --target, --labels, --masks and --resize are for joint training: add --task")
     crop = patch if patch is not None else (default_crop(task) if task is not None else 48)
     try:
         cfg = TrainConfig(
-            data=str(data), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop, batch=batch,
-            steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every, seed=seed,
-            device=device, amp=amp, compile=compile,
+            data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
+            batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every, seed=seed,
+            device=device, amp=amp, compile=compile, schedule=schedule, ema=ema, loss=loss,
         )  # fmt: skip
+        if stored is not None:
+            cfg = resumed_config(ctx, cfg, stored, out)
+            data = Path(cfg.data)
         interrupt_on_sigterm()
         if task is None:
             train_denoiser(cfg, init=str(init) if init else None)
@@ -106,9 +121,42 @@ def train(
             train_joint(joint)
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; the last checkpoint is {out / 'last.pt'}: continue with --resume", 130) from None
+    except KeyboardInterrupt as err:
+        import signal
+
+        code = 143 if getattr(err, "signum", None) == signal.SIGTERM else 130  # 128 + the signal's number
+        raise fail(f"stopped; the last checkpoint is {out / 'last.pt'}: continue with --out {out} --resume", code) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was typed on the command line (not a default)."""
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", None) == "COMMANDLINE"  # typer may ship its own click: compare by name
+
+
+def resumed_config(ctx: typer.Context, cfg: TrainConfig, stored: dict, out: Path) -> TrainConfig:
+    """The stored run's config, with the options given on this command line that may change (steps, LR...).
+
+    An option given with another value than the run was started with is refused: it would silently make another run."""
+    from fastdenoise.train import RESUMABLE_CHANGES, TrainConfig
+
+    fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
+    merged = dict(stored)
+    for field, value in fresh.items():
+        if field not in stored or field == "out" or not given(ctx, field):
+            continue
+        same = Path(value).resolve() == Path(stored[field]).resolve() if field in ("data", "val") and value and stored[field] else value == stored[field]
+        if same or field in RESUMABLE_CHANGES:
+            merged[field] = value
+        else:
+            flag = "DATA" if field == "data" else "--" + field.replace("_", "-")
+            was, now = (("-".join(f"{v:g}" for v in x) if field == "sigma" else x) for x in (stored[field], value))
+            raise ValueError(f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it was, or train into another --out")
+    try:
+        return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"])})
+    except TypeError as err:
+        raise ValueError(f"{out / 'config.json'}: not a config of this version ({err})") from err
 
 
 def backend_options(

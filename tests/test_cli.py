@@ -108,3 +108,48 @@ def test_train_joint_label_free(tmp_path, make_image):
 def test_joint_options_need_task(photos, tmp_path):
     result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--lam", "0.3"])
     assert result.exit_code == 2 and "--task" in result.output
+
+
+def test_resume_restores_the_runs_own_settings(photos, tmp_path):
+    out = tmp_path / "run"
+    first = ["train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2", "--sigma", "5-50", "--amp", "off",
+             "--steps", "2", "--schedule", "constant", "--ema", "0.9", "--loss", "l1"]  # fmt: skip
+    assert runner.invoke(app, first).exit_code == 0
+    resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--lr", "5e-4"])
+    assert resumed.exit_code == 0, resumed.output
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["sigma"] == [5.0, 50.0] and stored["patch"] == 16 and stored["loss"] == "l1" and stored["ema"] == 0.9
+    assert stored["steps"] == 3 and stored["lr"] == 5e-4  # the options that may change did
+    for flag, value in [("--sigma", "25"), ("--patch", "24"), ("--loss", "mse"), ("--batch", "4")]:
+        refused = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "4", flag, value])
+        assert refused.exit_code == 2 and f"started with {flag}" in refused.output, (flag, refused.output)
+    other = runner.invoke(app, ["train", str(tmp_path), "--out", str(out), "--resume", "--steps", "4"])
+    assert other.exit_code == 2 and "started with DATA" in other.output
+    same = runner.invoke(app, ["train", str(photos), "--out", str(out), "--resume", "--steps", "4", "--sigma", "5-50"])
+    assert same.exit_code == 0, same.output
+    assert runner.invoke(app, ["train", "--out", str(tmp_path / "none")]).exit_code == 2
+
+
+def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2",
+            "--amp", "off", "--steps", "100000", "--ckpt-every", "100000"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    log = out / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, output
+    assert "Traceback" not in output and "--resume" in output
+    from fastdenoise.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "last.pt")["step"] >= 20  # saved on the signal, not at a --ckpt-every multiple
