@@ -160,23 +160,29 @@ def resumed_config(ctx: typer.Context, cfg: TrainConfig, stored: dict, out: Path
 
 
 def backend_options(
-    weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None
-) -> tuple:
-    """Load the weights and build the backend; turns every expected failure into a one-line error."""
+    weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None,
+    model: str | None = None, sigma: float | None = None, ensemble: bool = False,
+) -> tuple:  # fmt: skip
+    """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend;
+    turns every expected failure into a one-line error."""
     from fastdenoise.backends import BackendConfig, make_backend
     from fastdenoise.checkpoint import CheckpointError, load_denoiser
+    from fastdenoise.zoo import SelfEnsemble, choose_weights
 
     try:
-        model = load_denoiser(weights)
+        network = load_denoiser(choose_weights(model, weights, sigma))
         cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None)
-        return model, make_backend(model, cfg)
+        runner = make_backend(network, cfg)
+        return network, SelfEnsemble(runner) if ensemble else runner
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from err
     except ImportError as err:
         raise fail(f"backend {backend!r} is not available here: {err}") from err
 
 
-WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help="Weights (.safetensors or checkpoint); default: bundled blind model.")]
+WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help="Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind.")]
+ModelNameOpt = Annotated[str | None, typer.Option("--model", help="Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model nearest --sigma where bundled, else blind).")]
+EnsembleOpt = Annotated[bool, typer.Option(help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")]
 BackendOpt = Annotated[str, typer.Option(help="eager, compiled, triton, onnxruntime, tensorrt.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 where fast and accurate), fp32, bf16, fp16.")]
@@ -187,6 +193,9 @@ def run(
     input: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
     output: Annotated[Path, typer.Argument(help="Output folder; mirrors the input tree.")],
     weights: WeightsOpt = None,
+    model: ModelNameOpt = None,
+    sigma: Annotated[float | None, typer.Option(help="Noise level of the inputs (0-255), if known: picks the bundled per-sigma model nearest it.", min=0, max=255)] = None,
+    ensemble: EnsembleOpt = False,
     backend: BackendOpt = "eager",
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -235,7 +244,7 @@ def run(
     except ValueError as err:
         raise fail(str(err)) from err
     total = sum(1 for _ in distributed.take(iter_entries(input), shard))
-    _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine)
+    _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine, model, sigma, ensemble)
     predictor = None
     if task_cfg is not None:
         try:
@@ -290,6 +299,8 @@ def evaluate_cmd(
     data: Annotated[Path, typer.Argument(help="Folder of clean images (e.g. Kodak24).")],
     sigma: Annotated[str, typer.Option(help="Comma-separated noise levels, 0-255 units.")] = "25,35,50",
     weights: WeightsOpt = None,
+    model: ModelNameOpt = None,
+    ensemble: EnsembleOpt = False,
     backend: BackendOpt = "eager",
     device: DeviceOpt = "auto",
     precision: Annotated[str, typer.Option(help="fp32 (default, for reported numbers), bf16, fp16, auto.")] = "fp32",
@@ -303,22 +314,29 @@ def evaluate_cmd(
     from rich.table import Table
 
     from fastdenoise.evaluate import backend_denoiser, evaluate, write_results
+    from fastdenoise.zoo import choose_weights
 
     if not data.is_dir():
         raise fail(f"{data}: not a folder")
     sigmas = parse_sigmas(sigma)
-    _, denoiser = backend_options(weights, backend, device, precision)
+    # Each sigma gets the model a user would get for it (the per-sigma one where bundled), unless one is named.
+    try:
+        chosen = {s: choose_weights(model, weights, s) for s in sigmas}
+    except ValueError as err:
+        raise fail(str(err)) from err
+    denoisers = {path: backend_denoiser(backend_options(path, backend, device, precision, ensemble=ensemble)[1]) for path in set(chosen.values())}
     console = Console()
     try:
         with console.status("evaluating") as status:
-            result = evaluate(backend_denoiser(denoiser), data, sigmas, seed, name, limit=limit, progress=status.update)
+            result = evaluate(lambda x, s: denoisers[chosen[s]](x, s), data, sigmas, seed, name, limit=limit, progress=status.update)
     except ValueError as err:
         raise fail(str(err)) from err
     table = Table("sigma", "noisy PSNR", "PSNR (dB)", "SSIM", title=f"{name} on {data} (seed {seed}, {len(result.rows) // len(sigmas)} images)")
     for s in result.sigmas:
         table.add_row(f"{s:g}", f"{result.mean(s, 'noisy_psnr'):.2f}", f"{result.mean(s):.2f}", f"{result.mean(s, 'ssim'):.4f}")
     console.print(table)
-    write_results([result], out, {"weights": str(weights or "bundled"), "backend": backend, "precision": precision})
+    meta = {"weights": {f"{s:g}": str(p) for s, p in chosen.items()}, "backend": backend, "precision": precision, "ensemble": ensemble}
+    write_results([result], out, meta)
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
 
 
@@ -671,6 +689,8 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the noisy | denoised | clean strips go.")] = Path("demo"),
     sigma: Annotated[float, typer.Option(help="Noise level, 0-255 units.")] = 25.0,
     weights: WeightsOpt = None,
+    model: ModelNameOpt = None,
+    ensemble: EnsembleOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Denoise scikit-image's sample photos with the bundled weights and print PSNR before/after."""
@@ -685,7 +705,7 @@ def demo(
         check_sigma(sigma)
     except ValueError as err:
         raise fail(f"--sigma: {err}") from err
-    _, denoiser = backend_options(weights, "eager", device, "auto")
+    _, denoiser = backend_options(weights, "eager", device, "auto", model=model, sigma=sigma, ensemble=ensemble)
     rows = run_demo(backend_denoiser(denoiser), out, sigma)
     table = Table("image", "size", "noisy PSNR", "denoised PSNR", "gain", title=f"fastdenoise demo, sigma {sigma:g}")
     for r in rows:

@@ -320,7 +320,7 @@ def fit(
                     model.eval()
                     scores = validate(final)
                     model.train()
-                    row = {"step": step, **row, **{f"val_{k}": v for k, v in scores.items()}}
+                    row = {"step": step, "gpx_seen": pixels / 1e9, **row, **{f"val_{k}": v for k, v in scores.items()}}
                     if scores.get("psnr", -math.inf) > best:
                         best = scores["psnr"]
                         save_weights(final, out / "best.safetensors", {"step": step, "val_psnr": best})  # type: ignore[arg-type]

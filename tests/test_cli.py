@@ -153,3 +153,19 @@ def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path)
     from fastdenoise.checkpoint import load_checkpoint
 
     assert load_checkpoint(out / "last.pt")["step"] >= 20  # saved on the signal, not at a --ckpt-every multiple
+
+
+def test_models_by_name_and_self_ensemble(photos, tmp_path):
+    bad = runner.invoke(app, ["eval", str(photos), "--sigma", "25", "--model", "sigma99", "-o", str(tmp_path / "e")])
+    assert bad.exit_code == 2 and "not bundled; choose one of" in bad.output and "Traceback" not in bad.output
+    both = runner.invoke(app, ["run", str(photos), str(tmp_path / "o"), "--model", "blind", "--weights", str(photos / "p0.png")])
+    assert both.exit_code == 2 and "give one" in both.output
+    runs = {}
+    for extra in ([], ["--ensemble"]):
+        out = tmp_path / f"e{len(extra)}"
+        result = runner.invoke(app, ["eval", str(photos), "--sigma", "30", "--model", "blind", "--limit", "2", "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        runs[len(extra)] = json.loads((out / "eval.json").read_text())
+    assert runs[1]["meta"]["ensemble"] and runs[1]["meta"]["weights"]["30"].endswith("blind.safetensors")
+    plain, averaged = ([r["psnr"] for r in runs[k]["results"][0]["rows"]] for k in (0, 1))
+    assert plain != averaged  # the ensemble changes the output
