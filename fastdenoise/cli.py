@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
-import typer
+try:  # torch loads here (seconds): Ctrl-C meanwhile ends the command with one line, as it does later
+    import typer
 
-from fastdenoise.joint import Target, Task
-from fastdenoise.tables import PEERS, Split
+    from fastdenoise.joint import Target, Task
+    from fastdenoise.tables import PEERS, Split
+except KeyboardInterrupt:
+    sys.stderr.write("error: interrupted while starting\n")
+    raise SystemExit(130) from None
 
 app = typer.Typer(help="Fast task-aware image denoising (Liu et al., IJCAI 2018).", no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -112,7 +117,7 @@ def train(
 
 
 def backend_options(
-    weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None
+    weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None, trust_engine: bool = False
 ) -> tuple:
     """Load the weights and build the backend; turns every expected failure into a one-line error."""
     from fastdenoise.backends import BackendConfig, make_backend
@@ -120,7 +125,8 @@ def backend_options(
 
     try:
         model = load_denoiser(weights)
-        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None)
+        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
+                            trust_engine=trust_engine)  # fmt: skip
         return model, make_backend(model, cfg)
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from err
@@ -143,6 +149,8 @@ def run(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     engine: Annotated[Path | None, typer.Option(help="Prebuilt TensorRT engine or ONNX file for those backends.")] = None,
+    trust_engine: Annotated[bool, typer.Option(help="Run an --engine ONNX file that lacks fastdenoise's metadata (made elsewhere).")] = False,
+    max_pixels: Annotated[int, typer.Option(help="Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a pixel of the largest image.", min=1)] = 64_000_000,
     format: Annotated[str, typer.Option(help="Output format: png, jpg, webp, bmp, tiff.")] = "png",
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality.")] = 95,
     batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.")] = 4,
@@ -180,14 +188,14 @@ def run(
         raise fail("--top-k is for --task classify")
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
-                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast)  # fmt: skip
+                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast, max_pixels=max_pixels)  # fmt: skip
         task_cfg = TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5) if task else None
         check_folders(input, output)
         shard = distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
     total = sum(1 for _ in distributed.take(iter_entries(input), shard))
-    _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine)
+    _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine, trust_engine)
     predictor = None
     if task_cfg is not None:
         try:
@@ -210,6 +218,8 @@ def run(
                 raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
     prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
+    if summary.taken_over:
+        typer.secho(f"{prefix}note: took over the output lock of a run no longer running ({summary.taken_over})", err=True)
     typer.echo(
         f"{prefix}{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images; "
         f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); manifest: {output / MANIFEST}"

@@ -53,8 +53,8 @@ class RunConfig:
     loader: str = "auto"
     strict: bool = True  # exit code 1 when an input failed (read by the CLI)
     fail_fast: bool = False  # stop at the first input that fails
-    # Larger images (by their header) get an error row instead of being decoded: peak memory grows ~40 bytes a pixel
-    # of the largest image (decoded, float copies in and out of the tiles), so 64 MP keep a run near 3 GiB.
+    # Larger images (by their header) get an error row instead of being decoded: peak memory grows ~50 bytes a pixel
+    # of the largest image (decoded, float copies in and out of the tiles), so 64 MP keep a run near 3.3 GB.
     max_pixels: int = 64_000_000
 
     def __post_init__(self) -> None:
