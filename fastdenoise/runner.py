@@ -417,10 +417,10 @@ def denoise_folder(
     finally:
         with suppress(OSError):  # the manifest itself is unwritable: what it lacks is redone by the next run
             collect(block=True)
-        journal.close()
-        if stop.is_set() and summary.stopped is None:
-            summary.stopped, summary.cause = "stop requested", "request"
         try:
+            journal.close()
+            if stop.is_set() and summary.stopped is None:
+                summary.stopped, summary.cause = "stop requested", "request"
             complete = distributed.all_complete(shard, finished and summary.stopped is None)
             if shard.rank == 0:
                 merge(dst, shard.world, complete)
