@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import typer
+try:  # torch loads here (seconds): Ctrl-C meanwhile ends the command with one line, as it does later
+    import typer
 
-from fastdenoise.joint import Target, Task
-from fastdenoise.tables import PEERS, Split
+    from fastdenoise.joint import Target, Task
+    from fastdenoise.tables import PEERS, Split
+except KeyboardInterrupt:
+    sys.stderr.write("error: interrupted while starting\n")
+    raise SystemExit(130) from None
 
 if TYPE_CHECKING:
     from fastdenoise.train import TrainConfig
@@ -161,7 +166,7 @@ def resumed_config(ctx: typer.Context, cfg: TrainConfig, stored: dict, out: Path
 
 def backend_options(
     weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None,
-    model: str | None = None, sigma: float | None = None, ensemble: bool = False,
+    model: str | None = None, sigma: float | None = None, ensemble: bool = False, trust_engine: bool = False,
 ) -> tuple:  # fmt: skip
     """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend;
     turns every expected failure into a one-line error."""
@@ -171,7 +176,8 @@ def backend_options(
 
     try:
         network = load_denoiser(choose_weights(model, weights, sigma))
-        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None)
+        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
+                            trust_engine=trust_engine)  # fmt: skip
         runner = make_backend(network, cfg)
         return network, SelfEnsemble(runner) if ensemble else runner
     except (CheckpointError, ValueError) as err:
@@ -200,6 +206,8 @@ def run(
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     engine: Annotated[Path | None, typer.Option(help="Prebuilt TensorRT engine or ONNX file for those backends.")] = None,
+    trust_engine: Annotated[bool, typer.Option(help="Run an --engine ONNX file that lacks fastdenoise's metadata (made elsewhere).")] = False,
+    max_pixels: Annotated[int, typer.Option(help="Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a pixel of the largest image.", min=1)] = 64_000_000,
     format: Annotated[str, typer.Option(help="Output format: png, jpg, webp, bmp, tiff.")] = "png",
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality.")] = 95,
     batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.")] = 4,
@@ -237,14 +245,14 @@ def run(
         raise fail("--top-k is for --task classify")
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
-                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast)  # fmt: skip
+                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast, max_pixels=max_pixels)  # fmt: skip
         task_cfg = TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5) if task else None
         check_folders(input, output)
         shard = distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
     total = sum(1 for _ in distributed.take(iter_entries(input), shard))
-    _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine, model, sigma, ensemble)
+    _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine, model, sigma, ensemble, trust_engine)
     predictor = None
     if task_cfg is not None:
         try:
@@ -267,6 +275,8 @@ def run(
                 raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
     prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
+    if summary.taken_over:
+        typer.secho(f"{prefix}note: took over the output lock of a run no longer running ({summary.taken_over})", err=True)
     typer.echo(
         f"{prefix}{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images; "
         f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); manifest: {output / MANIFEST}"

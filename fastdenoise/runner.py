@@ -24,8 +24,9 @@ import torch
 from fastdenoise import distributed
 from fastdenoise.backends import Backend
 from fastdenoise.distributed import Shard
-from fastdenoise.images import EXTENSIONS, FORMATS, Entry, iter_entries
+from fastdenoise.images import EXTENSIONS, FORMATS, Entry, iter_entries, make_folders
 from fastdenoise.loaders import Loader, LoaderKind, make_loader
+from fastdenoise.lock import OutputLock
 from fastdenoise.manifest import MANIFEST, Journal, load_vouchers, merge
 from fastdenoise.predictions import MASK_SUFFIX, Prediction, Predictor, write_predictions
 from fastdenoise.tiling import denoise_tiled
@@ -52,12 +53,15 @@ class RunConfig:
     loader: str = "auto"
     strict: bool = True  # exit code 1 when an input failed (read by the CLI)
     fail_fast: bool = False  # stop at the first input that fails
+    # Larger images (by their header) get an error row instead of being decoded: peak memory grows ~50 bytes a pixel
+    # of the largest image (decoded, float copies in and out of the tiles), so 64 MP keep a run near 3.3 GB.
+    max_pixels: int = 64_000_000
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
-        if self.batch < 1 or self.workers < 1:
-            raise ValueError("batch and workers must be >= 1")
+        if self.batch < 1 or self.workers < 1 or self.max_pixels < 1:
+            raise ValueError("batch, workers and max_pixels must be >= 1")
         if self.tile % 4 or self.overlap % 4 or not 0 < self.overlap < self.tile:
             raise ValueError(
                 f"tile ({self.tile}) and overlap ({self.overlap}) must be multiples of 4, 0 < overlap < tile"
@@ -82,6 +86,7 @@ class RunSummary:
     cause: str | None = None  # what stopped it: "request" (stop set from outside), "fail_fast", "output" (unwritable)
     masks: int = 0  # --task segment: done and skipped images with their mask
     predictions: str | None = None  # --task classify: predictions.csv, written by rank 0 after the merge
+    taken_over: str | None = None  # the dead run whose output lock this run took over
 
     @property
     def mp_per_s(self) -> float:
@@ -101,6 +106,9 @@ def check_folders(src: Path, dst: Path) -> None:
         raise ValueError(f"{src}: input is not a folder")
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"{dst}: output exists and is not a folder")
+    above = next((p for p in dst.absolute().parents if p.exists()), None)  # the folder mkdir would start from
+    if above is not None and not above.is_dir():
+        raise ValueError(f"{dst}: output cannot be made: {above} is a file, not a folder")
     real_src, real_dst = src.resolve(), dst.resolve()
     if real_dst == real_src or real_dst.is_relative_to(real_src):
         raise ValueError(f"{dst}: output folder may not be the input folder or inside it ({src})")
@@ -224,13 +232,10 @@ def denoise_folder(
         raise ValueError(f"{src}: no images found (extensions: {', '.join(sorted(e[1:] for e in EXTENSIONS))})")
     dst.mkdir(parents=True, exist_ok=True)
     stop = stop if stop is not None else threading.Event()
-    loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device)
+    loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device, max_pixels=cfg.max_pixels)
     suffix = FORMATS[cfg.format]
     segment = predictor is not None and predictor.task == "segment"
     head = predictor.key if predictor else None
-    real_dst = dst.resolve()
-    vouchers = load_vouchers(dst)
-    journal = Journal(dst, shard.rank)
     summary = RunSummary()
     stages = summary.stages
     lock = threading.Lock()
@@ -292,9 +297,7 @@ def denoise_folder(
         tick = time.perf_counter()
         folder = item.out.parent
         if folder not in safe_folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            if not folder.resolve().is_relative_to(real_dst):  # a symlink planted in the output tree
-                raise PermissionError(errno.EACCES, f"{folder} leads outside the output folder", str(folder))
+            make_folders(dst, folder)  # never through a symlink planted in the output tree
             safe_folders.add(folder)
         st = write_image(image, item.out, cfg.quality)
         facts: dict = {} if prediction is None else {"head": head}
@@ -332,9 +335,11 @@ def denoise_folder(
             h, w = group[0][1].shape[:2]
             if max(h, w) > cfg.tile:  # alone, tile by tile: memory bounded by the tile
                 x = torch.from_numpy(group[0][1]).permute(2, 0, 1)[None].float().div_(255)
-                y = quantize(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
+                y = denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch)
             else:
-                y = quantize(backend(to_device(np.stack([image for _, image in group]), backend.device)))
+                y = backend(to_device(np.stack([image for _, image in group]), backend.device))
+            finite = torch.isfinite(y).flatten(1).all(1).tolist()  # NaN would be written as black, Inf as white
+            y = quantize(y)
             results = to_images(y)
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: the batch fails, the run goes on
             for item, _ in group:
@@ -353,13 +358,25 @@ def denoise_folder(
                 return
             finally:
                 stages["head"] += time.perf_counter() - tick
-        for (item, _), result, prediction in zip(group, results, predictions):
+        for (item, _), result, prediction, ok in zip(group, results, predictions, finite):
+            if not ok:
+                error(item, "denoising gave NaN or Inf values (broken weights, or a precision too narrow for them)")
+                continue
             writes.append((item, result.shape[:2], writer.submit(save, item, result, prediction)))
 
+    output_lock = OutputLock(dst, shard.rank)  # LockError (a ValueError) while another live run writes here
+    try:
+        vouchers = load_vouchers(dst)
+        journal = Journal(dst, shard.rank)
+    except BaseException:
+        output_lock.release()
+        raise
+    summary.taken_over = output_lock.taken_over
     start = time.perf_counter()
     buckets: dict[tuple[int, int], list[tuple[Item, np.ndarray]]] = {}
     held = 0  # images waiting in buckets; past `limit` the oldest bucket goes as a partial batch, bounding memory
     limit, max_writes = 4 * cfg.batch, 2 * cfg.batch + 2 * cfg.workers
+    finished = False  # False in the finally below: stopped by an error (the manifest keeps earlier runs' rows)
     try:
         with ThreadPoolExecutor(cfg.workers, thread_name_prefix="write") as writer:
             with closing(prefetch(loader(inputs()), depth=2 * cfg.batch)) as decoded:
@@ -396,15 +413,19 @@ def denoise_folder(
             while buckets and not stop.is_set():
                 compute(buckets.pop(next(iter(buckets))), writer)
             collect(block=True)
+        finished = True
     finally:
         with suppress(OSError):  # the manifest itself is unwritable: what it lacks is redone by the next run
             collect(block=True)
-        journal.close()
-        if stop.is_set() and summary.stopped is None:
-            summary.stopped, summary.cause = "stop requested", "request"
-        complete = distributed.all_complete(shard, summary.stopped is None)
-        if shard.rank == 0:
-            merge(dst, shard.world, complete)
+        try:
+            journal.close()
+            if stop.is_set() and summary.stopped is None:
+                summary.stopped, summary.cause = "stop requested", "request"
+            complete = distributed.all_complete(shard, finished and summary.stopped is None)
+            if shard.rank == 0:
+                merge(dst, shard.world, complete)
+        finally:
+            output_lock.release()
         summary.seconds = time.perf_counter() - start
     if shard.rank == 0 and predictor is not None and predictor.task == "classify":
         summary.predictions = str(write_predictions(dst, predictor.key)[0])

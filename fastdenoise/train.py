@@ -84,11 +84,20 @@ RESUMABLE_CHANGES = frozenset({"steps", "lr", "lr_min", "val_every", "val_images
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' -> a device this machine has; ValueError naming the choices otherwise."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    choices = "auto, cpu, cuda, cuda:N"
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists two dozen device types this tool does not run on
+        raise ValueError(f"device {name!r} is not one of {choices}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not one of {choices}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 

@@ -1,4 +1,7 @@
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,6 +9,7 @@ from typer.testing import CliRunner
 
 from fastdenoise.cli import app
 from fastdenoise.images import save_rgb
+from conftest import ROOT
 
 runner = CliRunner()
 
@@ -43,6 +47,16 @@ def test_run_exit_code_reports_failures(photos, tmp_path, weights):
         (["eval", "{photos}", "--sigma", "25,300"], "sigma"),
         (["demo", "--sigma", "-3"], "sigma"),
         (["train", "{photos}", "--out", "{tmp}/r", "--sigma", "60-10"], "sigma"),
+        *[
+            (cmd, f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+            for device in ("tpu", "gpu", "cuda:abc")
+            for cmd in (
+                ["run", "{photos}", "{tmp}/out", "--device", device],
+                ["eval", "{photos}", "--device", device],
+                ["demo", "--out", "{tmp}/demo", "--device", device],
+                ["train", "{photos}", "--out", "{tmp}/r", "--steps", "1", "--patch", "16", "--device", device],
+            )
+        ],
     ],
 )
 def test_bad_input_is_one_line_error(args, message, photos, tmp_path):
@@ -52,7 +66,23 @@ def test_bad_input_is_one_line_error(args, message, photos, tmp_path):
     result = runner.invoke(app, filled)
     assert result.exit_code == 2, result.output
     assert message in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, photos):
+    """SIGINT while torch is being imported (seconds on a cold start): stopped when the import log shows torch."""
+    command = [sys.executable, "-X", "importtime", "-m", "fastdenoise", "run", str(photos), str(tmp_path / "out")]
+    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.split("|")[-1].strip() == "torch._C":  # torch's core extension is loaded; torch is still importing
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    proc.wait(timeout=60)
+    said = [ln for ln in rest.splitlines() if not ln.startswith("import time:")]
+    assert proc.returncode == 130 and said == ["error: interrupted while starting"], (proc.returncode, rest[-2000:])
+    assert not (tmp_path / "out").exists()
 
 
 def test_eval_writes_json_and_markdown(photos, tmp_path, weights):
@@ -169,3 +199,31 @@ def test_models_by_name_and_self_ensemble(photos, tmp_path):
     assert runs[1]["meta"]["ensemble"] and runs[1]["meta"]["weights"]["30"].endswith("blind.safetensors")
     plain, averaged = ([r["psnr"] for r in runs[k]["results"][0]["rows"]] for k in (0, 1))
     assert plain != averaged  # the ensemble changes the output
+
+
+def foreign_identity_onnx(path: Path) -> Path:
+    """An ONNX graph made elsewhere (no fastdenoise metadata) that hands its input back as the output."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_a_foreign_onnx_is_refused_unless_trusted(photos, tmp_path, weights):
+    engine = foreign_identity_onnx(tmp_path / "identity.onnx")
+    base = ["run", str(photos), str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu",
+            "--backend", "onnxruntime", "--engine", str(engine)]  # fmt: skip
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2 and "identity.onnx: no fastdenoise metadata" in refused.output
+    assert "--trust-engine" in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    trusted = runner.invoke(app, [*base, "--trust-engine"])
+    assert trusted.exit_code == 0, trusted.output
+    from fastdenoise.images import load_rgb
+
+    assert (load_rgb(tmp_path / "out" / "p2.png") == load_rgb(photos / "p2.png")).all()  # it ran what it was given
