@@ -34,8 +34,8 @@ ARMS: dict[str, dict] = {
     "charbonnier": {"loss": "charbonnier"},
     "patch 48 (x32)": {"patch": 48, "batch": 32},
     "patch 128 (x5)": {"patch": 128, "batch": 5},
-    "lr 1e-4": {"lr": 1e-4},
     "lr 5e-4": {"lr": 5e-4},
+    "lr 1e-4": {"lr": 1e-4},
     "no ema": {"ema": 0.0},
     "sigma 0-75": {"sigma": (0.0, 75.0)},
 }
