@@ -90,6 +90,17 @@ def test_backend_matches_eager_fp32(model, cache, kind: str, precision: str) -> 
     assert (expected - x.cpu()).abs().max() > 5 * TOLERANCE[precision]  # the network's residual is not negligible
 
 
+@pytest.mark.skipif(skip_reason("openvino", "fp32") is not None, reason="needs openvino and the ONNX exporter")
+def test_openvino_refuses_an_onnx_file_of_other_weights(model, cache) -> None:
+    from fastdenoise.engines.export import cached_denoiser_onnx
+
+    torch.manual_seed(4)
+    other = cached_denoiser_onnx(randomize_bn(Denoiser(SMALL)), torch.float32, cache / "onnx")
+
+    with pytest.raises(ValueError, match="other weights"):
+        make_backend(model, BackendConfig(kind="openvino", device="cpu", precision="fp32", engine=str(other)))
+
+
 def test_int8_only_on_openvino(model) -> None:
     with pytest.raises(ValueError, match="openvino"):
         make_backend(model, BackendConfig(kind="eager", device="cpu", precision="int8"))
@@ -116,7 +127,8 @@ def test_int8_quantizes_close_to_fp32_and_is_cached(model, cache, photos, make_i
 
     cal = Calibration(str(photos), crops=16, size=32)
     fp32 = OpenVinoBackend(model, torch.device("cpu"), torch.float32)
-    int8 = OpenVinoBackend(model, torch.device("cpu"), torch.float32, int8=True, calibration=cal)
+    with pytest.warns(UserWarning, match="dB"):  # opt-in: it costs more PSNR than a default may
+        int8 = OpenVinoBackend(model, torch.device("cpu"), torch.float32, int8=True, calibration=cal)
     x = torch.from_numpy(make_image(40, 44)).permute(2, 0, 1)[None].float() / 255
     x = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
 
@@ -126,7 +138,8 @@ def test_int8_quantizes_close_to_fp32_and_is_cached(model, cache, photos, make_i
     mse = float(((a - b) ** 2).mean())
     assert 0 < mse and 10 * np.log10(1 / mse) > 30  # quantized, yet within 30 dB PSNR of fp32
     stamp = int8.path.stat().st_mtime_ns
-    again = OpenVinoBackend(model, torch.device("cpu"), torch.float32, int8=True, calibration=cal)
+    with pytest.warns(UserWarning):
+        again = OpenVinoBackend(model, torch.device("cpu"), torch.float32, int8=True, calibration=cal)
     assert again.path == int8.path and again.path.stat().st_mtime_ns == stamp  # from the cache, not recalibrated
     torch.testing.assert_close(again(x), b)
 
