@@ -28,7 +28,6 @@ from fastdenoise.autoselect import AutoBackend  # noqa: E402
 from fastdenoise.backends import BackendConfig, TorchBackend, make_backend  # noqa: E402
 from fastdenoise.benchmark import gflop_per_mp, measure_peak  # noqa: E402
 from fastdenoise.checkpoint import load_denoiser  # noqa: E402
-from fastdenoise.model import fold_bn  # noqa: E402
 from fastdenoise.runner import RunConfig, denoise_folder  # noqa: E402
 from fastdenoise.train import cpu_has_bf16  # noqa: E402
 
@@ -79,7 +78,9 @@ def main() -> None:
     parser.add_argument("--no-compiled", action="store_true", help="leave out torch.compile (minutes per shape)")
     parser.add_argument("--end-to-end-repeats", type=int, default=1)
     parser.add_argument("--batch", type=int, default=4, help="`run --batch` for the end-to-end runs")
-    parser.add_argument("--compare-with", default="4x512x768", help="the case (in --cases) end-to-end speeds are set against")
+    parser.add_argument(
+        "--compare-with", default="4x512x768", help="the case (in --cases) end-to-end speeds are set against"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     cases = [tuple(int(v) for v in c.split("x")) for c in args.cases.split(",")]
@@ -140,7 +141,9 @@ def main() -> None:
             for arm in chosen:
                 if not arm.end_to_end:
                     continue
-                summary = denoise_folder(args.data, Path(tmp) / f"{r}-{arm.name}", built[arm.name], RunConfig(batch=args.batch))
+                summary = denoise_folder(
+                    args.data, Path(tmp) / f"{r}-{arm.name}", built[arm.name], RunConfig(batch=args.batch)
+                )
                 model_only = next(
                     row["mp_per_s"] for row in rows if row["arm"] == arm.name
                     and (row["batch"], row["height"], row["width"]) == against
@@ -148,14 +151,15 @@ def main() -> None:
                 end_to_end.append({"arm": arm.name, "repeat": r, "mp_per_s": summary.mp_per_s, "seconds": summary.seconds,
                                    "model_only_mp_per_s": model_only, "fraction_of_model_only": summary.mp_per_s / model_only,
                                    "stages": dict(summary.stages)})  # fmt: skip
-                print(f"run {arm.name}: {summary.mp_per_s:.3f} MP/s ({summary.mp_per_s / model_only:.2f} of model-only)", flush=True)
+                print(
+                    f"run {arm.name}: {summary.mp_per_s:.3f} MP/s ({summary.mp_per_s / model_only:.2f} of model-only)",
+                    flush=True,
+                )
     peak = {k: max(v, later.get(k, 0.0)) for k, v in peak.items() for later in [measure_peaks()]}
     for row in rows:
         row["fraction_of_peak"] = row["gflops"] / peak[row["peak_used"]]
 
     facts = machine_facts()
-    facts["versions"]["openvino"] = version("openvino")
-    facts["versions"]["nncf"] = version("nncf")
     result = {
         "command": "python " + " ".join(shlex.quote(a) for a in sys.argv),
         "threads": torch.get_num_threads(),
@@ -210,15 +214,6 @@ def int8_peak(n: int = 2048, rounds: int = 5) -> dict[str, float]:
         torch._int_mm(a, a)
         best = min(best, time.perf_counter() - start)
     return {"int8": 2 * n**3 / best / 1e9}
-
-
-def version(package: str) -> str | None:
-    import importlib.metadata
-
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return None
 
 
 def render(result: dict) -> str:

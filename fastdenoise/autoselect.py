@@ -67,7 +67,9 @@ class AutoBackend:
     """Dispatches each batch to the backend the probe found fastest for its shape class; `ran` counts batches per
     backend name for the run summary."""
 
-    def __init__(self, model: Denoiser, cfg: BackendConfig, device: torch.device, cache_dir: Path | None = None) -> None:
+    def __init__(
+        self, model: Denoiser, cfg: BackendConfig, device: torch.device, cache_dir: Path | None = None
+    ) -> None:
         from fastdenoise.engines.export import default_cache_dir, weights_sha256
         from fastdenoise.model import fold_bn
 
@@ -136,10 +138,10 @@ class AutoBackend:
                 atomic_write(self.cache, lambda f: f.write(json.dumps(known, indent=1, sort_keys=True).encode()))
             except OSError:
                 pass  # an unwritable cache costs a probe next time, nothing else
-        for other in self.kinds:  # free the losers' memory
-            if other != kind and other in self.built and not isinstance(self.built[other], str):
-                if other not in self.chosen.values():
-                    del self.built[other]
+        for other in self.kinds:  # free the memory of backends no shape class runs on
+            built = self.built.get(other)
+            if other != kind and other not in self.chosen.values() and built is not None and not isinstance(built, str):
+                del self.built[other]
         self.chosen[shape] = kind
         return kind
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from fastdenoise.checkpoint import atomic_write
+from fastdenoise.engines.runtime import check_batch
 from fastdenoise.model import Denoiser, fold_bn
 from fastdenoise.train import cpu_has_bf16
 
@@ -129,7 +130,9 @@ def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: P
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
     tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))  # .bin first: the .xml's presence marks a whole pair
     tmp.replace(xml)
-    atomic_write(xml.with_suffix(".json"), lambda f: f.write(json.dumps(asdict(cal) | {"weights_sha256": digest}).encode()))
+    atomic_write(
+        xml.with_suffix(".json"), lambda f: f.write(json.dumps(asdict(cal) | {"weights_sha256": digest}).encode())
+    )
     return xml
 
 
@@ -176,7 +179,9 @@ class OpenVinoBackend:
         else:
             path = cached_denoiser_onnx(folded, torch.float32, cache / "onnx")
             if int8:
-                path = quantized_model(path, weights_sha256(folded), calibration or default_calibration(), cache / "openvino")
+                path = quantized_model(
+                    path, weights_sha256(folded), calibration or default_calibration(), cache / "openvino"
+                )
         self.path = path
         self.core = ov.Core()
         # The blob cache is OpenVINO's own, keyed by the graph, the shape and these settings.
@@ -211,8 +216,7 @@ class OpenVinoBackend:
 
     @torch.inference_mode()
     def __call__(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or x.shape[1] != 3:
-            raise ValueError(f"expected a (N, 3, H, W) batch, got shape {tuple(x.shape)}")
+        check_batch(x)
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         out = self.request(tuple(array.shape)).infer({0: array})[0]
         return torch.from_numpy(np.array(out, copy=True))  # the request reuses its output buffer

@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # read when a kernel file is imported (see tests/kernels/conftest.py)
+if not torch.cuda.is_available():  # read when a kernel file is imported (see tests/kernels/conftest.py)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from helpers import SMALL, randomize_bn  # noqa: E402
 
 from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend  # noqa: E402
 from fastdenoise.model import Denoiser  # noqa: E402
-from helpers import SMALL, randomize_bn  # noqa: E402
 
 # max |backend - eager fp32| over outputs with |residual| ~ 0.3: fp32 is reordering noise; bf16 keeps 8 mantissa bits
 # through 16 layers (measured <= 6e-3 with oneDNN and OpenVINO).
