@@ -20,6 +20,7 @@ from fastdenoise.checkpoint import atomic_write
 from fastdenoise.model import Denoiser
 
 PROBE_SIDE = 512  # probe inputs are cropped to at most this side: speed per pixel settles well below it
+PROBE_BATCH = 2  # and to at most this many images
 PROBE_ROUNDS = 2  # timed calls per candidate after one untimed warm-up (compile, export, allocation)
 GRAIN = 64  # shape classes round height and width up to this
 PROBE_MIN_MP = 0.05  # smaller batches run eagerly unprobed: a probe would cost more than it could save
@@ -92,8 +93,8 @@ class AutoBackend:
         return self.built[kind]
 
     def probe(self, x: Tensor) -> tuple[BackendKind, dict[str, float | str]]:
-        """Time every candidate on x cropped to PROBE_SIDE; returns the fastest and MP/s (or the reason) per name."""
-        x = x[:, :, :PROBE_SIDE, :PROBE_SIDE].contiguous()
+        """Time every candidate on x cut to PROBE_BATCH x PROBE_SIDE^2; returns the fastest and MP/s (or why not)."""
+        x = x[:PROBE_BATCH, :, :PROBE_SIDE, :PROBE_SIDE].contiguous()
         megapixels = x.shape[0] * x.shape[2] * x.shape[3] / 1e6
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         speeds: dict[str, float | str] = {}
