@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds per case (median), after one warm-up")
     parser.add_argument("--cases", default="1x256x256,8x256x256,1x512x768,4x512x768", help="NxHxW, comma-separated")
     parser.add_argument("--no-compiled", action="store_true", help="leave out torch.compile (minutes per shape)")
+    parser.add_argument(
+        "--skip", default="", help="leave out the arms whose names contain one of these (comma-separated)"
+    )
     parser.add_argument("--end-to-end-repeats", type=int, default=1)
     parser.add_argument("--batch", type=int, default=4, help="`run --batch` for the end-to-end runs")
     parser.add_argument(
@@ -90,7 +93,10 @@ def main() -> None:
 
     model = load_denoiser()
     gflop = gflop_per_mp(model)
-    chosen = arms(not args.no_compiled)
+    skip = [w for w in args.skip.split(",") if w]
+    chosen = [
+        arm for arm in arms(not args.no_compiled) if arm.name == REFERENCE or not any(w in arm.name for w in skip)
+    ]
     built, build_seconds = {}, {}
     for arm in chosen:
         start = time.perf_counter()
