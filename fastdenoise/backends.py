@@ -28,6 +28,8 @@ class BackendKind(str, enum.Enum):
     triton = "triton"
     onnxruntime = "onnxruntime"
     tensorrt = "tensorrt"
+    openvino = "openvino"
+    auto = "auto"  # the fastest of the others for the device, by a short probe (fastdenoise.autoselect)
 
 
 class Precision(str, enum.Enum):
@@ -35,6 +37,7 @@ class Precision(str, enum.Enum):
     fp32 = "fp32"
     bf16 = "bf16"
     fp16 = "fp16"
+    int8 = "int8"  # OpenVINO only: post-training quantized (NNCF), calibrated on training photos
 
 
 DTYPES = {Precision.fp32: torch.float32, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
@@ -58,6 +61,8 @@ class BackendConfig:
 
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
     """auto: bf16 on GPUs and on CPUs with native bf16 (PSNR within 0.02 dB of fp32, see bench/), else fp32."""
+    if precision == Precision.int8:
+        raise ValueError("int8 is a quantized model, not a compute dtype: it runs on --backend openvino (or auto)")
     if precision != Precision.auto:
         return DTYPES[precision]
     if device.type == "cuda":
@@ -102,7 +107,10 @@ def require_own_onnx(path: Path) -> None:
 def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
     """Build the configured backend around a trained denoiser (BN is folded for every kind)."""
     device = resolve_device(cfg.device)
-    dtype = resolve_precision(cfg.precision, device)
+    int8 = cfg.precision == Precision.int8
+    if int8 and cfg.kind not in (BackendKind.openvino, BackendKind.auto):
+        raise ValueError(f"--precision int8 runs on --backend openvino (or auto), not {cfg.kind.value}")
+    dtype = resolve_precision(Precision.auto if int8 else cfg.precision, device)  # int8: the hint for what stays float
     if cfg.kind == BackendKind.onnxruntime and cfg.precision == Precision.auto:
         dtype = torch.float16 if device.type == "cuda" else torch.float32  # onnxruntime has no bf16 convolutions
     folded = fold_bn(model)
@@ -125,4 +133,12 @@ def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
             from fastdenoise.engines.runtime import TensorRTBackend
 
             return TensorRTBackend(folded, device, dtype, cfg.engine)
+        case BackendKind.openvino:
+            from fastdenoise.openvino_backend import OpenVinoBackend
+
+            return OpenVinoBackend(folded, device, dtype, cfg.engine, int8=int8)
+        case BackendKind.auto:
+            from fastdenoise.autoselect import AutoBackend
+
+            return AutoBackend(model, cfg, device)
     raise ValueError(f"unknown backend {cfg.kind!r}; choose one of {[k.value for k in BackendKind]}")

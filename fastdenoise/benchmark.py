@@ -4,6 +4,7 @@ accuracy on Kodak24 beside the peers, all in one run; the result is one JSON-abl
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -134,13 +135,13 @@ class Profile:
 PROFILES = {
     # CI-sized CPU run: a few minutes on 2 cores.
     "quick": Profile(
-        "quick", device="cpu", backends=("eager", "compiled", "onnxruntime", "triton"), precisions=("fp32", "bf16"),
+        "quick", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"), precisions=("fp32", "bf16"),
         batches=(1, 4), sizes=((256, 256),), rounds=3, train_modes=(TrainMode(),), train_batch=4, train_patch=64, train_rounds=2,
         quality_images=2, ours=("fp32", "bf16"), peers=("cdncnn-b", "ffdnet", "cbm3d"), cbm3d_images=1,
         accuracy=("kodak24-first4-sigma25",), matmul_size=2048,
     ),
     "full": Profile(
-        "full", device="cpu", backends=("eager", "compiled", "onnxruntime", "triton"), precisions=("fp32", "bf16"),
+        "full", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"), precisions=("fp32", "bf16"),
         batches=(1, 4), sizes=((256, 256), (512, 512), (1024, 1024)), rounds=5,
         train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")), train_batch=16, train_patch=64,
         quality_images=None, ours=("fp32", "bf16"), peers=("cdncnn-b", "cdncnn-25", "ffdnet", "cbm3d"), cbm3d_images=4,
@@ -222,6 +223,11 @@ def backend_unavailable(kind: str, precision: str, device: torch.device) -> str 
             return "TensorRT is not installed (pip install tensorrt)"
         if not hasattr(tensorrt, "Builder"):
             return "only tensorrt-stubs is installed, not TensorRT"
+    if kind == BackendKind.openvino:
+        if device.type != "cpu":
+            return "the openvino backend runs on the CPU"
+        if importlib.util.find_spec("openvino") is None:
+            return "OpenVINO is not installed (pip install openvino)"
     if kind == BackendKind.onnxruntime:
         if precision == "bf16":
             return "onnxruntime has no bfloat16 convolutions"

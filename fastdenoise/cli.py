@@ -189,9 +189,9 @@ def backend_options(
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help="Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind.")]
 ModelNameOpt = Annotated[str | None, typer.Option("--model", help="Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model nearest --sigma where bundled, else blind).")]
 EnsembleOpt = Annotated[bool, typer.Option(help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")]
-BackendOpt = Annotated[str, typer.Option(help="eager, compiled, triton, onnxruntime, tensorrt.")]
+BackendOpt = Annotated[str, typer.Option(help="eager, compiled, triton, onnxruntime, tensorrt, openvino, auto (the fastest here, by a short probe cached per machine).")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
-PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 where fast and accurate), fp32, bf16, fp16.")]
+PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 where fast and accurate), fp32, bf16, fp16, int8 (openvino).")]
 
 
 @app.command()
@@ -235,6 +235,7 @@ def run(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from fastdenoise import distributed
+    from fastdenoise.autoselect import describe_backend
     from fastdenoise.images import iter_entries
     from fastdenoise.predictions import MASK_SUFFIX, TaskConfig, load_predictor
     from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder, stop_on_signals
@@ -281,6 +282,7 @@ def run(
         f"{prefix}{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images; "
         f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); manifest: {output / MANIFEST}"
     )
+    typer.echo(f"{prefix}backend: {describe_backend(denoiser, backend)}")
     if summary.predictions:
         typer.echo(f"{prefix}predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
     elif task is Task.SEGMENT:

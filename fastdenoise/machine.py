@@ -14,6 +14,8 @@ PACKAGES = (
     "triton",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
+    "nncf",
     "tensorrt",
     "nvidia-dali-cuda130",
     "numpy",

@@ -197,6 +197,7 @@ def test_unavailable_backends_have_reasons() -> None:
     assert "interpreter" in backend_unavailable("triton", "fp32", cpu)
     assert "bfloat16" in backend_unavailable("onnxruntime", "bf16", cpu)
     assert "GPU" in backend_unavailable("tensorrt", "fp32", cpu)
+    assert "CPU" in backend_unavailable("openvino", "fp32", torch.device("cuda"))
     assert backend_unavailable("eager", "fp16", cpu) is not None
     assert backend_unavailable("eager", "fp32", cpu) is None
 

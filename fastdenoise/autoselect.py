@@ -1,0 +1,174 @@
+"""`--backend auto`: the fastest available backend for this device, chosen by a short timed probe on the first batch
+of each shape class and cached on disk per machine, weights, precision and shape class."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from fastdenoise.backends import Backend, BackendConfig, BackendKind, Precision, make_backend
+from fastdenoise.checkpoint import atomic_write
+from fastdenoise.model import Denoiser
+
+PROBE_SIDE = 512  # probe inputs are cropped to at most this side: speed per pixel settles well below it
+PROBE_BATCH = 2  # and to at most this many images
+PROBE_ROUNDS = 2  # timed calls per candidate after one untimed warm-up (compile, export, allocation)
+GRAIN = 64  # shape classes round height and width up to this
+PROBE_MIN_MP = 0.05  # smaller batches run eagerly unprobed: a probe would cost more than it could save
+
+
+def candidates(device: torch.device, precision: Precision) -> list[BackendKind]:
+    """The backends worth probing here, in the order they are tried (ties go to the first)."""
+    if precision == Precision.int8:
+        return [BackendKind.openvino]
+    kinds = [BackendKind.eager]
+    openvino = device.type == "cpu" and importlib.util.find_spec("openvino") is not None
+    # torch.compile costs about a minute per shape class on a CPU core and measured slower than OpenVINO on CPUs
+    # with and without AMX (docs/performance.md), so where OpenVINO is there it is not worth probing.
+    compiler = shutil.which(os.environ.get("CXX", "g++")) or shutil.which("clang++")
+    if device.type == "cuda" or (compiler and not openvino):
+        kinds.append(BackendKind.compiled)
+    if device.type == "cpu":
+        if openvino:
+            kinds.append(BackendKind.openvino)
+        if importlib.util.find_spec("onnxruntime") and precision in (Precision.auto, Precision.fp32):
+            kinds.append(BackendKind.onnxruntime)
+    elif device.type == "cuda":
+        if importlib.util.find_spec("tensorrt"):
+            kinds.append(BackendKind.tensorrt)
+        if importlib.util.find_spec("triton"):
+            kinds.append(BackendKind.triton)
+    return kinds
+
+
+def shape_class(shape: tuple[int, ...]) -> str:
+    """Batch and height x width rounded up to GRAIN: batches of one class run at about the same speed per pixel."""
+    n, _, h, w = shape
+    return f"b{n}-{-(-h // GRAIN) * GRAIN}x{-(-w // GRAIN) * GRAIN}"
+
+
+def machine_key(device: torch.device) -> str:
+    from fastdenoise.machine import cpu_model
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{cpu_model()}-{len(os.sched_getaffinity(0))}cpus-{torch.get_num_threads()}threads"
+
+
+class AutoBackend:
+    """Dispatches each batch to the backend the probe found fastest for its shape class; `ran` counts batches per
+    backend name for the run summary."""
+
+    def __init__(
+        self, model: Denoiser, cfg: BackendConfig, device: torch.device, cache_dir: Path | None = None
+    ) -> None:
+        from fastdenoise.engines.export import default_cache_dir, weights_sha256
+        from fastdenoise.model import fold_bn
+
+        if cfg.engine is not None:
+            raise ValueError("--engine names a file for one backend; with --backend auto leave it out")
+        self.model, self.cfg, self.device = model, cfg, device
+        self.kinds = candidates(device, cfg.precision)
+        self.cache = (Path(cache_dir) if cache_dir is not None else default_cache_dir()) / "auto.json"
+        self.prefix = f"{machine_key(device)}|{weights_sha256(fold_bn(model))[:16]}|{device.type}|{cfg.precision.value}"
+        self.built: dict[BackendKind, Backend | str] = {}  # a backend, or why it could not be built
+        self.chosen: dict[str, BackendKind] = {}
+        self.ran: Counter[str] = Counter()
+
+    def build(self, kind: BackendKind) -> Backend | str:
+        if kind not in self.built:
+            try:
+                self.built[kind] = make_backend(self.model, dataclasses.replace(self.cfg, kind=kind))
+            except (ImportError, ValueError, RuntimeError) as err:  # unavailable here: not a candidate
+                self.built[kind] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+        return self.built[kind]
+
+    def probe(self, x: Tensor) -> tuple[BackendKind, dict[str, float | str]]:
+        """Time every candidate on x cut to PROBE_BATCH x PROBE_SIDE^2; returns the fastest and MP/s (or why not)."""
+        x = x[:PROBE_BATCH, :, :PROBE_SIDE, :PROBE_SIDE].contiguous()
+        megapixels = x.shape[0] * x.shape[2] * x.shape[3] / 1e6
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        speeds: dict[str, float | str] = {}
+        for kind in self.kinds:
+            backend = self.build(kind)
+            if isinstance(backend, str):
+                speeds[kind.value] = backend
+                continue
+            try:
+                backend(x)
+                best = float("inf")
+                for _ in range(PROBE_ROUNDS):
+                    sync()
+                    start = time.perf_counter()
+                    backend(x)
+                    sync()
+                    best = min(best, time.perf_counter() - start)
+            except (ValueError, RuntimeError) as err:
+                speeds[kind.value] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
+                continue
+            speeds[kind.value] = megapixels / best
+        timed = {k: v for k, v in speeds.items() if isinstance(v, float)}
+        if not timed:
+            raise ValueError(f"--backend auto: no backend runs here ({speeds})")
+        return BackendKind(max(timed, key=lambda k: timed[k])), speeds
+
+    def choose(self, x: Tensor) -> BackendKind:
+        shape = shape_class(tuple(x.shape))
+        if shape in self.chosen:
+            return self.chosen[shape]
+        if x.shape[0] * x.shape[2] * x.shape[3] / 1e6 < PROBE_MIN_MP and BackendKind.eager in self.kinds:
+            self.chosen[shape] = BackendKind.eager
+            return BackendKind.eager
+        key = f"{self.prefix}|{shape}"
+        known = self.read_cache()
+        kind = BackendKind(known[key]["chosen"]) if key in known else None
+        if kind is None or kind not in self.kinds or isinstance(self.build(kind), str):
+            kind, speeds = self.probe(x)
+            known = self.read_cache()  # another process may have written meanwhile
+            known[key] = {"chosen": kind.value, "mp_per_s": speeds, "probe_shape": list(x.shape)}
+            try:
+                atomic_write(self.cache, lambda f: f.write(json.dumps(known, indent=1, sort_keys=True).encode()))
+            except OSError:
+                pass  # an unwritable cache costs a probe next time, nothing else
+        for other in self.kinds:  # free the memory of backends no shape class runs on
+            built = self.built.get(other)
+            if other != kind and other not in self.chosen.values() and built is not None and not isinstance(built, str):
+                del self.built[other]
+        self.chosen[shape] = kind
+        return kind
+
+    def read_cache(self) -> dict:
+        try:
+            known = json.loads(self.cache.read_text())
+        except (OSError, ValueError):
+            return {}
+        return known if isinstance(known, dict) else {}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        kind = self.choose(x)
+        backend = self.build(kind)
+        assert not isinstance(backend, str)  # choose() only picks built backends
+        self.ran[describe_backend(backend, kind.value)] += 1
+        return backend(x)
+
+    @property
+    def description(self) -> str:
+        ran = ", ".join(f"{name} ({count} batches)" for name, count in self.ran.most_common())
+        return f"auto: {ran or 'nothing ran'}"
+
+
+def describe_backend(backend: Backend, kind: str) -> str:
+    """What ran, for the run summary: auto's choices with their batch counts, else the backend kind and its dtype."""
+    if isinstance(backend, AutoBackend):
+        return backend.description
+    dtype = "int8" if getattr(backend, "int8", False) else str(getattr(backend, "dtype", "")).removeprefix("torch.")
+    return f"{kind} {dtype}".strip()

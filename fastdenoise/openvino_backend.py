@@ -1,0 +1,222 @@
+"""OpenVINO on the CPU: the project's ONNX export compiled per input shape (bf16 where the CPU has it), and its int8
+post-training quantization (NNCF) calibrated on noisy crops of the training photos."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import warnings
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fastdenoise.checkpoint import atomic_write
+from fastdenoise.engines.runtime import check_batch
+from fastdenoise.model import Denoiser, fold_bn
+from fastdenoise.train import cpu_has_bf16
+
+# Measured with the bundled weights (docs/performance.md); past the 0.05 dB a default may cost, so int8 is opt-in.
+INT8_COST = (
+    "--precision int8 costs 0.06 dB PSNR at sigma 25 and 0.07 dB at sigma 50 on Kodak24 (bundled weights) for its "
+    "speed; see docs/performance.md"
+)
+SHAPES_KEPT = 4  # compiled static shapes kept per backend: the runner's full batch, its last batch, edge tiles
+HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
+
+
+def import_openvino() -> Any:
+    """The openvino module, or an ImportError that says what to install."""
+    try:
+        import openvino
+    except ImportError as err:
+        raise ImportError("openvino is not installed: pip install openvino (or fastdenoise[openvino])") from err
+    return openvino
+
+
+def import_nncf() -> Any:
+    try:
+        import nncf
+    except ImportError as err:
+        raise ImportError("--precision int8 needs NNCF: pip install nncf (or fastdenoise[openvino])") from err
+    return nncf
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Which training photos int8 ranges are measured on: `crops` random crops of `size` px, Gaussian noise of a sigma
+    drawn from [0, max_sigma] (0-255 units) added, as the blind denoiser sees them. Never the test sets.
+
+    Chosen on other crops of the training photos (docs/performance.md): noise up to sigma 75, not just the 50 the
+    tool is evaluated at, so the ranges cover sigma 50's tails; the first and last convolutions (the image itself in
+    and out) stay in float. Each cost about 0.2-0.3 dB at sigma 50 when left out."""
+
+    folder: str
+    crops: int = 128
+    size: int = 128
+    max_sigma: float = 75.0
+    float_ends: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        name = Path(self.folder).name.lower()
+        if any(test in name for test in ("kodak", "cbsd68", "mcmaster", "urban")):
+            raise ValueError(f"{self.folder}: a test set; calibrate int8 on training photos (cbsd432) only")
+        if self.crops < 1 or self.size < 16 or not 0 <= self.max_sigma <= 255:
+            raise ValueError(f"bad calibration {self}: crops >= 1, size >= 16, 0 <= max_sigma <= 255")
+
+    @property
+    def key(self) -> str:
+        """Digest of the settings (not of the folder's path, so a moved copy of the same photos hits the cache)."""
+        settings = {k: v for k, v in asdict(self).items() if k != "folder"}
+        return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def default_calibration() -> Calibration:
+    """cbsd432 under $FASTDENOISE_DATA or ../shared/data beside the project."""
+    from fastdenoise.benchmark import default_data_root
+
+    return Calibration(str(default_data_root() / "cbsd432"))
+
+
+def calibration_crops(cal: Calibration) -> list[np.ndarray]:
+    """cal.crops float32 (1, 3, size, size) noisy crops in [0, 1]-ish (noise unclipped, as evaluation adds it)."""
+    from fastdenoise.images import list_images, load_rgb
+
+    folder = Path(cal.folder)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: no such folder of training photos for int8 calibration (set FASTDENOISE_DATA)")
+    paths = list_images(folder)
+    if not paths:
+        raise ValueError(f"{folder}: no images to calibrate int8 on")
+    rng = np.random.default_rng(cal.seed)
+    crops = []
+    for i in range(cal.crops):
+        image = load_rgb(paths[int(rng.integers(len(paths)))])
+        h, w = image.shape[:2]
+        if h < cal.size or w < cal.size:
+            raise ValueError(f"{folder}: an image of {w}x{h} is smaller than the {cal.size} px calibration crop")
+        top, left = int(rng.integers(h - cal.size + 1)), int(rng.integers(w - cal.size + 1))
+        clean = image[top : top + cal.size, left : left + cal.size].astype(np.float32) / 255
+        sigma = rng.uniform(0, cal.max_sigma) / 255
+        noisy = clean + rng.standard_normal(clean.shape).astype(np.float32) * sigma
+        crops.append(np.ascontiguousarray(noisy.transpose(2, 0, 1)[None]))
+    return crops
+
+
+def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: Path) -> Path:
+    """The int8 OpenVINO IR (.xml + .bin) of the ONNX file, cached by weights digest and calibration settings."""
+    ov = import_openvino()
+    xml = cache_dir / f"denoiser_{digest[:16]}_int8_{cal.key}.xml"
+    if xml.is_file() and xml.with_suffix(".bin").is_file():
+        return xml
+    nncf = import_nncf()
+    nncf.set_log_level(logging.ERROR)  # its INFO lines list every node left in float
+    model = ov.Core().read_model(str(onnx_path))
+    crops = calibration_crops(cal)
+    convolutions = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    ends = nncf.IgnoredScope(names=[convolutions[0], convolutions[-1]]) if cal.float_ends and convolutions else None
+    quantized = nncf.quantize(
+        model, nncf.Dataset(crops), subset_size=len(crops), preset=nncf.QuantizationPreset.MIXED,
+        fast_bias_correction=False, ignored_scope=ends,
+    )  # fmt: skip
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = xml.with_name(xml.stem + ".partial.xml")
+    ov.save_model(quantized, str(tmp), compress_to_fp16=False)
+    tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))  # .bin first: the .xml's presence marks a whole pair
+    tmp.replace(xml)
+    atomic_write(
+        xml.with_suffix(".json"), lambda f: f.write(json.dumps(asdict(cal) | {"weights_sha256": digest}).encode())
+    )
+    return xml
+
+
+class OpenVinoBackend:
+    """OpenVINO on the CPU. Each input shape gets its own statically shaped compiled model (the last SHAPES_KEPT are
+    kept): twice as fast as one dynamic-shape model at 768x512 on an AVX512-BF16 EPYC, and compiling takes ~0.1 s."""
+
+    def __init__(
+        self,
+        model: Denoiser,
+        device: torch.device,
+        dtype: torch.dtype,
+        engine: str | None = None,
+        *,
+        int8: bool = False,
+        calibration: Calibration | None = None,
+        cache_dir: Path | None = None,
+        static: bool = True,
+        threads: int | None = None,
+    ) -> None:
+        ov = import_openvino()
+        from fastdenoise.engines.export import cached_denoiser_onnx, default_cache_dir, weights_sha256
+
+        if device.type != "cpu":
+            raise ValueError(f"the openvino backend runs on the CPU, not {device}")
+        if dtype not in HINTS:
+            raise ValueError(f"the openvino backend computes in fp32, bf16 or int8, not {dtype}")
+        if dtype == torch.bfloat16 and not cpu_has_bf16():
+            raise ValueError("this CPU has no native bf16 (AVX512-BF16 or AMX); use --precision fp32")
+        if int8:
+            warnings.warn(INT8_COST, stacklevel=3)
+        self.device, self.dtype, self.int8, self.static = device, dtype, int8, static
+        cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        folded = fold_bn(model)
+        if engine is not None:
+            path = Path(engine)
+            if not path.is_file():
+                raise ValueError(f"{path}: no such ONNX or OpenVINO IR file")
+            if path.suffix == ".onnx":  # ours carry the digest of the weights they were exported from
+                from fastdenoise.engines.export import onnx_metadata
+                from fastdenoise.engines.runtime import check_weights, guard_onnx
+
+                check_weights(guard_onnx(path, lambda: onnx_metadata(path)), model, str(path))
+        else:
+            path = cached_denoiser_onnx(folded, torch.float32, cache / "onnx")
+            if int8:
+                path = quantized_model(
+                    path, weights_sha256(folded), calibration or default_calibration(), cache / "openvino"
+                )
+        self.path = path
+        self.core = ov.Core()
+        # The blob cache is OpenVINO's own, keyed by the graph, the shape and these settings.
+        self.core.set_property({"CACHE_DIR": str(cache / "openvino" / "blobs")})
+        self.config = {
+            "INFERENCE_PRECISION_HINT": HINTS[dtype],
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_NUM_THREADS": threads or torch.get_num_threads(),
+        }
+        try:
+            self.graph = self.core.read_model(str(path))
+        except RuntimeError as err:
+            raise ValueError(f"{path}: not readable by OpenVINO ({str(err).strip().splitlines()[0][:200]})") from err
+        if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
+            raise ValueError(f"{path}: expected one input and one output")
+        self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+
+    def request(self, shape: tuple[int, ...]) -> Any:
+        """An infer request of a model compiled for `shape` (static) or for any shape (dynamic), compiled on first use."""
+        ov = import_openvino()
+        key = shape if self.static else ()
+        if key not in self.compiled:
+            graph = self.graph
+            if self.static:
+                graph = self.graph.clone()
+                graph.reshape({graph.inputs[0]: ov.PartialShape(list(shape))})
+            self.compiled[key] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+            while len(self.compiled) > SHAPES_KEPT:
+                self.compiled.popitem(last=False)
+        self.compiled.move_to_end(key)
+        return self.compiled[key]
+
+    @torch.inference_mode()
+    def __call__(self, x: Tensor) -> Tensor:
+        check_batch(x)
+        array = x.detach().to("cpu", torch.float32).contiguous().numpy()
+        out = self.request(tuple(array.shape)).infer({0: array})[0]
+        return torch.from_numpy(np.array(out, copy=True))  # the request reuses its output buffer

@@ -1,0 +1,232 @@
+"""Every backend available here against eager fp32 on the same random input (a tolerance per dtype), int8 through
+OpenVINO, and `--backend auto`'s probe and its cache."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # read when a kernel file is imported (see tests/kernels/conftest.py)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from helpers import SMALL, randomize_bn  # noqa: E402
+
+from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend  # noqa: E402
+from fastdenoise.model import Denoiser  # noqa: E402
+
+# max |backend - eager fp32| over outputs with |residual| ~ 0.3: fp32 is reordering noise; bf16 keeps 8 mantissa bits
+# through 16 layers (measured <= 6e-3 with oneDNN and OpenVINO).
+TOLERANCE = {"fp32": 1e-4, "bf16": 2e-2}
+NEEDS = {  # backend -> (module it needs, what to install)
+    "compiled": (None, None),
+    "onnxruntime": ("onnxruntime", "onnxruntime onnx onnxscript"),
+    "triton": ("triton", "triton"),
+    "openvino": ("openvino", "openvino onnx onnxscript onnxruntime"),
+    "tensorrt": ("tensorrt", "tensorrt"),
+}
+
+
+def skip_reason(kind: str, precision: str) -> str | None:
+    from fastdenoise.train import cpu_has_bf16
+
+    module, install = NEEDS.get(kind, (None, None))
+    if module and importlib.util.find_spec(module) is None:
+        return f"{kind}: pip install {install}"
+    if kind in ("openvino", "onnxruntime") and importlib.util.find_spec("onnxscript") is None:
+        return f"{kind} runs the ONNX export: pip install onnx onnxscript"
+    if kind == "compiled" and not (shutil.which("g++") or shutil.which("clang++")):
+        return "torch.compile on CPU needs a C++ compiler"
+    if kind == "tensorrt" and not torch.cuda.is_available():
+        return "TensorRT needs a CUDA GPU"
+    if precision == "bf16" and not (torch.cuda.is_available() or cpu_has_bf16()):
+        return "no native bf16 on this CPU"
+    if precision == "bf16" and kind == "onnxruntime":
+        return "onnxruntime has no bfloat16 convolutions"
+    return None
+
+
+@pytest.fixture(scope="module")
+def model() -> Denoiser:
+    torch.manual_seed(3)
+    return randomize_bn(Denoiser(SMALL))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """One cache for the module: the model is exported to ONNX once, not once per backend."""
+    folder = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASTDENOISE_CACHE", str(folder))
+        yield folder
+
+
+# torch.compile takes minutes on one shared core: in the slow run (tests/kernels/test_compile.py covers it too).
+KINDS = ["eager", pytest.param("compiled", marks=pytest.mark.slow), "onnxruntime", "triton", "openvino", "tensorrt"]
+
+
+@pytest.mark.parametrize("precision", list(TOLERANCE))
+@pytest.mark.parametrize("kind", KINDS)
+def test_backend_matches_eager_fp32(model, cache, kind: str, precision: str) -> None:
+    reason = skip_reason(kind, precision)
+    if reason:
+        pytest.skip(reason)
+    if kind == "compiled" and precision == "bf16":
+        pytest.skip("compiled bf16 is eager bf16 through inductor: one compiled arm keeps the suite short")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    x = torch.rand(2, 3, 13, 19, generator=torch.Generator().manual_seed(7)).to(device)  # odd sizes: the pad branch
+    with torch.no_grad():
+        expected = model.cpu().eval()(x.cpu())
+
+    out = make_backend(model, BackendConfig(kind=kind, device=device, precision=precision))(x)
+
+    assert out.shape == x.shape and out.dtype == torch.float32
+    error = (out.cpu() - expected).abs().max().item()
+    assert error <= TOLERANCE[precision], f"{kind} {precision}: max |out - eager fp32| = {error:.3g}"
+    assert (expected - x.cpu()).abs().max() > 5 * TOLERANCE[precision]  # the network's residual is not negligible
+
+
+@pytest.mark.skipif(skip_reason("openvino", "fp32") is not None, reason="needs openvino and the ONNX exporter")
+def test_openvino_refuses_an_onnx_file_of_other_weights(model, cache) -> None:
+    from fastdenoise.engines.export import cached_denoiser_onnx
+
+    torch.manual_seed(4)
+    other = cached_denoiser_onnx(randomize_bn(Denoiser(SMALL)), torch.float32, cache / "onnx")
+
+    with pytest.raises(ValueError, match="other weights"):
+        make_backend(model, BackendConfig(kind="openvino", device="cpu", precision="fp32", engine=str(other)))
+
+
+def test_int8_only_on_openvino(model) -> None:
+    with pytest.raises(ValueError, match="openvino"):
+        make_backend(model, BackendConfig(kind="eager", device="cpu", precision="int8"))
+
+
+# ------------------------------------------------------------------------------------------------------------- int8
+
+
+@pytest.fixture
+def photos(tmp_path, make_image):
+    from fastdenoise.images import save_rgb
+
+    folder = tmp_path / "cbsd432"
+    folder.mkdir()
+    for i in range(4):
+        save_rgb(make_image(48, 56), folder / f"{i}.png")
+    return folder
+
+
+@pytest.mark.skipif(skip_reason("openvino", "fp32") or importlib.util.find_spec("nncf") is None,
+                    reason="int8 needs openvino, nncf and the ONNX exporter")  # fmt: skip
+def test_int8_quantizes_close_to_fp32_and_is_cached(model, cache, photos, make_image) -> None:
+    from fastdenoise.openvino_backend import Calibration, OpenVinoBackend
+
+    cal = Calibration(str(photos), crops=16, size=32)
+    fp32 = OpenVinoBackend(model, torch.device("cpu"), torch.float32)
+    with pytest.warns(UserWarning, match="dB"):  # opt-in: it costs more PSNR than a default may
+        int8 = OpenVinoBackend(model, torch.device("cpu"), torch.float32, int8=True, calibration=cal)
+    x = torch.from_numpy(make_image(40, 44)).permute(2, 0, 1)[None].float() / 255
+    x = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+
+    a, b = fp32(x), int8(x)
+
+    assert int8.path.suffix == ".xml" and "FakeQuantize" in int8.path.read_text()
+    mse = float(((a - b) ** 2).mean())
+    assert 0 < mse and 10 * np.log10(1 / mse) > 30  # quantized, yet within 30 dB PSNR of fp32
+    stamp = int8.path.stat().st_mtime_ns
+    with pytest.warns(UserWarning):
+        again = OpenVinoBackend(model, torch.device("cpu"), torch.float32, int8=True, calibration=cal)
+    assert again.path == int8.path and again.path.stat().st_mtime_ns == stamp  # from the cache, not recalibrated
+    torch.testing.assert_close(again(x), b)
+
+
+def test_calibration_refuses_test_sets(tmp_path) -> None:
+    from fastdenoise.openvino_backend import Calibration
+
+    with pytest.raises(ValueError, match="test set"):
+        Calibration(str(tmp_path / "kodak24"))
+
+
+def test_calibration_names_a_missing_folder(tmp_path) -> None:
+    from fastdenoise.openvino_backend import Calibration, calibration_crops
+
+    with pytest.raises(ValueError, match="absent"):
+        calibration_crops(Calibration(str(tmp_path / "absent")))
+
+
+def test_calibration_crops_are_noisy_training_crops(photos) -> None:
+    from fastdenoise.openvino_backend import Calibration, calibration_crops
+
+    crops = calibration_crops(Calibration(str(photos), crops=6, size=24, seed=2))
+
+    assert len(crops) == 6 and all(c.shape == (1, 3, 24, 24) and c.dtype == np.float32 for c in crops)
+    assert len({c.tobytes() for c in crops}) == 6
+    assert min(c.min() for c in crops) < 0 or max(c.max() for c in crops) > 1  # unclipped noise, as in evaluation
+
+
+# ------------------------------------------------------------------------------------------------------------- auto
+
+
+def test_auto_probes_once_then_reads_the_cache(model, cache, tmp_path, monkeypatch) -> None:
+    from fastdenoise.autoselect import AutoBackend, candidates, shape_class
+
+    cfg = BackendConfig(kind="auto", device="cpu", precision="fp32")
+    x = torch.rand(1, 3, 200, 260, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = model.eval()(x)
+    auto = AutoBackend(model, cfg, torch.device("cpu"), cache_dir=tmp_path)
+
+    out = auto(x)
+
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
+    (entry,) = json.loads((tmp_path / "auto.json").read_text()).values()
+    kinds = {k.value for k in candidates(torch.device("cpu"), Precision.fp32)}
+    assert set(entry["mp_per_s"]) == kinds and entry["chosen"] in kinds
+    speeds = {k: v for k, v in entry["mp_per_s"].items() if isinstance(v, float)}
+    assert entry["chosen"] == max(speeds, key=lambda k: speeds[k])
+    assert auto.description.startswith(f"auto: {entry['chosen']}") and "1 batches" in auto.description
+
+    later = AutoBackend(model, cfg, torch.device("cpu"), cache_dir=tmp_path)
+    monkeypatch.setattr(AutoBackend, "probe", lambda *_: pytest.fail("probed again despite the cache"))
+    later(x)
+    assert later.chosen[shape_class(tuple(x.shape))] == BackendKind(entry["chosen"])
+
+
+def test_auto_runs_tiny_batches_eagerly_without_a_probe(model, tmp_path, monkeypatch) -> None:
+    from fastdenoise.autoselect import AutoBackend
+
+    monkeypatch.setattr(AutoBackend, "probe", lambda *_: pytest.fail("probed a tiny batch"))
+    cfg = BackendConfig(kind="auto", device="cpu", precision="fp32")
+    auto = AutoBackend(model, cfg, torch.device("cpu"), cache_dir=tmp_path)
+    x = torch.rand(2, 3, 30, 41)
+
+    auto(x)
+
+    assert auto.description == "auto: eager float32 (1 batches)" and not (tmp_path / "auto.json").exists()
+
+
+def test_auto_refuses_an_engine_file(model, tmp_path) -> None:
+    with pytest.raises(ValueError, match="auto"):
+        make_backend(model, BackendConfig(kind="auto", device="cpu", engine=str(tmp_path / "x.onnx")))
+
+
+def test_run_summary_names_the_backend(tmp_path, weights, make_image) -> None:
+    from typer.testing import CliRunner
+
+    from fastdenoise.cli import app
+    from fastdenoise.images import save_rgb
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    save_rgb(make_image(40, 52), photos / "a.png")
+    args = ["run", str(photos), str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu"]
+
+    result = CliRunner().invoke(app, [*args, "--backend", "auto", "--precision", "fp32"])
+
+    assert result.exit_code == 0, result.output
+    assert "backend: auto: eager float32 (1 batches)" in result.output
