@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -63,10 +64,12 @@ def train(
     amp: Annotated[str, typer.Option(help="auto, off, bf16, fp16.")] = "auto",
     compile: Annotated[str, typer.Option(help="torch.compile: auto (on for CUDA), on, off.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise).")] = False,
-    task: Annotated[Task | None, typer.Option(help="Joint training against a frozen head (classify or segment); omit for MSE alone.")] = None,
-    head: Annotated[str, typer.Option(help="Frozen head: efficientnet-lite0|1|2, espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>.")] = "efficientnet-lite0",
-    head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA).", exists=True, dir_okay=False)] = None,
-    lam: Annotated[float | None, typer.Option(help="Weight of the task loss (default 0.25 classify, 0.5 segment).", min=0.0)] = None,
+    task: Annotated[str | None, typer.Option(help="Joint training against frozen heads: classify, segment, or several comma-separated (classify,segment: one denoiser for both, label-free); omit for MSE alone.")] = None,
+    head: Annotated[list[str] | None, typer.Option(help="Frozen head, repeat for several (one per task, or several for one task): efficientnet-lite0|1|2, espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>. Default: efficientnet-lite0 (classify), espnetv2-camvid (segment).")] = None,
+    head_weights: Annotated[list[Path] | None, typer.Option(help="Weights of the head, one per --head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA).", exists=True, dir_okay=False)] = None,
+    lam: Annotated[list[float] | None, typer.Option(help="Raw weight of the task loss, one or one per head (default 0.25 classify, 0.5 segment).", min=0.0)] = None,
+    balance: Annotated[list[float] | None, typer.Option(help="Instead of --lam: the task's gradient w.r.t. the denoiser output is kept at R times the MSE's (EMA of the norms; docs/task-aware.md); one or one per head.", min=0.0)] = None,
+    balance_decay: Annotated[float, typer.Option(help="EMA decay of the gradient norms behind --balance.", min=0.0, max=0.9999)] = 0.99,
     target: Annotated[Target, typer.Option(help="labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop.")] = Target.LABELS,
     labels: Annotated[Path | None, typer.Option(help="Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class.", exists=True, dir_okay=False)] = None,
     masks: Annotated[Path | None, typer.Option(help="Segment: folder of masks named like the images.", exists=True, file_okay=False)] = None,
@@ -76,14 +79,19 @@ def train(
 ) -> None:
     """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task)."""
     from fastdenoise.checkpoint import CheckpointError
-    from fastdenoise.joint import JointConfig, default_crop, train_joint
+    from fastdenoise.joint import JointConfig, default_crop, parse_tasks, train_joint
     from fastdenoise.train import TrainConfig, train_denoiser
 
     if (out / "last.pt").exists() and not resume:
         raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
-    if task is None and (labels or masks or head_weights or lam is not None or resize or target is not Target.LABELS):
-        raise fail("--head-weights, --lam, --target, --labels, --masks and --resize are for joint training: add --task")
-    crop = patch if patch is not None else (default_crop(task) if task is not None else 48)
+    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
+    if task is None and any(joint_only):
+        raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint training: add --task")
+    try:
+        tasks = parse_tasks(task) if task is not None else ()
+    except ValueError as err:
+        raise fail(f"--task: {err}") from err
+    crop = patch if patch is not None else (max(default_crop(Task(t)) for t in tasks) if tasks else 48)
     try:
         cfg = TrainConfig(
             data=str(data), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop, batch=batch,
@@ -91,19 +99,21 @@ def train(
             device=device, amp=amp, compile=compile,
         )  # fmt: skip
         interrupt_on_sigterm()
-        if task is None:
+        if not tasks:
             train_denoiser(cfg, init=str(init) if init else None)
         else:
-            if head_weights is None and task is Task.SEGMENT:
-                from fastdenoise.tables import find_segmenter_weights
-
-                head_weights = find_segmenter_weights(head, data)
             joint = JointConfig(
-                cfg, task=task.value, head=head, head_weights=str(head_weights) if head_weights else None, lam=lam,
-                target=target.value, labels=str(labels) if labels else None, masks=str(masks) if masks else None,
-                ignore_index=ignore_index, resize=resize, init=str(init) if init else None,
+                cfg, tasks=tasks, heads=tuple(head or ()), lam=tuple(lam or ()), balance=tuple(balance or ()),
+                balance_decay=balance_decay, target=target.value, labels=str(labels) if labels else None,
+                masks=str(masks) if masks else None, ignore_index=ignore_index, resize=resize, init=str(init) if init else None,
             )  # fmt: skip
-            train_joint(joint)
+            weights = list(head_weights or [None] * len(joint.head_list))
+            if len(weights) != len(joint.head_list):
+                raise ValueError(f"--head-weights: give one per head ({len(joint.head_list)}), got {len(weights)}")
+            from fastdenoise.tables import find_segmenter_weights
+
+            found = [w or find_segmenter_weights(name, data) for name, w in zip(joint.head_list, weights)]
+            train_joint(replace(joint, head_weights=tuple(str(w) if w else None for w in found)))
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
     except KeyboardInterrupt:
