@@ -288,7 +288,9 @@ tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + J
 app.add_typer(tables_app, name="tables")
 
 SigmaOpt = Annotated[str, typer.Option(help="Comma-separated noise levels, 0-255 units.")]
-SeedOpt = Annotated[int, typer.Option(help="Noise seed: image i gets numpy default_rng([seed, i]).", min=0)]
+SeedOpt = Annotated[str, typer.Option("--seeds", "--seed", help="Noise seeds, comma-separated (0,1): image i gets numpy default_rng([seed, i]) under each; cells pool the seeds.")]
+ControlOpt = Annotated[str | None, typer.Option(help="Arm every other arm is tested against (paired tests in the table); default: separate, if given.")]
+DrawsOpt = Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals and paired tests.", min=100)]
 LimitOpt = Annotated[int | None, typer.Option(help="Only the first N images (quick runs).", min=1)]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Extra arm NAME=WEIGHTS (or WEIGHTS: named by its stem); repeatable.")]
 ArmWeights = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
@@ -333,6 +335,17 @@ def named_models(model: list[str] | None) -> list[tuple[str, Path]]:
     return pairs
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """'0,1' -> (0, 1); a one-line error otherwise."""
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise fail(f"--seeds: expected comma-separated integers like 0,1, got {text!r}") from None
+    if not seeds:
+        raise fail("--seeds: give at least one noise seed")
+    return seeds
+
+
 def sigma_list(text: str) -> tuple[float, ...]:
     from fastdenoise.cli import parse_sigmas
 
@@ -351,7 +364,9 @@ def table1_cmd(
     cbm3d_limit: Annotated[int | None, typer.Option(help="CBM3D on the first N images only (~25 s a Kodak image per sigma on 2 cores; cached).", min=1)] = None,
     cbm3d_cache: CacheOpt = None,
     sigma: SigmaOpt = "25,35,50",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = "0",
+    control: ControlOpt = None,
+    draws: DrawsOpt = 2000,
     limit: LimitOpt = None,
     ssim: Annotated[bool, typer.Option(help="Also SSIM (slower).")] = False,
     device: DeviceOpt = "auto",
@@ -365,7 +380,7 @@ def table1_cmd(
     root = peer_data or default_peer_data(data)
 
     def build(progress):
-        cfg = Table1Config(str(data), sigma_list(sigma), seed, limit, ssim)
+        cfg = Table1Config(str(data), sigma_list(sigma), seed_list(seed), control, draws, limit, ssim)
         arms = [model_arm(name, weights, device) for name, weights in models]
         arms += [peer_arm(p, root, device, cbm3d_limit, cbm3d_cache) for p in names]
         return table1(cfg, arms, progress)
@@ -389,7 +404,9 @@ def table2_cmd(
     resize: Annotated[int | None, typer.Option(help="Short side before the centre crop (default: the head's; Lite0 256, Lite1 272, Lite2 292, others 256).", min=8)] = None,
     crop: Annotated[int | None, typer.Option(help="Centre crop side (default: the head's; Lite0 224, Lite1 240, Lite2 260, others 224).", min=8)] = None,
     sigma: SigmaOpt = "15,30,45,60",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = "0",
+    control: ControlOpt = None,
+    draws: DrawsOpt = 2000,
     limit: LimitOpt = None,
     quantize: QuantizeOpt = True,
     clean: CleanOpt = True,
@@ -404,8 +421,9 @@ def table2_cmd(
 
     def build(progress):
         cfg = Table2Config(
-            str(data), str(labels) if labels else None, sigma_list(sigma), seed, split.value, limit, head,
-            str(head_weights) if head_weights else None, resize, crop, quantize, device,
+            str(data), str(labels) if labels else None, sigma_list(sigma), seed_list(seed), control, draws, split=split.value,
+            limit=limit, head=head, head_weights=str(head_weights) if head_weights else None, resize=resize, crop=crop,
+            quantize=quantize, device=device,
         )  # fmt: skip
         arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache)
         return table2(cfg, arms, clean=clean, progress=progress)
@@ -428,7 +446,9 @@ def table3_cmd(
     scale: Annotated[float, typer.Option(help="The head sees the image resized by this (1.5: 720x540, mIoU 0.606 clean vs 0.551 at 1.0); scored on the native masks.", min=0.1, max=8.0)] = 1.0,
     ignore_index: Annotated[int, typer.Option(help="Mask value without a class (CamVid void: 11).", min=0, max=255)] = 11,
     sigma: SigmaOpt = "15,30,45,60",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = "0",
+    control: ControlOpt = None,
+    draws: DrawsOpt = 2000,
     limit: LimitOpt = None,
     quantize: QuantizeOpt = True,
     clean: CleanOpt = True,
@@ -448,8 +468,8 @@ def table3_cmd(
 
     def build(progress):
         cfg = Table3Config(
-            str(images), str(masks), sigma_list(sigma), seed, limit, head, str(weights) if weights else None, scale,
-            ignore_index, quantize, device,
+            str(images), str(masks), sigma_list(sigma), seed_list(seed), control, draws, limit=limit, head=head,
+            head_weights=str(weights) if weights else None, scale=scale, ignore_index=ignore_index, quantize=quantize, device=device,
         )  # fmt: skip
         arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache)
         return table3(cfg, arms, clean=clean, progress=progress)

@@ -24,6 +24,7 @@ from fastdenoise.evaluate import Denoise, evaluate
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.joint import check_masks, confusion, mean_iou, resize_short_side
 from fastdenoise.noise import add_noise, check_sigma, to_uint8
+from fastdenoise.stats import bootstrap_interval, mcnemar_exact, mean_reduce, miou_reduce, paired_bootstrap, pixel_accuracy_reduce
 
 NOISY, CLEAN = "noisy", "clean"  # the arm without a denoiser, and the head on the clean image (no noise, sigma None)
 ProgressFn = Callable[[int, int, str], None]  # (done, total, what was just done)
@@ -78,15 +79,17 @@ def check_arms(arms: Sequence[Arm]) -> None:
         raise ValueError(f"arm names must be unique, got {names}")
 
 
-def check_common(sigmas: Sequence[float], limit: int | None, seed: int) -> None:
+def check_common(sigmas: Sequence[float], limit: int | None, seeds: Sequence[int], draws: int) -> None:
     if not sigmas:
         raise ValueError("give at least one sigma")
     for s in sigmas:
         check_sigma(s)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers >= 0, at least one; got {tuple(seeds)}")
+    if draws < 100:
+        raise ValueError(f"bootstrap draws must be >= 100, got {draws}")
 
 
 @dataclass(frozen=True)
@@ -95,12 +98,14 @@ class Table1Config:
 
     data: str
     sigmas: tuple[float, ...] = (25.0, 35.0, 50.0)
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # noise seeds; every image is scored under each, intervals resample images
+    control: str | None = None  # the arm every other is tested against; None: "separate" if there is one
+    draws: int = 2000  # bootstrap resamples
     limit: int | None = None  # first N images of the sorted folder
     ssim: bool = False
 
     def __post_init__(self) -> None:
-        check_common(self.sigmas, self.limit, self.seed)
+        check_common(self.sigmas, self.limit, self.seeds, self.draws)
 
 
 @dataclass(frozen=True)
@@ -110,7 +115,9 @@ class Table2Config:
     data: str
     labels: str | None = None  # default: data/labels.csv
     sigmas: tuple[float, ...] = (15.0, 30.0, 45.0, 60.0)
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # noise seeds; every image is scored under each, intervals resample images
+    control: str | None = None  # the arm every other is tested against; None: "separate" if there is one
+    draws: int = 2000  # bootstrap resamples
     split: str = "all"  # all | train (even rows of labels.csv) | test (odd rows)
     limit: int | None = None  # first N images of the split
     head: str = "efficientnet-lite0"
@@ -121,7 +128,7 @@ class Table2Config:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        check_common(self.sigmas, self.limit, self.seed)
+        check_common(self.sigmas, self.limit, self.seeds, self.draws)
         if self.split not in [s.value for s in Split]:
             raise ValueError(f"split must be one of {', '.join(s.value for s in Split)}; got {self.split!r}")
         if self.crop is not None and self.crop < 8:
@@ -137,7 +144,9 @@ class Table3Config:
     images: str
     masks: str
     sigmas: tuple[float, ...] = (15.0, 30.0, 45.0, 60.0)
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # noise seeds; every image is scored under each, intervals resample images
+    control: str | None = None  # the arm every other is tested against; None: "separate" if there is one
+    draws: int = 2000  # bootstrap resamples
     limit: int | None = None  # first N images of the sorted folder
     head: str = "espnetv2-camvid"
     head_weights: str | None = None
@@ -147,7 +156,7 @@ class Table3Config:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        check_common(self.sigmas, self.limit, self.seed)
+        check_common(self.sigmas, self.limit, self.seeds, self.draws)
         if not 0.1 <= self.scale <= 8:
             raise ValueError(f"scale must be in [0.1, 8], got {self.scale}")
         if not 0 <= self.ignore_index <= 255:
@@ -324,6 +333,7 @@ class TableResult:
     cells: list[dict]
     rows: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    tests: list[dict] = field(default_factory=list)  # paired tests of each arm against the control (paired_tests)
 
     def cell(self, arm: str, sigma: float | None, subset: int | None = None) -> dict | None:
         """The cell of an arm at a sigma (over all images, or the first `subset`); the clean arm has one cell (sigma
@@ -372,6 +382,71 @@ def with_subsets(rows: list[dict], arms: Sequence[Arm], count: int, reduce: Call
     return cells
 
 
+# ---- statistics: intervals per cell, paired tests against a control ------------------------------------------------
+
+CONFUSION_METRICS = {"miou": miou_reduce, "pixel_acc": pixel_accuracy_reduce}  # functions of the summed confusion
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    return f"noise seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def image_parts(rows: Iterable[dict], metric: str) -> dict[int, np.ndarray]:
+    """Per image position, the parts of a metric summed over its rows (noise seeds): the confusion, or [sum, count]."""
+    parts: dict[int, np.ndarray] = {}
+    for r in rows:
+        value = np.asarray(r["confusion"], dtype=np.float64).ravel() if metric in CONFUSION_METRICS else np.array([r[metric], 1.0])
+        parts[r["position"]] = parts.get(r["position"], 0) + value
+    return parts
+
+
+def with_intervals(cells: list[dict], rows: list[dict], metrics: Sequence[str], draws: int) -> list[dict]:
+    """Each cell with `<metric>_ci`: the 95% percentile bootstrap interval, images resampled (their seeds together)."""
+    for cell in cells:
+        subset = cell.get("subset")
+        mine = [r for r in rows if r["arm"] == cell["arm"] and r["sigma"] == cell["sigma"] and (subset is None or r["position"] < subset)]
+        for metric in metrics:
+            parts = image_parts(mine, metric)
+            stacked = np.stack([parts[p] for p in sorted(parts)])
+            cell[f"{metric}_ci"] = list(bootstrap_interval(stacked, CONFUSION_METRICS.get(metric, mean_reduce), draws))
+    return cells
+
+
+def paired_tests(
+    rows: list[dict], arms: Sequence[Arm], sigmas: Sequence[float], control: str | None, metrics: Sequence[str], draws: int
+) -> list[dict]:
+    """Per arm other than the control, sigma and metric: the difference arm - control on the images both ran on, its
+    paired bootstrap interval and p; top-1 also McNemar's exact test over (image, seed) pairs. Control None: the arm
+    "separate" if there is one, else no tests."""
+    names = [a.name for a in arms]
+    if control is None:
+        control = "separate" if "separate" in names else None
+        if control is None:
+            return []
+    if control not in names:
+        raise ValueError(f"control arm {control!r} is not in the table; arms: {', '.join(names)}")
+    by_key = {(r["arm"], r["sigma"], r["position"], r["seed"]): r for r in rows}
+    tests = []
+    for arm in (n for n in names if n != control):
+        for sigma in sigmas:
+            pairs = [(r, by_key[(control, sigma, r["position"], r["seed"])]) for r in rows
+                     if r["arm"] == arm and r["sigma"] == sigma and (control, sigma, r["position"], r["seed"]) in by_key]  # fmt: skip
+            if not pairs:
+                continue
+            for metric in metrics:
+                ours, theirs = image_parts([a for a, _ in pairs], metric), image_parts([b for _, b in pairs], metric)
+                order = sorted(ours)
+                test = paired_bootstrap(np.stack([ours[p] for p in order]), np.stack([theirs[p] for p in order]),
+                                        CONFUSION_METRICS.get(metric, mean_reduce), draws)  # fmt: skip
+                entry = {"arm": arm, "control": control, "sigma": sigma, "metric": metric, "images": len(order), "pairs": len(pairs),
+                         "test": "paired bootstrap", **test}  # fmt: skip
+                if metric == "top1":
+                    exact = mcnemar_exact(np.array([a["top1"] for a, _ in pairs]), np.array([b["top1"] for _, b in pairs]))
+                    entry |= {"test": "McNemar exact", "p": exact["p"], "bootstrap_p": test["p"], "b": exact["b"], "c": exact["c"]}
+                tests.append(entry)
+    return tests
+
+
 def arm_order(arms: Sequence[Arm], clean: bool) -> list[str]:
     return [a.name for a in arms] + ([CLEAN] if clean else [])
 
@@ -391,18 +466,21 @@ def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None =
         if progress:
             progress(done, total, text)
 
-    for arm, sigmas, n in plan:
-        if sigmas:
-            denoise = arm.denoise or (lambda noisy, sigma: noisy)
-            result = evaluate(denoise, Path(cfg.data), sigmas, cfg.seed, arm.name, with_ssim=cfg.ssim, limit=n, progress=tick)
-            rows += [{"arm": arm.name, "position": i % n, **r} for i, r in enumerate(result.rows)]  # evaluate: per sigma, images in order
+    total *= len(cfg.seeds)
+    for seed in cfg.seeds:
+        for arm, sigmas, n in plan:
+            if sigmas:
+                denoise = arm.denoise or (lambda noisy, sigma: noisy)
+                result = evaluate(denoise, Path(cfg.data), sigmas, seed, arm.name, with_ssim=cfg.ssim, limit=n, progress=tick)
+                rows += [{"arm": arm.name, "position": i % n, "seed": seed, **r} for i, r in enumerate(result.rows)]  # per sigma, images in order
     metrics = ("psnr", "ssim") if cfg.ssim else ("psnr",)
     noise = ("Gaussian noise, image i of the sorted folder gets numpy default_rng([seed, i]); the noisy input is not clipped; "
              "outputs are clipped and rounded to uint8; PSNR over all RGB pixels.")  # fmt: skip
     meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": count, "data": cfg.data, "noise": noise}
-    title = f"Table 1: denoising PSNR on {Path(cfg.data).name} ({count} images, seed {cfg.seed})"
-    cells = with_subsets(rows, arms, count, lambda r: mean_cells(r, metrics))
-    return TableResult("table1", title, metrics, arm_order(arms, False), list(cfg.sigmas), cells, rows, meta)
+    title = f"Table 1: denoising PSNR on {Path(cfg.data).name} ({count} images, {seeds_text(cfg.seeds)})"
+    cells = with_intervals(with_subsets(rows, arms, count, lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws)
+    tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
+    return TableResult("table1", title, metrics, arm_order(arms, False), list(cfg.sigmas), cells, rows, meta, tests)
 
 
 def table2(
@@ -418,20 +496,24 @@ def table2(
     bad = [c for _, _, c in entries if not 0 <= c < head.num_classes]
     if bad:
         raise ValueError(f"{labels}: class index {bad[0]} outside 0..{head.num_classes - 1} of the head")
-    samples = (load_classification_sample(e, resize, crop) for e in entries)
 
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
         return [{"label": sample.target, **s} for s in classification_scores(head_logits(head, images, device), int(sample.target))]
 
-    rows = score_stream(samples, len(entries), arms, cfg.sigmas, cfg.seed, cfg.quantize, clean, score, progress)
-    cells = with_subsets(rows, arms, len(entries), lambda r: mean_cells(r, ("top1", "top5")))
+    rows = []
+    for k, seed in enumerate(cfg.seeds):
+        samples = (load_classification_sample(e, resize, crop) for e in entries)
+        rows += score_stream(samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress)
+    metrics = ("top1", "top5")
+    cells = with_intervals(with_subsets(rows, arms, len(entries), lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws)
+    tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
     noise = (f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the crop, image i "
              f"(row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}")  # fmt: skip
     meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data, "labels": str(labels),
             "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop, "noise": noise,
             "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row"}  # fmt: skip
-    title = f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} ({len(entries)} images, seed {cfg.seed})"
-    return TableResult("table2", title, ("top1", "top5"), arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta)
+    title = f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+    return TableResult("table2", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
 
 def table3(
@@ -441,21 +523,25 @@ def table3(
     check_arms(arms)
     head, device = frozen_head(head, cfg.head, cfg.head_weights, "segment", cfg.device)
     entries = segmentation_entries(Path(cfg.images), Path(cfg.masks), cfg.limit)
-    samples = stream_masks(entries, head.num_classes, cfg.ignore_index)
 
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
         return segmentation_scores(head_logits(head, images, device, cfg.scale), sample.target, cfg.ignore_index)  # type: ignore[arg-type]
 
-    rows = score_stream(samples, len(entries), arms, cfg.sigmas, cfg.seed, cfg.quantize, clean, score, progress)
-    cells = with_subsets(rows, arms, len(entries), lambda r: confusion_cells(r, head.class_names))
+    rows = []
+    for k, seed in enumerate(cfg.seeds):
+        samples = stream_masks(entries, head.num_classes, cfg.ignore_index)
+        rows += score_stream(samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress)
+    metrics = ("miou", "pixel_acc")
+    cells = with_intervals(with_subsets(rows, arms, len(entries), lambda r: confusion_cells(r, head.class_names)), rows, metrics, cfg.draws)
+    tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
     rows = [{k: v for k, v in r.items() if k != "confusion"} for r in rows]  # per-image confusions live on in the cells' sums
     noise = (f"Gaussian noise at the native size, image i of the sorted folder gets numpy default_rng([seed, i]); "
              f"{quantize_text(cfg.quantize)} The head sees that image resized by {cfg.scale:g} (PIL bicubic); its logits are "
              f"resized back (bilinear) and scored on the original masks, value {cfg.ignore_index} ignored; mIoU from the "
              "confusion summed over all images, over classes present in ground truth or prediction.")  # fmt: skip
     meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images, "head": cfg.head, "noise": noise}
-    title = f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} ({len(entries)} images, seed {cfg.seed})"
-    return TableResult("table3", title, ("miou", "pixel_acc"), arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta)
+    title = f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+    return TableResult("table3", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
 
 def frozen_head(head: nn.Module | None, name: str, weights: str | None, task: str, device: str) -> tuple[nn.Module, torch.device]:
@@ -485,9 +571,9 @@ def score_stream(
     total, rows = count * (len(sigmas) + clean), []
     for done, (position, sample, sigma, images) in enumerate(arm_images(samples, arms, sigmas, seed, quantize, clean), 1):
         for arm, metrics in zip(images, score(sample, list(images.values()))):
-            rows.append({"arm": arm, "sigma": sigma, "image": sample.name, "position": position, "index": sample.index, **metrics})
+            rows.append({"arm": arm, "sigma": sigma, "image": sample.name, "position": position, "index": sample.index, "seed": seed, **metrics})
         if progress:
-            progress(done, total, f"{sample.name} sigma {sigma if sigma is not None else 'clean'}")
+            progress(done, total, f"seed {seed} {sample.name} sigma {sigma if sigma is not None else 'clean'}")
     return rows
 
 
@@ -531,8 +617,37 @@ def metric_lines(table: TableResult, metric: str, subset: int | None = None) -> 
                 continue
             text = format_value(metric, c[metric])
             text = f"**{text}**" if arm != CLEAN and c[metric] == best[s] else text
+            if c.get(f"{metric}_ci"):
+                text += " [" + ", ".join(format_value(metric, v) for v in c[f"{metric}_ci"]) + "]"
             cells.append(text + (f" (n={c['images']})" if full and c["images"] != full else ""))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def test_lines(table: TableResult) -> list[str]:
+    """Per metric, a row per arm and a column per sigma: arm - control [95% interval], p (McNemar exact for top-1,
+    paired bootstrap otherwise), on the images both arms ran on."""
+    if not table.tests:
+        return []
+    control = table.tests[0]["control"]
+    lines = [f"## Paired tests against `{control}`", "",
+             "arm - control [95% paired bootstrap interval], p: McNemar's exact test for top-1 (b/c: images only the arm / "
+             "only the control got right, over images x seeds), paired bootstrap over images otherwise.", ""]  # fmt: skip
+    for metric in table.metrics:
+        lines += [f"{METRIC_LABELS.get(metric, metric)}:", "", "| arm | " + " | ".join(f"sigma {s:g}" for s in table.sigmas) + " |",
+                  "|---" * (len(table.sigmas) + 1) + "|"]  # fmt: skip
+        for arm in dict.fromkeys(t["arm"] for t in table.tests):
+            cells = []
+            for sigma in table.sigmas:
+                t = next((t for t in table.tests if t["arm"] == arm and t["sigma"] == sigma and t["metric"] == metric), None)
+                if t is None:
+                    cells.append("–")
+                    continue
+                digits = DIGITS.get(metric, 3)
+                text = f"{t['diff']:+.{digits}f} [{t['lo']:+.{digits}f}, {t['hi']:+.{digits}f}], p {t['p']:.3g}"
+                cells.append(text + (f" (b/c {t['b']}/{t['c']})" if "b" in t else "") + (f" (n={t['images']})" if t["images"] != table.meta.get("images") else ""))
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -547,7 +662,8 @@ def markdown(table: TableResult) -> str:
         lines += [f"## On the first {k} images only, where {arms} ran: every arm on the same images", ""]
         for metric in table.metrics:
             lines += [f"{METRIC_LABELS.get(metric, metric)}:", "", *metric_lines(table, metric, k), ""]
-    notes = []
+    lines += test_lines(table)
+    notes = ["[lo, hi]: 95% percentile bootstrap interval, images resampled (all their noise seeds together)."]
     if CLEAN in table.arms:
         notes.append("clean: the head on the clean image (no noise), the same value in every column.")
     if any(c["images"] != full for c in table.cells if c.get("subset") is None):
@@ -575,7 +691,7 @@ def write_table(table: TableResult, out: Path, meta: dict | None = None) -> list
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"table": table.name, "title": table.title, "metrics": table.metrics, "arms": table.arms, "sigmas": table.sigmas,
-               "meta": {**table.meta, **(meta or {})}, "cells": table.cells, "rows": table.rows}  # fmt: skip
+               "meta": {**table.meta, **(meta or {})}, "cells": table.cells, "tests": table.tests, "rows": table.rows}  # fmt: skip
     paths = [out / f"{table.name}.md", out / f"{table.name}.json", out / f"{table.name}.png"]
     paths[0].write_text(markdown(table))
     paths[1].write_text(json.dumps(finite(payload), indent=1, allow_nan=False))

@@ -165,12 +165,15 @@ def test_table1_psnr_subset_and_missing_sigma_cells(tmp_path, make_image):
     result = table1(Table1Config(str(folder), sigmas=(25.0, 50.0)), [ours, identity])
     clean = [np.array(Image.open(p)) for p in paths]
     expected = np.mean([psnr(to_uint8(add_noise(c, 25.0, 0, i)), c) for i, c in enumerate(clean[:2])])
-    assert result.cell("identity", 25.0) == {"arm": "identity", "sigma": 25.0, "images": 2, "psnr": pytest.approx(expected)}
+    cell = result.cell("identity", 25.0)
+    assert {k: cell[k] for k in ("arm", "sigma", "images", "psnr")} == {"arm": "identity", "sigma": 25.0, "images": 2, "psnr": pytest.approx(expected)}
+    assert cell["psnr_ci"][0] <= cell["psnr"] <= cell["psnr_ci"][1]
     assert result.cell("identity", 50.0) is None
     expected = np.mean([psnr(to_uint8(add_noise(c, 50.0, 0, i) * 0.9 + 0.05), c) for i, c in enumerate(clean)])
     assert result.cell("ours", 50.0)["psnr"] == pytest.approx(expected) and result.cell("ours", 50.0)["images"] == 3
     same = np.mean([psnr(to_uint8(add_noise(c, 25.0, 0, i) * 0.9 + 0.05), c) for i, c in enumerate(clean[:2])])
-    assert result.cell("ours", 25.0, subset=2) == {"arm": "ours", "sigma": 25.0, "images": 2, "psnr": pytest.approx(same), "subset": 2}
+    cell = result.cell("ours", 25.0, subset=2)
+    assert (cell["images"], cell["subset"], cell["psnr"]) == (2, 2, pytest.approx(same))
     text = markdown(result)
     assert "(n=2)" in text and "| identity |" in text and "–" in text and "On the first 2 images only, where identity ran" in text
     assert f"**{result.cell('ours', 50.0)['psnr']:.2f}**" in text  # the only full arm at 50 is the best
@@ -207,7 +210,7 @@ def test_table2_scores_match_a_hand_computation_and_exclude_the_training_rows(tm
         csv.writer(handle).writerows([("file", "index"), *[(paths[i].name, labels[i]) for i in range(6)]])
     weights = weights_file(tmp_path / "sep.safetensors", 2)
     arms = task_arms(separate=weights, joint=None, cross_task=None, device="cpu")
-    cfg = Table2Config(str(data), sigmas=(15.0, 60.0), split="test", resize=36, crop=32, device="cpu", seed=3)
+    cfg = Table2Config(str(data), sigmas=(15.0, 60.0), split="test", resize=36, crop=32, device="cpu", seeds=(3,))
     result = table2(cfg, arms, head=head)
 
     assert result.arms == [NOISY, "separate", CLEAN]
@@ -230,6 +233,34 @@ def test_table2_scores_match_a_hand_computation_and_exclude_the_training_rows(tm
     text = written[0].read_text()
     assert "| separate |" in text and "joint" not in text and "## top-5" in text
     assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_path, make_image):
+    data = tmp_path / "samples"
+    paths = write_images(data, make_image, 6)
+    with open(data / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("file", "index"), *[(p.name, i % 7) for i, p in enumerate(paths)]])
+    arms = task_arms(separate=weights_file(tmp_path / "sep.safetensors", 2), extra=[("other", weights_file(tmp_path / "o.safetensors", 5))], device="cpu")
+    cfg = Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", seeds=(3, 4), draws=300)
+    result = table2(cfg, arms, head=LinearClassifier().eval())
+    assert len(result.rows) == 6 + 6 * 3 * 2  # clean once, every arm under both seeds
+    assert {r["seed"] for r in result.rows if r["arm"] == NOISY} == {3, 4}
+    noisy = [r for r in result.rows if r["arm"] == NOISY]
+    assert result.cell(NOISY, 30.0)["top1"] == pytest.approx(np.mean([r["top1"] for r in noisy]))
+    assert {(t["arm"], t["metric"]) for t in result.tests} == {(a, m) for a in (NOISY, "other") for m in ("top1", "top5")}
+    test = next(t for t in result.tests if t["arm"] == NOISY and t["metric"] == "top1")
+    separate = {(r["position"], r["seed"]): r["top1"] for r in result.rows if r["arm"] == "separate"}
+    b = sum(r["top1"] and not separate[(r["position"], r["seed"])] for r in noisy)
+    c = sum(not r["top1"] and separate[(r["position"], r["seed"])] for r in noisy)
+    assert (test["b"], test["c"], test["pairs"], test["images"]) == (b, c, 12, 6) and test["test"] == "McNemar exact"
+    assert test["diff"] == pytest.approx(result.cell(NOISY, 30.0)["top1"] - result.cell("separate", 30.0)["top1"])
+    assert test["lo"] <= test["diff"] <= test["hi"] and 0 <= test["p"] <= 1
+    text = markdown(result)
+    assert "Paired tests against `separate`" in text and f"(b/c {b}/{c})" in text and "noise seeds 3, 4" in text
+    with pytest.raises(ValueError, match="control arm 'joint' is not in the table"):
+        table2(Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", control="joint", limit=1), arms, head=LinearClassifier().eval())
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        Table2Config(str(data), seeds=(1, 1))
 
 
 def test_table3_clean_is_perfect_for_an_oracle_head_and_noise_lowers_it(tmp_path, make_image):
