@@ -59,6 +59,7 @@ class Arm:
     limit: int | None = None  # only the first N images (a CBM3D subset)
     sigmas: tuple[float, ...] | None = None  # only these noise levels (a CDnCNN trained for one sigma)
     source: str = ""  # weights file or package, for the record
+    trained_on: str | None = None  # the folder its weights were trained on (their card), to flag held-in evaluations
 
     def __post_init__(self) -> None:
         if not self.name or self.name == CLEAN:
@@ -70,7 +71,7 @@ class Arm:
         return (self.limit is None or position < self.limit) and (self.sigmas is None or sigma in self.sigmas)
 
     def record(self) -> dict:
-        return {"name": self.name, "source": self.source, "limit": self.limit, "sigmas": self.sigmas}
+        return {"name": self.name, "source": self.source, "limit": self.limit, "sigmas": self.sigmas, "trained_on": self.trained_on}
 
 
 def check_arms(arms: Sequence[Arm]) -> None:
@@ -511,7 +512,8 @@ def table2(
              f"(row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}")  # fmt: skip
     meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data, "labels": str(labels),
             "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop, "noise": noise,
-            "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row"}  # fmt: skip
+            "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row",
+            "held_in": held_in(arms, cfg.data)}  # fmt: skip
     title = f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} ({len(entries)} images, {seeds_text(cfg.seeds)})"
     return TableResult("table2", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
@@ -539,7 +541,8 @@ def table3(
              f"{quantize_text(cfg.quantize)} The head sees that image resized by {cfg.scale:g} (PIL bicubic); its logits are "
              f"resized back (bilinear) and scored on the original masks, value {cfg.ignore_index} ignored; mIoU from the "
              "confusion summed over all images, over classes present in ground truth or prediction.")  # fmt: skip
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images, "head": cfg.head, "noise": noise}
+    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images, "head": cfg.head, "noise": noise,
+            "held_in": held_in(arms, cfg.images)}  # fmt: skip
     title = f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} ({len(entries)} images, {seeds_text(cfg.seeds)})"
     return TableResult("table3", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
@@ -666,6 +669,8 @@ def markdown(table: TableResult) -> str:
     notes = ["[lo, hi]: 95% percentile bootstrap interval, images resampled (all their noise seeds together)."]
     if CLEAN in table.arms:
         notes.append("clean: the head on the clean image (no noise), the same value in every column.")
+    if table.meta.get("held_in"):
+        notes.append(f"trained on photos of this folder (their cards say so; check the split): {', '.join(table.meta['held_in'])}.")
     if any(c["images"] != full for c in table.cells if c.get("subset") is None):
         notes.append(f"(n=K): measured on the first K of the {full} images only.")
     if any(table.cell(a, s) is None for a in table.arms for s in table.sigmas):
@@ -782,7 +787,26 @@ def model_arm(name: str, weights: Path | None, device: str = "auto") -> Arm:
     from fastdenoise.evaluate import backend_denoiser
 
     backend = make_backend(load_denoiser(weights), BackendConfig(device=device, precision="fp32"))
-    return Arm(name, backend_denoiser(backend), source=str(weights or bundled_weights()))
+    return Arm(name, backend_denoiser(backend), source=str(weights or bundled_weights()), trained_on=training_folder(weights))
+
+
+def training_folder(weights: Path | None) -> str | None:
+    """The training-data folder named in a weights file's card (bundled cards, `train` and `train --task` runs)."""
+    from fastdenoise.checkpoint import read_card
+
+    try:
+        card = read_card(weights)
+    except Exception:  # a .pt checkpoint or a file without a card: nothing recorded
+        return None
+    config = card.get("config") or {}
+    data = card.get("train_data") or config.get("data") or (config.get("train") or {}).get("data")
+    return str(data).split(",")[0].strip() if data else None
+
+
+def held_in(arms: Sequence[Arm], data: str) -> list[str]:
+    """Arms whose weights were trained on photos of the evaluated folder (same folder, or the same last two parts)."""
+    target = Path(data).resolve()
+    return [a.name for a in arms if a.trained_on and (Path(a.trained_on).resolve() == target or Path(a.trained_on).parts[-2:] == target.parts[-2:])]
 
 
 PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")  # cdncnn: the one trained for the sigma

@@ -75,9 +75,9 @@ def write_images(folder: Path, make_image, count: int) -> list[Path]:
     return paths
 
 
-def weights_file(path: Path, seed: int) -> Path:
+def weights_file(path: Path, seed: int, card: dict | None = None) -> Path:
     torch.manual_seed(seed)
-    save_weights(randomize_bn(Denoiser(SMALL)), path)
+    save_weights(randomize_bn(Denoiser(SMALL)), path, card)
     return path
 
 
@@ -240,7 +240,8 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     paths = write_images(data, make_image, 6)
     with open(data / "labels.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([("file", "index"), *[(p.name, i % 7) for i, p in enumerate(paths)]])
-    arms = task_arms(separate=weights_file(tmp_path / "sep.safetensors", 2), extra=[("other", weights_file(tmp_path / "o.safetensors", 5))], device="cpu")
+    trained_here = {"config": {"train": {"data": str(data)}}}  # a `train --task` card: flagged as held-in
+    arms = task_arms(separate=weights_file(tmp_path / "sep.safetensors", 2), extra=[("other", weights_file(tmp_path / "o.safetensors", 5, trained_here))], device="cpu")
     cfg = Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", seeds=(3, 4), draws=300)
     result = table2(cfg, arms, head=LinearClassifier().eval())
     assert len(result.rows) == 6 + 6 * 3 * 2  # clean once, every arm under both seeds
@@ -257,6 +258,7 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     assert test["lo"] <= test["diff"] <= test["hi"] and 0 <= test["p"] <= 1
     text = markdown(result)
     assert "Paired tests against `separate`" in text and f"(b/c {b}/{c})" in text and "noise seeds 3, 4" in text
+    assert result.meta["held_in"] == ["other"] and "trained on photos of this folder" in text
     with pytest.raises(ValueError, match="control arm 'joint' is not in the table"):
         table2(Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", control="joint", limit=1), arms, head=LinearClassifier().eval())
     with pytest.raises(ValueError, match="seeds must be distinct"):
