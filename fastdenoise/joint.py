@@ -100,9 +100,8 @@ class JointConfig:
         if not self.tasks or any(t not in tasks for t in self.tasks):
             raise ValueError(f"task must be one of {', '.join(tasks)} (one per head); got {self.tasks!r}")
         count = len(self.head_list)
-        if self.heads and len(self.heads) != len(self.tasks):
-            if len(self.tasks) != 1:
-                raise ValueError(f"{len(self.heads)} heads for {len(self.tasks)} tasks: give one task per head, or one task for all")
+        if self.heads and len(self.heads) != len(self.tasks) and len(self.tasks) != 1:
+            raise ValueError(f"{len(self.heads)} heads for {len(self.tasks)} tasks: give one task per head, or one task for all")
         for name, values in (("head_weights", self.head_weights), ("lam", self.lam), ("balance", self.balance)):
             per_head(values, count, name)
         if self.target not in targets:
