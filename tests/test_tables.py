@@ -325,3 +325,23 @@ def test_segmenter_weights_found_above_the_data(tmp_path, monkeypatch):
     weights.write_bytes(b"x")
     assert find_segmenter_weights("espnetv2-camvid", data) == weights
     assert find_segmenter_weights("efficientnet-lite0", data) is None  # not an EdgeNets head: its own default
+
+
+def test_cli_table1_with_two_seeds_and_a_control(tmp_path, make_image):
+    from typer.testing import CliRunner
+
+    from fastdenoise.cli import app
+
+    folder = tmp_path / "kodak"
+    write_images(folder, make_image, 3)
+    a, b = weights_file(tmp_path / "a.safetensors", 1), weights_file(tmp_path / "b.safetensors", 2)
+    args = ["tables", "table1", str(folder), "-m", f"a={a}", "-m", f"b={b}", "--peers", "", "--sigma", "25", "--seeds", "0,1",
+            "--control", "a", "--draws", "200", "--device", "cpu", "-o", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "out" / "table1.json").read_text())
+    assert payload["meta"]["config"]["seeds"] == [0, 1] and len(payload["rows"]) == 2 * 2 * 3
+    [test] = payload["tests"]
+    assert (test["arm"], test["control"], test["images"], test["pairs"]) == ("b", "a", 3, 6)
+    bad = CliRunner().invoke(app, [*args[:-2], "-o", str(tmp_path / "bad"), "--seeds", "0,x"])
+    assert bad.exit_code == 2 and "--seeds" in bad.output and not (tmp_path / "bad").exists()
