@@ -440,7 +440,7 @@ def paired_tests(
                 test = paired_bootstrap(np.stack([ours[p] for p in order]), np.stack([theirs[p] for p in order]),
                                         CONFUSION_METRICS.get(metric, mean_reduce), draws)  # fmt: skip
                 entry = {"arm": arm, "control": control, "sigma": sigma, "metric": metric, "images": len(order), "pairs": len(pairs),
-                         "test": "paired bootstrap", **test}  # fmt: skip
+                         "test": "paired bootstrap", "draws": draws, **test}  # fmt: skip
                 if metric == "top1":
                     exact = mcnemar_exact(np.array([a["top1"] for a, _ in pairs]), np.array([b["top1"] for _, b in pairs]))
                     entry |= {"test": "McNemar exact", "p": exact["p"], "bootstrap_p": test["p"], "b": exact["b"], "c": exact["c"]}
@@ -647,7 +647,8 @@ def test_lines(table: TableResult) -> list[str]:
                     cells.append("–")
                     continue
                 digits = DIGITS.get(metric, 3)
-                text = f"{t['diff']:+.{digits}f} [{t['lo']:+.{digits}f}, {t['hi']:+.{digits}f}], p {t['p']:.3g}"
+                p = f"p < {1 / t['draws']:.2g}" if t["p"] == 0 else f"p {t['p']:.3g}"  # no resample crossed 0
+                text = f"{t['diff']:+.{digits}f} [{t['lo']:+.{digits}f}, {t['hi']:+.{digits}f}], {p}"
                 cells.append(text + (f" (b/c {t['b']}/{t['c']})" if "b" in t else "") + (f" (n={t['images']})" if t["images"] != table.meta.get("images") else ""))
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")

@@ -342,6 +342,8 @@ def test_cli_table1_with_two_seeds_and_a_control(tmp_path, make_image):
     payload = json.loads((tmp_path / "out" / "table1.json").read_text())
     assert payload["meta"]["config"]["seeds"] == [0, 1] and len(payload["rows"]) == 2 * 2 * 3
     [test] = payload["tests"]
-    assert (test["arm"], test["control"], test["images"], test["pairs"]) == ("b", "a", 3, 6)
+    assert (test["arm"], test["control"], test["images"], test["pairs"], test["draws"]) == ("b", "a", 3, 6, 200)
+    shown = "p < 0.005" if test["p"] == 0 else f"p {test['p']:.3g}"
+    assert shown in (tmp_path / "out" / "table1.md").read_text()
     bad = CliRunner().invoke(app, [*args[:-2], "-o", str(tmp_path / "bad"), "--seeds", "0,x"])
     assert bad.exit_code == 2 and "--seeds" in bad.output and not (tmp_path / "bad").exists()
