@@ -348,12 +348,14 @@ class TableResult:
 
 
 def mean_cells(rows: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
-    """Group rows by (arm, sigma) in first-seen order; each cell holds the mean of every metric and the image count."""
+    """Group rows by (arm, sigma) in first-seen order; each cell holds the mean of every metric over its rows (images x
+    noise seeds), the number of distinct images and of rows (samples)."""
     groups: dict[tuple[str, float | None], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["arm"], row["sigma"]), []).append(row)
     return [
-        {"arm": arm, "sigma": sigma, "images": len(group), **{m: float(np.mean([r[m] for r in group])) for m in metrics}}
+        {"arm": arm, "sigma": sigma, "images": len({r["position"] for r in group}), "samples": len(group),
+         **{m: float(np.mean([r[m] for r in group])) for m in metrics}}  # fmt: skip
         for (arm, sigma), group in groups.items()
     ]
 
@@ -362,10 +364,12 @@ def confusion_cells(rows: Iterable[dict], class_names: Sequence[str] | None = No
     """Group rows by (arm, sigma) and sum their confusions: dataset mIoU, pixel accuracy and per-class IoU per cell."""
     sums: dict[tuple[str, float | None], list] = {}
     for row in rows:
-        entry = sums.setdefault((row["arm"], row["sigma"]), [0, 0])
-        entry[0], entry[1] = entry[0] + row["confusion"], entry[1] + 1
+        entry = sums.setdefault((row["arm"], row["sigma"]), [0, set()])
+        entry[0] = entry[0] + row["confusion"]
+        entry[1].add(row["position"])
     cells = []
-    for (arm, sigma), (counts, images) in sums.items():
+    for (arm, sigma), (counts, positions) in sums.items():
+        images = len(positions)
         miou, iou = mean_iou(torch.as_tensor(counts))
         names = class_names or [str(c) for c in range(len(iou))]
         per_class = {n: (None if math.isnan(v) else v) for n, v in zip(names, iou.tolist())}

@@ -126,7 +126,7 @@ def test_miou_from_summed_confusions_against_a_hand_computed_case():
     assert first["confusion"].tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
     assert first["miou"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2) / 3) and first["pixel_acc"] == pytest.approx(3 / 5)
     assert second["miou"] == 1.0  # the void pixel predicted as class 1 does not count
-    rows = [{"arm": "a", "sigma": 15.0, **first}, {"arm": "a", "sigma": 15.0, **second}]
+    rows = [{"arm": "a", "sigma": 15.0, "position": 0, **first}, {"arm": "a", "sigma": 15.0, "position": 1, **second}]
     (cell,) = confusion_cells(rows, ("x", "y", "z"))
     # summed: [[3,1,0],[0,2,0],[1,0,3]] -> IoU 3/5, 2/3, 3/4; not the mean of the per-image mIoUs
     assert cell["iou"] == pytest.approx({"x": 3 / 5, "y": 2 / 3, "z": 3 / 4})
@@ -248,6 +248,7 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     assert {r["seed"] for r in result.rows if r["arm"] == NOISY} == {3, 4}
     noisy = [r for r in result.rows if r["arm"] == NOISY]
     assert result.cell(NOISY, 30.0)["top1"] == pytest.approx(np.mean([r["top1"] for r in noisy]))
+    assert (result.cell(NOISY, 30.0)["images"], result.cell(NOISY, 30.0)["samples"]) == (6, 12)
     assert {(t["arm"], t["metric"]) for t in result.tests} == {(a, m) for a in (NOISY, "other") for m in ("top1", "top5")}
     test = next(t for t in result.tests if t["arm"] == NOISY and t["metric"] == "top1")
     separate = {(r["position"], r["seed"]): r["top1"] for r in result.rows if r["arm"] == "separate"}
@@ -258,6 +259,7 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     assert test["lo"] <= test["diff"] <= test["hi"] and 0 <= test["p"] <= 1
     text = markdown(result)
     assert "Paired tests against `separate`" in text and f"(b/c {b}/{c})" in text and "noise seeds 3, 4" in text
+    assert "(n=" not in text  # every arm ran on every image
     assert result.meta["held_in"] == ["other"] and "trained on photos of this folder" in text
     with pytest.raises(ValueError, match="control arm 'joint' is not in the table"):
         table2(Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", control="joint", limit=1), arms, head=LinearClassifier().eval())
