@@ -75,13 +75,18 @@ def joint_fields(run: Path, log: list[dict]) -> dict:
     if not path.is_file():
         return {"objective": "MSE", "final_loss": {"mse": last.get("mse")}}
     joint = json.loads(path.read_text())
-    lam = joint["lam"] if joint["lam"] is not None else {"classify": 0.25, "segment": 0.5}[joint["task"]]
-    task_loss = "CE to the label" if joint["target"] == "labels" else f"label-free ({joint['target']} of the head on the clean crop)"
+    if "tasks" in joint:  # one or several heads, raw or balanced weights (fastdenoise.joint.JointConfig.objective)
+        weights = {"balance": joint["balance"]} if joint["balance"] else {"lam": joint["lam"] or None}
+        facts = {"objective": joint["objective"], "tasks": joint["tasks"], "heads": joint["heads"], **weights}
+    else:  # a run from before multi-head training
+        lam = joint["lam"] if joint["lam"] is not None else {"classify": 0.25, "segment": 0.5}[joint["task"]]
+        task_loss = "CE to the label" if joint["target"] == "labels" else f"label-free ({joint['target']} of the head on the clean crop)"
+        facts = {"objective": f"MSE + {lam} * {task_loss} of the frozen {joint['head']} on D(x)", "task": joint["task"], "head": joint["head"], "lam": lam}
+    tasks = [k for k in last if k.startswith("task")]
     return {
-        "objective": f"MSE + {lam} * {task_loss} of the frozen {joint['head']} on D(x)",
-        "task": joint["task"], "head": joint["head"], "lam": lam, "target": joint["target"], "init": joint["init"],
+        **facts, "target": joint["target"], "init": joint["init"],
         "labels": joint.get("labels"), "masks": joint.get("masks"), "ignore_index": joint.get("ignore_index"),
-        "final_loss": {"mse": last.get("mse"), "task": last.get("task")},
+        "final_loss": {"mse": last.get("mse"), **{k: last.get(k) for k in tasks}},
     }  # fmt: skip
 
 

@@ -1,5 +1,6 @@
 """How strongly the task loss pulls on the denoiser next to MSE: the norms of the gradients of MSE and of the task
-cross-entropy with respect to the denoiser's parameters, on a few joint-training batches.
+cross-entropy with respect to the denoiser's parameters, and with respect to its output (the unit of `train
+--balance R`: lam = R / output ratio), on a few joint-training batches.
 
 With Adam only the ratio lam * |grad CE| / |grad MSE| matters (the step is invariant to the loss's overall scale), so
 this says which lambda leaves the reconstruction term any say.
@@ -48,7 +49,7 @@ def main() -> None:
     low, high = (float(v) for v in args.sigma.split("-"))
     train = TrainConfig(data=str(args.data), out="unused", sigma=(low, high), patch=default_crop(task), batch=args.batch, seed=args.seed)
     head_weights = find_segmenter_weights(head_name, args.data) if task is Task.SEGMENT else None
-    cfg = JointConfig(train, task=task.value, head=head_name, head_weights=str(head_weights) if head_weights else None,
+    cfg = JointConfig(train, tasks=(task.value,), heads=(head_name,), head_weights=(str(head_weights) if head_weights else None,),
                       labels=args.labels, masks=args.masks, ignore_index=args.ignore_index)  # fmt: skip
     head = freeze(load_head(head_name, head_weights))
     model = load_denoiser(args.weights).train()
@@ -61,11 +62,14 @@ def main() -> None:
         out = model(batch.noisy)
         mse = F.mse_loss(out, batch.clean)
         ce = cross_entropy(head(out).float(), batch.target, ignore)
+        out_ratio = grad_norm(ce, [out]) / grad_norm(mse, [out])
         g_mse, g_ce = grad_norm(mse, params), grad_norm(ce, params)
-        rows.append({"mse": mse.item(), "ce": ce.item(), "grad_mse": g_mse, "grad_ce": g_ce, "ratio": g_ce / g_mse})
+        rows.append({"mse": mse.item(), "ce": ce.item(), "grad_mse": g_mse, "grad_ce": g_ce, "ratio": g_ce / g_mse, "output_ratio": out_ratio})
         print(json.dumps({k: round(v, 6) for k, v in rows[-1].items()}))
     mean = sum(r["ratio"] for r in rows) / len(rows)
     print(f"mean |grad CE| / |grad MSE| = {mean:.0f}: lambda {1 / mean:.1e} gives the two terms equal pull at the start")
+    out_mean = sum(r["output_ratio"] for r in rows) / len(rows)
+    print(f"w.r.t. the output: {out_mean:.0f}; lambda L is --balance {out_mean:.0f} * L (--balance 1: lambda {1 / out_mean:.1e})")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -77,10 +77,12 @@ def train(
     amp: Annotated[str, typer.Option(help="auto, off, bf16, fp16.")] = "auto",
     compile: Annotated[str, typer.Option(help="torch.compile: auto (on for CUDA), on, off.")] = "auto",
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise).")] = False,
-    task: Annotated[Task | None, typer.Option(help="Joint training against a frozen head (classify or segment); omit for MSE alone.")] = None,
-    head: Annotated[str, typer.Option(help="Frozen head: efficientnet-lite0|1|2, espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>.")] = "efficientnet-lite0",
-    head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA).", exists=True, dir_okay=False)] = None,
-    lam: Annotated[float | None, typer.Option(help="Weight of the task loss (default 0.25 classify, 0.5 segment).", min=0.0)] = None,
+    task: Annotated[str | None, typer.Option(help="Joint training against frozen heads: classify, segment, or several comma-separated (classify,segment: one denoiser for both, label-free); omit for MSE alone.")] = None,
+    head: Annotated[list[str] | None, typer.Option(help="Frozen head, repeat for several (one per task, or several for one task): efficientnet-lite0|1|2, espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>. Default: efficientnet-lite0 (classify), espnetv2-camvid (segment).")] = None,
+    head_weights: Annotated[list[Path] | None, typer.Option(help="Weights of the head, one per --head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA).", exists=True, dir_okay=False)] = None,
+    lam: Annotated[list[float] | None, typer.Option(help="Raw weight of the task loss, one or one per head (default 0.25 classify, 0.5 segment).", min=0.0)] = None,
+    balance: Annotated[list[float] | None, typer.Option(help="Instead of --lam: the task's gradient w.r.t. the denoiser output is kept at R times the MSE's (EMA of the norms; docs/task-aware.md); one or one per head.", min=0.0)] = None,
+    balance_decay: Annotated[float, typer.Option(help="EMA decay of the gradient norms behind --balance.", min=0.0, max=0.9999)] = 0.99,
     target: Annotated[Target, typer.Option(help="labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop.")] = Target.LABELS,
     labels: Annotated[Path | None, typer.Option(help="Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class.", exists=True, dir_okay=False)] = None,
     masks: Annotated[Path | None, typer.Option(help="Segment: folder of masks named like the images.", exists=True, file_okay=False)] = None,
@@ -90,7 +92,7 @@ def train(
 ) -> None:
     """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task)."""
     from fastdenoise.checkpoint import CheckpointError
-    from fastdenoise.joint import JointConfig, default_crop, train_joint
+    from fastdenoise.joint import JointConfig, default_crop, parse_tasks, train_joint
     from fastdenoise.train import TrainConfig, train_denoiser
 
     if (out / "last.pt").exists() and not resume:
@@ -98,9 +100,16 @@ def train(
     stored = json.loads((out / "config.json").read_text()) if resume and (out / "config.json").is_file() else None
     if data is None and stored is None:
         raise fail("missing DATA: the folder of clean training images (only --resume of a run with a config.json may omit it)")
-    if task is None and (labels or masks or head_weights or lam is not None or resize or target is not Target.LABELS):
-        raise fail("--head-weights, --lam, --target, --labels, --masks and --resize are for joint training: add --task")
-    crop = patch if patch is not None else (default_crop(task) if task is not None else 48)
+    if stored is not None and task is None and (out / "joint.json").is_file():
+        raise fail(f"{out}: a joint run; resume it with its --task, --head ... options as in {out / 'joint.json'}")
+    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
+    if task is None and any(joint_only):
+        raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint training: add --task")
+    try:
+        tasks = parse_tasks(task) if task is not None else ()
+    except ValueError as err:
+        raise fail(f"--task: {err}") from err
+    crop = patch if patch is not None else (max(default_crop(Task(t)) for t in tasks) if tasks else 48)
     try:
         cfg = TrainConfig(
             data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
@@ -111,19 +120,21 @@ def train(
             cfg = resumed_config(ctx, cfg, stored, out)
             data = Path(cfg.data)
         interrupt_on_sigterm()
-        if task is None:
+        if not tasks:
             train_denoiser(cfg, init=str(init) if init else None)
         else:
-            if head_weights is None and task is Task.SEGMENT:
-                from fastdenoise.tables import find_segmenter_weights
-
-                head_weights = find_segmenter_weights(head, data)
             joint = JointConfig(
-                cfg, task=task.value, head=head, head_weights=str(head_weights) if head_weights else None, lam=lam,
-                target=target.value, labels=str(labels) if labels else None, masks=str(masks) if masks else None,
-                ignore_index=ignore_index, resize=resize, init=str(init) if init else None,
+                cfg, tasks=tasks, heads=tuple(head or ()), lam=tuple(lam or ()), balance=tuple(balance or ()),
+                balance_decay=balance_decay, target=target.value, labels=str(labels) if labels else None,
+                masks=str(masks) if masks else None, ignore_index=ignore_index, resize=resize, init=str(init) if init else None,
             )  # fmt: skip
-            train_joint(joint)
+            weights = list(head_weights or [None] * len(joint.head_list))
+            if len(weights) != len(joint.head_list):
+                raise ValueError(f"--head-weights: give one per head ({len(joint.head_list)}), got {len(weights)}")
+            from fastdenoise.tables import find_segmenter_weights
+
+            found = [w or find_segmenter_weights(name, data) for name, w in zip(joint.head_list, weights)]
+            train_joint(replace(joint, head_weights=tuple(str(w) if w else None for w in found)))
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
     except KeyboardInterrupt as err:
@@ -356,7 +367,9 @@ tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + J
 app.add_typer(tables_app, name="tables")
 
 SigmaOpt = Annotated[str, typer.Option(help="Comma-separated noise levels, 0-255 units.")]
-SeedOpt = Annotated[int, typer.Option(help="Noise seed: image i gets numpy default_rng([seed, i]).", min=0)]
+SeedOpt = Annotated[str, typer.Option("--seeds", "--seed", help="Noise seeds, comma-separated (0,1): image i gets numpy default_rng([seed, i]) under each; cells pool the seeds.")]
+ControlOpt = Annotated[str | None, typer.Option(help="Arm every other arm is tested against (paired tests in the table); default: separate, if given.")]
+DrawsOpt = Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals and paired tests.", min=100)]
 LimitOpt = Annotated[int | None, typer.Option(help="Only the first N images (quick runs).", min=1)]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help="Extra arm NAME=WEIGHTS (or WEIGHTS: named by its stem); repeatable.")]
 ArmWeights = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
@@ -401,6 +414,17 @@ def named_models(model: list[str] | None) -> list[tuple[str, Path]]:
     return pairs
 
 
+def seed_list(text: str) -> tuple[int, ...]:
+    """'0,1' -> (0, 1); a one-line error otherwise."""
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise fail(f"--seeds: expected comma-separated integers like 0,1, got {text!r}") from None
+    if not seeds:
+        raise fail("--seeds: give at least one noise seed")
+    return seeds
+
+
 def sigma_list(text: str) -> tuple[float, ...]:
     from fastdenoise.cli import parse_sigmas
 
@@ -419,7 +443,9 @@ def table1_cmd(
     cbm3d_limit: Annotated[int | None, typer.Option(help="CBM3D on the first N images only (~25 s a Kodak image per sigma on 2 cores; cached).", min=1)] = None,
     cbm3d_cache: CacheOpt = None,
     sigma: SigmaOpt = "25,35,50",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = "0",
+    control: ControlOpt = None,
+    draws: DrawsOpt = 2000,
     limit: LimitOpt = None,
     ssim: Annotated[bool, typer.Option(help="Also SSIM (slower).")] = False,
     device: DeviceOpt = "auto",
@@ -433,7 +459,7 @@ def table1_cmd(
     root = peer_data or default_peer_data(data)
 
     def build(progress):
-        cfg = Table1Config(str(data), sigma_list(sigma), seed, limit, ssim)
+        cfg = Table1Config(str(data), sigma_list(sigma), seed_list(seed), control, draws, limit, ssim)
         arms = [model_arm(name, weights, device) for name, weights in models]
         arms += [peer_arm(p, root, device, cbm3d_limit, cbm3d_cache) for p in names]
         return table1(cfg, arms, progress)
@@ -457,7 +483,9 @@ def table2_cmd(
     resize: Annotated[int | None, typer.Option(help="Short side before the centre crop (default: the head's; Lite0 256, Lite1 272, Lite2 292, others 256).", min=8)] = None,
     crop: Annotated[int | None, typer.Option(help="Centre crop side (default: the head's; Lite0 224, Lite1 240, Lite2 260, others 224).", min=8)] = None,
     sigma: SigmaOpt = "15,30,45,60",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = "0",
+    control: ControlOpt = None,
+    draws: DrawsOpt = 2000,
     limit: LimitOpt = None,
     quantize: QuantizeOpt = True,
     clean: CleanOpt = True,
@@ -472,8 +500,9 @@ def table2_cmd(
 
     def build(progress):
         cfg = Table2Config(
-            str(data), str(labels) if labels else None, sigma_list(sigma), seed, split.value, limit, head,
-            str(head_weights) if head_weights else None, resize, crop, quantize, device,
+            str(data), str(labels) if labels else None, sigma_list(sigma), seed_list(seed), control, draws, split=split.value,
+            limit=limit, head=head, head_weights=str(head_weights) if head_weights else None, resize=resize, crop=crop,
+            quantize=quantize, device=device,
         )  # fmt: skip
         arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache)
         return table2(cfg, arms, clean=clean, progress=progress)
@@ -496,7 +525,9 @@ def table3_cmd(
     scale: Annotated[float, typer.Option(help="The head sees the image resized by this (1.5: 720x540, mIoU 0.606 clean vs 0.551 at 1.0); scored on the native masks.", min=0.1, max=8.0)] = 1.0,
     ignore_index: Annotated[int, typer.Option(help="Mask value without a class (CamVid void: 11).", min=0, max=255)] = 11,
     sigma: SigmaOpt = "15,30,45,60",
-    seed: SeedOpt = 0,
+    seed: SeedOpt = "0",
+    control: ControlOpt = None,
+    draws: DrawsOpt = 2000,
     limit: LimitOpt = None,
     quantize: QuantizeOpt = True,
     clean: CleanOpt = True,
@@ -516,8 +547,8 @@ def table3_cmd(
 
     def build(progress):
         cfg = Table3Config(
-            str(images), str(masks), sigma_list(sigma), seed, limit, head, str(weights) if weights else None, scale,
-            ignore_index, quantize, device,
+            str(images), str(masks), sigma_list(sigma), seed_list(seed), control, draws, limit=limit, head=head,
+            head_weights=str(weights) if weights else None, scale=scale, ignore_index=ignore_index, quantize=quantize, device=device,
         )  # fmt: skip
         arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache)
         return table3(cfg, arms, clean=clean, progress=progress)

@@ -1,7 +1,10 @@
-"""Joint (task-aware) training of Liu et al.: L = MSE(D(x), clean) + lam * task_loss(H(D(x)), target), H frozen.
+"""Joint (task-aware) training of Liu et al.: L = MSE(D(x), clean) + sum_k w_k * task_loss_k(H_k(D(x)), target_k), every
+H_k frozen; one head is the paper's setting, several train one denoiser for every task.
 
-The loss is handed to the same `train.fit` as separate training. Targets are ground truth (class folders, a
-`file,index` CSV, or mask folders) or label-free: the frozen head's own prediction on the clean crop.
+The loss is handed to the same `train.fit` as separate training. Each weight w_k is raw (lam, the paper's unit, which
+depends on the head and the pixel scale) or balanced: set every step so that the task's gradient with respect to D's
+output is `balance` times the MSE's (see docs/task-aware.md). Targets are ground truth (class folders, a `file,index`
+CSV, or mask folders) or label-free: the frozen head's own prediction on the clean crop.
 """
 
 from __future__ import annotations
@@ -49,15 +52,42 @@ def default_crop(task: Task) -> int:
     return 224 if task is Task.CLASSIFY else 256
 
 
+def default_head(task: Task) -> str:
+    """The head a task trains against unless told: EfficientNet-Lite0, or ESPNetv2 with CamVid's classes."""
+    return "efficientnet-lite0" if task is Task.CLASSIFY else "espnetv2-camvid"
+
+
+def parse_tasks(text: str) -> tuple[str, ...]:
+    """'classify,segment' -> ('classify', 'segment'); ValueError naming the allowed tasks."""
+    tasks = tuple(t.strip() for t in text.split(",") if t.strip())
+    allowed = [t.value for t in Task]
+    bad = [t for t in tasks if t not in allowed]
+    if bad or not tasks:
+        raise ValueError(f"task must be one of {', '.join(allowed)} (or several, comma-separated); got {text!r}")
+    return tasks
+
+
+def per_head(values: tuple, count: int, name: str) -> tuple:
+    """One value per head: () stays (), one value is repeated, else there must be exactly `count`."""
+    if len(values) in (0, count):
+        return values
+    if len(values) == 1:
+        return values * count
+    raise ValueError(f"{name}: give one value, or one per head ({count}); got {len(values)}")
+
+
 @dataclass(frozen=True)
 class JointConfig:
-    """The options of `fastdenoise train --task ...` beyond TrainConfig (whose `patch` is the crop side)."""
+    """The options of `fastdenoise train --task ...` beyond TrainConfig (whose `patch` is the crop side). Per-head
+    fields hold one entry per head (one entry: the same for every head; (): the defaults)."""
 
     train: TrainConfig
-    task: str = "classify"
-    head: str = "efficientnet-lite0"
-    head_weights: str | None = None
-    lam: float | None = None  # None: default_lam(task)
+    tasks: tuple[str, ...] = ("classify",)
+    heads: tuple[str, ...] = ()  # (): default_head(task) per task
+    head_weights: tuple[str | None, ...] = ()  # (): each head's own (load_head)
+    lam: tuple[float, ...] = ()  # raw weights; (): default_lam(task) per task, unless balance is given
+    balance: tuple[float, ...] = ()  # target ratios |grad task_k| / |grad MSE| w.r.t. D's output (replaces lam)
+    balance_decay: float = 0.99  # EMA decay of the gradient norms behind the balanced weights
     target: str = "labels"  # labels | argmax | softmax
     labels: str | None = None  # classify + labels: CSV `file,index` (paths relative to train.data); None: class folders
     masks: str | None = None  # segment + labels: folder of masks named like the images (any extension)
@@ -67,35 +97,71 @@ class JointConfig:
 
     def __post_init__(self) -> None:
         tasks, targets = [t.value for t in Task], [t.value for t in Target]
-        if self.task not in tasks:
-            raise ValueError(f"task must be one of {', '.join(tasks)}; got {self.task!r}")
+        if not self.tasks or any(t not in tasks for t in self.tasks):
+            raise ValueError(f"task must be one of {', '.join(tasks)} (one per head); got {self.tasks!r}")
+        count = len(self.head_list)
+        if self.heads and len(self.heads) != len(self.tasks) and len(self.tasks) != 1:
+            raise ValueError(f"{len(self.heads)} heads for {len(self.tasks)} tasks: give one task per head, or one task for all")
+        for name, values in (("head_weights", self.head_weights), ("lam", self.lam), ("balance", self.balance)):
+            per_head(values, count, name)
         if self.target not in targets:
             raise ValueError(f"target must be one of {', '.join(targets)}; got {self.target!r}")
-        if not self.head.startswith(TORCHVISION) and self.head not in head_names():
-            raise ValueError(f"head must be one of {', '.join(head_names())}; got {self.head!r}")
-        if self.lam is not None and not self.lam >= 0:
+        for head in self.head_list:
+            if not head.startswith(TORCHVISION) and head not in head_names():
+                raise ValueError(f"head must be one of {', '.join(head_names())}; got {head!r}")
+        if any(not v >= 0 for v in self.lam):
             raise ValueError(f"lam must be >= 0, got {self.lam}")
+        if any(not v > 0 for v in self.balance):
+            raise ValueError(f"balance must be > 0 (a ratio of gradient norms), got {self.balance}")
+        if self.lam and self.balance:
+            raise ValueError("give lam (raw weights) or balance (gradient ratios), not both")
+        if not 0 <= self.balance_decay < 1:
+            raise ValueError(f"balance_decay must be in [0, 1), got {self.balance_decay}")
         if not 0 <= self.ignore_index <= 255:
             raise ValueError(f"ignore_index must be in 0..255 (a mask value), got {self.ignore_index}")
         if self.resize is not None and self.resize < self.train.patch:
             raise ValueError(f"resize ({self.resize}) must be >= the crop side, patch ({self.train.patch})")
         labelled = self.target == Target.LABELS.value
-        if self.labels is not None and not (labelled and self.task == Task.CLASSIFY.value):
+        if labelled and count > 1:
+            raise ValueError("several heads train label-free only: use --target argmax or softmax")
+        task = self.task_list[0]
+        if self.labels is not None and not (labelled and task == Task.CLASSIFY.value):
             raise ValueError("labels (a CSV file) is for --task classify --target labels only")
-        if self.task == Task.SEGMENT.value and labelled and self.masks is None:
+        if task == Task.SEGMENT.value and labelled and self.masks is None:
             raise ValueError("segmentation with --target labels needs masks (a folder); or use --target argmax|softmax")
-        if self.masks is not None and not (labelled and self.task == Task.SEGMENT.value):
+        if self.masks is not None and not (labelled and task == Task.SEGMENT.value):
             raise ValueError("masks is for --task segment --target labels only")
 
     @property
-    def task_weight(self) -> float:
-        return self.lam if self.lam is not None else default_lam(Task(self.task))
+    def task_list(self) -> tuple[str, ...]:
+        """The task of every head (one task given for several heads applies to all)."""
+        return self.tasks * len(self.heads) if len(self.tasks) == 1 and len(self.heads) > 1 else self.tasks
+
+    @property
+    def head_list(self) -> tuple[str, ...]:
+        return self.heads or tuple(default_head(Task(t)) for t in self.tasks)
+
+    @property
+    def task_weights(self) -> tuple[float, ...]:
+        """Per head: the raw lam, or the target ratio when balanced."""
+        if self.balance:
+            return per_head(self.balance, len(self.head_list), "balance")
+        return per_head(self.lam, len(self.head_list), "lam") or tuple(default_lam(Task(t)) for t in self.task_list)
 
     @property
     def short_side(self) -> int | None:
-        if self.resize is not None or self.task == Task.SEGMENT.value:
+        if self.resize is not None or Task.SEGMENT.value in self.task_list:
             return self.resize
         return round(self.train.patch * 8 / 7)  # 224 -> 256
+
+    def objective(self) -> str:
+        """The loss in words, e.g. 'MSE + w * KL to softmax H(clean) of espnetv2-camvid, w balanced to ratio 0.1'."""
+        target = {"labels": "CE to the label", "argmax": "CE to argmax H(clean)", "softmax": "KL to softmax H(clean)"}[self.target]
+        terms = []
+        for head, weight in zip(self.head_list, self.task_weights):
+            weighting = f"w balanced to gradient ratio {weight:g}" if self.balance else f"w = {weight:g}"
+            terms.append(f"w * {target} of the frozen {head} ({weighting})")
+        return "MSE + " + " + ".join(terms)
 
 
 # ---- the objective -------------------------------------------------------------------------------------------------
@@ -120,27 +186,114 @@ def soft_cross_entropy(logits: Tensor, reference: Tensor) -> Tensor:
     return kl.sum(1).mean()
 
 
-def joint_loss(head: nn.Module, lam: float, target: Target = Target.LABELS, ignore_index: int = 255) -> LossFn:
-    """loss_fn(model, batch) for `fit`: MSE(D(noisy), clean) + lam * task loss of the frozen head on D(noisy)."""
-    if head.training or any(p.requires_grad for p in head.parameters()):
-        raise ValueError("the head must be frozen (fastdenoise.joint.freeze) so that only the denoiser learns")
-    ignore = ignore_index if head.task == Task.SEGMENT.value else -100  # 255 is a real ImageNet class
+def task_loss(head: nn.Module, out: Tensor, batch: Batch, target: Target, ignore_index: int) -> Tensor:
+    """One frozen head's loss on D's output: CE to the labels or masks, or label-free to its prediction on clean."""
+    logits = head(out).float()  # (N, C) or (N, C, H, W); gradients reach D through the frozen head
+    if target is Target.LABELS:
+        if batch.target is None:
+            raise ValueError("target mode 'labels' but the batch has no target; use a labelled sampler")
+        return cross_entropy(logits, batch.target, ignore_index if head.task == Task.SEGMENT.value else -100)  # 255 is an ImageNet class
+    with torch.no_grad():
+        reference = head(batch.clean).float()
+    return cross_entropy(logits, reference.argmax(1)) if target is Target.ARGMAX else soft_cross_entropy(logits, reference)
 
-    def loss_fn(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+
+class GradientBalance:
+    """The task weights of a composed loss. Raw: w_k = lam_k, fixed. Balanced: w_k = r_k * m / t_k, with m and t_k
+    bias-corrected EMAs of |dMSE/dD(x)| and |dtask_k/dD(x)| (L2 norms over the batch), so that the task pulls on D's
+    output r_k times as hard as MSE whatever the head's logit scale. The first step calibrates (the EMAs are the
+    first norms themselves); the state is a few floats (state_dict) so a resumed run can keep it."""
+
+    def __init__(self, weights: Sequence[float], balanced: bool, decay: float = 0.99) -> None:
+        self.targets, self.balanced, self.decay = [float(w) for w in weights], balanced, decay
+        self.steps, self.mse_norm, self.task_norms = 0, 0.0, [0.0] * len(self.targets)
+
+    def weights(self) -> list[float]:
+        """The current weights (balanced before any step: the target ratios themselves, for a loss value only)."""
+        if not self.balanced or self.steps == 0:
+            return list(self.targets)
+        correction = 1 - self.decay**self.steps
+        mse = self.mse_norm / correction
+        return [r * mse / max(t / correction, 1e-12) for r, t in zip(self.targets, self.task_norms)]
+
+    def update(self, mse_norm: float, task_norms: Sequence[float]) -> list[float]:
+        """Fold one step's gradient norms into the EMAs; the weights for this step."""
+        if self.balanced:
+            d = self.decay
+            self.mse_norm = d * self.mse_norm + (1 - d) * mse_norm
+            self.task_norms = [d * old + (1 - d) * new for old, new in zip(self.task_norms, task_norms)]
+            self.steps += 1
+        return self.weights()
+
+    def state_dict(self) -> dict:
+        return {"steps": self.steps, "mse_norm": self.mse_norm, "task_norms": list(self.task_norms)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if len(state["task_norms"]) != len(self.targets):
+            raise ValueError(f"balance state for {len(state['task_norms'])} heads, this loss has {len(self.targets)}")
+        self.steps, self.mse_norm, self.task_norms = int(state["steps"]), float(state["mse_norm"]), [float(t) for t in state["task_norms"]]
+
+
+class JointLoss:
+    """loss_fn(model, batch) for `fit`: MSE(D(noisy), clean) + sum_k w_k * task_k, every head frozen, weights from a
+    GradientBalance. Gradients w.r.t. D's output are taken per term (each head's backward runs once); the returned
+    loss has the value of the sum and, w.r.t. D's parameters, the gradient J^T (g_mse + sum_k w_k g_k)."""
+
+    def __init__(self, heads: Sequence[nn.Module], balance: GradientBalance, target: Target = Target.LABELS, ignore_index: int = 255) -> None:
+        if len(heads) != len(balance.targets):
+            raise ValueError(f"{len(heads)} heads but {len(balance.targets)} weights")
+        for head in heads:
+            if head.training or any(p.requires_grad for p in head.parameters()):
+                raise ValueError("the head must be frozen (fastdenoise.joint.freeze) so that only the denoiser learns")
+        self.heads, self.balance, self.target, self.ignore_index = list(heads), balance, target, ignore_index
+
+    def __call__(self, model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         out = model(batch.noisy)
         mse = F.mse_loss(out.float(), batch.clean)
-        logits = head(out).float()  # (N, C) or (N, C, H, W); gradients reach D through the frozen head
-        if target is Target.LABELS:
-            if batch.target is None:
-                raise ValueError("target mode 'labels' but the batch has no target; use a labelled sampler")
-            task = cross_entropy(logits, batch.target, ignore)
-        else:
-            with torch.no_grad():
-                reference = head(batch.clean).float()
-            task = cross_entropy(logits, reference.argmax(1)) if target is Target.ARGMAX else soft_cross_entropy(logits, reference)
-        return mse + lam * task, {"mse": mse.item(), "task": task.item()}
+        tasks = [task_loss(h, out, batch, self.target, self.ignore_index) for h in self.heads]
+        if not (torch.is_grad_enabled() and out.requires_grad):  # evaluation: nothing to balance
+            weights = self.balance.weights()
+            total = mse + sum(w * t for w, t in zip(weights, tasks))
+            return total, self.logs(mse, tasks, weights)
+        g_mse, *g_tasks = (torch.autograd.grad(term, out, retain_graph=True)[0].float() for term in (mse, *tasks))
+        mse_norm, task_norms = float(g_mse.norm()), [float(g.norm()) for g in g_tasks]
+        weights = self.balance.update(mse_norm, task_norms)
+        direction = g_mse + sum(w * g for w, g in zip(weights, g_tasks))
+        surrogate = (out.float() * direction).sum()
+        total = (mse + sum(w * t for w, t in zip(weights, tasks))).detach()
+        ratios = [w * n / max(mse_norm, 1e-12) for w, n in zip(weights, task_norms)]
+        return surrogate - surrogate.detach() + total, self.logs(mse, tasks, weights, ratios)
 
-    return loss_fn
+    def logs(self, mse: Tensor, tasks: Sequence[Tensor], weights: Sequence[float], ratios: Sequence[float] = ()) -> dict[str, float]:
+        """mse, and per head its task loss, weight and realized gradient ratio (suffix _k when there are several)."""
+        logs = {"mse": mse.item()}
+        suffix = [""] if len(tasks) == 1 else [f"_{k}" for k in range(len(tasks))]
+        for k, (s, t, w) in enumerate(zip(suffix, tasks, weights)):
+            logs |= {f"task{s}": t.item(), f"weight{s}": w}
+            if ratios:
+                logs[f"ratio{s}"] = ratios[k]
+        return logs
+
+    def state_dict(self) -> dict:
+        return self.balance.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.balance.load_state_dict(state)
+
+
+def joint_loss(
+    heads: nn.Module | Sequence[nn.Module],
+    lam: float | Sequence[float] = 0.25,
+    target: Target = Target.LABELS,
+    ignore_index: int = 255,
+    balance: float | Sequence[float] | None = None,
+    decay: float = 0.99,
+) -> JointLoss:
+    """The composed loss for `fit`: raw weights `lam` per head, or balanced to the gradient ratios `balance`."""
+    heads = [heads] if isinstance(heads, nn.Module) else list(heads)
+    weights = lam if balance is None else balance
+    weights = [float(weights)] * len(heads) if isinstance(weights, (int, float)) else list(weights)
+    return JointLoss(heads, GradientBalance(weights, balance is not None, decay), target, ignore_index)
 
 
 # ---- batches -------------------------------------------------------------------------------------------------------
@@ -280,7 +433,7 @@ def check_masks(masks: Sequence[np.ndarray], num_classes: int, ignore_index: int
 
 
 def joint_sampler(cfg: JointConfig, head: nn.Module) -> CropSampler:
-    """The CropSampler for cfg: labelled or label-free, classification or segmentation, from cfg.train.data."""
+    """The CropSampler for cfg: labelled (one head) or label-free, classification or segmentation, from cfg.train.data."""
     t, data = cfg.train, Path(cfg.train.data)
     labels, masks = None, None
     if cfg.target != Target.LABELS.value:
@@ -289,7 +442,7 @@ def joint_sampler(cfg: JointConfig, head: nn.Module) -> CropSampler:
             raise FileNotFoundError(f"{data}: no images found")
         if cfg.short_side is not None:
             images = [resize_short_side(im, cfg.short_side) for im in images]
-    elif cfg.task == Task.CLASSIFY.value:
+    elif cfg.task_list[0] == Task.CLASSIFY.value:
         images, labels = load_classification(data, Path(cfg.labels) if cfg.labels else None, head.num_classes, cfg.short_side)
     else:
         images, masks = load_segmentation(data, Path(cfg.masks), cfg.short_side)  # type: ignore[arg-type]
@@ -297,15 +450,35 @@ def joint_sampler(cfg: JointConfig, head: nn.Module) -> CropSampler:
     return CropSampler(images, t.patch, t.batch, t.sigma, t.seed, labels=labels, masks=masks)
 
 
-def train_joint(cfg: JointConfig, head: nn.Module | None = None, progress: bool = True) -> Denoiser:
-    """Joint training of a Denoiser against a frozen head (loaded from cfg.head unless given); writes joint.json,
-    and model.safetensors at the end, to cfg.train.out beside fit's checkpoints and log."""
+def load_heads(cfg: JointConfig) -> list[nn.Module]:
+    """Every head of cfg by name and weights, frozen; ValueError if one does not do its task."""
+    weights = per_head(cfg.head_weights, len(cfg.head_list), "head_weights") or (None,) * len(cfg.head_list)
+    heads = [freeze(load_head(name, Path(w) if w else None)) for name, w in zip(cfg.head_list, weights)]
+    check_head_tasks(cfg, heads)
+    return heads
+
+
+def check_head_tasks(cfg: JointConfig, heads: Sequence[nn.Module]) -> None:
+    if len(heads) != len(cfg.task_list):
+        raise ValueError(f"{len(heads)} heads for {len(cfg.task_list)} tasks")
+    for name, head, task in zip(cfg.head_list, heads, cfg.task_list):
+        if head.task != task:
+            raise ValueError(f"head {name!r} is a {head.task} network, not a {task} one")
+
+
+def train_joint(cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None = None, progress: bool = True) -> Denoiser:
+    """Joint training of a Denoiser against frozen heads (loaded from cfg unless given); writes joint.json, and
+    model.safetensors at the end, to cfg.train.out beside fit's checkpoints and log."""
     t = cfg.train
-    head = freeze(head if head is not None else load_head(cfg.head, Path(cfg.head_weights) if cfg.head_weights else None))
-    if head.task != cfg.task:
-        raise ValueError(f"head {cfg.head!r} is a {head.task} network, not a {cfg.task} one")
-    head.to(resolve_device(t.device))
-    sampler = joint_sampler(cfg, head)
+    if heads is None:
+        heads = load_heads(cfg)
+    else:
+        heads = [freeze(h) for h in ([heads] if isinstance(heads, nn.Module) else heads)]
+        check_head_tasks(cfg, heads)
+    device = resolve_device(t.device)
+    for head in heads:
+        head.to(device)
+    sampler = joint_sampler(cfg, heads[0])
     if cfg.init is not None:
         model = load_denoiser(Path(cfg.init))
         if asdict(model.spec) != t.spec:
@@ -316,10 +489,11 @@ def train_joint(cfg: JointConfig, head: nn.Module | None = None, progress: bool 
     validate = psnr_validator(Path(t.val), val_sigma, t.val_images) if t.val else None
     out = Path(t.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "joint.json").write_text(json.dumps(asdict(cfg), indent=2))
-    loss_fn = joint_loss(head, cfg.task_weight, Target(cfg.target), cfg.ignore_index)
+    (out / "joint.json").write_text(json.dumps({**asdict(cfg), "objective": cfg.objective()}, indent=2))
+    balanced = bool(cfg.balance)
+    loss_fn = JointLoss(heads, GradientBalance(cfg.task_weights, balanced, cfg.balance_decay), Target(cfg.target), cfg.ignore_index)
     trained = fit(model, loss_fn, sampler, t, validate, progress)
-    save_weights(trained.cpu(), out / "model.safetensors", {"config": asdict(cfg)})  # type: ignore[arg-type]
+    save_weights(trained.cpu(), out / "model.safetensors", {"config": asdict(cfg), "objective": cfg.objective()})  # type: ignore[arg-type]
     return trained  # type: ignore[return-value]
 
 

@@ -79,6 +79,7 @@ class Predictor:
         self.device = torch.device(device)
         self.head, self.task, self.top_k, self.name = head.eval().to(self.device), task, top_k, name
         self.class_names = getattr(head, "class_names", None)
+        self.palette = getattr(head, "palette", None)  # segment: the masks' colours (None: the writer's default)
         self.geometry = classifier_geometry(head) if task == "classify" else None
         self.key = f"{task} {name}" + (f" top-{top_k}" if task == "classify" else "")
 

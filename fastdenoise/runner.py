@@ -304,7 +304,7 @@ def denoise_folder(
         if prediction is not None and prediction.top is not None:
             facts["top"] = prediction.top
         if prediction is not None and prediction.labels is not None and item.mask is not None:
-            mask = write_mask(prediction.labels, item.mask)
+            mask = write_mask(prediction.labels, item.mask, predictor.palette)
             facts |= {"mask": relative(item.mask), "mask_size": mask.st_size, "mask_mtime_ns": mask.st_mtime_ns}
         return st, facts, time.perf_counter() - tick
 

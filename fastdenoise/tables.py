@@ -24,6 +24,7 @@ from fastdenoise.evaluate import Denoise, evaluate
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.joint import check_masks, confusion, mean_iou, resize_short_side
 from fastdenoise.noise import add_noise, check_sigma, to_uint8
+from fastdenoise.stats import bootstrap_interval, mcnemar_exact, mean_reduce, miou_reduce, paired_bootstrap, pixel_accuracy_reduce
 
 NOISY, CLEAN = "noisy", "clean"  # the arm without a denoiser, and the head on the clean image (no noise, sigma None)
 ProgressFn = Callable[[int, int, str], None]  # (done, total, what was just done)
@@ -58,6 +59,7 @@ class Arm:
     limit: int | None = None  # only the first N images (a CBM3D subset)
     sigmas: tuple[float, ...] | None = None  # only these noise levels (a CDnCNN trained for one sigma)
     source: str = ""  # weights file or package, for the record
+    trained_on: str | None = None  # the folder its weights were trained on (their card), to flag held-in evaluations
 
     def __post_init__(self) -> None:
         if not self.name or self.name == CLEAN:
@@ -69,7 +71,7 @@ class Arm:
         return (self.limit is None or position < self.limit) and (self.sigmas is None or sigma in self.sigmas)
 
     def record(self) -> dict:
-        return {"name": self.name, "source": self.source, "limit": self.limit, "sigmas": self.sigmas}
+        return {"name": self.name, "source": self.source, "limit": self.limit, "sigmas": self.sigmas, "trained_on": self.trained_on}
 
 
 def check_arms(arms: Sequence[Arm]) -> None:
@@ -78,15 +80,17 @@ def check_arms(arms: Sequence[Arm]) -> None:
         raise ValueError(f"arm names must be unique, got {names}")
 
 
-def check_common(sigmas: Sequence[float], limit: int | None, seed: int) -> None:
+def check_common(sigmas: Sequence[float], limit: int | None, seeds: Sequence[int], draws: int) -> None:
     if not sigmas:
         raise ValueError("give at least one sigma")
     for s in sigmas:
         check_sigma(s)
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be >= 1 or None, got {limit}")
-    if seed < 0:
-        raise ValueError(f"seed must be >= 0, got {seed}")
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct integers >= 0, at least one; got {tuple(seeds)}")
+    if draws < 100:
+        raise ValueError(f"bootstrap draws must be >= 100, got {draws}")
 
 
 @dataclass(frozen=True)
@@ -95,12 +99,14 @@ class Table1Config:
 
     data: str
     sigmas: tuple[float, ...] = (25.0, 35.0, 50.0)
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # noise seeds; every image is scored under each, intervals resample images
+    control: str | None = None  # the arm every other is tested against; None: "separate" if there is one
+    draws: int = 2000  # bootstrap resamples
     limit: int | None = None  # first N images of the sorted folder
     ssim: bool = False
 
     def __post_init__(self) -> None:
-        check_common(self.sigmas, self.limit, self.seed)
+        check_common(self.sigmas, self.limit, self.seeds, self.draws)
 
 
 @dataclass(frozen=True)
@@ -110,7 +116,9 @@ class Table2Config:
     data: str
     labels: str | None = None  # default: data/labels.csv
     sigmas: tuple[float, ...] = (15.0, 30.0, 45.0, 60.0)
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # noise seeds; every image is scored under each, intervals resample images
+    control: str | None = None  # the arm every other is tested against; None: "separate" if there is one
+    draws: int = 2000  # bootstrap resamples
     split: str = "all"  # all | train (even rows of labels.csv) | test (odd rows)
     limit: int | None = None  # first N images of the split
     head: str = "efficientnet-lite0"
@@ -121,7 +129,7 @@ class Table2Config:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        check_common(self.sigmas, self.limit, self.seed)
+        check_common(self.sigmas, self.limit, self.seeds, self.draws)
         if self.split not in [s.value for s in Split]:
             raise ValueError(f"split must be one of {', '.join(s.value for s in Split)}; got {self.split!r}")
         if self.crop is not None and self.crop < 8:
@@ -137,7 +145,9 @@ class Table3Config:
     images: str
     masks: str
     sigmas: tuple[float, ...] = (15.0, 30.0, 45.0, 60.0)
-    seed: int = 0
+    seeds: tuple[int, ...] = (0,)  # noise seeds; every image is scored under each, intervals resample images
+    control: str | None = None  # the arm every other is tested against; None: "separate" if there is one
+    draws: int = 2000  # bootstrap resamples
     limit: int | None = None  # first N images of the sorted folder
     head: str = "espnetv2-camvid"
     head_weights: str | None = None
@@ -147,7 +157,7 @@ class Table3Config:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        check_common(self.sigmas, self.limit, self.seed)
+        check_common(self.sigmas, self.limit, self.seeds, self.draws)
         if not 0.1 <= self.scale <= 8:
             raise ValueError(f"scale must be in [0.1, 8], got {self.scale}")
         if not 0 <= self.ignore_index <= 255:
@@ -324,6 +334,7 @@ class TableResult:
     cells: list[dict]
     rows: list[dict] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
+    tests: list[dict] = field(default_factory=list)  # paired tests of each arm against the control (paired_tests)
 
     def cell(self, arm: str, sigma: float | None, subset: int | None = None) -> dict | None:
         """The cell of an arm at a sigma (over all images, or the first `subset`); the clean arm has one cell (sigma
@@ -337,12 +348,14 @@ class TableResult:
 
 
 def mean_cells(rows: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
-    """Group rows by (arm, sigma) in first-seen order; each cell holds the mean of every metric and the image count."""
+    """Group rows by (arm, sigma) in first-seen order; each cell holds the mean of every metric over its rows (images x
+    noise seeds), the number of distinct images and of rows (samples)."""
     groups: dict[tuple[str, float | None], list[dict]] = {}
     for row in rows:
         groups.setdefault((row["arm"], row["sigma"]), []).append(row)
     return [
-        {"arm": arm, "sigma": sigma, "images": len(group), **{m: float(np.mean([r[m] for r in group])) for m in metrics}}
+        {"arm": arm, "sigma": sigma, "images": len({r["position"] for r in group}), "samples": len(group),
+         **{m: float(np.mean([r[m] for r in group])) for m in metrics}}  # fmt: skip
         for (arm, sigma), group in groups.items()
     ]
 
@@ -351,10 +364,12 @@ def confusion_cells(rows: Iterable[dict], class_names: Sequence[str] | None = No
     """Group rows by (arm, sigma) and sum their confusions: dataset mIoU, pixel accuracy and per-class IoU per cell."""
     sums: dict[tuple[str, float | None], list] = {}
     for row in rows:
-        entry = sums.setdefault((row["arm"], row["sigma"]), [0, 0])
-        entry[0], entry[1] = entry[0] + row["confusion"], entry[1] + 1
+        entry = sums.setdefault((row["arm"], row["sigma"]), [0, set()])
+        entry[0] = entry[0] + row["confusion"]
+        entry[1].add(row["position"])
     cells = []
-    for (arm, sigma), (counts, images) in sums.items():
+    for (arm, sigma), (counts, positions) in sums.items():
+        images = len(positions)
         miou, iou = mean_iou(torch.as_tensor(counts))
         names = class_names or [str(c) for c in range(len(iou))]
         per_class = {n: (None if math.isnan(v) else v) for n, v in zip(names, iou.tolist())}
@@ -370,6 +385,71 @@ def with_subsets(rows: list[dict], arms: Sequence[Arm], count: int, reduce: Call
     for k in sorted({a.limit for a in arms if a.limit is not None and a.limit < count}):
         cells += [{**c, "subset": k} for c in reduce([r for r in rows if r["position"] < k])]
     return cells
+
+
+# ---- statistics: intervals per cell, paired tests against a control ------------------------------------------------
+
+CONFUSION_METRICS = {"miou": miou_reduce, "pixel_acc": pixel_accuracy_reduce}  # functions of the summed confusion
+
+
+def seeds_text(seeds: Sequence[int]) -> str:
+    return f"noise seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def image_parts(rows: Iterable[dict], metric: str) -> dict[int, np.ndarray]:
+    """Per image position, the parts of a metric summed over its rows (noise seeds): the confusion, or [sum, count]."""
+    parts: dict[int, np.ndarray] = {}
+    for r in rows:
+        value = np.asarray(r["confusion"], dtype=np.float64).ravel() if metric in CONFUSION_METRICS else np.array([r[metric], 1.0])
+        parts[r["position"]] = parts.get(r["position"], 0) + value
+    return parts
+
+
+def with_intervals(cells: list[dict], rows: list[dict], metrics: Sequence[str], draws: int) -> list[dict]:
+    """Each cell with `<metric>_ci`: the 95% percentile bootstrap interval, images resampled (their seeds together)."""
+    for cell in cells:
+        subset = cell.get("subset")
+        mine = [r for r in rows if r["arm"] == cell["arm"] and r["sigma"] == cell["sigma"] and (subset is None or r["position"] < subset)]
+        for metric in metrics:
+            parts = image_parts(mine, metric)
+            stacked = np.stack([parts[p] for p in sorted(parts)])
+            cell[f"{metric}_ci"] = list(bootstrap_interval(stacked, CONFUSION_METRICS.get(metric, mean_reduce), draws))
+    return cells
+
+
+def paired_tests(
+    rows: list[dict], arms: Sequence[Arm], sigmas: Sequence[float], control: str | None, metrics: Sequence[str], draws: int
+) -> list[dict]:
+    """Per arm other than the control, sigma and metric: the difference arm - control on the images both ran on, its
+    paired bootstrap interval and p; top-1 also McNemar's exact test over (image, seed) pairs. Control None: the arm
+    "separate" if there is one, else no tests."""
+    names = [a.name for a in arms]
+    if control is None:
+        control = "separate" if "separate" in names else None
+        if control is None:
+            return []
+    if control not in names:
+        raise ValueError(f"control arm {control!r} is not in the table; arms: {', '.join(names)}")
+    by_key = {(r["arm"], r["sigma"], r["position"], r["seed"]): r for r in rows}
+    tests = []
+    for arm in (n for n in names if n != control):
+        for sigma in sigmas:
+            pairs = [(r, by_key[(control, sigma, r["position"], r["seed"])]) for r in rows
+                     if r["arm"] == arm and r["sigma"] == sigma and (control, sigma, r["position"], r["seed"]) in by_key]  # fmt: skip
+            if not pairs:
+                continue
+            for metric in metrics:
+                ours, theirs = image_parts([a for a, _ in pairs], metric), image_parts([b for _, b in pairs], metric)
+                order = sorted(ours)
+                test = paired_bootstrap(np.stack([ours[p] for p in order]), np.stack([theirs[p] for p in order]),
+                                        CONFUSION_METRICS.get(metric, mean_reduce), draws)  # fmt: skip
+                entry = {"arm": arm, "control": control, "sigma": sigma, "metric": metric, "images": len(order), "pairs": len(pairs),
+                         "test": "paired bootstrap", "draws": draws, **test}  # fmt: skip
+                if metric == "top1":
+                    exact = mcnemar_exact(np.array([a["top1"] for a, _ in pairs]), np.array([b["top1"] for _, b in pairs]))
+                    entry |= {"test": "McNemar exact", "p": exact["p"], "bootstrap_p": test["p"], "b": exact["b"], "c": exact["c"]}
+                tests.append(entry)
+    return tests
 
 
 def arm_order(arms: Sequence[Arm], clean: bool) -> list[str]:
@@ -391,18 +471,21 @@ def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None =
         if progress:
             progress(done, total, text)
 
-    for arm, sigmas, n in plan:
-        if sigmas:
-            denoise = arm.denoise or (lambda noisy, sigma: noisy)
-            result = evaluate(denoise, Path(cfg.data), sigmas, cfg.seed, arm.name, with_ssim=cfg.ssim, limit=n, progress=tick)
-            rows += [{"arm": arm.name, "position": i % n, **r} for i, r in enumerate(result.rows)]  # evaluate: per sigma, images in order
+    total *= len(cfg.seeds)
+    for seed in cfg.seeds:
+        for arm, sigmas, n in plan:
+            if sigmas:
+                denoise = arm.denoise or (lambda noisy, sigma: noisy)
+                result = evaluate(denoise, Path(cfg.data), sigmas, seed, arm.name, with_ssim=cfg.ssim, limit=n, progress=tick)
+                rows += [{"arm": arm.name, "position": i % n, "seed": seed, **r} for i, r in enumerate(result.rows)]  # per sigma, images in order
     metrics = ("psnr", "ssim") if cfg.ssim else ("psnr",)
     noise = ("Gaussian noise, image i of the sorted folder gets numpy default_rng([seed, i]); the noisy input is not clipped; "
              "outputs are clipped and rounded to uint8; PSNR over all RGB pixels.")  # fmt: skip
     meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": count, "data": cfg.data, "noise": noise}
-    title = f"Table 1: denoising PSNR on {Path(cfg.data).name} ({count} images, seed {cfg.seed})"
-    cells = with_subsets(rows, arms, count, lambda r: mean_cells(r, metrics))
-    return TableResult("table1", title, metrics, arm_order(arms, False), list(cfg.sigmas), cells, rows, meta)
+    title = f"Table 1: denoising PSNR on {Path(cfg.data).name} ({count} images, {seeds_text(cfg.seeds)})"
+    cells = with_intervals(with_subsets(rows, arms, count, lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws)
+    tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
+    return TableResult("table1", title, metrics, arm_order(arms, False), list(cfg.sigmas), cells, rows, meta, tests)
 
 
 def table2(
@@ -418,20 +501,25 @@ def table2(
     bad = [c for _, _, c in entries if not 0 <= c < head.num_classes]
     if bad:
         raise ValueError(f"{labels}: class index {bad[0]} outside 0..{head.num_classes - 1} of the head")
-    samples = (load_classification_sample(e, resize, crop) for e in entries)
 
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
         return [{"label": sample.target, **s} for s in classification_scores(head_logits(head, images, device), int(sample.target))]
 
-    rows = score_stream(samples, len(entries), arms, cfg.sigmas, cfg.seed, cfg.quantize, clean, score, progress)
-    cells = with_subsets(rows, arms, len(entries), lambda r: mean_cells(r, ("top1", "top5")))
+    rows = []
+    for k, seed in enumerate(cfg.seeds):
+        samples = (load_classification_sample(e, resize, crop) for e in entries)
+        rows += score_stream(samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress)
+    metrics = ("top1", "top5")
+    cells = with_intervals(with_subsets(rows, arms, len(entries), lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws)
+    tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
     noise = (f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the crop, image i "
              f"(row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}")  # fmt: skip
     meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data, "labels": str(labels),
             "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop, "noise": noise,
-            "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row"}  # fmt: skip
-    title = f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} ({len(entries)} images, seed {cfg.seed})"
-    return TableResult("table2", title, ("top1", "top5"), arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta)
+            "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row",
+            "held_in": held_in(arms, cfg.data)}  # fmt: skip
+    title = f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+    return TableResult("table2", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
 
 def table3(
@@ -441,21 +529,26 @@ def table3(
     check_arms(arms)
     head, device = frozen_head(head, cfg.head, cfg.head_weights, "segment", cfg.device)
     entries = segmentation_entries(Path(cfg.images), Path(cfg.masks), cfg.limit)
-    samples = stream_masks(entries, head.num_classes, cfg.ignore_index)
 
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
         return segmentation_scores(head_logits(head, images, device, cfg.scale), sample.target, cfg.ignore_index)  # type: ignore[arg-type]
 
-    rows = score_stream(samples, len(entries), arms, cfg.sigmas, cfg.seed, cfg.quantize, clean, score, progress)
-    cells = with_subsets(rows, arms, len(entries), lambda r: confusion_cells(r, head.class_names))
+    rows = []
+    for k, seed in enumerate(cfg.seeds):
+        samples = stream_masks(entries, head.num_classes, cfg.ignore_index)
+        rows += score_stream(samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress)
+    metrics = ("miou", "pixel_acc")
+    cells = with_intervals(with_subsets(rows, arms, len(entries), lambda r: confusion_cells(r, head.class_names)), rows, metrics, cfg.draws)
+    tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
     rows = [{k: v for k, v in r.items() if k != "confusion"} for r in rows]  # per-image confusions live on in the cells' sums
     noise = (f"Gaussian noise at the native size, image i of the sorted folder gets numpy default_rng([seed, i]); "
              f"{quantize_text(cfg.quantize)} The head sees that image resized by {cfg.scale:g} (PIL bicubic); its logits are "
              f"resized back (bilinear) and scored on the original masks, value {cfg.ignore_index} ignored; mIoU from the "
              "confusion summed over all images, over classes present in ground truth or prediction.")  # fmt: skip
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images, "head": cfg.head, "noise": noise}
-    title = f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} ({len(entries)} images, seed {cfg.seed})"
-    return TableResult("table3", title, ("miou", "pixel_acc"), arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta)
+    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images, "head": cfg.head, "noise": noise,
+            "held_in": held_in(arms, cfg.images)}  # fmt: skip
+    title = f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+    return TableResult("table3", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
 
 def frozen_head(head: nn.Module | None, name: str, weights: str | None, task: str, device: str) -> tuple[nn.Module, torch.device]:
@@ -485,9 +578,9 @@ def score_stream(
     total, rows = count * (len(sigmas) + clean), []
     for done, (position, sample, sigma, images) in enumerate(arm_images(samples, arms, sigmas, seed, quantize, clean), 1):
         for arm, metrics in zip(images, score(sample, list(images.values()))):
-            rows.append({"arm": arm, "sigma": sigma, "image": sample.name, "position": position, "index": sample.index, **metrics})
+            rows.append({"arm": arm, "sigma": sigma, "image": sample.name, "position": position, "index": sample.index, "seed": seed, **metrics})
         if progress:
-            progress(done, total, f"{sample.name} sigma {sigma if sigma is not None else 'clean'}")
+            progress(done, total, f"seed {seed} {sample.name} sigma {sigma if sigma is not None else 'clean'}")
     return rows
 
 
@@ -531,8 +624,38 @@ def metric_lines(table: TableResult, metric: str, subset: int | None = None) -> 
                 continue
             text = format_value(metric, c[metric])
             text = f"**{text}**" if arm != CLEAN and c[metric] == best[s] else text
+            if c.get(f"{metric}_ci"):
+                text += " [" + ", ".join(format_value(metric, v) for v in c[f"{metric}_ci"]) + "]"
             cells.append(text + (f" (n={c['images']})" if full and c["images"] != full else ""))
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def test_lines(table: TableResult) -> list[str]:
+    """Per metric, a row per arm and a column per sigma: arm - control [95% interval], p (McNemar exact for top-1,
+    paired bootstrap otherwise), on the images both arms ran on."""
+    if not table.tests:
+        return []
+    control = table.tests[0]["control"]
+    lines = [f"## Paired tests against `{control}`", "",
+             "arm - control [95% paired bootstrap interval], p: McNemar's exact test for top-1 (b/c: images only the arm / "
+             "only the control got right, over images x seeds), paired bootstrap over images otherwise.", ""]  # fmt: skip
+    for metric in table.metrics:
+        lines += [f"{METRIC_LABELS.get(metric, metric)}:", "", "| arm | " + " | ".join(f"sigma {s:g}" for s in table.sigmas) + " |",
+                  "|---" * (len(table.sigmas) + 1) + "|"]  # fmt: skip
+        for arm in dict.fromkeys(t["arm"] for t in table.tests):
+            cells = []
+            for sigma in table.sigmas:
+                t = next((t for t in table.tests if t["arm"] == arm and t["sigma"] == sigma and t["metric"] == metric), None)
+                if t is None:
+                    cells.append("–")
+                    continue
+                digits = DIGITS.get(metric, 3)
+                p = f"p < {1 / t['draws']:.2g}" if t["p"] == 0 else f"p {t['p']:.3g}"  # no resample crossed 0
+                text = f"{t['diff']:+.{digits}f} [{t['lo']:+.{digits}f}, {t['hi']:+.{digits}f}], {p}"
+                cells.append(text + (f" (b/c {t['b']}/{t['c']})" if "b" in t else "") + (f" (n={t['images']})" if t["images"] != table.meta.get("images") else ""))
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
     return lines
 
 
@@ -547,9 +670,12 @@ def markdown(table: TableResult) -> str:
         lines += [f"## On the first {k} images only, where {arms} ran: every arm on the same images", ""]
         for metric in table.metrics:
             lines += [f"{METRIC_LABELS.get(metric, metric)}:", "", *metric_lines(table, metric, k), ""]
-    notes = []
+    lines += test_lines(table)
+    notes = ["[lo, hi]: 95% percentile bootstrap interval, images resampled (all their noise seeds together)."]
     if CLEAN in table.arms:
         notes.append("clean: the head on the clean image (no noise), the same value in every column.")
+    if table.meta.get("held_in"):
+        notes.append(f"trained on photos of this folder (their cards say so; check the split): {', '.join(table.meta['held_in'])}.")
     if any(c["images"] != full for c in table.cells if c.get("subset") is None):
         notes.append(f"(n=K): measured on the first K of the {full} images only.")
     if any(table.cell(a, s) is None for a in table.arms for s in table.sigmas):
@@ -575,7 +701,7 @@ def write_table(table: TableResult, out: Path, meta: dict | None = None) -> list
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = {"table": table.name, "title": table.title, "metrics": table.metrics, "arms": table.arms, "sigmas": table.sigmas,
-               "meta": {**table.meta, **(meta or {})}, "cells": table.cells, "rows": table.rows}  # fmt: skip
+               "meta": {**table.meta, **(meta or {})}, "cells": table.cells, "tests": table.tests, "rows": table.rows}  # fmt: skip
     paths = [out / f"{table.name}.md", out / f"{table.name}.json", out / f"{table.name}.png"]
     paths[0].write_text(markdown(table))
     paths[1].write_text(json.dumps(finite(payload), indent=1, allow_nan=False))
@@ -666,7 +792,26 @@ def model_arm(name: str, weights: Path | None, device: str = "auto") -> Arm:
     from fastdenoise.evaluate import backend_denoiser
 
     backend = make_backend(load_denoiser(weights), BackendConfig(device=device, precision="fp32"))
-    return Arm(name, backend_denoiser(backend), source=str(weights or bundled_weights()))
+    return Arm(name, backend_denoiser(backend), source=str(weights or bundled_weights()), trained_on=training_folder(weights))
+
+
+def training_folder(weights: Path | None) -> str | None:
+    """The training-data folder named in a weights file's card (bundled cards, `train` and `train --task` runs)."""
+    from fastdenoise.checkpoint import read_card
+
+    try:
+        card = read_card(weights)
+    except Exception:  # a .pt checkpoint or a file without a card: nothing recorded
+        return None
+    config = card.get("config") or {}
+    data = card.get("train_data") or config.get("data") or (config.get("train") or {}).get("data")
+    return str(data).split(",")[0].strip() if data else None
+
+
+def held_in(arms: Sequence[Arm], data: str) -> list[str]:
+    """Arms whose weights were trained on photos of the evaluated folder (same folder, or the same last two parts)."""
+    target = Path(data).resolve()
+    return [a.name for a in arms if a.trained_on and (Path(a.trained_on).resolve() == target or Path(a.trained_on).parts[-2:] == target.parts[-2:])]
 
 
 PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")  # cdncnn: the one trained for the sigma

@@ -227,3 +227,29 @@ def test_a_foreign_onnx_is_refused_unless_trusted(photos, tmp_path, weights):
     from fastdenoise.images import load_rgb
 
     assert (load_rgb(tmp_path / "out" / "p2.png") == load_rgb(photos / "p2.png")).all()  # it ran what it was given
+
+
+def test_train_one_denoiser_against_both_heads_label_free_and_balanced(tmp_path, make_image, data_dir, monkeypatch):
+    monkeypatch.setenv("FASTDENOISE_DATA", str(data_dir))  # where the ESPNetv2 weights are found
+    if not (data_dir / "weights" / "espnetv2").is_dir():
+        pytest.skip("no ESPNetv2 weights under the shared data")
+    for i in range(2):
+        save_rgb(make_image(40, 48), tmp_path / "photos" / f"{i}.png")
+    args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify,segment", "--target", "argmax",
+            "--balance", "0.3", "--balance", "1.0", "--patch", "32", "--batch", "1", "--steps", "1", "--device", "cpu", "--amp", "off",
+            "--compile", "off"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    joint = json.loads((tmp_path / "run" / "joint.json").read_text())
+    assert joint["heads"] == [] and joint["tasks"] == ["classify", "segment"] and joint["balance"] == [0.3, 1.0]
+    assert joint["head_weights"][0] is None and joint["head_weights"][1].endswith(".pth")
+    row = json.loads((tmp_path / "run" / "log.jsonl").read_text().splitlines()[-1])
+    assert row["ratio_0"] == pytest.approx(0.3, rel=1e-5) and row["ratio_1"] == pytest.approx(1.0, rel=1e-5)
+
+
+def test_train_rejects_an_unknown_task_and_mismatched_weights(photos, tmp_path):
+    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,detect"])
+    assert result.exit_code == 2 and "--task" in result.output and "detect" in result.output
+    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,segment", "--target", "argmax",
+                                 "--lam", "1", "--balance", "1"])  # fmt: skip
+    assert result.exit_code == 2 and "not both" in result.output

@@ -16,6 +16,7 @@ from torch import nn
 from fastdenoise.data import Batch
 from fastdenoise.joint import (
     CropSampler,
+    GradientBalance,
     JointConfig,
     Target,
     check_masks,
@@ -133,6 +134,89 @@ def test_labels_mode_needs_a_target_and_ignores_void_pixels():
     assert cross_entropy(torch.randn(4, 3), torch.tensor([0, 1, 2, 1])).item() > 0
 
 
+# ---- the balance ---------------------------------------------------------------------------------------------------
+
+
+def test_composed_loss_has_the_value_and_parameter_gradient_of_the_plain_sum():
+    head = freeze(TinyHead("classify", 5, gain=3.0))
+    batch = Batch(torch.rand(3, 3, 16, 16), torch.rand(3, 3, 16, 16), torch.randint(0, 5, (3,)))
+    model = Denoiser(TINY)
+    loss, logs = joint_loss(head, 0.37)(model, batch)
+    loss.backward()
+    composed = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    out = model(batch.noisy)
+    plain = F.mse_loss(out, batch.clean) + 0.37 * F.cross_entropy(head(out), batch.target)
+    plain.backward()
+    assert loss.item() == pytest.approx(plain.item(), rel=1e-5)
+    assert all(torch.allclose(a, p.grad, rtol=1e-4, atol=1e-7) for a, p in zip(composed, model.parameters()))
+    assert logs["weight"] == 0.37 and logs["ratio"] > 0
+
+
+def test_balance_weights_are_the_bias_corrected_ema_ratio(rng):
+    balance = GradientBalance([0.5, 2.0], balanced=True, decay=0.9)
+    norms = rng.uniform(0.1, 10.0, size=(6, 3))
+    for t, (m, a, b) in enumerate(norms, 1):
+        weights = balance.update(m, [a, b])
+        decay = 0.9 ** np.arange(t)[::-1]  # oldest first
+        ema = (decay[:, None] * norms[:t]).sum(0)  # the (1 - d) factors and the bias correction cancel in the ratio
+        assert weights == pytest.approx([0.5 * ema[0] / ema[1], 2.0 * ema[0] / ema[2]], rel=1e-9)
+    restored = GradientBalance([0.5, 2.0], balanced=True, decay=0.9)
+    restored.load_state_dict(balance.state_dict())
+    assert restored.weights() == balance.weights()
+    assert GradientBalance([0.3], balanced=False).update(5.0, [7.0]) == [0.3]
+    with pytest.raises(ValueError, match="2 heads"):
+        GradientBalance([1.0], balanced=True).load_state_dict(balance.state_dict())
+
+
+def geometric_mean(values: list[float]) -> float:
+    return float(np.exp(np.mean(np.log(values))))
+
+
+def realized_ratios(tmp_path: Path, make_image, heads: list[nn.Module], steps: int = 12, **weights) -> list[dict]:
+    """Log rows of a short fit of a tiny denoiser against `heads` (label-free), weights raw or balanced."""
+    images = [make_image(40, 40) for _ in range(4)]
+    sampler = CropSampler(images, 32, 4, (20.0, 40.0), seed=5)
+    out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
+    cfg = train_config(tmp_path, tmp_path, out=str(out), steps=steps, lr=1e-3, channels_last=False)
+    fit(Denoiser(TINY), joint_loss([freeze(h) for h in heads], target=Target.SOFTMAX, **weights), sampler, cfg, progress=False)
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_balance_reaches_the_requested_ratio_whatever_the_heads_scale(tmp_path, make_image):
+    medians, raw = [], []
+    for gain in (0.1, 10.0):  # logits 100x apart: the raw task gradient differs by orders of magnitude
+        rows = realized_ratios(tmp_path, make_image, [TinyHead("classify", 6, gain)], balance=0.2, decay=0.5)
+        assert rows[0]["ratio"] == pytest.approx(0.2, rel=1e-6)  # the first step calibrates exactly
+        medians.append(geometric_mean([r["ratio"] for r in rows]))
+        raw.append(geometric_mean([r["ratio"] for r in realized_ratios(tmp_path, make_image, [TinyHead("classify", 6, gain)], steps=3, lam=0.2)]))
+    assert all(0.2 / 1.5 < m < 0.2 * 1.5 for m in medians), medians
+    assert raw[1] > 10 * raw[0], raw  # without the balance the same lam means a different pull per head
+
+
+def test_one_balance_per_head_when_training_against_several(tmp_path, make_image):
+    heads = [TinyHead("classify", 5, gain=40.0), TinyHead("segment", 3, gain=0.7)]
+    rows = realized_ratios(tmp_path, make_image, heads, balance=[0.05, 1.0], decay=0.5)
+    assert {"task_0", "task_1", "weight_0", "weight_1", "ratio_0", "ratio_1"} <= set(rows[0])
+    for k, target in enumerate((0.05, 1.0)):
+        mean = geometric_mean([r[f"ratio_{k}"] for r in rows])
+        assert target / 1.5 < mean < target * 1.5, (k, mean)
+    assert rows[-1]["weight_0"] < rows[-1]["weight_1"]
+
+
+def test_train_joint_against_two_heads_label_free(tmp_path, make_image):
+    write_images(tmp_path / "data", make_image, 3)
+    cfg = JointConfig(train_config(tmp_path, tmp_path / "data"), tasks=("classify", "segment"), target="argmax", balance=(0.1, 0.2))
+    heads = [TinyHead("classify", 4), TinyHead("segment", 3)]
+    train_joint(cfg, heads=heads, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and rows[0]["ratio_0"] == pytest.approx(0.1, rel=1e-6) and rows[0]["ratio_1"] == pytest.approx(0.2, rel=1e-6)
+    saved = json.loads((tmp_path / "run" / "joint.json").read_text())
+    assert saved["tasks"] == ["classify", "segment"] and saved["balance"] == [0.1, 0.2]
+    with pytest.raises(ValueError, match="is a segment network, not a classify one"):
+        train_joint(cfg, heads=heads[::-1], progress=False)
+
+
 # ---- samplers ------------------------------------------------------------------------------------------------------
 
 
@@ -211,23 +295,35 @@ def test_load_segmentation_pairs_masks_by_stem_and_checks_values(tmp_path, make_
 
 def test_joint_config_validates_and_defaults_lambda(tmp_path):
     train = train_config(tmp_path, tmp_path)
-    assert JointConfig(train).task_weight == 0.25
-    assert JointConfig(train, task="segment", target="argmax", head="espnetv2-camvid").task_weight == 0.5
-    assert JointConfig(train, lam=0.1).task_weight == 0.1
+    assert JointConfig(train).task_weights == (0.25,)
+    segment = JointConfig(train, tasks=("segment",), target="argmax")
+    assert segment.task_weights == (0.5,) and segment.head_list == ("espnetv2-camvid",)
+    assert JointConfig(train, lam=(0.1,)).task_weights == (0.1,)
     assert JointConfig(train).short_side == 37  # 8/7 of the 32px crop
+    both = JointConfig(train, tasks=("classify", "segment"), target="softmax", balance=(0.3,))
+    assert both.head_list == ("efficientnet-lite0", "espnetv2-camvid") and both.task_weights == (0.3, 0.3)
+    assert both.short_side is None and "balanced to gradient ratio 0.3" in both.objective()
+    two = JointConfig(train, heads=("efficientnet-lite0", "efficientnet-lite1"), target="argmax", lam=(0.1, 0.2))
+    assert two.task_list == ("classify", "classify") and two.task_weights == (0.1, 0.2)
     for bad, match in [
-        ({"task": "detect"}, "task must be one of classify, segment"),
+        ({"tasks": ("detect",)}, "task must be one of classify, segment"),
         ({"target": "pseudo"}, "target must be one of labels, argmax, softmax"),
-        ({"head": "resnet"}, "head must be one of"),
-        ({"lam": -1.0}, "lam"),
+        ({"heads": ("resnet",)}, "head must be one of"),
+        ({"lam": (-1.0,)}, "lam"),
+        ({"balance": (0.0,)}, "balance must be > 0"),
+        ({"balance": (0.1,), "lam": (0.1,)}, "not both"),
+        ({"balance_decay": 1.0}, "balance_decay"),
+        ({"tasks": ("classify", "segment"), "target": "argmax", "lam": (1.0, 2.0, 3.0)}, "one per head"),
+        ({"tasks": ("classify", "segment")}, "label-free"),
+        ({"tasks": ("classify", "segment"), "heads": ("vgg16",), "target": "argmax"}, "one task per head"),
         ({"resize": 16}, "resize"),
-        ({"task": "segment"}, "needs masks"),
-        ({"task": "segment", "masks": "m", "labels": "l.csv"}, "labels"),
+        ({"tasks": ("segment",)}, "needs masks"),
+        ({"tasks": ("segment",), "masks": "m", "labels": "l.csv"}, "labels"),
         ({"masks": "m"}, "masks is for"),
     ]:
         with pytest.raises(ValueError, match=match):
             JointConfig(train, **bad)
-    assert JointConfig(train, head="torchvision:resnet18").head == "torchvision:resnet18"
+    assert JointConfig(train, heads=("torchvision:resnet18",)).head_list == ("torchvision:resnet18",)
 
 
 # ---- training through fit ------------------------------------------------------------------------------------------
@@ -245,8 +341,8 @@ def test_train_joint_leaves_the_head_bit_identical_and_out_of_the_optimizer(tmp_
         extra = {"masks": str(tmp_path / "ann"), "ignore_index": 11}
     head = TinyHead(task, 3)
     before = {k: v.clone() for k, v in head.state_dict().items()}
-    cfg = JointConfig(train_config(tmp_path, data, channels_last=True), task=task, head="efficientnet-lite0", **extra)
-    model = train_joint(cfg, head=head, progress=False)
+    cfg = JointConfig(train_config(tmp_path, data, channels_last=True), tasks=(task,), **extra)
+    model = train_joint(cfg, heads=head, progress=False)
     after = head.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running statistics included
     assert not head.training and all(p.grad is None and not p.requires_grad for p in head.parameters())
@@ -254,7 +350,7 @@ def test_train_joint_leaves_the_head_bit_identical_and_out_of_the_optimizer(tmp_
     optimised = ckpt["optimizer"]["param_groups"][0]["params"]
     assert len(optimised) == len(list(model.parameters())) == len(ckpt["optimizer"]["state"])
     saved = json.loads((tmp_path / "run" / "joint.json").read_text())
-    assert saved["task"] == task and saved["train"]["steps"] == 3
+    assert saved["tasks"] == [task] and saved["train"]["steps"] == 3 and saved["objective"].startswith("MSE + ")
     assert (tmp_path / "run" / "model.safetensors").is_file()
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 3 and all({"mse", "task"} <= set(r) for r in rows)
@@ -262,9 +358,9 @@ def test_train_joint_leaves_the_head_bit_identical_and_out_of_the_optimizer(tmp_
 
 def test_train_joint_refuses_a_head_of_the_other_task(tmp_path, make_image):
     write_images(tmp_path / "data", make_image, 2)
-    cfg = JointConfig(train_config(tmp_path, tmp_path / "data"), task="classify", target="argmax")
+    cfg = JointConfig(train_config(tmp_path, tmp_path / "data"), tasks=("classify",), target="argmax")
     with pytest.raises(ValueError, match="segment network"):
-        train_joint(cfg, head=TinyHead("segment", 3), progress=False)
+        train_joint(cfg, heads=TinyHead("segment", 3), progress=False)
 
 
 def test_a_tiny_joint_run_lowers_the_joint_loss(tmp_path, make_image):

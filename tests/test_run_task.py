@@ -147,6 +147,22 @@ def test_segment_writes_one_mask_per_image_equal_to_the_heads_argmax(photos, tmp
         assert np.array_equal(mask, expect), name
 
 
+def test_segment_masks_carry_the_heads_own_palette(photos, tmp_path, backend):
+    from fastdenoise.heads import load_head
+    from fastdenoise.heads.espnetv2 import CAMVID_PALETTE
+
+    assert Predictor(load_head("espnetv2-camvid", pretrained=False), "segment").palette == CAMVID_PALETTE
+    head = TinySegmenter().eval()
+    head.palette = tuple(tuple(int(v) for v in c) for c in np.random.default_rng(3).integers(0, 256, (5, 3)))
+    dst = tmp_path / "out"
+    denoise_folder(photos, dst, backend, RunConfig(batch=1), predictor=Predictor(head, "segment"))
+    for row in rows_of(dst).values():
+        with Image.open(dst / row["mask"]) as im:
+            colours = np.asarray(im.convert("RGB")).reshape(-1, 3)
+            labels = np.asarray(im).reshape(-1)
+        assert np.array_equal(colours, np.asarray(head.palette)[labels])  # every pixel drawn in its class's colour
+
+
 def test_a_deleted_mask_makes_its_image_redone(photos, tmp_path, backend):
     dst = tmp_path / "out"
     predictor = Predictor(TinySegmenter(), "segment")

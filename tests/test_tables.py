@@ -75,9 +75,9 @@ def write_images(folder: Path, make_image, count: int) -> list[Path]:
     return paths
 
 
-def weights_file(path: Path, seed: int) -> Path:
+def weights_file(path: Path, seed: int, card: dict | None = None) -> Path:
     torch.manual_seed(seed)
-    save_weights(randomize_bn(Denoiser(SMALL)), path)
+    save_weights(randomize_bn(Denoiser(SMALL)), path, card)
     return path
 
 
@@ -126,7 +126,7 @@ def test_miou_from_summed_confusions_against_a_hand_computed_case():
     assert first["confusion"].tolist() == [[1, 1, 0], [0, 1, 0], [1, 0, 1]]
     assert first["miou"] == pytest.approx((1 / 3 + 1 / 2 + 1 / 2) / 3) and first["pixel_acc"] == pytest.approx(3 / 5)
     assert second["miou"] == 1.0  # the void pixel predicted as class 1 does not count
-    rows = [{"arm": "a", "sigma": 15.0, **first}, {"arm": "a", "sigma": 15.0, **second}]
+    rows = [{"arm": "a", "sigma": 15.0, "position": 0, **first}, {"arm": "a", "sigma": 15.0, "position": 1, **second}]
     (cell,) = confusion_cells(rows, ("x", "y", "z"))
     # summed: [[3,1,0],[0,2,0],[1,0,3]] -> IoU 3/5, 2/3, 3/4; not the mean of the per-image mIoUs
     assert cell["iou"] == pytest.approx({"x": 3 / 5, "y": 2 / 3, "z": 3 / 4})
@@ -165,12 +165,15 @@ def test_table1_psnr_subset_and_missing_sigma_cells(tmp_path, make_image):
     result = table1(Table1Config(str(folder), sigmas=(25.0, 50.0)), [ours, identity])
     clean = [np.array(Image.open(p)) for p in paths]
     expected = np.mean([psnr(to_uint8(add_noise(c, 25.0, 0, i)), c) for i, c in enumerate(clean[:2])])
-    assert result.cell("identity", 25.0) == {"arm": "identity", "sigma": 25.0, "images": 2, "psnr": pytest.approx(expected)}
+    cell = result.cell("identity", 25.0)
+    assert {k: cell[k] for k in ("arm", "sigma", "images", "psnr")} == {"arm": "identity", "sigma": 25.0, "images": 2, "psnr": pytest.approx(expected)}
+    assert cell["psnr_ci"][0] <= cell["psnr"] <= cell["psnr_ci"][1]
     assert result.cell("identity", 50.0) is None
     expected = np.mean([psnr(to_uint8(add_noise(c, 50.0, 0, i) * 0.9 + 0.05), c) for i, c in enumerate(clean)])
     assert result.cell("ours", 50.0)["psnr"] == pytest.approx(expected) and result.cell("ours", 50.0)["images"] == 3
     same = np.mean([psnr(to_uint8(add_noise(c, 25.0, 0, i) * 0.9 + 0.05), c) for i, c in enumerate(clean[:2])])
-    assert result.cell("ours", 25.0, subset=2) == {"arm": "ours", "sigma": 25.0, "images": 2, "psnr": pytest.approx(same), "subset": 2}
+    cell = result.cell("ours", 25.0, subset=2)
+    assert (cell["images"], cell["subset"], cell["psnr"]) == (2, 2, pytest.approx(same))
     text = markdown(result)
     assert "(n=2)" in text and "| identity |" in text and "–" in text and "On the first 2 images only, where identity ran" in text
     assert f"**{result.cell('ours', 50.0)['psnr']:.2f}**" in text  # the only full arm at 50 is the best
@@ -207,7 +210,7 @@ def test_table2_scores_match_a_hand_computation_and_exclude_the_training_rows(tm
         csv.writer(handle).writerows([("file", "index"), *[(paths[i].name, labels[i]) for i in range(6)]])
     weights = weights_file(tmp_path / "sep.safetensors", 2)
     arms = task_arms(separate=weights, joint=None, cross_task=None, device="cpu")
-    cfg = Table2Config(str(data), sigmas=(15.0, 60.0), split="test", resize=36, crop=32, device="cpu", seed=3)
+    cfg = Table2Config(str(data), sigmas=(15.0, 60.0), split="test", resize=36, crop=32, device="cpu", seeds=(3,))
     result = table2(cfg, arms, head=head)
 
     assert result.arms == [NOISY, "separate", CLEAN]
@@ -230,6 +233,38 @@ def test_table2_scores_match_a_hand_computation_and_exclude_the_training_rows(tm
     text = written[0].read_text()
     assert "| separate |" in text and "joint" not in text and "## top-5" in text
     assert written[2].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_path, make_image):
+    data = tmp_path / "samples"
+    paths = write_images(data, make_image, 6)
+    with open(data / "labels.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([("file", "index"), *[(p.name, i % 7) for i, p in enumerate(paths)]])
+    trained_here = {"config": {"train": {"data": str(data)}}}  # a `train --task` card: flagged as held-in
+    arms = task_arms(separate=weights_file(tmp_path / "sep.safetensors", 2), extra=[("other", weights_file(tmp_path / "o.safetensors", 5, trained_here))], device="cpu")
+    cfg = Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", seeds=(3, 4), draws=300)
+    result = table2(cfg, arms, head=LinearClassifier().eval())
+    assert len(result.rows) == 6 + 6 * 3 * 2  # clean once, every arm under both seeds
+    assert {r["seed"] for r in result.rows if r["arm"] == NOISY} == {3, 4}
+    noisy = [r for r in result.rows if r["arm"] == NOISY]
+    assert result.cell(NOISY, 30.0)["top1"] == pytest.approx(np.mean([r["top1"] for r in noisy]))
+    assert (result.cell(NOISY, 30.0)["images"], result.cell(NOISY, 30.0)["samples"]) == (6, 12)
+    assert {(t["arm"], t["metric"]) for t in result.tests} == {(a, m) for a in (NOISY, "other") for m in ("top1", "top5")}
+    test = next(t for t in result.tests if t["arm"] == NOISY and t["metric"] == "top1")
+    separate = {(r["position"], r["seed"]): r["top1"] for r in result.rows if r["arm"] == "separate"}
+    b = sum(r["top1"] and not separate[(r["position"], r["seed"])] for r in noisy)
+    c = sum(not r["top1"] and separate[(r["position"], r["seed"])] for r in noisy)
+    assert (test["b"], test["c"], test["pairs"], test["images"]) == (b, c, 12, 6) and test["test"] == "McNemar exact"
+    assert test["diff"] == pytest.approx(result.cell(NOISY, 30.0)["top1"] - result.cell("separate", 30.0)["top1"])
+    assert test["lo"] <= test["diff"] <= test["hi"] and 0 <= test["p"] <= 1
+    text = markdown(result)
+    assert "Paired tests against `separate`" in text and f"(b/c {b}/{c})" in text and "noise seeds 3, 4" in text
+    assert "(n=" not in text  # every arm ran on every image
+    assert result.meta["held_in"] == ["other"] and "trained on photos of this folder" in text
+    with pytest.raises(ValueError, match="control arm 'joint' is not in the table"):
+        table2(Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", control="joint", limit=1), arms, head=LinearClassifier().eval())
+    with pytest.raises(ValueError, match="seeds must be distinct"):
+        Table2Config(str(data), seeds=(1, 1))
 
 
 def test_table3_clean_is_perfect_for_an_oracle_head_and_noise_lowers_it(tmp_path, make_image):
@@ -292,3 +327,25 @@ def test_segmenter_weights_found_above_the_data(tmp_path, monkeypatch):
     weights.write_bytes(b"x")
     assert find_segmenter_weights("espnetv2-camvid", data) == weights
     assert find_segmenter_weights("efficientnet-lite0", data) is None  # not an EdgeNets head: its own default
+
+
+def test_cli_table1_with_two_seeds_and_a_control(tmp_path, make_image):
+    from typer.testing import CliRunner
+
+    from fastdenoise.cli import app
+
+    folder = tmp_path / "kodak"
+    write_images(folder, make_image, 3)
+    a, b = weights_file(tmp_path / "a.safetensors", 1), weights_file(tmp_path / "b.safetensors", 2)
+    args = ["tables", "table1", str(folder), "-m", f"a={a}", "-m", f"b={b}", "--peers", "", "--sigma", "25", "--seeds", "0,1",
+            "--control", "a", "--draws", "200", "--device", "cpu", "-o", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    payload = json.loads((tmp_path / "out" / "table1.json").read_text())
+    assert payload["meta"]["config"]["seeds"] == [0, 1] and len(payload["rows"]) == 2 * 2 * 3
+    [test] = payload["tests"]
+    assert (test["arm"], test["control"], test["images"], test["pairs"], test["draws"]) == ("b", "a", 3, 6, 200)
+    shown = "p < 0.005" if test["p"] == 0 else f"p {test['p']:.3g}"
+    assert shown in (tmp_path / "out" / "table1.md").read_text()
+    bad = CliRunner().invoke(app, [*args[:-2], "-o", str(tmp_path / "bad"), "--seeds", "0,x"])
+    assert bad.exit_code == 2 and "--seeds" in bad.output and not (tmp_path / "bad").exists()

@@ -1,7 +1,8 @@
 """Frozen high-level networks H for joint training: classifiers and segmenters taking [0, 1] RGB (N, 3, H, W).
 
 Every head has `task` ("classify" -> logits (N, C), "segment" -> logits (N, C, H, W) at input size), `num_classes`
-and `class_names` (None where unknown), normalises its input itself, and is returned in eval mode.
+and `class_names` (None where unknown), normalises its input itself, and is returned in eval mode. Segmenters may
+have `palette`, their classes' mask colours (RGB per class; absent or None: the PASCAL VOC colour map).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from torch import nn
 from fastdenoise.heads.efficientnet_lite import EfficientNetLite, efficientnet_lite
 from fastdenoise.heads.espnetv2 import (
     CAMVID_CLASSES,
+    CAMVID_PALETTE,
+    CITYSCAPES_PALETTE,
     CITYSCAPES_TO_CAMVID,
     ESPNetv2,
     MergeClasses,
@@ -66,11 +69,11 @@ def load_head(name: str | HeadName, weights: Path | None = None, *, pretrained: 
         case HeadName.ESPNETV2_VOC:
             return espnetv2_voc(weights) if pretrained else ESPNetv2(21).eval()
         case HeadName.ESPNETV2_CITYSCAPES:
-            return espnetv2_cityscapes(weights) if pretrained else ESPNetv2(20).eval()
+            return espnetv2_cityscapes(weights) if pretrained else ESPNetv2(20, palette=CITYSCAPES_PALETTE).eval()
         case HeadName.ESPNETV2_CAMVID:
             if pretrained:
                 return espnetv2_camvid(weights)
-            return MergeClasses(ESPNetv2(len(CITYSCAPES_TO_CAMVID)), CITYSCAPES_TO_CAMVID, CAMVID_CLASSES).eval()
+            return MergeClasses(ESPNetv2(len(CITYSCAPES_TO_CAMVID)), CITYSCAPES_TO_CAMVID, CAMVID_CLASSES, CAMVID_PALETTE).eval()
         case HeadName.VGG16:
             return vgg16(weights)
         case HeadName.DEEPLAB_LARGEFOV:

@@ -33,6 +33,16 @@ CITYSCAPES_CLASSES = (
 )  # fmt: skip
 CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist")
 CAMVID_VOID = 11
+# Mask colours (RGB) of each class, as the datasets draw them: CamVid's SegNet colours (void black), Cityscapes' own.
+CAMVID_PALETTE = (
+    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0), (192, 128, 128),
+    (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 0),
+)  # fmt: skip
+CITYSCAPES_PALETTE = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153), (250, 170, 30),
+    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
+    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 0),
+)  # fmt: skip
 # CamVid (SegNet 11-class) index of each Cityscapes class. CamVid's Car covers cars, trucks, buses and trains; its
 # Bicyclist covers rider, bicycle and motorcycle; Tree is all vegetation (terrain included); Building takes walls.
 # Cityscapes' "background" has no CamVid class: it maps to void and drops out of the merged prediction.
@@ -227,9 +237,11 @@ class ESPNetv2(nn.Module):
 
     task = "segment"
 
-    def __init__(self, num_classes: int = 21, class_names: tuple[str, ...] | None = None) -> None:
+    def __init__(
+        self, num_classes: int = 21, class_names: tuple[str, ...] | None = None, palette: tuple[tuple[int, int, int], ...] | None = None
+    ) -> None:
         super().__init__()
-        self.num_classes, self.class_names = num_classes, class_names
+        self.num_classes, self.class_names, self.palette = num_classes, class_names, palette
         d1, d2, d3 = 4 * DECODER_WIDTH, 3 * DECODER_WIDTH, 2 * DECODER_WIDTH
         proj = min(num_classes // 2, DECODER_WIDTH)
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
@@ -270,18 +282,21 @@ class MergeClasses(nn.Module):
     """Wraps a segmenter: logits of merged classes, logsumexp over each group (= summed probabilities).
 
     `mapping[i]` is the new class of old class i; values >= len(class_names) (void) drop out of the prediction.
+    `palette`: the mask colour of each new class (None: the writer's default).
     """
 
     task = "segment"
 
-    def __init__(self, head: nn.Module, mapping: tuple[int, ...], class_names: tuple[str, ...]) -> None:
+    def __init__(
+        self, head: nn.Module, mapping: tuple[int, ...], class_names: tuple[str, ...], palette: tuple[tuple[int, int, int], ...] | None = None
+    ) -> None:
         super().__init__()
         if len(mapping) != head.num_classes:
             raise ValueError(f"mapping has {len(mapping)} entries, the head has {head.num_classes} classes")
         self.groups = [[old for old, new in enumerate(mapping) if new == c] for c in range(len(class_names))]
         if not all(self.groups):
             raise ValueError(f"every merged class needs a source class; empty: {[class_names[c] for c, g in enumerate(self.groups) if not g]}")
-        self.head, self.num_classes, self.class_names = head, len(class_names), class_names
+        self.head, self.num_classes, self.class_names, self.palette = head, len(class_names), class_names, palette
 
     def forward(self, x: Tensor) -> Tensor:
         logits = self.head(x)  # (N, old, H, W)
@@ -304,10 +319,10 @@ def espnetv2_voc(weights: Path | None = None) -> ESPNetv2:
 
 def espnetv2_cityscapes(weights: Path | None = None) -> ESPNetv2:
     """ESPNetv2 s=2.0 trained on Cityscapes at 1024x512 (19 classes + background), eval mode."""
-    model = ESPNetv2(len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES)
+    model = ESPNetv2(len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
     return load_strict(model, weights if weights is not None else default_weights(CITYSCAPES_WEIGHTS))  # type: ignore[return-value]
 
 
 def espnetv2_camvid(weights: Path | None = None) -> MergeClasses:
     """The Cityscapes ESPNetv2 with its 20 classes merged into CamVid's 11 (CITYSCAPES_TO_CAMVID)."""
-    return MergeClasses(espnetv2_cityscapes(weights), CITYSCAPES_TO_CAMVID, CAMVID_CLASSES).eval()
+    return MergeClasses(espnetv2_cityscapes(weights), CITYSCAPES_TO_CAMVID, CAMVID_CLASSES, CAMVID_PALETTE).eval()
