@@ -26,7 +26,7 @@ from fastdenoise.backends import Backend
 from fastdenoise.distributed import Shard
 from fastdenoise.images import EXTENSIONS, FORMATS, Entry, iter_entries
 from fastdenoise.loaders import Loader, LoaderKind, make_loader
-from fastdenoise.manifest import MANIFEST, Journal, load_vouchers, merge
+from fastdenoise.manifest import MANIFEST, Journal, Voucher, load_vouchers, merge
 from fastdenoise.predictions import MASK_SUFFIX, Prediction, Predictor, write_predictions
 from fastdenoise.tiling import denoise_tiled
 from fastdenoise.writers import output_path, write_image, write_mask
@@ -198,6 +198,99 @@ def collides_with_mask(entry: Entry) -> bool:
     return False
 
 
+def check_run(src: Path, dst: Path) -> None:
+    """Raise ValueError unless src and dst pass `check_folders` and src holds at least one image."""
+    check_folders(src, dst)
+    if not any(e.problem is None for e in iter_entries(src)):
+        raise ValueError(f"{src}: no images found (extensions: {', '.join(sorted(e[1:] for e in EXTENSIONS))})")
+
+
+def count_row(summary: RunSummary, row: dict) -> None:
+    """Add one manifest row to the summary's counts."""
+    summary.ok += row["status"] == "ok"
+    summary.skipped += row["status"] == "skipped"
+    summary.failed += row["status"] == "error"
+    summary.ignored += row["status"] == "ignored"
+    summary.masks += row["status"] in ("ok", "skipped") and row.get("mask") is not None
+
+
+class OutputTree:
+    """A run's output folder: rows name files relative to it; outputs (and masks) are written atomically and never
+    through a folder that leads outside it. `head` is the predictor's key (None without --task)."""
+
+    def __init__(self, dst: Path, quality: int = 95, head: str | None = None) -> None:
+        self.dst, self.real, self.quality, self.head = Path(dst), Path(dst).resolve(), quality, head
+        self.safe_folders: set[Path] = set()
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.dst).as_posix()
+
+    def error_row(self, item: Item, message: str) -> dict:
+        return {"input": item.entry.rel, "status": "error", "output": self.relative(item.out), "error": message}
+
+    def write(self, item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[os.stat_result, dict]:
+        """Write the output (and mask); returns the output's stat and the row's prediction fields."""
+        folder = item.out.parent
+        if folder not in self.safe_folders:
+            folder.mkdir(parents=True, exist_ok=True)
+            if not folder.resolve().is_relative_to(self.real):  # a symlink planted in the output tree
+                raise PermissionError(errno.EACCES, f"{folder} leads outside the output folder", str(folder))
+            self.safe_folders.add(folder)
+        st = write_image(image, item.out, self.quality)
+        facts: dict = {} if prediction is None else {"head": self.head}
+        if prediction is not None and prediction.top is not None:
+            facts["top"] = prediction.top
+        if prediction is not None and prediction.labels is not None and item.mask is not None:
+            mask = write_mask(prediction.labels, item.mask)
+            facts |= {"mask": self.relative(item.mask), "mask_size": mask.st_size, "mask_mtime_ns": mask.st_mtime_ns}
+        return st, facts
+
+    def save(self, item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[dict, int | None]:
+        """Write one image's outputs; returns its row (ok, or error with the reason) and, where no later write can
+        succeed either (disk full, read-only), the errno that should stop the run."""
+        try:
+            st, facts = self.write(item, image, prediction)
+        except OSError as err:
+            fatal = err.errno if err.errno in FATAL_WRITE_ERRORS else None
+            return self.error_row(item, f"cannot write output: {err}"), fatal
+        except ValueError as err:
+            return self.error_row(item, f"cannot encode output: {err}"), None
+        h, w = image.shape[:2]
+        return {"input": item.entry.rel, "status": "ok", "output": self.relative(item.out), "error": None, "height": h, "width": w,
+                "input_size": item.size, "input_mtime_ns": item.mtime_ns, "output_size": st.st_size,
+                "output_mtime_ns": st.st_mtime_ns} | facts, None  # fmt: skip
+
+
+def triage(
+    entry: Entry, tree: OutputTree, suffix: str, segment: bool, vouchers: dict[str, Voucher], overwrite: bool
+) -> Item | dict:
+    """What one listed file needs: an Item to denoise, or its finished row (ignored, cannot stat, done earlier)."""
+    if entry.problem:
+        return {"input": entry.rel, "status": "ignored", "output": None, "error": entry.problem}
+    out = output_path(tree.dst, entry.rel, suffix)
+    if segment and suffix == ".png" and collides_with_mask(entry):
+        return {"input": entry.rel, "status": "ignored", "output": None,
+                "error": "output name is the mask of an image beside it (--task segment)"}  # fmt: skip
+    try:
+        st = entry.path.stat()
+    except OSError as err:
+        return {"input": entry.rel, "status": "error", "output": tree.relative(out), "error": f"cannot stat: {err}"}
+    voucher = vouchers.pop(entry.rel, None)
+    if voucher and not overwrite and voucher.holds(tree.dst, tree.relative(out), st, tree.head):
+        return {"input": entry.rel, "status": "skipped", "output": voucher.output, "error": "done by an earlier run"} | voucher.fields()
+    mask = output_path(tree.dst, entry.rel, MASK_SUFFIX) if segment else None
+    return Item(entry, out, st.st_size, st.st_mtime_ns, mask)
+
+
+def denoise_images(backend: Backend, images: list[np.ndarray], cfg: RunConfig) -> torch.Tensor:
+    """Equal-size (H, W, 3) uint8 images -> (N, 3, H, W) quantized float; one image larger than the tile goes alone,
+    tile by tile (memory bounded by the tile)."""
+    if max(images[0].shape[:2]) > cfg.tile:
+        x = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float().div_(255)
+        return quantize(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
+    return quantize(backend(to_device(np.stack(images), backend.device)))
+
+
 def denoise_folder(
     src: Path,
     dst: Path,
@@ -219,22 +312,19 @@ def denoise_folder(
     output. Images larger than the tile are denoised tile by tile, but the head sees them whole."""
     src, dst = Path(src), Path(dst)
     shard = shard or Shard()
-    check_folders(src, dst)
-    if not any(e.problem is None for e in iter_entries(src)):
-        raise ValueError(f"{src}: no images found (extensions: {', '.join(sorted(e[1:] for e in EXTENSIONS))})")
+    check_run(src, dst)
     dst.mkdir(parents=True, exist_ok=True)
     stop = stop if stop is not None else threading.Event()
     loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device)
     suffix = FORMATS[cfg.format]
     segment = predictor is not None and predictor.task == "segment"
     head = predictor.key if predictor else None
-    real_dst = dst.resolve()
+    tree = OutputTree(dst, cfg.quality, head)
     vouchers = load_vouchers(dst)
     journal = Journal(dst, shard.rank)
     summary = RunSummary()
     stages = summary.stages
     lock = threading.Lock()
-    safe_folders: set[Path] = set()
 
     def halt(reason: str, cause: str) -> None:
         if not stop.is_set():
@@ -244,97 +334,49 @@ def denoise_folder(
     def record(row: dict) -> None:
         with lock:
             journal.write(row)
-            summary.ok += row["status"] == "ok"
-            summary.skipped += row["status"] == "skipped"
-            summary.failed += row["status"] == "error"
-            summary.ignored += row["status"] == "ignored"
-            summary.masks += row["status"] in ("ok", "skipped") and row.get("mask") is not None
+            count_row(summary, row)
         if on_image:
             on_image(row)
         if row["status"] == "error" and cfg.fail_fast:
             halt(f"--fail-fast: {row['input']} failed", "fail_fast")
 
-    def relative(path: Path) -> str:
-        return path.relative_to(dst).as_posix()
-
     def error(item: Item, message: str) -> None:
-        record({"input": item.entry.rel, "status": "error", "output": relative(item.out), "error": message})
+        record(tree.error_row(item, message))
 
     def inputs() -> Iterator[Item]:
         """Runs in the prefetch thread: decides per listed file, streams the images to decode."""
         for entry in distributed.take(iter_entries(src), shard):
             if stop.is_set():
                 return
-            if entry.problem:
-                record({"input": entry.rel, "status": "ignored", "output": None, "error": entry.problem})
-                continue
-            out = output_path(dst, entry.rel, suffix)
-            if segment and suffix == ".png" and collides_with_mask(entry):
-                record({"input": entry.rel, "status": "ignored", "output": None,
-                        "error": "output name is the mask of an image beside it (--task segment)"})  # fmt: skip
-                continue
-            try:
-                st = entry.path.stat()
-            except OSError as err:
-                record({"input": entry.rel, "status": "error", "output": relative(out), "error": f"cannot stat: {err}"})
-                continue
-            voucher = vouchers.pop(entry.rel, None)
-            if voucher and not cfg.overwrite and voucher.holds(dst, relative(out), st, head):
-                record({"input": entry.rel, "status": "skipped", "output": voucher.output, "error": "done by an earlier run"}
-                       | voucher.fields())  # fmt: skip
-                continue
-            yield Item(
-                entry, out, st.st_size, st.st_mtime_ns, output_path(dst, entry.rel, MASK_SUFFIX) if segment else None
-            )
+            plan = triage(entry, tree, suffix, segment, vouchers, cfg.overwrite)
+            if isinstance(plan, dict):
+                record(plan)
+            else:
+                yield plan
 
-    def save(item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[os.stat_result, dict, float]:
-        """Runs in the writer pool; returns the output's stat, the row's prediction fields and the seconds spent."""
+    def save(item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[dict, int | None, float]:
+        """Runs in the writer pool; returns the item's row, the errno that stops the run (if any), the seconds spent."""
         tick = time.perf_counter()
-        folder = item.out.parent
-        if folder not in safe_folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            if not folder.resolve().is_relative_to(real_dst):  # a symlink planted in the output tree
-                raise PermissionError(errno.EACCES, f"{folder} leads outside the output folder", str(folder))
-            safe_folders.add(folder)
-        st = write_image(image, item.out, cfg.quality)
-        facts: dict = {} if prediction is None else {"head": head}
-        if prediction is not None and prediction.top is not None:
-            facts["top"] = prediction.top
-        if prediction is not None and prediction.labels is not None and item.mask is not None:
-            mask = write_mask(prediction.labels, item.mask)
-            facts |= {"mask": relative(item.mask), "mask_size": mask.st_size, "mask_mtime_ns": mask.st_mtime_ns}
-        return st, facts, time.perf_counter() - tick
+        row, fatal = tree.save(item, image, prediction)
+        return row, fatal, time.perf_counter() - tick
 
-    writes: deque[tuple[Item, tuple[int, int], Future]] = deque()
+    writes: deque[tuple[Item, Future]] = deque()
 
     def collect(block: bool) -> None:
-        while writes and (block or writes[0][2].done()):
-            item, (h, w), future = writes.popleft()
-            try:
-                st, facts, seconds = future.result()
-            except OSError as err:
-                error(item, f"cannot write output: {err}")
-                if err.errno in FATAL_WRITE_ERRORS:
-                    halt(f"cannot write to {dst}: {os.strerror(err.errno)}", "output")
-                continue
-            except ValueError as err:
-                error(item, f"cannot encode output: {err}")
-                continue
-            stages["write"] += seconds
-            summary.megapixels += h * w / 1e6
-            record({"input": item.entry.rel, "status": "ok", "output": relative(item.out), "error": None, "height": h, "width": w,
-                    "input_size": item.size, "input_mtime_ns": item.mtime_ns, "output_size": st.st_size,
-                    "output_mtime_ns": st.st_mtime_ns} | facts)  # fmt: skip
+        while writes and (block or writes[0][1].done()):
+            item, future = writes.popleft()
+            row, fatal, seconds = future.result()
+            if row["status"] == "ok":
+                stages["write"] += seconds
+                summary.megapixels += row["height"] * row["width"] / 1e6
+            record(row)
+            if fatal is not None:
+                halt(f"cannot write to {dst}: {os.strerror(fatal)}", "output")
 
     def compute(group: list[tuple[Item, np.ndarray]], writer: ThreadPoolExecutor) -> None:
         tick = time.perf_counter()
         try:
-            h, w = group[0][1].shape[:2]
-            if max(h, w) > cfg.tile:  # alone, tile by tile: memory bounded by the tile
-                x = torch.from_numpy(group[0][1]).permute(2, 0, 1)[None].float().div_(255)
-                y = quantize(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
-            else:
-                y = quantize(backend(to_device(np.stack([image for _, image in group]), backend.device)))
+            y = denoise_images(backend, [image for _, image in group], cfg)
             results = to_images(y)
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: the batch fails, the run goes on
             for item, _ in group:
@@ -354,7 +396,7 @@ def denoise_folder(
             finally:
                 stages["head"] += time.perf_counter() - tick
         for (item, _), result, prediction in zip(group, results, predictions):
-            writes.append((item, result.shape[:2], writer.submit(save, item, result, prediction)))
+            writes.append((item, writer.submit(save, item, result, prediction)))
 
     start = time.perf_counter()
     buckets: dict[tuple[int, int], list[tuple[Item, np.ndarray]]] = {}
@@ -388,7 +430,7 @@ def denoise_folder(
                     while len(writes) > max_writes:
                         collect(block=False)
                         if len(writes) > max_writes:
-                            writes[0][2].exception()  # wait for the oldest write
+                            writes[0][1].exception()  # wait for the oldest write
                     stages["idle"] += time.perf_counter() - wait
                     if stop.is_set():
                         break
