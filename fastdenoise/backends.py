@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import torch
@@ -29,6 +30,10 @@ class BackendKind(str, enum.Enum):
     tensorrt = "tensorrt"
 
 
+# Backends that run a prebuilt file (`--engine`); the others build from the weights and would ignore one.
+ENGINE_KINDS = (BackendKind.onnxruntime, BackendKind.tensorrt)
+
+
 class Precision(str, enum.Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -52,6 +57,11 @@ class BackendConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", BackendKind(self.kind))
         object.__setattr__(self, "precision", Precision(self.precision))
+        if self.engine is not None:
+            if not Path(self.engine).is_file():
+                raise ValueError(f"{self.engine}: no such engine file")
+            if self.kind not in ENGINE_KINDS:
+                raise ValueError(f"--engine is for the {' and '.join(k.value for k in ENGINE_KINDS)} backends, not {self.kind.value}")
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
