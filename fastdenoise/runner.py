@@ -205,13 +205,35 @@ def check_run(src: Path, dst: Path) -> None:
         raise ValueError(f"{src}: no images found (extensions: {', '.join(sorted(e[1:] for e in EXTENSIONS))})")
 
 
-def count_row(summary: RunSummary, row: dict) -> None:
-    """Add one manifest row to the summary's counts."""
-    summary.ok += row["status"] == "ok"
-    summary.skipped += row["status"] == "skipped"
-    summary.failed += row["status"] == "error"
-    summary.ignored += row["status"] == "ignored"
-    summary.masks += row["status"] in ("ok", "skipped") and row.get("mask") is not None
+class Recorder:
+    """Rows in: each written to the journal, counted into the summary and passed to `on_image`; with fail_fast, an
+    error row stops the run (`halt` names why)."""
+
+    def __init__(
+        self, journal: Journal, summary: RunSummary, stop: threading.Event, on_image: Callable[[dict], None] | None,
+        fail_fast: bool,
+    ) -> None:  # fmt: skip
+        self.journal, self.summary, self.stop, self.on_image, self.fail_fast = journal, summary, stop, on_image, fail_fast
+        self.lock = threading.Lock()
+
+    def halt(self, reason: str, cause: str) -> None:
+        if not self.stop.is_set():
+            self.summary.stopped, self.summary.cause = reason, cause
+        self.stop.set()
+
+    def __call__(self, row: dict) -> None:
+        status, summary = row["status"], self.summary
+        with self.lock:
+            self.journal.write(row)
+            summary.ok += status == "ok"
+            summary.skipped += status == "skipped"
+            summary.failed += status == "error"
+            summary.ignored += status == "ignored"
+            summary.masks += status in ("ok", "skipped") and row.get("mask") is not None
+        if self.on_image:
+            self.on_image(row)
+        if status == "error" and self.fail_fast:
+            self.halt(f"--fail-fast: {row['input']} failed", "fail_fast")
 
 
 class OutputTree:
@@ -282,13 +304,37 @@ def triage(
     return Item(entry, out, st.st_size, st.st_mtime_ns, mask)
 
 
-def denoise_images(backend: Backend, images: list[np.ndarray], cfg: RunConfig) -> torch.Tensor:
-    """Equal-size (H, W, 3) uint8 images -> (N, 3, H, W) quantized float; one image larger than the tile goes alone,
-    tile by tile (memory bounded by the tile)."""
-    if max(images[0].shape[:2]) > cfg.tile:
-        x = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float().div_(255)
-        return quantize(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
-    return quantize(backend(to_device(np.stack(images), backend.device)))
+class GroupError(Exception):
+    """A batch that could not be denoised (or its head run); the message is the reason, for each image's row."""
+
+
+def denoise_group(
+    backend: Backend, predictor: Predictor | None, images: list[np.ndarray], cfg: RunConfig, stages: dict[str, float]
+) -> tuple[np.ndarray, list[Prediction | None]]:
+    """Equal-size (H, W, 3) uint8 images -> their denoised images (N, H, W, 3) uint8 and, with a predictor, each one's
+    prediction; one image larger than the tile goes alone, tile by tile (memory bounded by the tile). Adds the seconds
+    spent to stages["compute"] and stages["head"]; raises GroupError (out of memory, say) for the whole group."""
+    tick = time.perf_counter()
+    try:
+        if max(images[0].shape[:2]) > cfg.tile:
+            x = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float().div_(255)
+            y = quantize(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
+        else:
+            y = quantize(backend(to_device(np.stack(images), backend.device)))
+        results = to_images(y)
+    except (RuntimeError, ValueError) as err:
+        raise GroupError(f"denoising failed: {err}") from err
+    finally:
+        stages["compute"] += time.perf_counter() - tick
+    if predictor is None:
+        return results, [None] * len(images)
+    tick = time.perf_counter()
+    try:  # the head sees the 8-bit image as written; a large image whole, not tiled
+        return results, list(predictor(y.div_(255)))
+    except (RuntimeError, ValueError) as err:
+        raise GroupError(f"{predictor.task} head failed: {err}") from err
+    finally:
+        stages["head"] += time.perf_counter() - tick
 
 
 def denoise_folder(
@@ -324,21 +370,8 @@ def denoise_folder(
     journal = Journal(dst, shard.rank)
     summary = RunSummary()
     stages = summary.stages
-    lock = threading.Lock()
-
-    def halt(reason: str, cause: str) -> None:
-        if not stop.is_set():
-            summary.stopped, summary.cause = reason, cause
-        stop.set()
-
-    def record(row: dict) -> None:
-        with lock:
-            journal.write(row)
-            count_row(summary, row)
-        if on_image:
-            on_image(row)
-        if row["status"] == "error" and cfg.fail_fast:
-            halt(f"--fail-fast: {row['input']} failed", "fail_fast")
+    record = Recorder(journal, summary, stop, on_image, cfg.fail_fast)
+    halt = record.halt
 
     def error(item: Item, message: str) -> None:
         record(tree.error_row(item, message))
@@ -374,27 +407,12 @@ def denoise_folder(
                 halt(f"cannot write to {dst}: {os.strerror(fatal)}", "output")
 
     def compute(group: list[tuple[Item, np.ndarray]], writer: ThreadPoolExecutor) -> None:
-        tick = time.perf_counter()
         try:
-            y = denoise_images(backend, [image for _, image in group], cfg)
-            results = to_images(y)
-        except (RuntimeError, ValueError) as err:  # e.g. out of memory: the batch fails, the run goes on
+            results, predictions = denoise_group(backend, predictor, [image for _, image in group], cfg, stages)
+        except GroupError as err:  # e.g. out of memory: the batch fails, the run goes on
             for item, _ in group:
-                error(item, f"denoising failed: {err}")
+                error(item, str(err))
             return
-        finally:
-            stages["compute"] += time.perf_counter() - tick
-        predictions: list[Prediction | None] = [None] * len(group)
-        if predictor is not None:
-            tick = time.perf_counter()
-            try:  # the head sees the 8-bit image as written; a large image whole, not tiled
-                predictions = list(predictor(y.div_(255)))
-            except (RuntimeError, ValueError) as err:
-                for item, _ in group:
-                    error(item, f"{predictor.task} head failed: {err}")
-                return
-            finally:
-                stages["head"] += time.perf_counter() - tick
         for (item, _), result, prediction in zip(group, results, predictions):
             writes.append((item, writer.submit(save, item, result, prediction)))
 
