@@ -7,6 +7,7 @@ an actor that dies and runs its batch again. INPUT and OUTPUT must be at the sam
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import time
@@ -67,11 +68,12 @@ def connect(address: str | None = None) -> None:
     except ImportError as err:
         raise ImportError("--executor ray needs Ray Data: pip install 'fastdenoise[ray]' (or 'ray[data]')") from err
     if not ray.is_initialized():
-        try:
-            ray.init(address=address, logging_level="WARNING")
+        try:  # workers' output stays in Ray's session logs; a failure reaches the caller as one ClusterError line
+            ray.init(address=address, logging_level="WARNING", log_to_driver=False)
         except ConnectionError as err:
             raise ValueError(f"cannot reach a Ray cluster at {address}: {err}") from err
     ray.data.DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
 
 
 def item_columns(items: list[Item]) -> list[dict]:
@@ -165,6 +167,12 @@ def write(batch: dict[str, np.ndarray], dst: str, quality: int, head: str | None
     }
 
 
+def reason(err: Exception) -> str:
+    """The root cause in one line: Ray's errors end with the line of the exception raised on the worker."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[-1] if lines else repr(err)
+
+
 def actor_resources(device: str, actors: int | None) -> tuple[int, dict]:
     """How many denoising actors and what each holds: a GPU each where the cluster has GPUs (unless device is cpu)."""
     import ray
@@ -225,13 +233,13 @@ def denoise_on_cluster(
     finally:
         journal.close()
         if failure is not None and summary.stopped is None:
-            summary.stopped, summary.cause = f"the Ray pipeline failed: {failure}", "cluster"
+            summary.stopped, summary.cause = f"the Ray pipeline failed: {reason(failure)}", "cluster"
         if stop.is_set() and summary.stopped is None:
             summary.stopped, summary.cause = "stop requested", "request"
         merge(dst, 1, summary.stopped is None)
         summary.seconds = time.perf_counter() - start
     if failure is not None:
-        raise ClusterError(f"the Ray pipeline failed: {str(failure).splitlines()[0] if str(failure) else failure!r}")
+        raise ClusterError(f"the Ray pipeline failed: {reason(failure)}")
     if predictor is not None and predictor.task == "classify":
         summary.predictions = str(write_predictions(dst, predictor.key)[0])
     return summary
