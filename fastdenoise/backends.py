@@ -53,6 +53,7 @@ class BackendConfig:
     precision: Precision = Precision.auto
     channels_last: bool = True
     engine: str | None = None  # a prebuilt TensorRT engine or ONNX file, where the backend takes one
+    trust_engine: bool = False  # run an ONNX file without fastdenoise's metadata (made elsewhere) all the same
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", BackendKind(self.kind))
@@ -92,6 +93,21 @@ class TorchBackend:
         return y.float().contiguous()
 
 
+def require_own_onnx(path: Path) -> None:
+    """Refuse an ONNX file without the metadata `fastdenoise export-onnx` writes (which weights, which graph): a graph
+    made elsewhere may compute anything, e.g. hand its input back as the "denoised" output."""
+    from fastdenoise.engines.export import onnx_metadata
+    from fastdenoise.engines.runtime import guard_onnx
+
+    if not path.is_file():
+        return  # the backend says so
+    if "weights_sha256" not in guard_onnx(path, lambda: onnx_metadata(path)):
+        raise ValueError(
+            f"{path}: no fastdenoise metadata (not written by `fastdenoise export-onnx`), so nothing says which "
+            "weights it holds or that it denoises; pass --trust-engine to run it anyway"
+        )
+
+
 def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
     """Build the configured backend around a trained denoiser (BN is folded for every kind)."""
     device = resolve_device(cfg.device)
@@ -111,6 +127,8 @@ def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
         case BackendKind.onnxruntime:
             from fastdenoise.engines.runtime import OnnxRuntimeBackend
 
+            if cfg.engine is not None and not cfg.trust_engine:
+                require_own_onnx(Path(cfg.engine))
             return OnnxRuntimeBackend(folded, device, dtype, cfg.engine)
         case BackendKind.tensorrt:
             from fastdenoise.engines.runtime import TensorRTBackend

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from fastdenoise.images import NAME_MAX
 from fastdenoise.model import Denoiser, DenoiserSpec
 
 DEFAULT_WEIGHTS = "blind.safetensors"
@@ -25,7 +26,9 @@ def atomic_write(path: Path, write: Any) -> None:
     """Call write(handle) on a temporary file beside path, then rename it over path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    # mkstemp adds 8 random characters: a name without room for them and the dots gets a short prefix instead
+    prefix = f".{path.name}." if len(os.fsencode(path.name)) + 15 <= NAME_MAX else ".weights."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
@@ -73,12 +76,14 @@ def load_denoiser(path: Path | None = None) -> Denoiser:
         if "model" not in ckpt:
             raise CheckpointError(f"{path}: not a fastdenoise checkpoint (no 'model' entry)")
         state, spec = ckpt["model"], ckpt.get("spec", {})
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{path}: its 'model' entry is not a state dict of tensors")
     try:
-        model = Denoiser(DenoiserSpec(**spec))
+        arch = DenoiserSpec(**spec)
+        with torch.device("meta"):  # shapes only: a spec that lies about the widths allocates nothing
+            expected = Denoiser(arch).state_dict()
     except (TypeError, ValueError) as err:
         raise CheckpointError(f"{path}: bad architecture spec ({err})") from err
-    state = {k: v for k, v in state.items()}
-    expected = model.state_dict()
     missing = [k for k in expected if k not in state and expected[k].is_floating_point()]
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
@@ -89,6 +94,11 @@ def load_denoiser(path: Path | None = None) -> Denoiser:
             if keys
         )
         raise CheckpointError(f"{path}: weights do not fit the denoiser architecture ({detail})")
+    broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if broken:
+        more = " ..." if len(broken) > 3 else ""
+        raise CheckpointError(f"{path}: weights hold NaN or Inf values ({', '.join(broken[:3])}{more}); not used")
+    model = Denoiser(arch)
     model.load_state_dict(state, strict=False)
     return model.eval()
 
@@ -124,4 +134,18 @@ def load_checkpoint(path: Path) -> dict:
     except FileNotFoundError as err:
         raise CheckpointError(f"{path}: no such checkpoint") from err
     except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError... for bad files
-        raise CheckpointError(f"{path}: unreadable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:200]})") from err
+        raise CheckpointError(f"{path}: unreadable checkpoint ({load_failure(err)})") from err
+
+
+def load_failure(err: Exception) -> str:
+    """Why torch.load refused a file, in one line, without torch's advice to load it with weights_only=False (which
+    would run whatever code the file holds: never)."""
+    text = str(err)
+    if "WeightsUnpickler error:" in text:
+        after = text.split("WeightsUnpickler error:", 1)[1].strip()
+        reason = after.splitlines()[0].split(". Please", 1)[0] if after else ""
+        return f"it holds Python objects besides tensors, which are never unpickled: {reason[:200]}"
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    if "weights_only" in first or "trust" in first:
+        return type(err).__name__
+    return f"{type(err).__name__}: {first[:200]}"

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import sys
+from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import typer
+try:  # torch loads here (seconds): Ctrl-C meanwhile ends the command with one line, as it does later
+    import typer
 
-from fastdenoise.cluster import ClusterError, Executor
-from fastdenoise.joint import Target, Task
-from fastdenoise.tables import PEERS, Split
+    from fastdenoise.cluster import ClusterError, Executor
+    from fastdenoise.joint import Target, Task
+    from fastdenoise.tables import PEERS, Split
+except KeyboardInterrupt:
+    sys.stderr.write("error: interrupted while starting\n")
+    raise SystemExit(130) from None
+
+if TYPE_CHECKING:
+    from fastdenoise.train import TrainConfig
 
 app = typer.Typer(help="Fast task-aware image denoising (Liu et al., IJCAI 2018).", no_args_is_help=True, pretty_exceptions_enable=False)
 
@@ -48,7 +58,8 @@ def parse_range(text: str) -> tuple[float, float]:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Argument(help="Folder of clean training images.", exists=True, file_okay=False)],
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(help="Folder of clean training images (optional with --resume: the run's own).", exists=True, file_okay=False)] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log.jsonl, config.json.")] = Path("runs/denoiser"),
     val: Annotated[Path | None, typer.Option(help="Folder of clean validation images.", exists=True, file_okay=False)] = None,
     sigma: Annotated[str, typer.Option(help="Noise level in 0-255 units: fixed (25) or a blind range (5-55).")] = "25",
@@ -56,6 +67,9 @@ def train(
     batch: Annotated[int, typer.Option(help="Patches per step.")] = 32,
     steps: Annotated[int, typer.Option(help="Optimizer steps in total.")] = 20_000,
     lr: Annotated[float, typer.Option(help="Peak Adam learning rate.")] = 1e-3,
+    schedule: Annotated[str, typer.Option(help="cosine (to --steps) or constant (after warm-up; for runs extended with --resume --steps).")] = "cosine",
+    ema: Annotated[float, typer.Option(help="Decay of a moving average of the weights, validated and saved (0.999; 0 = off).", min=0.0, max=0.9999)] = 0.0,
+    loss: Annotated[str, typer.Option(help="Reconstruction loss: mse, l1, charbonnier.")] = "mse",
     val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 1000,
     val_images: Annotated[int, typer.Option(help="Validation images used (first N of the folder).")] = 12,
     ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 250,
@@ -82,15 +96,21 @@ def train(
 
     if (out / "last.pt").exists() and not resume:
         raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+    stored = json.loads((out / "config.json").read_text()) if resume and (out / "config.json").is_file() else None
+    if data is None and stored is None:
+        raise fail("missing DATA: the folder of clean training images (only --resume of a run with a config.json may omit it)")
     if task is None and (labels or masks or head_weights or lam is not None or resize or target is not Target.LABELS):
         raise fail("--head-weights, --lam, --target, --labels, --masks and --resize are for joint training: add --task")
     crop = patch if patch is not None else (default_crop(task) if task is not None else 48)
     try:
         cfg = TrainConfig(
-            data=str(data), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop, batch=batch,
-            steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every, seed=seed,
-            device=device, amp=amp, compile=compile,
+            data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
+            batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every, seed=seed,
+            device=device, amp=amp, compile=compile, schedule=schedule, ema=ema, loss=loss,
         )  # fmt: skip
+        if stored is not None:
+            cfg = resumed_config(ctx, cfg, stored, out)
+            data = Path(cfg.data)
         interrupt_on_sigterm()
         if task is None:
             train_denoiser(cfg, init=str(init) if init else None)
@@ -107,30 +127,73 @@ def train(
             train_joint(joint)
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
-    except KeyboardInterrupt:
-        raise fail(f"interrupted; the last checkpoint is {out / 'last.pt'}: continue with --resume", 130) from None
+    except KeyboardInterrupt as err:
+        import signal
+
+        code = 143 if getattr(err, "signum", None) == signal.SIGTERM else 130  # 128 + the signal's number
+        raise fail(f"stopped; the last checkpoint is {out / 'last.pt'}: continue with --out {out} --resume", code) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was typed on the command line (not a default)."""
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", None) == "COMMANDLINE"  # typer may ship its own click: compare by name
+
+
+def resumed_config(ctx: typer.Context, cfg: TrainConfig, stored: dict, out: Path) -> TrainConfig:
+    """The stored run's config, with the options given on this command line that may change (steps, LR...).
+
+    An option given with another value than the run was started with is refused: it would silently make another run."""
+    from fastdenoise.train import RESUMABLE_CHANGES, TrainConfig
+
+    fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
+    merged = dict(stored)
+    for field, value in fresh.items():
+        if field not in stored or field == "out" or not given(ctx, field):
+            continue
+        same = Path(value).resolve() == Path(stored[field]).resolve() if field in ("data", "val") and value and stored[field] else value == stored[field]
+        if same or field in RESUMABLE_CHANGES:
+            merged[field] = value
+        else:
+            flag = "DATA" if field == "data" else "--" + field.replace("_", "-")
+            was, now = (("-".join(f"{v:g}" for v in x) if field == "sigma" else x) for x in (stored[field], value))
+            raise ValueError(f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it was, or train into another --out")
+    try:
+        return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"])})
+    except TypeError as err:
+        raise ValueError(f"{out / 'config.json'}: not a config of this version ({err})") from err
+
+
 def backend_options(
-    weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None, build: bool = True
-) -> tuple:
-    """Load the weights and build the backend (with build=False: its config, for workers to build); turns every
-    expected failure into a one-line error."""
+    weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None,
+    model: str | None = None, sigma: float | None = None, ensemble: bool = False, trust_engine: bool = False,
+    build: bool = True,
+) -> tuple:  # fmt: skip
+    """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend
+    (with build=False: its config, for workers to build; --ensemble is then theirs to add); turns every expected
+    failure into a one-line error."""
     from fastdenoise.backends import BackendConfig, make_backend
     from fastdenoise.checkpoint import CheckpointError, load_denoiser
+    from fastdenoise.zoo import SelfEnsemble, choose_weights
 
     try:
-        model = load_denoiser(weights)
-        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None)
-        return model, make_backend(model, cfg) if build else cfg
+        network = load_denoiser(choose_weights(model, weights, sigma))
+        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
+                            trust_engine=trust_engine)  # fmt: skip
+        if not build:
+            return network, cfg
+        runner = make_backend(network, cfg)
+        return network, SelfEnsemble(runner) if ensemble else runner
     except (CheckpointError, ValueError) as err:
         raise fail(str(err)) from err
     except ImportError as err:
         raise fail(f"backend {backend!r} is not available here: {err}") from err
 
 
-WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help="Weights (.safetensors or checkpoint); default: bundled blind model.")]
+WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help="Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind.")]
+ModelNameOpt = Annotated[str | None, typer.Option("--model", help="Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model nearest --sigma where bundled, else blind).")]
+EnsembleOpt = Annotated[bool, typer.Option(help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")]
 BackendOpt = Annotated[str, typer.Option(help="eager, compiled, triton, onnxruntime, tensorrt.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 where fast and accurate), fp32, bf16, fp16.")]
@@ -141,10 +204,15 @@ def run(
     input: Annotated[Path, typer.Argument(help="Folder of images (searched recursively).")],
     output: Annotated[Path, typer.Argument(help="Output folder; mirrors the input tree.")],
     weights: WeightsOpt = None,
+    model: ModelNameOpt = None,
+    sigma: Annotated[float | None, typer.Option(help="Noise level of the inputs (0-255), if known: picks the bundled per-sigma model nearest it.", min=0, max=255)] = None,
+    ensemble: EnsembleOpt = False,
     backend: BackendOpt = "eager",
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     engine: Annotated[Path | None, typer.Option(help="Prebuilt TensorRT engine or ONNX file for those backends.")] = None,
+    trust_engine: Annotated[bool, typer.Option(help="Run an --engine ONNX file that lacks fastdenoise's metadata (made elsewhere).")] = False,
+    max_pixels: Annotated[int, typer.Option(help="Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a pixel of the largest image.", min=1)] = 64_000_000,
     format: Annotated[str, typer.Option(help="Output format: png, jpg, webp, bmp, tiff.")] = "png",
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality.")] = 95,
     batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.")] = 4,
@@ -185,17 +253,20 @@ def run(
         raise fail("--top-k is for --task classify")
     if address is not None and executor is not Executor.RAY:
         raise fail("--address is for --executor ray")
+    if ensemble and executor is Executor.RAY:
+        raise fail("--ensemble is not available with --executor ray (yet): run it with --executor local")
     on_ray = executor is Executor.RAY
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
-                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast)  # fmt: skip
+                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast, max_pixels=max_pixels)  # fmt: skip
         task_cfg = TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5) if task else None
         check_folders(input, output)
         shard = distributed.Shard() if on_ray else distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
     total = sum(1 for _ in distributed.take(iter_entries(input), shard))
-    model, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine, build=not on_ray)  # on Ray: a BackendConfig, built by each actor
+    network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine, model, sigma,
+                                        ensemble, trust_engine, build=not on_ray)  # on Ray: a BackendConfig, built by each actor
     predictor = None
     if task_cfg is not None:
         try:
@@ -217,7 +288,7 @@ def run(
             on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])  # noqa: E731
             try:
                 if on_ray:
-                    summary = denoise_on_cluster(input, output, model, denoiser, cfg, on_image, stop=stop, predictor=predictor,
+                    summary = denoise_on_cluster(input, output, network, denoiser, cfg, on_image, stop=stop, predictor=predictor,
                                                  cluster=ClusterConfig(address))  # fmt: skip
                 else:
                     summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard, predictor=predictor)
@@ -231,6 +302,8 @@ def run(
                 raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
     prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
+    if summary.taken_over:
+        typer.secho(f"{prefix}note: took over the output lock of a run no longer running ({summary.taken_over})", err=True)
     typer.echo(
         f"{prefix}{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images; "
         f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); manifest: {output / MANIFEST}"
@@ -263,6 +336,8 @@ def evaluate_cmd(
     data: Annotated[Path, typer.Argument(help="Folder of clean images (e.g. Kodak24).")],
     sigma: Annotated[str, typer.Option(help="Comma-separated noise levels, 0-255 units.")] = "25,35,50",
     weights: WeightsOpt = None,
+    model: ModelNameOpt = None,
+    ensemble: EnsembleOpt = False,
     backend: BackendOpt = "eager",
     device: DeviceOpt = "auto",
     precision: Annotated[str, typer.Option(help="fp32 (default, for reported numbers), bf16, fp16, auto.")] = "fp32",
@@ -276,22 +351,29 @@ def evaluate_cmd(
     from rich.table import Table
 
     from fastdenoise.evaluate import backend_denoiser, evaluate, write_results
+    from fastdenoise.zoo import choose_weights
 
     if not data.is_dir():
         raise fail(f"{data}: not a folder")
     sigmas = parse_sigmas(sigma)
-    _, denoiser = backend_options(weights, backend, device, precision)
+    # Each sigma gets the model a user would get for it (the per-sigma one where bundled), unless one is named.
+    try:
+        chosen = {s: choose_weights(model, weights, s) for s in sigmas}
+    except ValueError as err:
+        raise fail(str(err)) from err
+    denoisers = {path: backend_denoiser(backend_options(path, backend, device, precision, ensemble=ensemble)[1]) for path in set(chosen.values())}
     console = Console()
     try:
         with console.status("evaluating") as status:
-            result = evaluate(backend_denoiser(denoiser), data, sigmas, seed, name, limit=limit, progress=status.update)
+            result = evaluate(lambda x, s: denoisers[chosen[s]](x, s), data, sigmas, seed, name, limit=limit, progress=status.update)
     except ValueError as err:
         raise fail(str(err)) from err
     table = Table("sigma", "noisy PSNR", "PSNR (dB)", "SSIM", title=f"{name} on {data} (seed {seed}, {len(result.rows) // len(sigmas)} images)")
     for s in result.sigmas:
         table.add_row(f"{s:g}", f"{result.mean(s, 'noisy_psnr'):.2f}", f"{result.mean(s):.2f}", f"{result.mean(s, 'ssim'):.4f}")
     console.print(table)
-    write_results([result], out, {"weights": str(weights or "bundled"), "backend": backend, "precision": precision})
+    meta = {"weights": {f"{s:g}": str(p) for s, p in chosen.items()}, "backend": backend, "precision": precision, "ensemble": ensemble}
+    write_results([result], out, meta)
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
 
 
@@ -644,6 +726,8 @@ def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the noisy | denoised | clean strips go.")] = Path("demo"),
     sigma: Annotated[float, typer.Option(help="Noise level, 0-255 units.")] = 25.0,
     weights: WeightsOpt = None,
+    model: ModelNameOpt = None,
+    ensemble: EnsembleOpt = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Denoise scikit-image's sample photos with the bundled weights and print PSNR before/after."""
@@ -658,7 +742,7 @@ def demo(
         check_sigma(sigma)
     except ValueError as err:
         raise fail(f"--sigma: {err}") from err
-    _, denoiser = backend_options(weights, "eager", device, "auto")
+    _, denoiser = backend_options(weights, "eager", device, "auto", model=model, sigma=sigma, ensemble=ensemble)
     rows = run_demo(backend_denoiser(denoiser), out, sigma)
     table = Table("image", "size", "noisy PSNR", "denoised PSNR", "gain", title=f"fastdenoise demo, sigma {sigma:g}")
     for r in rows:

@@ -21,11 +21,11 @@ import numpy as np
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.images import FORMATS, Entry, iter_entries
 from fastdenoise.loaders import make_loader
-from fastdenoise.manifest import Journal, load_vouchers, merge
+from fastdenoise.manifest import merge
 from fastdenoise.model import Denoiser
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.runner import (
-    GroupError, Item, OutputTree, Recorder, RunConfig, RunSummary, check_run, denoise_group, triage,
+    GroupError, Item, OutputTree, Recorder, RunConfig, RunSummary, check_run, denoise_group, open_output, triage,
 )  # fmt: skip
 
 __all__ = ["ClusterConfig", "ClusterError", "Executor", "connect", "denoise_on_cluster"]
@@ -88,10 +88,11 @@ def items_of(batch: dict[str, np.ndarray]) -> list[Item]:
     ]
 
 
-def decode(batch: dict[str, np.ndarray], loader: str, workers: int) -> dict[str, np.ndarray]:
-    """CPU task: the run's loader on a batch of items -> the decoded images (or each file's error)."""
+def decode(batch: dict[str, np.ndarray], loader: str, workers: int, max_pixels: int) -> dict[str, np.ndarray]:
+    """CPU task: the run's loader on a batch of items -> the decoded images (or each file's error; files over
+    max_pixels fail undecoded)."""
     items = items_of(batch)
-    found = {d.item.entry.rel: d for d in make_loader(loader, workers, len(items), "cpu")(items)}
+    found = {d.item.entry.rel: d for d in make_loader(loader, workers, len(items), "cpu", max_pixels=max_pixels)(items)}
     done = [found[item.entry.rel] for item in items]
     return {c: batch[c] for c in ITEM_COLUMNS} | {
         "image": [NO_IMAGE if d.image is None else d.image for d in done],
@@ -127,15 +128,15 @@ class Denoise:
         for members in groups.values():
             stages = {"compute": 0.0, "head": 0.0}
             try:
-                results, predictions = denoise_group(
+                results, predictions, problems = denoise_group(
                     self.backend, self.predictor, [images[i] for i in members], self.cfg, stages
                 )
             except GroupError as err:
                 results, predictions = [NO_IMAGE] * len(members), [None] * len(members)
-                for i in members:
-                    errors[i] = str(err)
-            for i, result, prediction in zip(members, results, predictions):
-                images[i] = result
+                problems = [str(err)] * len(members)
+            for i, result, prediction, problem in zip(members, results, predictions, problems):
+                images[i] = NO_IMAGE if problem else result
+                errors[i] = problem or ""
                 compute[i], head[i] = stages["compute"] / len(members), stages["head"] / len(members)
                 if prediction is not None and prediction.top is not None:
                     top[i] = json.dumps(prediction.top, ensure_ascii=False)
@@ -207,12 +208,13 @@ def denoise_on_cluster(
     segment = predictor is not None and predictor.task == "segment"
     head = predictor.key if predictor else None
     tree = OutputTree(dst, cfg.quality, head)
-    vouchers = load_vouchers(dst)
-    journal = Journal(dst)
     summary = RunSummary()
+    output_lock, vouchers, journal = open_output(dst)  # the driver's, as rank 0 of a local run
+    summary.taken_over = output_lock.taken_over
     record = Recorder(journal, summary, stop, on_image, cfg.fail_fast)
     start = time.perf_counter()
     failure: Exception | None = None
+    finished = False  # False in the finally below: stopped by an error (the manifest keeps earlier runs' rows)
     try:
         items = []
         for entry in iter_entries(src):
@@ -230,13 +232,17 @@ def denoise_on_cluster(
             for item in items:  # every input gets its row, even one Ray lost without failing
                 if item.entry.rel in pending:
                     record(tree.error_row(item, "no result came back from the cluster; run again to redo it"))
+        finished = True
     finally:
-        journal.close()
-        if failure is not None and summary.stopped is None:
-            summary.stopped, summary.cause = f"the Ray pipeline failed: {reason(failure)}", "cluster"
-        if stop.is_set() and summary.stopped is None:
-            summary.stopped, summary.cause = "stop requested", "request"
-        merge(dst, 1, summary.stopped is None)
+        try:
+            journal.close()
+            if failure is not None and summary.stopped is None:
+                summary.stopped, summary.cause = f"the Ray pipeline failed: {reason(failure)}", "cluster"
+            if stop.is_set() and summary.stopped is None:
+                summary.stopped, summary.cause = "stop requested", "request"
+            merge(dst, 1, finished and summary.stopped is None)
+        finally:
+            output_lock.release()
         summary.seconds = time.perf_counter() - start
     if failure is not None:
         raise ClusterError(f"the Ray pipeline failed: {reason(failure)}")
@@ -258,7 +264,7 @@ def run_pipeline(
     blocks = max(1, -(-len(items) // (8 * cfg.batch)))
     data = (
         ray.data.from_items(item_columns(items), override_num_blocks=blocks)
-        .map_batches(decode, batch_size=cfg.batch, num_cpus=1, fn_args=(cfg.loader, cfg.workers))
+        .map_batches(decode, batch_size=cfg.batch, num_cpus=1, fn_args=(cfg.loader, cfg.workers, cfg.max_pixels))
         .map_batches(Denoise, batch_size=cfg.batch, compute=ray.data.ActorPoolStrategy(size=actors),
                      fn_constructor_args=(model, backend, cfg, predictor), **resources)
         .map_batches(write, batch_size=cfg.batch, num_cpus=1, fn_args=(str(dst), cfg.quality, predictor.key if predictor else None))

@@ -4,9 +4,11 @@ to denoise), decoding to RGB uint8, atomic writes that never follow a planted li
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -75,7 +77,10 @@ def iter_entries(root: Path) -> Iterator[Entry]:
             try:
                 mode = path.stat().st_mode
             except OSError as err:
-                yield Entry(path, name, f"cannot stat: {err.strerror or err}")
+                if path.suffix.lower() in EXTENSIONS:  # an image that vanished (or went unreadable) since the listing:
+                    yield Entry(path, name)  # the run tries it and gives it an error row
+                else:
+                    yield Entry(path, name, f"cannot stat: {err.strerror or err}")
                 continue
             if stat.S_ISDIR(mode):
                 real_dir = str(real or path.resolve())
@@ -145,12 +150,26 @@ def image_size(path: Path) -> tuple[int, int]:
     return header.height, header.width
 
 
-def load_rgb(path: Path) -> np.ndarray:
-    """Decode any supported file to an (H, W, 3) uint8 RGB array, EXIF orientation applied."""
+def too_large(header: Header, max_pixels: int | None) -> bool:
+    return max_pixels is not None and header.height * header.width > max_pixels
+
+
+def check_pixels(path: Path, height: int, width: int, max_pixels: int | None) -> None:
+    if max_pixels is not None and height * width > max_pixels:
+        raise ImageError(
+            f"{path}: {width}x{height} = {height * width / 1e6:.1f} MP is over the pixel budget of "
+            f"{max_pixels / 1e6:g} MP (--max-pixels); not decoded"
+        )
+
+
+def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
+    """Decode any supported file to an (H, W, 3) uint8 RGB array, EXIF orientation applied; a file whose header says
+    more than max_pixels is refused (ImageError) before any pixel is decoded."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
+            check_pixels(path, im.height, im.width, max_pixels)  # Image.open reads the header only
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I"):  # 16-bit greyscale (PNG, TIFF), or 32-bit integer
                 array = np.asarray(im, dtype=np.float64)
@@ -168,15 +187,68 @@ def load_rgb(path: Path) -> np.ndarray:
         raise ImageError(f"{path}: no such file") from err
     except UnidentifiedImageError as err:
         raise ImageError(f"{path}: not a recognised image format") from err
+    except ImageError:
+        raise
     except Image.DecompressionBombError as err:
         raise ImageError(f"{path}: too many pixels ({err})") from err
     except (OSError, SyntaxError, ValueError, MemoryError) as err:
         raise ImageError(f"{path}: cannot decode ({err})") from err
 
 
+# Longest file name most file systems take (ext4, XFS, btrfs, tmpfs: 255 bytes); pathconf gives the real one.
+NAME_MAX = 255
+
+
+def name_max(folder: Path) -> int:
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return NAME_MAX
+
+
 def temporary_name(path: Path) -> Path:
-    """Where `save_rgb` writes before the rename: hidden, beside the final name, one per final name."""
-    return path.with_name(f".{path.name}.part")
+    """Where `save_rgb` writes before the rename: hidden, beside the final name, one per final name. A final name too
+    long to take the 6 extra bytes gets a short name made from its hash instead (still one per final name)."""
+    path = Path(path)
+    name = f".{path.name}.part"
+    if len(os.fsencode(name)) > min(NAME_MAX, name_max(path.parent) if path.parent.is_dir() else NAME_MAX):
+        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]
+        name = f".{digest}.part"
+    return path.with_name(name)
+
+
+def make_folders(root: Path, folder: Path) -> None:
+    """mkdir -p of folder, a folder under root, without following a link at any step below root: a symlinked folder
+    planted in root is refused (PermissionError) before anything is created through it."""
+    parts = Path(folder).relative_to(root).parts
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for k, part in enumerate(parts):
+            with suppress(FileExistsError):
+                os.mkdir(part, 0o777, dir_fd=fd)
+            try:
+                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as err:
+                if err.errno not in (errno.ELOOP, errno.ENOTDIR):
+                    raise
+                where = Path(root, *parts[: k + 1])
+                reason = "a symlink: it could lead outside the output folder" if where.is_symlink() else "not a folder"
+                raise PermissionError(errno.EACCES, f"{where} is {reason}; not followed", str(where)) from None
+            os.close(fd)
+            fd = child
+    finally:
+        os.close(fd)
+
+
+def open_own(path: Path, flags: int) -> int:
+    """os.open of a file the run keeps in OUTPUT (its manifest part, its lock), never through a link planted at that
+    name (ValueError naming it)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise ValueError(f"{path}: is a symlink, not written through; remove it") from None
+        raise
 
 
 def open_fresh(path: Path, mode: str = "wb", **options: Any) -> IO:

@@ -318,9 +318,9 @@ def train_joint(cfg: JointConfig, head: nn.Module | None = None, progress: bool 
     out.mkdir(parents=True, exist_ok=True)
     (out / "joint.json").write_text(json.dumps(asdict(cfg), indent=2))
     loss_fn = joint_loss(head, cfg.task_weight, Target(cfg.target), cfg.ignore_index)
-    fit(model, loss_fn, sampler, t, validate, progress)
-    save_weights(model.cpu(), out / "model.safetensors", {"config": asdict(cfg)})
-    return model
+    trained = fit(model, loss_fn, sampler, t, validate, progress)
+    save_weights(trained.cpu(), out / "model.safetensors", {"config": asdict(cfg)})  # type: ignore[arg-type]
+    return trained  # type: ignore[return-value]
 
 
 # ---- evaluation ----------------------------------------------------------------------------------------------------

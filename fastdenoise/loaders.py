@@ -16,7 +16,7 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 import numpy as np
 import torch
 
-from fastdenoise.images import Header, ImageError, load_rgb, read_header
+from fastdenoise.images import Header, ImageError, load_rgb, read_header, too_large
 
 
 class HasPath(Protocol):
@@ -48,26 +48,27 @@ class LoaderKind(str, enum.Enum):
     dali = "dali"
 
 
-def timed_load(path) -> tuple[np.ndarray | None, ImageError | None, float]:
+def timed_load(path, max_pixels: int | None = None) -> tuple[np.ndarray | None, ImageError | None, float]:
     tick = time.perf_counter()
     try:
-        return load_rgb(path), None, time.perf_counter() - tick
+        return load_rgb(path, max_pixels), None, time.perf_counter() - tick
     except ImageError as err:
         return None, err, time.perf_counter() - tick
 
 
 class PilLoader:
-    """Pillow in a thread pool, at most `depth` files in flight, results in input order."""
+    """Pillow in a thread pool, at most `depth` files in flight, results in input order; files whose header says
+    more than `max_pixels` fail without being decoded."""
 
-    def __init__(self, workers: int = 2, depth: int = 8) -> None:
-        self.workers, self.depth = workers, depth
+    def __init__(self, workers: int = 2, depth: int = 8, max_pixels: int | None = None) -> None:
+        self.workers, self.depth, self.max_pixels = workers, depth, max_pixels
 
     def __call__(self, items: Iterable[T]) -> Iterator[Decoded[T]]:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool:
             pending: deque[tuple[T, Future]] = deque()
             try:
                 for item in items:
-                    pending.append((item, pool.submit(timed_load, item.path)))
+                    pending.append((item, pool.submit(timed_load, item.path, self.max_pixels)))
                     while len(pending) > self.depth:
                         first, future = pending.popleft()
                         yield Decoded(first, *future.result())
@@ -98,7 +99,14 @@ class DaliLoader:
     images at all, go to Pillow. A batch DALI fails on (a truncated file, say) is decoded again by Pillow, which names
     the bad file and the reason."""
 
-    def __init__(self, batch: int = 8, workers: int = 2, device: torch.device | str = "cpu", chunk: int = 1024) -> None:
+    def __init__(
+        self,
+        batch: int = 8,
+        workers: int = 2,
+        device: torch.device | str = "cpu",
+        chunk: int = 1024,
+        max_pixels: int | None = None,
+    ) -> None:
         try:
             import nvidia.dali  # noqa: F401
         except ImportError as err:
@@ -107,6 +115,7 @@ class DaliLoader:
             ) from err
         self.batch, self.workers, self.chunk = batch, workers, max(chunk, batch)
         self.device = torch.device(device)
+        self.max_pixels = max_pixels
 
     def pipeline(self, files: list[str]):
         from nvidia.dali import fn, pipeline_def, types
@@ -130,7 +139,7 @@ class DaliLoader:
         except RuntimeError as err:  # DALI installed but unusable here (driver, CUDA libraries): Pillow does it
             warnings.warn(f"DALI cannot build its pipeline, decoding with Pillow instead: {err}", stacklevel=2)
             for item in items:
-                yield Decoded(item, *timed_load(item.path))
+                yield Decoded(item, *timed_load(item.path, self.max_pixels))
             return
         try:
             for start in range(0, len(items), self.batch):
@@ -143,7 +152,7 @@ class DaliLoader:
                     images = [np.array(out.at(i)) for i in range(len(group))]
                 except RuntimeError:  # a file whose header was fine but whose data is not (truncated, corrupt)
                     for item in group:
-                        yield Decoded(item, *timed_load(item.path))
+                        yield Decoded(item, *timed_load(item.path, self.max_pixels))
                     continue
                 seconds = (time.perf_counter() - tick) / len(group)
                 for item, image in zip(group, images):
@@ -156,11 +165,12 @@ class DaliLoader:
         for item in items:
             tick = time.perf_counter()
             try:
-                same = dali_decodes_same(read_header(item.path))
+                header = read_header(item.path)
+                same = dali_decodes_same(header) and not too_large(header, self.max_pixels)
             except ImageError:
                 same = False  # Pillow gives the reason
             if not same:
-                image, error, seconds = timed_load(item.path)
+                image, error, seconds = timed_load(item.path, self.max_pixels)
                 yield Decoded(item, image, error, seconds + time.perf_counter() - tick)
                 continue
             chunk.append(item)
@@ -179,7 +189,13 @@ def dali_available() -> bool:
     return True
 
 
-def make_loader(kind: LoaderKind | str, workers: int = 2, batch: int = 8, device: torch.device | str = "cpu") -> Loader:
+def make_loader(
+    kind: LoaderKind | str,
+    workers: int = 2,
+    batch: int = 8,
+    device: torch.device | str = "cpu",
+    max_pixels: int | None = None,
+) -> Loader:
     """auto: DALI for a GPU run where DALI is installed (nvJPEG decodes on the GPU), Pillow otherwise: on the CPU,
     Pillow threads decode small files faster than DALI's CPU pipeline (bench/bench_pipeline.py: 3.7x on 2 cores)."""
     kind = LoaderKind(kind)
@@ -187,7 +203,7 @@ def make_loader(kind: LoaderKind | str, workers: int = 2, batch: int = 8, device
         kind = LoaderKind.dali if torch.device(device).type == "cuda" and dali_available() else LoaderKind.pil
     match kind:
         case LoaderKind.pil:
-            return PilLoader(workers, depth=max(2 * batch, 2 * workers))
+            return PilLoader(workers, depth=max(2 * batch, 2 * workers), max_pixels=max_pixels)
         case LoaderKind.dali:
-            return DaliLoader(batch, workers, device)
+            return DaliLoader(batch, workers, device, max_pixels=max_pixels)
     raise ValueError(f"unknown loader {kind!r}; choose one of {[k.value for k in LoaderKind]}")

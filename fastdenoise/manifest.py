@@ -1,6 +1,6 @@
 """The run manifest: one JSON row per input in OUTPUT/manifest.jsonl. While a run goes, each process appends its rows
-to its own part (`manifest.part<rank>.jsonl`, flushed per row, so a kill loses nothing written); at the end the parts
-are merged into manifest.jsonl. A run started again reads the manifest and any parts left by a killed run and skips
+to its own part (`manifest.part<rank>.jsonl`, each row one whole write, so a kill loses nothing written and a full disk
+leaves no half row); at the end the parts are merged into manifest.jsonl. A run started again reads the manifest and any parts left by a killed run and skips
 every input whose row still vouches for its output (same input size and mtime, same output size and mtime)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastdenoise.images import open_fresh, temporary_name
+from fastdenoise.images import open_fresh, open_own, temporary_name
 
 MANIFEST = "manifest.jsonl"
 PART_GLOB = "manifest.part*.jsonl"
@@ -21,6 +21,17 @@ PART_GLOB = "manifest.part*.jsonl"
 
 def part_name(rank: int) -> str:
     return f"manifest.part{rank}.jsonl"
+
+
+def row_line(row: dict) -> str:
+    """A row as one JSON line. Names that are not UTF-8 (kept by Python as surrogate escapes) are written as \\udcXX
+    escapes, which JSON allows and `json.loads` turns back into the same name."""
+    line = json.dumps(row, ensure_ascii=False)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        line = json.dumps(row)
+    return line + "\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +128,8 @@ def segments(dst: Path) -> list[Segment]:
     """Every run segment of every part file in dst, oldest first."""
     found = []
     for path in sorted(Path(dst).glob(PART_GLOB)):
+        if path.is_symlink():  # planted: never ours (parts are opened with O_NOFOLLOW), not read
+            continue
         heads = [(offset, row["run_started_ns"]) for offset, row in read_lines(path) if "run_started_ns" in row]
         size = path.stat().st_size
         for k, (offset, started) in enumerate(heads):
@@ -158,33 +171,83 @@ def load_vouchers(dst: Path) -> dict[str, Voucher]:
 
 
 class Journal:
-    """This process's manifest part: a header line per run, then one row per input, appended and flushed."""
+    """This process's manifest part: a header line per run, then one row per input, appended.
+
+    Each line goes to the kernel in one write (no buffer holds part of a row): a kill loses nothing written; a write
+    that fails (disk full) is cut back to the last whole line. A tail torn by an older version or a crash of the
+    machine is cut off when the part is opened again, so the next header starts a line of its own. Rows are not
+    fsynced one by one (a row per image would cost a disk flush per image); the part is on close, and the merged
+    manifest before its rename. After a power cut the outputs of rows lost are redone."""
 
     def __init__(self, dst: Path, rank: int = 0) -> None:
         self.path = Path(dst) / part_name(rank)
         self.lock = threading.Lock()
-        self.handle = self.path.open("a", encoding="utf-8")
-        self.handle.write(json.dumps({"run_started_ns": time.time_ns(), "rank": rank}) + "\n")
-        self.handle.flush()
+        self.fd: int | None = open_own(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+        try:
+            self.size = repair_tail(self.fd)
+            self.append(row_line({"run_started_ns": time.time_ns(), "rank": rank}).encode("utf-8"))
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    def append(self, data: bytes) -> None:
+        start, done = self.size, 0
+        try:
+            while done < len(data):
+                done += write_some(self.fd, data[done:])
+        except BaseException:
+            os.ftruncate(self.fd, start)  # frees space, so this works on a full disk too
+            raise
+        self.size = start + len(data)
 
     def write(self, row: dict) -> None:
-        line = json.dumps(row, ensure_ascii=False) + "\n"
+        data = row_line(row).encode("utf-8")
         with self.lock:
-            self.handle.write(line)
-            self.handle.flush()
+            self.append(data)
 
     def close(self) -> None:
         with self.lock:
-            self.handle.close()
+            if self.fd is not None:
+                fd, self.fd = self.fd, None
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+
+
+def write_some(fd: int, data: bytes) -> int:
+    """os.write (a name of its own so tests can make the disk fill up mid-row)."""
+    return os.write(fd, data)
+
+
+def repair_tail(fd: int, block: int = 1 << 16) -> int:
+    """Cut a file back to the end of its last whole line (a row cut short); returns its size afterwards."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size
+    end = size
+    while end > 0:
+        start = max(0, end - block)
+        newline = os.pread(fd, end - start, start).rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    os.ftruncate(fd, end)
+    return end
 
 
 def write_atomic(path: Path, lines: Iterator[str]) -> None:
     tmp = temporary_name(path)
-    with open_fresh(tmp, "w", encoding="utf-8") as handle:
-        handle.writelines(lines)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open_fresh(tmp, "w", encoding="utf-8") as handle:
+            handle.writelines(lines)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def merge(dst: Path, world: int = 1, complete: bool = True) -> dict[str, int]:
@@ -200,7 +263,7 @@ def merge(dst: Path, world: int = 1, complete: bool = True) -> dict[str, int]:
     def count(rows: Iterator[dict]) -> Iterator[str]:
         for row in rows:
             counts[row.get("status", "?")] = counts.get(row.get("status", "?"), 0) + 1
-            yield json.dumps(row, ensure_ascii=False) + "\n"
+            yield row_line(row)
 
     if complete:
         last = {s.path.name: s for s in parts}  # oldest first, so the last segment of each part wins
@@ -209,7 +272,7 @@ def merge(dst: Path, world: int = 1, complete: bool = True) -> dict[str, int]:
     else:
         latest: dict[str, str] = {}
         for row in history(dst):
-            latest[row["input"]] = json.dumps(row, ensure_ascii=False)
+            latest[row["input"]] = row_line(row)
         rows = (json.loads(line) for line in latest.values())
     write_atomic(dst / MANIFEST, count(rows))
     for segment in parts:

@@ -24,8 +24,9 @@ import torch
 from fastdenoise import distributed
 from fastdenoise.backends import Backend
 from fastdenoise.distributed import Shard
-from fastdenoise.images import EXTENSIONS, FORMATS, Entry, iter_entries
+from fastdenoise.images import EXTENSIONS, FORMATS, Entry, iter_entries, make_folders
 from fastdenoise.loaders import Loader, LoaderKind, make_loader
+from fastdenoise.lock import OutputLock
 from fastdenoise.manifest import MANIFEST, Journal, Voucher, load_vouchers, merge
 from fastdenoise.predictions import MASK_SUFFIX, Prediction, Predictor, write_predictions
 from fastdenoise.tiling import denoise_tiled
@@ -52,12 +53,15 @@ class RunConfig:
     loader: str = "auto"
     strict: bool = True  # exit code 1 when an input failed (read by the CLI)
     fail_fast: bool = False  # stop at the first input that fails
+    # Larger images (by their header) get an error row instead of being decoded: peak memory grows ~50 bytes a pixel
+    # of the largest image (decoded, float copies in and out of the tiles), so 64 MP keep a run near 3.3 GB.
+    max_pixels: int = 64_000_000
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(f"format must be one of {sorted(FORMATS)}, got {self.format!r}")
-        if self.batch < 1 or self.workers < 1:
-            raise ValueError("batch and workers must be >= 1")
+        if self.batch < 1 or self.workers < 1 or self.max_pixels < 1:
+            raise ValueError("batch, workers and max_pixels must be >= 1")
         if self.tile % 4 or self.overlap % 4 or not 0 < self.overlap < self.tile:
             raise ValueError(
                 f"tile ({self.tile}) and overlap ({self.overlap}) must be multiples of 4, 0 < overlap < tile"
@@ -82,6 +86,7 @@ class RunSummary:
     cause: str | None = None  # what stopped it: "request" (stop set from outside), "fail_fast", "output" (unwritable)
     masks: int = 0  # --task segment: done and skipped images with their mask
     predictions: str | None = None  # --task classify: predictions.csv, written by rank 0 after the merge
+    taken_over: str | None = None  # the dead run whose output lock this run took over
 
     @property
     def mp_per_s(self) -> float:
@@ -101,6 +106,9 @@ def check_folders(src: Path, dst: Path) -> None:
         raise ValueError(f"{src}: input is not a folder")
     if dst.exists() and not dst.is_dir():
         raise ValueError(f"{dst}: output exists and is not a folder")
+    above = next((p for p in dst.absolute().parents if p.exists()), None)  # the folder mkdir would start from
+    if above is not None and not above.is_dir():
+        raise ValueError(f"{dst}: output cannot be made: {above} is a file, not a folder")
     real_src, real_dst = src.resolve(), dst.resolve()
     if real_dst == real_src or real_dst.is_relative_to(real_src):
         raise ValueError(f"{dst}: output folder may not be the input folder or inside it ({src})")
@@ -205,6 +213,17 @@ def check_run(src: Path, dst: Path) -> None:
         raise ValueError(f"{src}: no images found (extensions: {', '.join(sorted(e[1:] for e in EXTENSIONS))})")
 
 
+def open_output(dst: Path, rank: int = 0) -> tuple[OutputLock, dict[str, Voucher], Journal]:
+    """Take this rank's output lock (LockError, a ValueError, while another live run writes here), then read what
+    earlier runs vouch for and open this rank's manifest part; the lock is released again if either fails."""
+    lock = OutputLock(dst, rank)
+    try:
+        return lock, load_vouchers(dst), Journal(dst, rank)
+    except BaseException:
+        lock.release()
+        raise
+
+
 class Recorder:
     """Rows in: each written to the journal, counted into the summary and passed to `on_image`; with fail_fast, an
     error row stops the run (`halt` names why)."""
@@ -241,7 +260,7 @@ class OutputTree:
     through a folder that leads outside it. `head` is the predictor's key (None without --task)."""
 
     def __init__(self, dst: Path, quality: int = 95, head: str | None = None) -> None:
-        self.dst, self.real, self.quality, self.head = Path(dst), Path(dst).resolve(), quality, head
+        self.dst, self.quality, self.head = Path(dst), quality, head
         self.safe_folders: set[Path] = set()
 
     def relative(self, path: Path) -> str:
@@ -254,9 +273,7 @@ class OutputTree:
         """Write the output (and mask); returns the output's stat and the row's prediction fields."""
         folder = item.out.parent
         if folder not in self.safe_folders:
-            folder.mkdir(parents=True, exist_ok=True)
-            if not folder.resolve().is_relative_to(self.real):  # a symlink planted in the output tree
-                raise PermissionError(errno.EACCES, f"{folder} leads outside the output folder", str(folder))
+            make_folders(self.dst, folder)  # never through a symlink planted in the output tree
             self.safe_folders.add(folder)
         st = write_image(image, item.out, self.quality)
         facts: dict = {} if prediction is None else {"head": self.head}
@@ -304,33 +321,40 @@ def triage(
     return Item(entry, out, st.st_size, st.st_mtime_ns, mask)
 
 
+NON_FINITE = "denoising gave NaN or Inf values (broken weights, or a precision too narrow for them)"
+
+
 class GroupError(Exception):
     """A batch that could not be denoised (or its head run); the message is the reason, for each image's row."""
 
 
 def denoise_group(
     backend: Backend, predictor: Predictor | None, images: list[np.ndarray], cfg: RunConfig, stages: dict[str, float]
-) -> tuple[np.ndarray, list[Prediction | None]]:
-    """Equal-size (H, W, 3) uint8 images -> their denoised images (N, H, W, 3) uint8 and, with a predictor, each one's
-    prediction; one image larger than the tile goes alone, tile by tile (memory bounded by the tile). Adds the seconds
-    spent to stages["compute"] and stages["head"]; raises GroupError (out of memory, say) for the whole group."""
+) -> tuple[np.ndarray, list[Prediction | None], list[str | None]]:
+    """Equal-size (H, W, 3) uint8 images -> their denoised images (N, H, W, 3) uint8, with a predictor each one's
+    prediction, and each one's problem (None, or why its output must not be written: NaN/Inf values); one image
+    larger than the tile goes alone, tile by tile (memory bounded by the tile). Adds the seconds spent to
+    stages["compute"] and stages["head"]; raises GroupError (out of memory, say) for the whole group."""
     tick = time.perf_counter()
     try:
         if max(images[0].shape[:2]) > cfg.tile:
             x = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float().div_(255)
-            y = quantize(denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch))
+            y = denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch)
         else:
-            y = quantize(backend(to_device(np.stack(images), backend.device)))
+            y = backend(to_device(np.stack(images), backend.device))
+        finite = torch.isfinite(y).flatten(1).all(1).tolist()  # NaN would be written as black, Inf as white
+        y = quantize(y)
         results = to_images(y)
     except (RuntimeError, ValueError) as err:
         raise GroupError(f"denoising failed: {err}") from err
     finally:
         stages["compute"] += time.perf_counter() - tick
+    problems = [None if ok else NON_FINITE for ok in finite]
     if predictor is None:
-        return results, [None] * len(images)
+        return results, [None] * len(images), problems
     tick = time.perf_counter()
     try:  # the head sees the 8-bit image as written; a large image whole, not tiled
-        return results, list(predictor(y.div_(255)))
+        return results, list(predictor(y.div_(255))), problems
     except (RuntimeError, ValueError) as err:
         raise GroupError(f"{predictor.task} head failed: {err}") from err
     finally:
@@ -361,15 +385,15 @@ def denoise_folder(
     check_run(src, dst)
     dst.mkdir(parents=True, exist_ok=True)
     stop = stop if stop is not None else threading.Event()
-    loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device)
+    loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device, max_pixels=cfg.max_pixels)
     suffix = FORMATS[cfg.format]
     segment = predictor is not None and predictor.task == "segment"
     head = predictor.key if predictor else None
     tree = OutputTree(dst, cfg.quality, head)
-    vouchers = load_vouchers(dst)
-    journal = Journal(dst, shard.rank)
     summary = RunSummary()
     stages = summary.stages
+    output_lock, vouchers, journal = open_output(dst, shard.rank)
+    summary.taken_over = output_lock.taken_over
     record = Recorder(journal, summary, stop, on_image, cfg.fail_fast)
     halt = record.halt
 
@@ -408,18 +432,23 @@ def denoise_folder(
 
     def compute(group: list[tuple[Item, np.ndarray]], writer: ThreadPoolExecutor) -> None:
         try:
-            results, predictions = denoise_group(backend, predictor, [image for _, image in group], cfg, stages)
+            images = [image for _, image in group]
+            results, predictions, problems = denoise_group(backend, predictor, images, cfg, stages)
         except GroupError as err:  # e.g. out of memory: the batch fails, the run goes on
             for item, _ in group:
                 error(item, str(err))
             return
-        for (item, _), result, prediction in zip(group, results, predictions):
+        for (item, _), result, prediction, problem in zip(group, results, predictions, problems):
+            if problem is not None:
+                error(item, problem)
+                continue
             writes.append((item, writer.submit(save, item, result, prediction)))
 
     start = time.perf_counter()
     buckets: dict[tuple[int, int], list[tuple[Item, np.ndarray]]] = {}
     held = 0  # images waiting in buckets; past `limit` the oldest bucket goes as a partial batch, bounding memory
     limit, max_writes = 4 * cfg.batch, 2 * cfg.batch + 2 * cfg.workers
+    finished = False  # False in the finally below: stopped by an error (the manifest keeps earlier runs' rows)
     try:
         with ThreadPoolExecutor(cfg.workers, thread_name_prefix="write") as writer:
             with closing(prefetch(loader(inputs()), depth=2 * cfg.batch)) as decoded:
@@ -456,15 +485,19 @@ def denoise_folder(
             while buckets and not stop.is_set():
                 compute(buckets.pop(next(iter(buckets))), writer)
             collect(block=True)
+        finished = True
     finally:
         with suppress(OSError):  # the manifest itself is unwritable: what it lacks is redone by the next run
             collect(block=True)
-        journal.close()
-        if stop.is_set() and summary.stopped is None:
-            summary.stopped, summary.cause = "stop requested", "request"
-        complete = distributed.all_complete(shard, summary.stopped is None)
-        if shard.rank == 0:
-            merge(dst, shard.world, complete)
+        try:
+            journal.close()
+            if stop.is_set() and summary.stopped is None:
+                summary.stopped, summary.cause = "stop requested", "request"
+            complete = distributed.all_complete(shard, finished and summary.stopped is None)
+            if shard.rank == 0:
+                merge(dst, shard.world, complete)
+        finally:
+            output_lock.release()
         summary.seconds = time.perf_counter() - start
     if shard.rank == 0 and predictor is not None and predictor.task == "classify":
         summary.predictions = str(write_predictions(dst, predictor.key)[0])

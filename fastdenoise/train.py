@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -39,6 +42,9 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 1e-5
     warmup: int = 200
+    schedule: str = "cosine"  # cosine: warm-up then cosine to lr_min at `steps`; constant: warm-up then flat (campaigns)
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); validated and saved when on
+    loss: str = "mse"  # mse | l1 | charbonnier: the reconstruction loss of separate training
     weight_decay: float = 0.0
     val_every: int = 1000
     val_images: int = 12
@@ -65,14 +71,33 @@ class TrainConfig:
             raise ValueError(f"amp must be one of auto, off, bf16, fp16; got {self.amp!r}")
         if self.compile not in ("auto", "on", "off"):
             raise ValueError(f"compile must be one of auto, on, off; got {self.compile!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be a decay in [0, 1), got {self.ema}")
+
+
+# Options that may change when a run is resumed; every other one is the run's identity.
+RESUMABLE_CHANGES = frozenset({"steps", "lr", "lr_min", "val_every", "val_images", "ckpt_every", "log_every", "device", "compile"})
 
 
 def resolve_device(name: str) -> torch.device:
+    """'auto', 'cpu', 'cuda' or 'cuda:N' -> a device this machine has; ValueError naming the choices otherwise."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    choices = "auto, cpu, cuda, cuda:N"
+    try:
+        device = torch.device(name)
+    except RuntimeError:  # torch's message lists two dozen device types this tool does not run on
+        raise ValueError(f"device {name!r} is not one of {choices}") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {name!r} is not one of {choices}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     return device
 
 
@@ -98,6 +123,23 @@ def mse_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
     return loss, {"mse": loss.item()}
 
 
+def l1_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """Mean absolute error; MSE is logged beside it so arms compare on one scale."""
+    out = model(batch.noisy).float()
+    loss = F.l1_loss(out, batch.clean)
+    return loss, {"mse": F.mse_loss(out.detach(), batch.clean).item()}
+
+
+def charbonnier_loss(model: nn.Module, batch: Batch, eps: float = 1e-3) -> tuple[Tensor, dict[str, float]]:
+    """sqrt(d^2 + eps^2), a differentiable L1 (eps = 1e-3 on [0, 1] pixels, a quarter of one 8-bit level)."""
+    out = model(batch.noisy).float()
+    loss = torch.sqrt((out - batch.clean).square() + eps * eps).mean()
+    return loss, {"mse": F.mse_loss(out.detach(), batch.clean).item()}
+
+
+LOSSES: dict[str, LossFn] = {"mse": mse_loss, "l1": l1_loss, "charbonnier": charbonnier_loss}
+
+
 def warmup_cosine(warmup: int, steps: int, floor: float) -> Callable[[int], float]:
     """LR multiplier: linear warm-up, then cosine decay to `floor`."""
 
@@ -110,6 +152,67 @@ def warmup_cosine(warmup: int, steps: int, floor: float) -> Callable[[int], floa
     return factor
 
 
+def warmup_constant(warmup: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then flat; needs no final step count, so a run can be extended at will."""
+    return lambda step: min(1.0, (step + 1) / warmup)
+
+
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    if cfg.schedule == "constant":
+        return warmup_constant(cfg.warmup)
+    return warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_min / cfg.lr)
+
+
+class TrainingStopped(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; fit finished the step under way, checkpointed and stopped. `signum` says which."""
+
+    def __init__(self, signum: int, step: int) -> None:
+        super().__init__(f"stopped by signal {signum} after step {step}")
+        self.signum, self.step = signum, step
+
+
+class StopSignals:
+    """Within the block, SIGINT/SIGTERM only set `received`, so the loop stops between steps, never inside one."""
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self.saved: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set from the main thread
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                self.saved[signum] = signal.signal(signum, self.handle)
+        return self
+
+    def handle(self, signum: int, frame: object) -> None:
+        self.received = signum
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.saved.items():
+            signal.signal(signum, handler)
+
+
+class WeightAverage:
+    """Exponential moving average of a model's weights (BatchNorm statistics copied), a model of its own to validate."""
+
+    def __init__(self, model: nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))  # short memory at first, so early weights fade fast
+        ours = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+        theirs = [t for t in model.state_dict().values() if t.is_floating_point()]
+        torch._foreach_lerp_(ours, theirs, 1.0 - decay)
+        for mine, other in zip(self.model.buffers(), model.buffers()):
+            if not mine.is_floating_point():
+                mine.copy_(other)
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -120,10 +223,14 @@ def fit(
 ) -> nn.Module:
     """Train `model` on `loss_fn` for cfg.steps steps; checkpoints to cfg.out/last.pt and resumes from it.
 
-    `batches` must expose state_dict()/load_state_dict() so a resumed run draws the same batches.
+    `batches` must expose state_dict()/load_state_dict() so a resumed run draws the same batches. SIGINT/SIGTERM stop
+    the run between two steps with a checkpoint (raising TrainingStopped), so stop + resume equals an unbroken run.
+    Returns the trained model, or its weight average when cfg.ema is on.
     """
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    for leftover in out.glob(".*.part"):  # temporary files of a process that was killed while writing
+        leftover.unlink(missing_ok=True)
     (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
@@ -132,29 +239,39 @@ def fit(
         model.to(memory_format=torch.channels_last)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_min / cfg.lr))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg))
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    step, best = 0, -math.inf
+    average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
+    step, best, pixels = 0, -math.inf, 0
     ckpt_path = out / "last.pt"
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
+            if average is not None:
+                average.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
         except (KeyError, RuntimeError, ValueError) as err:
             raise CheckpointError(f"{ckpt_path}: cannot resume, it does not match this model ({str(err)[:200]})") from err
         scheduler.load_state_dict(state["scheduler"])
+        # The next step's LR from the settings now in force (--lr and --steps may change on resume).
+        scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+        for group in optimizer.param_groups:
+            group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(cfg)(scheduler.last_epoch)
+        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
         scaler.load_state_dict(state["scaler"])
         batches.load_state_dict(state["batches"])  # type: ignore[attr-defined]
         torch.set_rng_state(state["torch_rng"])
-        step, best = state["step"], state["best"]
+        step, best, pixels = state["step"], state["best"], state.get("pixels", 0)
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     forward = torch.compile(model) if use_compile else model
+    final = average.model if average is not None else model
 
     def checkpoint(batches_state: dict | None = None) -> None:
         save_checkpoint(
             {
                 "model": model.state_dict(),
+                "ema": average.model.state_dict() if average is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
@@ -162,6 +279,7 @@ def fit(
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
                 "best": best,
+                "pixels": pixels,
                 "spec": getattr(model, "spec", None) and asdict(model.spec),  # type: ignore[arg-type]
                 "config": asdict(cfg),
             },
@@ -170,12 +288,12 @@ def fit(
 
     log = (out / "log.jsonl").open("a")
     bar = _progress(progress)
-    task = bar.add_task("train", total=cfg.steps, completed=step, loss=math.nan, psnr=math.nan, rate=0.0)
-    tick, seen = time.perf_counter(), 0
+    task = bar.add_task("train", total=cfg.steps, completed=step, loss=math.nan, psnr=math.nan, rate=0.0, mpx=0.0)
+    tick, window_steps, window_pixels = time.perf_counter(), 0, 0
     model.train()
-    with bar, log:
+    with bar, log, StopSignals() as signals:
         try:
-            while step < cfg.steps:
+            while step < cfg.steps and signals.received is None:
                 before = batches.state_dict()  # type: ignore[attr-defined]
                 batch = next(batches).to(device)
                 if cfg.channels_last:
@@ -187,27 +305,36 @@ def fit(
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
+                if average is not None:
+                    average.update(model, step)
                 step += 1
                 before = None
-                seen += batch.noisy.shape[0]
+                batch_pixels = batch.noisy.shape[0] * batch.noisy.shape[-2] * batch.noisy.shape[-1]
+                pixels += batch_pixels
+                window_steps, window_pixels = window_steps + 1, window_pixels + batch_pixels
                 value = loss.item()
                 if not math.isfinite(value):
                     raise FloatingPointError(f"loss became {value} at step {step}; lower --lr or use --amp off")
                 row: dict[str, Any] = {}
                 if step % cfg.log_every == 0 or step == cfg.steps:
                     now = time.perf_counter()
-                    rate, tick, seen = seen / (now - tick), now, 0
-                    row = {"step": step, "loss": value, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate, **logs}
-                    bar.update(task, rate=rate / batch.noisy.shape[0])
+                    steps_per_s, mpx_per_s = window_steps / (now - tick), window_pixels / (now - tick) / 1e6
+                    tick, window_steps, window_pixels = now, 0, 0
+                    row = {
+                        "step": step, "loss": value, "lr": scheduler.get_last_lr()[0], "steps_per_s": steps_per_s,
+                        "mpx_per_s": mpx_per_s, "gpx_seen": pixels / 1e9, **logs,
+                    }  # fmt: skip
+                    bar.update(task, rate=steps_per_s, mpx=mpx_per_s)
                 if validate is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                     model.eval()
-                    scores = validate(model)
+                    scores = validate(final)
                     model.train()
-                    row = {"step": step, **row, **{f"val_{k}": v for k, v in scores.items()}}
+                    row = {"step": step, "gpx_seen": pixels / 1e9, **row, **{f"val_{k}": v for k, v in scores.items()}}
                     if scores.get("psnr", -math.inf) > best:
                         best = scores["psnr"]
-                        save_weights(model, out / "best.safetensors", {"step": step, "val_psnr": best})  # type: ignore[arg-type]
+                        save_weights(final, out / "best.safetensors", {"step": step, "val_psnr": best})  # type: ignore[arg-type]
                     bar.update(task, psnr=scores.get("psnr", math.nan))
+                    tick = time.perf_counter()  # validation time is not training throughput
                 if row:
                     log.write(json.dumps(row) + "\n")
                     log.flush()
@@ -215,12 +342,17 @@ def fit(
                 if step % cfg.ckpt_every == 0 or step == cfg.steps:
                     checkpoint()
         except KeyboardInterrupt:
-            # Save the last completed step, with the batch source as it was before the unfinished step drew.
+            # Ctrl-C outside the handlers (another thread): save the last completed step, with the batch source as it
+            # was before the unfinished step drew.
             checkpoint(before)
             bar.console.print(f"interrupted: checkpoint at step {step} in {ckpt_path}; continue with --resume")
             raise
+        if signals.received is not None:
+            checkpoint()
+            bar.console.print(f"stopped: checkpoint at step {step} in {ckpt_path}; continue with --resume")
+            raise TrainingStopped(signals.received, step)
     model.eval()
-    return model
+    return final
 
 
 def _progress(enabled: bool) -> Any:
@@ -231,7 +363,7 @@ def _progress(enabled: bool) -> Any:
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.2e}  val {task.fields[psnr]:.2f} dB"),
-        TextColumn("{task.fields[rate]:.2f} it/s"),
+        TextColumn("{task.fields[rate]:.2f} it/s  {task.fields[mpx]:.3f} Mpx/s"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not enabled,
@@ -271,6 +403,6 @@ def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = N
     sampler = PatchSampler(images, cfg.patch, cfg.batch, cfg.sigma, cfg.seed)
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2
     validate = psnr_validator(Path(cfg.val), val_sigma, cfg.val_images) if cfg.val else None
-    fit(model, mse_loss, sampler, cfg, validate, progress)
-    save_weights(model.cpu(), Path(cfg.out) / "model.safetensors", {"config": asdict(cfg), "init": init})
-    return model  # type: ignore[return-value]
+    trained = fit(model, LOSSES[cfg.loss], sampler, cfg, validate, progress)
+    save_weights(trained.cpu(), Path(cfg.out) / "model.safetensors", {"config": asdict(cfg), "init": init})  # type: ignore[arg-type]
+    return trained  # type: ignore[return-value]

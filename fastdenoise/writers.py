@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdenoise.images import open_fresh, save_rgb, temporary_name
+from fastdenoise.manifest import row_line
 
 
 def output_path(dst: Path, rel: str, suffix: str) -> Path:
@@ -53,7 +54,8 @@ class PredictionWriter:
             raise ValueError(f"{path}: predictions are written as .csv or .jsonl, got {self.kind!r}")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = temporary_name(self.path)
-        self.handle = open_fresh(self.tmp, "w", newline="", encoding="utf-8")
+        # a file name that is not UTF-8 goes into the CSV as its own bytes (surrogateescape), into JSONL as \udcXX
+        self.handle = open_fresh(self.tmp, "w", newline="", encoding="utf-8", errors="surrogateescape")
         self.csv = csv.writer(self.handle) if self.kind == ".csv" else None
         if self.csv:
             self.csv.writerow(["input", "rank", "class", "label", "probability"])
@@ -78,7 +80,7 @@ class PredictionWriter:
                 "input": name,
                 "top": [{"class": c, "label": label, "probability": round(p, 6)} for c, label, p in top],
             }
-            self.handle.write(json.dumps(entry, ensure_ascii=False) + "\n")
+            self.handle.write(row_line(entry))
 
     def close(self) -> None:
         self.handle.close()

@@ -35,6 +35,21 @@ def png16_rgb(array: np.ndarray, path: Path) -> None:
     )
 
 
+def flat_png(path: Path, height: int, width: int, colour: tuple[int, int, int]) -> None:
+    """A single-colour 8-bit RGB PNG of any size, compressed row by row (a 12000x12000 one is ~420 KB on disk and
+    never whole in memory here): the kind of file that is small on disk and huge once decoded."""
+    row = b"\x00" + bytes(colour) * width
+    squeeze = zlib.compressobj(9)
+    data = b"".join(squeeze.compress(row) for _ in range(height)) + squeeze.flush()
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
+
+    ihdr = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 2, 0, 0, 0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b""))
+
+
 def format_samples(folder: Path, rng: np.random.Generator) -> dict[str, Path]:
     """One file per format / mode / orientation case, all valid images, odd sizes."""
     folder.mkdir(parents=True, exist_ok=True)

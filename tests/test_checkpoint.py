@@ -1,3 +1,4 @@
+import json
 import pickle
 
 import pytest
@@ -54,6 +55,57 @@ class Exploit:
 def test_pickled_code_is_never_executed(tmp_path, capsys):
     path = tmp_path / "evil.pt"
     path.write_bytes(pickle.dumps({"model": Exploit()}))
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError) as refused:
         load_checkpoint(path)
     assert "pwned" not in capsys.readouterr().out
+    message = str(refused.value)
+    assert "never unpickled" in message
+    assert "weights_only" not in message and "trust" not in message and "\n" not in message  # no advice to load it
+
+
+def lying_copy(path, tmp_path, **widths):
+    """The same tensors with a spec in the metadata that claims other widths."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta, state = handle.metadata(), {k: handle.get_tensor(k) for k in handle.keys()}
+    meta["spec"] = json.dumps(json.loads(meta["spec"]) | widths)
+    out = tmp_path / "lying.safetensors"
+    save_file(state, str(out), metadata=meta)
+    return out
+
+
+@pytest.mark.parametrize("width", [200_000, 12_000])
+def test_a_spec_that_lies_about_the_widths_is_refused_before_any_model_is_built(tmp_path, width, monkeypatch):
+    import fastdenoise.checkpoint as checkpoint_module
+
+    path = tmp_path / "w.safetensors"
+    save_weights(Denoiser(SMALL), path)
+    built = []
+    real = checkpoint_module.Denoiser
+
+    def spy(spec):  # a model built for real (not on the meta device) with the lying widths would take > 6 GB
+        built.append(torch.get_default_device().type)
+        return real(spec)
+
+    monkeypatch.setattr(checkpoint_module, "Denoiser", spy)
+    with pytest.raises(CheckpointError, match="lying.safetensors: weights do not fit"):
+        load_denoiser(lying_copy(path, tmp_path, c1=width, c2=width, c3=width))
+    assert built == ["meta"]
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_with_nan_or_inf_are_refused(tmp_path, bad):
+    model = Denoiser(SMALL)
+    with torch.no_grad():
+        model.enc1.conv[0].weight[0, 0, 1, 1] = bad
+    save_weights(model, tmp_path / "w.safetensors")
+    with pytest.raises(CheckpointError, match="NaN or Inf values \\(enc1.conv.0.weight\\)"):
+        load_denoiser(tmp_path / "w.safetensors")
+
+
+def test_weights_with_a_250_byte_name_are_saved(tmp_path):
+    path = tmp_path / ("w" * 238 + ".safetensors")
+    save_weights(Denoiser(SMALL), path)
+    assert load_denoiser(path).spec == SMALL and [p.name for p in tmp_path.iterdir()] == [path.name]

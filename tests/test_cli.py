@@ -1,4 +1,7 @@
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -6,6 +9,7 @@ from typer.testing import CliRunner
 
 from fastdenoise.cli import app
 from fastdenoise.images import save_rgb
+from conftest import ROOT
 
 runner = CliRunner()
 
@@ -43,6 +47,16 @@ def test_run_exit_code_reports_failures(photos, tmp_path, weights):
         (["eval", "{photos}", "--sigma", "25,300"], "sigma"),
         (["demo", "--sigma", "-3"], "sigma"),
         (["train", "{photos}", "--out", "{tmp}/r", "--sigma", "60-10"], "sigma"),
+        *[
+            (cmd, f"device {device!r} is not one of auto, cpu, cuda, cuda:N")
+            for device in ("tpu", "gpu", "cuda:abc")
+            for cmd in (
+                ["run", "{photos}", "{tmp}/out", "--device", device],
+                ["eval", "{photos}", "--device", device],
+                ["demo", "--out", "{tmp}/demo", "--device", device],
+                ["train", "{photos}", "--out", "{tmp}/r", "--steps", "1", "--patch", "16", "--device", device],
+            )
+        ],
     ],
 )
 def test_bad_input_is_one_line_error(args, message, photos, tmp_path):
@@ -52,7 +66,23 @@ def test_bad_input_is_one_line_error(args, message, photos, tmp_path):
     result = runner.invoke(app, filled)
     assert result.exit_code == 2, result.output
     assert message in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_ctrl_c_while_starting_is_one_line_and_exit_130(tmp_path, photos):
+    """SIGINT while torch is being imported (seconds on a cold start): stopped when the import log shows torch."""
+    command = [sys.executable, "-X", "importtime", "-m", "fastdenoise", "run", str(photos), str(tmp_path / "out")]
+    proc = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    for line in proc.stderr:
+        if line.split("|")[-1].strip() == "torch._C":  # torch's core extension is loaded; torch is still importing
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    proc.wait(timeout=60)
+    said = [ln for ln in rest.splitlines() if not ln.startswith("import time:")]
+    assert proc.returncode == 130 and said == ["error: interrupted while starting"], (proc.returncode, rest[-2000:])
+    assert not (tmp_path / "out").exists()
 
 
 def test_eval_writes_json_and_markdown(photos, tmp_path, weights):
@@ -108,3 +138,92 @@ def test_train_joint_label_free(tmp_path, make_image):
 def test_joint_options_need_task(photos, tmp_path):
     result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--lam", "0.3"])
     assert result.exit_code == 2 and "--task" in result.output
+
+
+def test_resume_restores_the_runs_own_settings(photos, tmp_path):
+    out = tmp_path / "run"
+    first = ["train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2", "--sigma", "5-50", "--amp", "off",
+             "--steps", "2", "--schedule", "constant", "--ema", "0.9", "--loss", "l1"]  # fmt: skip
+    assert runner.invoke(app, first).exit_code == 0
+    resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--lr", "5e-4"])
+    assert resumed.exit_code == 0, resumed.output
+    stored = json.loads((out / "config.json").read_text())
+    assert stored["sigma"] == [5.0, 50.0] and stored["patch"] == 16 and stored["loss"] == "l1" and stored["ema"] == 0.9
+    assert stored["steps"] == 3 and stored["lr"] == 5e-4  # the options that may change did
+    for flag, value in [("--sigma", "25"), ("--patch", "24"), ("--loss", "mse"), ("--batch", "4")]:
+        refused = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "4", flag, value])
+        assert refused.exit_code == 2 and f"started with {flag}" in refused.output, (flag, refused.output)
+    other = runner.invoke(app, ["train", str(tmp_path), "--out", str(out), "--resume", "--steps", "4"])
+    assert other.exit_code == 2 and "started with DATA" in other.output
+    same = runner.invoke(app, ["train", str(photos), "--out", str(out), "--resume", "--steps", "4", "--sigma", "5-50"])
+    assert same.exit_code == 0, same.output
+    assert runner.invoke(app, ["train", "--out", str(tmp_path / "none")]).exit_code == 2
+
+
+def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2",
+            "--amp", "off", "--steps", "100000", "--ckpt-every", "100000"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    log = out / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 143, output
+    assert "Traceback" not in output and "--resume" in output
+    from fastdenoise.checkpoint import load_checkpoint
+
+    assert load_checkpoint(out / "last.pt")["step"] >= 20  # saved on the signal, not at a --ckpt-every multiple
+
+
+def test_models_by_name_and_self_ensemble(photos, tmp_path):
+    bad = runner.invoke(app, ["eval", str(photos), "--sigma", "25", "--model", "sigma99", "-o", str(tmp_path / "e")])
+    assert bad.exit_code == 2 and "not bundled; choose one of" in bad.output and "Traceback" not in bad.output
+    both = runner.invoke(app, ["run", str(photos), str(tmp_path / "o"), "--model", "blind", "--weights", str(photos / "p0.png")])
+    assert both.exit_code == 2 and "give one" in both.output
+    runs = {}
+    for extra in ([], ["--ensemble"]):
+        out = tmp_path / f"e{len(extra)}"
+        result = runner.invoke(app, ["eval", str(photos), "--sigma", "30", "--model", "blind", "--limit", "2", "-o", str(out), *extra])
+        assert result.exit_code == 0, result.output
+        runs[len(extra)] = json.loads((out / "eval.json").read_text())
+    assert runs[1]["meta"]["ensemble"] and runs[1]["meta"]["weights"]["30"].endswith("blind.safetensors")
+    plain, averaged = ([r["psnr"] for r in runs[k]["results"][0]["rows"]] for k in (0, 1))
+    assert plain != averaged  # the ensemble changes the output
+
+
+def foreign_identity_onnx(path: Path) -> Path:
+    """An ONNX graph made elsewhere (no fastdenoise metadata) that hands its input back as the output."""
+    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3, "h", "w"])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(path))
+    return path
+
+
+def test_a_foreign_onnx_is_refused_unless_trusted(photos, tmp_path, weights):
+    engine = foreign_identity_onnx(tmp_path / "identity.onnx")
+    base = ["run", str(photos), str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu",
+            "--backend", "onnxruntime", "--engine", str(engine)]  # fmt: skip
+    refused = runner.invoke(app, base)
+    assert refused.exit_code == 2 and "identity.onnx: no fastdenoise metadata" in refused.output
+    assert "--trust-engine" in refused.output and len(refused.output.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+    trusted = runner.invoke(app, [*base, "--trust-engine"])
+    assert trusted.exit_code == 0, trusted.output
+    from fastdenoise.images import load_rgb
+
+    assert (load_rgb(tmp_path / "out" / "p2.png") == load_rgb(photos / "p2.png")).all()  # it ran what it was given

@@ -10,17 +10,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import ROOT, random_image
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.cli import app
-from fastdenoise.cluster import ClusterConfig, denoise_on_cluster
-from fastdenoise.images import save_rgb
+from fastdenoise.cluster import ITEM_COLUMNS, ClusterConfig, Denoise, decode, denoise_on_cluster, item_columns, write
+from fastdenoise.images import iter_entries, save_rgb
+from fastdenoise.lock import LockError, OutputLock, lock_name
 from fastdenoise.manifest import MANIFEST
 from fastdenoise.model import Denoiser
 from fastdenoise.predictions import MASK_SUFFIX, PREDICTIONS, Predictor
-from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.runner import OutputTree, RunConfig, denoise_folder, triage
 from helpers import SMALL, randomize_bn
 from image_files import bad_tree, snapshot
 
@@ -82,6 +84,34 @@ def test_ray_run_equals_the_local_run_and_a_rerun_skips_everything(local_ray, tm
     again = denoise_on_cluster(src, dst, model, FP32, cfg)
     assert (again.ok, again.skipped, again.failed) == (0, summary.ok, summary.failed)
     assert files_of(dst) == files_of(local)
+
+
+def test_ray_stages_hold_the_output_lock_keep_the_pixel_budget_and_refuse_nan_outputs(local_ray, tmp_path, model):
+    """The local runner's reliability rules in the Ray stages (called here in this process, as the pipeline calls
+    them), with the same rows as the local runner."""
+    src, dst, local = tmp_path / "in", tmp_path / "ray", tmp_path / "local"
+    photos(src, 3, (24, 32))
+    save_rgb(random_image(np.random.default_rng(3), 40, 56), src / "big.png")
+    cfg = RunConfig(batch=1, max_pixels=24 * 32)
+    dst.mkdir()
+    held = OutputLock(dst)  # another live run on OUTPUT
+    with pytest.raises(LockError, match="another run is writing here"):
+        denoise_on_cluster(src, dst, model, FP32, cfg)
+    held.release()
+    assert not (dst / MANIFEST).exists() and not (dst / lock_name(0)).exists()
+
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))  # broken weights: every output NaN
+    tree = OutputTree(dst, cfg.quality)
+    items = [triage(e, tree, ".png", False, {}, False) for e in iter_entries(src)]
+    batch = {k: np.array([c[k] for c in item_columns(items)], dtype=object) for k in ITEM_COLUMNS}
+    decoded = decode(batch, cfg.loader, cfg.workers, cfg.max_pixels)
+    rows = [json.loads(r) for r in write(Denoise(model, FP32, cfg, None)(decoded), str(dst), cfg.quality, None)["row"]]
+    assert files_of(dst) == {}, "nothing written for a NaN output"
+    denoise_folder(src, local, make_backend(model, FP32), cfg)
+    assert {r["input"]: r for r in rows} == rows_of(local)
+    assert "over the pixel budget" in rows_of(local)["big.png"]["error"]
+    assert all("NaN or Inf" in rows_of(local)[f"sub{i}/p00{i}.png"]["error"] for i in range(3))
 
 
 @pytest.mark.slow
@@ -186,6 +216,22 @@ def test_address_needs_the_ray_executor(tmp_path, weights, make_image):
     result = CliRunner().invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--address", "auto"])
     assert result.exit_code == 2 and "--address is for --executor ray" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_ensemble_is_refused_on_the_ray_executor(tmp_path, weights, make_image):
+    save_rgb(make_image(20, 28), tmp_path / "in" / "a.png")
+    args = ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(weights), "--executor", "ray"]
+    result = CliRunner().invoke(app, [*args, "--ensemble"])
+    assert result.exit_code == 2 and "--ensemble is not available with --executor ray" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "out").exists()
+
+
+def test_the_actors_get_trust_engine_in_their_backend_config(weights):
+    from fastdenoise.cli import backend_options
+
+    for trust in (False, True):
+        _, cfg = backend_options(weights, "eager", "cpu", "fp32", trust_engine=trust, build=False)
+        assert isinstance(cfg, BackendConfig) and cfg.trust_engine is trust
 
 
 def test_cluster_config_checks_the_actor_count():

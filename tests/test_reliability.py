@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -270,6 +271,7 @@ def test_sigkill_then_the_same_command_finishes_with_one_output_per_input(tmp_pa
         assert load_rgb(output).shape == (64, 64, 3)
     again = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
+    assert f"took over the output lock of a run no longer running (pid {proc.pid} " in again.stderr
     rows = rows_of(dst / MANIFEST)
     assert sorted(r["input"] for r in rows) == sorted(p.relative_to(src).as_posix() for p in paths)
     assert sum(r["status"] == "skipped" for r in rows) == len(journaled)
@@ -366,3 +368,247 @@ def test_6000x4000_photo_is_tiled(tmp_path, backend):
     Image.fromarray(random_image(np.random.default_rng(0), 4000, 6000)).save(src / "big.jpg", quality=90)
     summary = denoise_folder(src, tmp_path / "out", backend, RunConfig(tile=512, overlap=32))
     assert summary.ok == 1 and load_rgb(tmp_path / "out" / "big.png").shape == (4000, 6000, 3)
+
+
+# -- what a planted link, a small disk or a lying file broke before (issue 19) ---------------------------------------
+
+
+def test_planted_manifest_links_are_never_written_through(tmp_path, backend):
+    src, dst, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    photos(src, 3)
+    elsewhere.mkdir()
+    for name in ("part.txt", "manifest.txt"):
+        (elsewhere / name).write_text("keep\n")
+    dst.mkdir()
+    os.symlink("../elsewhere/part.txt", dst / "manifest.part0.jsonl")
+    with pytest.raises(ValueError, match="manifest.part0.jsonl: is a symlink"):
+        denoise_folder(src, dst, backend, RunConfig(loader="pil"))
+    (dst / "manifest.part0.jsonl").unlink()
+    os.symlink("../elsewhere/manifest.txt", dst / MANIFEST)  # the merged manifest replaces the link, not its target
+    assert denoise_folder(src, dst, backend, RunConfig(loader="pil")).ok == 3
+    assert [(elsewhere / n).read_text() for n in ("part.txt", "manifest.txt")] == ["keep\n", "keep\n"]
+    assert not (dst / MANIFEST).is_symlink() and len(rows_of(dst / MANIFEST)) == 3
+
+
+def test_a_planted_folder_link_creates_nothing_outside(tmp_path, backend):
+    src, dst, elsewhere = tmp_path / "in", tmp_path / "out", tmp_path / "elsewhere"
+    rng = np.random.default_rng(1)
+    for rel in ("a/deep/er/x.png", "b/y.png"):
+        save_rgb(random_image(rng, 16, 24), src / rel)
+    elsewhere.mkdir()
+    dst.mkdir()
+    os.symlink(elsewhere, dst / "a")  # in/a/deep/er/x.png would need elsewhere/deep/er made first
+    summary = denoise_folder(src, dst, backend, RunConfig(loader="pil"))
+    assert list(elsewhere.iterdir()) == []
+    rows = {r["input"]: r for r in rows_of(dst / MANIFEST)}
+    assert rows["a/deep/er/x.png"]["status"] == "error" and "outside the output folder" in rows["a/deep/er/x.png"]["error"]
+    assert rows["b/y.png"]["status"] == "ok" and (summary.ok, summary.failed) == (1, 1)
+
+
+def test_a_torn_last_row_is_cut_and_the_resume_duplicates_nothing(tmp_path, backend):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    paths = photos(src, 12)
+    stop = __import__("threading").Event()
+    denoise_folder(src, dst, backend, RunConfig(batch=2, loader="pil"), lambda row: row["status"] == "ok" and stop.set(), stop=stop)
+    # what a full disk left before: the parts of an unmerged run, the last row cut in the middle
+    merged = (dst / MANIFEST).read_bytes()
+    (dst / MANIFEST).unlink()
+    header = json.dumps({"run_started_ns": 1, "rank": 0}).encode() + b"\n"
+    (dst / "manifest.part0.jsonl").write_bytes(header + merged[: len(merged) - 25])
+    done = len(merged.splitlines()) - 1  # whole rows left
+    again = denoise_folder(src, dst, backend, RunConfig(batch=2, loader="pil"))
+    rows = rows_of(dst / MANIFEST)
+    assert sorted(r["input"] for r in rows) == sorted(p.relative_to(src).as_posix() for p in paths)  # one row each
+    assert again.skipped == done and again.ok == len(paths) - done
+    assert_outputs_valid(dst, rows)
+
+
+class FullAfter:
+    """Stands in for the manifest's os.write: the first `room` bytes go to disk, then ENOSPC, as on a full disk
+    (the write that crosses the limit writes its first part: a short write, as the kernel does)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, fd: int, data: bytes) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        n = os.write(fd, data[: self.room])
+        self.room -= n
+        return n
+
+
+def test_disk_full_inside_a_manifest_row_leaves_whole_rows_and_resumes_exactly(tmp_path, backend, monkeypatch):
+    import fastdenoise.manifest as manifest_module
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    paths = photos(src, 16)
+    monkeypatch.setattr(manifest_module, "write_some", FullAfter(room=1500))  # the header and a few rows fit
+    with pytest.raises(OSError, match="No space left"):
+        denoise_folder(src, dst, backend, RunConfig(batch=2, workers=1, loader="pil"))
+    part = (dst / MANIFEST).read_bytes()  # merged: the merge writes through another path than the rows
+    assert part.endswith(b"\n") and all(json.loads(line) for line in part.splitlines())  # no half row
+    monkeypatch.undo()
+    again = denoise_folder(src, dst, backend, RunConfig(batch=2, loader="pil"))
+    rows = rows_of(dst / MANIFEST)
+    assert sorted(r["input"] for r in rows) == sorted(p.relative_to(src).as_posix() for p in paths)
+    assert again.skipped == part.count(b'"status": "ok"') >= 1
+    assert_outputs_valid(dst, rows)
+
+
+def mount_tmpfs(where: Path, size: str) -> bool:
+    where.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode == 0
+
+
+def test_a_really_full_small_disk_then_room_made_gives_one_row_per_input(tmp_path, weights):
+    disk = tmp_path / "disk"
+    if not mount_tmpfs(disk, "600k"):
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        src, dst = tmp_path / "in", disk / "out"
+        paths = photos(src, 120, size=(48, 48))  # ~7 KB a PNG output: the disk takes about 80
+        command = cli_command(src, dst, weights, "--batch", "16")
+        full = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        assert full.returncode == 3 and "No space left" in full.stderr, full.stderr
+        for part in dst.glob("manifest*.jsonl"):  # whatever was left: whole rows only
+            assert all(json.loads(line) for line in part.read_bytes().splitlines())
+        subprocess.run(["mount", "-o", "remount,size=8m", str(disk)], check=True)
+        again = subprocess.run(command, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+        assert again.returncode == 0, again.stderr
+        rows = rows_of(dst / MANIFEST)
+        assert sorted(r["input"] for r in rows) == sorted(p.relative_to(src).as_posix() for p in paths)
+        assert {r["status"] for r in rows} == {"ok", "skipped"}
+        assert_outputs_valid(dst, rows)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def test_images_over_the_pixel_budget_get_an_error_row_undecoded(tmp_path, backend, monkeypatch):
+    from image_files import flat_png
+
+    import fastdenoise.images as images_module
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    photos(src, 2)
+    flat_png(src / "huge.png", 1500, 1400, (90, 140, 200))
+    decoded = []
+    load = images_module.np.array
+    monkeypatch.setattr(images_module.np, "array", lambda a, *args, **kw: (decoded.append(getattr(a, "size", None)), load(a, *args, **kw))[1])
+    summary = denoise_folder(src, dst, backend, RunConfig(loader="pil", max_pixels=2_000_000))
+    monkeypatch.undo()
+    rows = {r["input"]: r for r in rows_of(dst / MANIFEST)}
+    assert rows["huge.png"]["status"] == "error" and "1400x1500 = 2.1 MP is over the pixel budget of 2 MP" in rows["huge.png"]["error"]
+    assert (1400, 1500) not in decoded and summary.ok == 2
+    assert denoise_folder(src, dst, backend, RunConfig(loader="pil", max_pixels=2_100_000)).ok == 1  # within budget
+
+
+def test_a_big_flat_png_is_refused_in_bounded_memory(tmp_path, weights):
+    from image_files import flat_png
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    flat_png(src / "big.png", 4000, 4000, (90, 140, 200))  # 53 KB on disk, 48 MB decoded, ~0.7 GB at run time
+    peak, done = peak_rss_mib(cli_command(src, dst, weights, "--max-pixels", "8000000", "--tile", "512"))
+    assert done.returncode == 1 and "over the pixel budget" in rows_of(dst / MANIFEST)[0]["error"]
+    print(f"\n4000x4000 PNG refused: peak RSS {peak:.0f} MiB")
+    assert peak < 600
+
+
+@pytest.mark.slow
+def test_12000x12000_flat_png_is_refused_by_the_default_budget(tmp_path, weights):
+    from image_files import flat_png
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    flat_png(src / "bomb.png", 12000, 12000, (90, 140, 200))  # the issue's 420 KB file: > 6 GB RSS before
+    peak, done = peak_rss_mib(cli_command(src, dst, weights))
+    assert done.returncode == 1 and "144.0 MP is over the pixel budget of 64 MP" in rows_of(dst / MANIFEST)[0]["error"]
+    print(f"\n12000x12000 PNG refused: peak RSS {peak:.0f} MiB")
+    assert peak < 600
+
+
+def test_a_name_that_is_not_utf8_gets_its_row_and_the_manifest_stays_json(tmp_path, weights):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    photos(src, 2)
+    bad = os.fsencode(src / "sub0") + b"/bad\xff.png"
+    with open(bad, "wb") as handle:
+        Image.fromarray(random_image(np.random.default_rng(5), 16, 16)).save(handle, format="PNG")
+    args = ["run", str(src), str(dst), "--weights", str(weights), "--device", "cpu", "--loader", "pil"]
+    first = CliRunner().invoke(app, args)
+    assert first.exit_code == 0, first.output
+    lines = (dst / MANIFEST).read_bytes().decode("utf-8").splitlines()  # valid UTF-8 throughout
+    rows = {row["input"]: row for row in map(json.loads, lines)}
+    name = os.fsdecode(b"sub0/bad\xff.png")
+    assert rows[name]["status"] == "ok" and load_rgb(dst / rows[name]["output"]).shape == (16, 16, 3)
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 0 and "0 denoised, 3 skipped" in again.output
+
+
+def test_a_name_of_250_bytes_is_written(tmp_path, backend):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    name = "n" * 246 + ".png"  # 250 bytes: ".<name>.part" would be 256, over the 255-byte limit
+    save_rgb(random_image(np.random.default_rng(2), 16, 16), src / name)
+    summary = denoise_folder(src, dst, backend, RunConfig(loader="pil"))
+    assert summary.ok == 1 and load_rgb(dst / name).shape == (16, 16, 3)
+    assert_outputs_valid(dst, rows_of(dst / MANIFEST))
+
+
+def test_an_input_that_vanishes_after_the_listing_gets_an_error_row(tmp_path, backend, monkeypatch):
+    import contextlib
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    paths = photos(src, 6)
+    victim = paths[3]
+    scandir = os.scandir
+
+    listings = []
+
+    def list_then_delete(folder):
+        entries = list(scandir(folder))
+        if Path(folder) == victim.parent:
+            listings.append(folder)
+            if len(listings) == 2:  # the run's own listing (the first only checks that there are images)
+                victim.unlink()
+        return contextlib.nullcontext(entries)
+
+    monkeypatch.setattr(os, "scandir", list_then_delete)
+    summary = denoise_folder(src, dst, backend, RunConfig(loader="pil"))
+    monkeypatch.undo()
+    rows = {r["input"]: r for r in rows_of(dst / MANIFEST)}
+    assert victim.relative_to(src).as_posix() in rows, rows
+    row = rows[victim.relative_to(src).as_posix()]
+    assert row["status"] == "error" and "No such file" in row["error"]
+    assert (summary.ok, summary.failed, summary.ignored) == (5, 1, 0)
+
+
+class NaNFor:
+    """A backend that gives NaN (or Inf) for the images whose mean brightness is above a threshold."""
+
+    def __init__(self, backend, threshold: float) -> None:
+        self.backend, self.threshold, self.device = backend, threshold, backend.device
+
+    def __call__(self, x):
+        y = self.backend(x)
+        return torch.where((x.flatten(1).mean(1) > self.threshold)[:, None, None, None], float("nan"), y)
+
+
+def test_non_finite_outputs_are_errors_not_black_images(tmp_path, backend):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    rng = np.random.default_rng(4)
+    for k, level in enumerate((40, 200, 60, 220)):
+        save_rgb(np.clip(random_image(rng, 16, 16).astype(int) // 4 + level - 32, 0, 255).astype(np.uint8), src / f"{k}.png")
+    summary = denoise_folder(src, dst, NaNFor(backend, 0.5), RunConfig(batch=4, loader="pil"))
+    rows = {r["input"]: r for r in rows_of(dst / MANIFEST)}
+    assert [rows[f"{k}.png"]["status"] for k in range(4)] == ["ok", "error", "ok", "error"], rows
+    assert "NaN or Inf" in rows["1.png"]["error"] and not (dst / "1.png").exists()
+    assert summary.failed == 2
+    assert_outputs_valid(dst, rows.values())
+
+
+def test_an_output_below_a_file_is_a_one_line_error_not_a_resume_hint(tmp_path, weights):
+    src = tmp_path / "in"
+    photos(src, 2)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(ValueError, match="afile is a file, not a folder"):
+        check_folders(src, tmp_path / "afile" / "out")
+    result = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "afile" / "out"), "--weights", str(weights), "--device", "cpu"])
+    assert result.exit_code == 2 and "again" not in result.output and "not a folder" in result.output

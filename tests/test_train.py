@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,7 +11,7 @@ from fastdenoise.checkpoint import load_checkpoint, load_denoiser
 from fastdenoise.data import PatchSampler, load_folder
 from fastdenoise.model import Denoiser
 from fastdenoise.images import save_rgb
-from fastdenoise.train import TrainConfig, fit, mse_loss, train_denoiser
+from fastdenoise.train import LOSSES, TrainConfig, TrainingStopped, fit, mse_loss, train_denoiser
 from helpers import SMALL
 
 
@@ -108,3 +110,74 @@ def test_init_starts_from_given_weights(image_folder, tmp_path):
     for name, value in start.named_parameters():
         torch.testing.assert_close(tuned.get_parameter(name), value, rtol=0, atol=1e-6, msg=name)
     assert not torch.allclose(fresh.get_parameter("conv0.0.weight"), start.get_parameter("conv0.0.weight"))
+
+
+class Signalling(PatchSampler):
+    """A sampler that sends this process a signal during its n-th draw, as `kill` would in the middle of a step."""
+
+    def __init__(self, *args, at: int, signum: int) -> None:
+        super().__init__(*args)
+        self.left, self.signum = at, signum
+
+    def __next__(self):
+        self.left -= 1
+        if self.left == 0:
+            os.kill(os.getpid(), self.signum)
+        return super().__next__()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_then_resume_is_bit_identical(image_folder, tmp_path, signum):
+    kw = {"ema": 0.9, "schedule": "constant", "loss": "charbonnier"}
+    straight = train_denoiser(config(image_folder, tmp_path / "straight", steps=9, **kw), progress=False)
+    cfg = config(image_folder, tmp_path / "split", steps=9, **kw)
+    sampler = Signalling(load_folder(image_folder), cfg.patch, cfg.batch, cfg.sigma, cfg.seed, at=5, signum=signum)
+    torch.manual_seed(cfg.seed)
+    with pytest.raises(TrainingStopped) as stopped:
+        fit(Denoiser(SMALL), LOSSES["charbonnier"], sampler, cfg, progress=False)
+    assert stopped.value.signum == signum and stopped.value.step == 5  # the step under way is finished, then saved
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 5
+    (tmp_path / "split" / ".last.pt.abc.part").write_bytes(b"torn")  # as left by a kill -9 during a save
+    resumed = train_denoiser(cfg, progress=False)
+    assert not list((tmp_path / "split").glob("*.part"))
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_weight_average_is_what_is_returned_and_validated(image_folder, tmp_path):
+    cfg = config(image_folder, tmp_path / "run", steps=12, ema=0.5)
+    averaged = train_denoiser(cfg, progress=False)
+    last = load_checkpoint(tmp_path / "run" / "last.pt")
+    raw = Denoiser(SMALL)
+    raw.load_state_dict(last["model"])
+    name = "conv0.0.weight"
+    assert torch.equal(averaged.state_dict()[name], last["ema"][name])
+    assert not torch.equal(raw.state_dict()[name], last["ema"][name])
+    saved = load_denoiser(tmp_path / "run" / "model.safetensors")
+    assert torch.equal(saved.state_dict()[name], last["ema"][name])
+
+
+def test_constant_schedule_and_lr_change_on_resume(image_folder, tmp_path):
+    cfg = config(image_folder, tmp_path / "run", steps=6, schedule="constant")
+    train_denoiser(cfg, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows if "lr" in r][1:] == [cfg.lr] * 5  # flat after the warm-up, whatever `steps` is
+    assert all(r["mpx_per_s"] > 0 and r["steps_per_s"] > 0 for r in rows if "lr" in r)
+    train_denoiser(TrainConfig(**{**asdict(cfg), "steps": 8, "lr": 1e-4}), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in rows if "lr" in r][-2:] == [1e-4, 1e-4]
+    assert rows[-1]["gpx_seen"] == pytest.approx(8 * 4 * 24 * 24 / 1e9)
+
+
+def test_losses_are_selectable_and_validated(image_folder, tmp_path):
+    with pytest.raises(ValueError, match="loss must be one of"):
+        TrainConfig(data="x", out="y", loss="huber")
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        TrainConfig(data="x", out="y", schedule="step")
+    with pytest.raises(ValueError, match="ema"):
+        TrainConfig(data="x", out="y", ema=1.0)
+    batch = next(PatchSampler(load_folder(image_folder), 24, 2, (20, 20), seed=0))
+    model = Denoiser(SMALL)
+    values = {name: fn(model, batch)[0].item() for name, fn in LOSSES.items()}
+    assert values["mse"] < values["l1"] < values["charbonnier"] + 1e-3  # on [0, 1] errors, d^2 < |d|

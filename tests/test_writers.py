@@ -1,5 +1,6 @@
 import csv
 import json
+import os
 
 import numpy as np
 import pytest
@@ -51,6 +52,20 @@ def test_prediction_writer_streams_top_k_rows(tmp_path, rng, suffix):
         assert [r["input"] for r in rows] == names and all(len(r["top"]) == 2 for r in rows)
         top1 = [r["top"][0]["class"] for r in rows]
     assert top1 == list(logits.argmax(1))
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_prediction_writer_takes_names_that_are_not_utf8(tmp_path, rng, suffix):
+    name = os.fsdecode(b"sub/bad\xff.png")
+    path = tmp_path / f"predictions{suffix}"
+    with PredictionWriter(path) as writer:
+        writer.write([name, "ok.png"], rng.normal(size=(2, 4)))
+    if suffix == ".csv":
+        rows = list(csv.DictReader(path.open(encoding="utf-8", errors="surrogateescape")))
+        assert rows[0]["input"] == name and os.fsencode(rows[0]["input"]) == b"sub/bad\xff.png"
+    else:
+        rows = [json.loads(line) for line in path.read_bytes().decode("utf-8").splitlines()]  # valid UTF-8 JSON
+        assert [r["input"] for r in rows] == [name, "ok.png"]
 
 
 def test_prediction_writer_leaves_nothing_on_failure(tmp_path, rng):

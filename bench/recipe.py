@@ -1,0 +1,142 @@
+"""Training recipe arms at an equal budget of pixels seen: which loss, patch, LR and weight average to train with.
+
+Every arm fine-tunes the same starting weights (default: the bundled blind model) on the same photos with the same
+seed for the same number of training pixels, then is scored per image on held-apart validation images at two noise
+levels. Differences are paired per image against the first arm (the base) with a 95% bootstrap interval, so an arm
+only "wins" when the interval excludes zero. Resumable: an arm whose result file exists is not trained again.
+
+Usage (repo root; one core):
+    OMP_NUM_THREADS=1 python bench/recipe.py ../shared/data/cbsd432 ../shared/data/cbsd68 --out runs/recipe \
+        --budget-mpx 40 --doc docs/results/recipe
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastdenoise.backends import BackendConfig, make_backend
+from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.evaluate import backend_denoiser, evaluate
+from fastdenoise.train import TrainConfig, train_denoiser
+
+# name -> overrides of the base recipe; pixels per step stay near 74k so the arms differ in one thing each.
+ARMS: dict[str, dict] = {
+    "base (mse, 96px x8, lr 2e-4, ema)": {},
+    "l1": {"loss": "l1"},
+    "charbonnier": {"loss": "charbonnier"},
+    "patch 48 (x32)": {"patch": 48, "batch": 32},
+    "patch 128 (x5)": {"patch": 128, "batch": 5},
+    "lr 5e-4": {"lr": 5e-4},
+    "lr 1e-4": {"lr": 1e-4},
+    "no ema": {"ema": 0.0},
+    "sigma 0-75": {"sigma": (0.0, 75.0)},
+}
+BASE = {"sigma": (5.0, 60.0), "patch": 96, "batch": 8, "lr": 2e-4, "schedule": "constant", "ema": 0.999, "warmup": 50}
+
+
+def paired_interval(diffs: np.ndarray, draws: int = 10_000, seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap interval of the mean of per-image differences."""
+    rng = np.random.default_rng(seed)
+    means = diffs[rng.integers(0, len(diffs), (draws, len(diffs)))].mean(1)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def run_arm(name: str, overrides: dict, args: argparse.Namespace) -> dict:
+    slug = "".join(c if c.isalnum() else "-" for c in name.split(" (")[0]).strip("-")
+    out = args.out / slug
+    result_path = out / "result.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    settings = {**BASE, **overrides}
+    steps = math.ceil(args.budget_mpx * 1e6 / (settings["batch"] * settings["patch"] ** 2))
+    cfg = TrainConfig(
+        data=str(args.data), out=str(out), val=str(args.val), val_images=8, val_every=max(1, steps // 4), val_sigma=35.0,
+        steps=steps, ckpt_every=max(1, steps // 4), log_every=10, seed=args.seed, **settings,
+    )  # fmt: skip
+    start = time.perf_counter()
+    train_denoiser(cfg, progress=False, init=str(args.init))
+    seconds = time.perf_counter() - start
+    model = load_denoiser(out / "model.safetensors")
+    backend = make_backend(model, BackendConfig(device="cpu", precision="fp32"))
+    scores = evaluate(backend_denoiser(backend), args.val, args.sigmas, seed=0, method=name, with_ssim=False, limit=args.images)
+    curve = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    result = {
+        "arm": name, "config": asdict(cfg), "steps": steps, "pixels": steps * settings["batch"] * settings["patch"] ** 2,
+        "train_seconds": seconds, "rows": scores.rows,
+        "curve": [{"gpx": r.get("gpx_seen"), "psnr": r["val_psnr"]} for r in curve if "val_psnr" in r],
+    }  # fmt: skip
+    result_path.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def report(results: list[dict], args: argparse.Namespace) -> str:
+    base = results[0]
+    header = " | ".join(f"sigma {s:g}: dB, vs base [95% CI]" for s in args.sigmas)
+    lines = [f"| arm | {header} | train s |", "|---" * (len(args.sigmas) + 2) + "|"]
+    for r in results:
+        cells = []
+        for s in args.sigmas:
+            mine = np.array([x["psnr"] for x in r["rows"] if x["sigma"] == s])
+            theirs = np.array([x["psnr"] for x in base["rows"] if x["sigma"] == s])
+            lo, hi = paired_interval(mine - theirs)
+            delta = "" if r is base else f", {np.mean(mine - theirs):+.3f} [{lo:+.3f}, {hi:+.3f}]"
+            cells.append(f"{mine.mean():.3f}{delta}")
+        lines.append(f"| {r['arm']} | " + " | ".join(cells) + f" | {r['train_seconds']:.0f} |")
+    return "\n".join(lines)
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in results:
+        ax.plot([p["gpx"] * 1e3 for p in r["curve"]], [p["psnr"] for p in r["curve"]], marker="o", label=r["arm"])
+    ax.set_xlabel("training pixels seen in the arm (Mpx)")
+    ax.set_ylabel("validation PSNR, 8 images, sigma 35 (dB)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("data", type=Path, help="training photos (e.g. CBSD432)")
+    parser.add_argument("val", type=Path, help="validation photos (e.g. CBSD68); never a test set")
+    parser.add_argument("--out", type=Path, default=Path("runs/recipe"))
+    parser.add_argument("--init", type=Path, default=Path(__file__).parents[1] / "fastdenoise/weights/blind.safetensors")
+    parser.add_argument("--budget-mpx", type=float, default=40.0, help="training pixels per arm, millions")
+    parser.add_argument("--images", type=int, default=24, help="validation images scored per arm")
+    parser.add_argument("--sigmas", type=lambda t: [float(s) for s in t.split(",")], default=[25.0, 50.0])
+    parser.add_argument("--arms", default=None, help="comma-separated subset of arm names (the first is the base)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--doc", type=Path, default=None, help="folder for recipe.md / recipe.json / recipe.png")
+    args = parser.parse_args()
+    names = [n for n in ARMS if args.arms is None or n.split(" (")[0] in args.arms.split(",")]
+    results = []
+    for name in names:
+        print(f"arm {name!r} ...", flush=True)
+        results.append(run_arm(name, ARMS[name], args))
+        table = report(results, args)
+        print(table, flush=True)
+        if args.doc:
+            args.doc.mkdir(parents=True, exist_ok=True)
+            meta = {"budget_mpx": args.budget_mpx, "init": str(args.init), "images": args.images, "torch": torch.__version__}
+            (args.doc / "recipe.json").write_text(json.dumps({"meta": meta, "arms": results}, indent=1))
+            (args.doc / "recipe.md").write_text(table + "\n")
+            plot(results, args.doc / "recipe.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The models users pick: bundled weights by name, the per-sigma model nearest a noise level, a noise-level estimate
+for images of unknown noise, and the x8 flip/rotation self-ensemble."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from fastdenoise.checkpoint import DEFAULT_WEIGHTS, bundled_weights
+
+PER_SIGMA = re.compile(r"^sigma(\d+)$")  # per-sigma models are bundled as sigma<N>.safetensors
+
+
+def bundled_models(folder: Path | None = None) -> list[str]:
+    """Names of the bundled weights (blind, sigma25, joint-classify, ...), sorted."""
+    folder = folder or bundled_weights().parent
+    return sorted(p.stem for p in folder.glob("*.safetensors"))
+
+
+def per_sigma_models(folder: Path | None = None) -> dict[float, str]:
+    """{sigma: name} of the bundled per-sigma models."""
+    return {float(m.group(1)): name for name in bundled_models(folder) if (m := PER_SIGMA.match(name))}
+
+
+def choose_weights(model: str | None, weights: Path | None, sigma: float | None, folder: Path | None = None) -> Path:
+    """The weights a command runs: --weights, else --model by name, else the per-sigma model nearest a known --sigma
+    (ties go to the lower sigma), else the blind default."""
+    folder = folder or bundled_weights().parent
+    if weights is not None and model is not None:
+        raise ValueError("--model and --weights both name the weights: give one")
+    if weights is not None:
+        return Path(weights)
+    if model is not None:
+        names = bundled_models(folder)
+        if model not in names:
+            raise ValueError(f"--model {model!r} is not bundled; choose one of {', '.join(names)} (or --weights FILE)")
+        return folder / f"{model}.safetensors"
+    levels = per_sigma_models(folder)
+    if sigma is not None and levels:
+        nearest = min(levels, key=lambda s: (abs(s - sigma), s))
+        return folder / f"{levels[nearest]}.safetensors"
+    return folder / DEFAULT_WEIGHTS
+
+
+def estimate_sigma(image: np.ndarray) -> float:
+    """Noise level (0-255 units) of an 8-bit image with additive white Gaussian noise: the PCA estimate, mapped
+    through CALIBRATION (clipping to 0-255 lowers the raw estimate at high sigma, texture raises it at low sigma)."""
+    raw = raw_sigma(image)
+    return float(np.interp(raw, *CALIBRATION)) if raw <= CALIBRATION[0][-1] else raw + CALIBRATION[1][-1] - CALIBRATION[0][-1]
+
+
+def raw_sigma(image: np.ndarray, patch: int = 7, samples: int = 60_000, seed: int = 0) -> float:
+    """The PCA noise estimate of Chen, Zhu and Heng (ICCV 2015), uncalibrated: the noise variance is the mean of the
+    trailing eigenvalues of the patch covariance, over the largest tail whose mean equals its median (the
+    eigenvalues that image structure does not reach).
+
+    image: (H, W, C) uint8, or float in [0, 1]. Patches are patch x patch per channel, `samples` of them at random."""
+    x = image.astype(np.float64) * (255.0 if image.dtype != np.uint8 else 1.0)
+    h, w, c = x.shape
+    if min(h, w) < patch:
+        raise ValueError(f"image of {h}x{w} is smaller than the {patch}px patch of the noise estimate")
+    planes = np.moveaxis(x, -1, 0)  # (C, H, W)
+    windows = np.lib.stride_tricks.sliding_window_view(planes, (patch, patch), axis=(1, 2))  # (C, H-p+1, W-p+1, p, p)
+    count = windows.shape[0] * windows.shape[1] * windows.shape[2]
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(count, size=min(samples, count), replace=False)
+    ci, rest = np.divmod(pick, windows.shape[1] * windows.shape[2])
+    yi, xi = np.divmod(rest, windows.shape[2])
+    vectors = windows[ci, yi, xi].reshape(len(pick), patch * patch)  # (samples, p^2)
+    vectors = vectors - vectors.mean(0)
+    eig = np.sort(np.linalg.eigvalsh(vectors.T @ vectors / len(vectors)))[::-1]  # descending
+    for start in range(len(eig)):
+        tail = eig[start:]
+        tau = tail.mean()
+        if np.sum(tail > tau) >= np.sum(tail < tau):  # mean no longer pulled above the median: only noise is left
+            return float(np.sqrt(max(tau, 0.0)))
+    return float(np.sqrt(max(eig[-1], 0.0)))
+
+
+class SelfEnsemble:
+    """A backend run on the 8 flips/rotations of each batch, outputs turned back and averaged (8x the compute).
+
+    Wraps any Backend; square and non-square images alike (a rotation swaps H and W, the backends take any size)."""
+
+    def __init__(self, backend) -> None:
+        self.backend, self.device = backend, backend.device
+
+    def __call__(self, x: Tensor) -> Tensor:
+        total = torch.zeros_like(x)
+        for k in range(8):
+            view = torch.rot90(x, k % 4, (2, 3))
+            view = view.flip(3) if k >= 4 else view
+            y = self.backend(view.contiguous())
+            y = y.flip(3) if k >= 4 else y
+            total += torch.rot90(y, -(k % 4), (2, 3))
+        return total / 8
+
+# Mean raw estimate at true sigma 0, 5, ..., 90 on 24 CBSD432 training photos (noise clipped and rounded to 8 bits):
+# made by `python bench/calibrate_sigma.py ../shared/data/cbsd432 --images 24` (seed 1).
+CALIBRATION = (
+    (5.90, 7.88, 11.71, 16.01, 20.50, 24.95, 29.37, 33.72, 37.89, 42.00, 45.91, 49.66, 53.25, 56.71, 60.00, 63.07, 66.01, 68.75, 71.36),
+    (0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90),
+)

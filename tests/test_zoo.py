@@ -1,0 +1,81 @@
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fastdenoise.checkpoint import save_weights
+from fastdenoise.model import Denoiser
+from fastdenoise.noise import add_noise, to_uint8
+from fastdenoise.zoo import SelfEnsemble, bundled_models, choose_weights, estimate_sigma, per_sigma_models
+from helpers import SMALL
+
+
+@pytest.fixture
+def zoo(tmp_path) -> Path:
+    for name in ("blind", "sigma15", "sigma25", "sigma50", "joint-classify"):
+        save_weights(Denoiser(SMALL), tmp_path / f"{name}.safetensors")
+    return tmp_path
+
+
+def test_choose_weights_by_name_path_and_nearest_sigma(zoo, tmp_path):
+    assert bundled_models(zoo) == ["blind", "joint-classify", "sigma15", "sigma25", "sigma50"]
+    assert per_sigma_models(zoo) == {15.0: "sigma15", 25.0: "sigma25", 50.0: "sigma50"}
+    pick = lambda **kw: choose_weights(kw.get("model"), kw.get("weights"), kw.get("sigma"), zoo).stem  # noqa: E731
+    assert pick() == "blind"
+    assert pick(sigma=5) == "sigma15" and pick(sigma=30) == "sigma25" and pick(sigma=40) == "sigma50"
+    assert pick(sigma=20) == "sigma15"  # a tie goes to the lower level
+    assert pick(sigma=70, model="joint-classify") == "joint-classify"
+    assert choose_weights(None, tmp_path / "mine.safetensors", 25, zoo) == tmp_path / "mine.safetensors"
+    with pytest.raises(ValueError, match="not bundled; choose one of blind"):
+        pick(model="sigma35")
+    with pytest.raises(ValueError, match="give one"):
+        choose_weights("blind", tmp_path / "x.safetensors", None, zoo)
+
+
+def test_no_per_sigma_models_means_blind(tmp_path):
+    save_weights(Denoiser(SMALL), tmp_path / "blind.safetensors")
+    assert choose_weights(None, None, 35.0, tmp_path).stem == "blind"
+
+
+@pytest.mark.parametrize("sigma", [10, 25, 50, 75])
+def test_estimate_sigma_on_synthetic_noise(make_image, sigma):
+    errors = [estimate_sigma(to_uint8(add_noise(make_image(160, 200), sigma, 3, i))) - sigma for i in range(4)]
+    assert max(abs(e) for e in errors) < 0.12 * sigma + 2.0, errors  # the bound stated in docs/training.md
+
+
+def test_estimate_sigma_orders_levels(make_image):
+    image = make_image(96, 128)
+    estimates = [estimate_sigma(to_uint8(add_noise(image, s, 0, 0))) for s in (5, 20, 40, 70)]
+    assert estimates == sorted(estimates) and estimates[0] < 12
+
+
+def test_self_ensemble_inverts_every_transform():
+    class Identity:
+        device = torch.device("cpu")
+
+        def __call__(self, x):
+            return x
+
+    x = torch.rand(2, 3, 10, 14)
+    torch.testing.assert_close(SelfEnsemble(Identity())(x), x, rtol=0, atol=1e-6)
+
+
+def test_self_ensemble_of_the_network_is_its_average_over_views():
+    model = Denoiser(SMALL).eval()
+
+    class Eager:
+        device = torch.device("cpu")
+
+        @torch.no_grad()
+        def __call__(self, x):
+            return model(x)
+
+    x = torch.rand(1, 3, 12, 16)
+    with torch.no_grad():
+        flipped = model(x.flip(3)).flip(3)
+        rotated = torch.rot90(model(torch.rot90(x, 1, (2, 3))), -1, (2, 3))
+    out = SelfEnsemble(Eager())(x)
+    assert out.shape == x.shape
+    assert not torch.allclose(out, model(x).detach(), atol=1e-4)  # a real average, not the plain output
+    assert not torch.allclose(flipped, rotated, atol=1e-4)
