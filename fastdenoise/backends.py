@@ -32,6 +32,10 @@ class BackendKind(str, enum.Enum):
     auto = "auto"  # the fastest of the others for the device, by a short probe (fastdenoise.autoselect)
 
 
+# Backends that run a prebuilt file (`--engine`); the others build from the weights and would ignore one.
+ENGINE_KINDS = (BackendKind.onnxruntime, BackendKind.openvino, BackendKind.tensorrt)
+
+
 class Precision(str, enum.Enum):
     auto = "auto"
     fp32 = "fp32"
@@ -57,6 +61,11 @@ class BackendConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "kind", BackendKind(self.kind))
         object.__setattr__(self, "precision", Precision(self.precision))
+        if self.engine is not None:
+            if not Path(self.engine).is_file():
+                raise ValueError(f"{self.engine}: no such engine file")
+            if self.kind not in ENGINE_KINDS:
+                raise ValueError(f"--engine is for the {', '.join(k.value for k in ENGINE_KINDS)} backends, not {self.kind.value}")
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:

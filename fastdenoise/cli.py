@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 try:  # torch loads here (seconds): Ctrl-C meanwhile ends the command with one line, as it does later
     import typer
 
+    from fastdenoise.cluster import ClusterError, Executor
     from fastdenoise.joint import Target, Task
     from fastdenoise.tables import PEERS, Split
 except KeyboardInterrupt:
@@ -178,9 +179,11 @@ def resumed_config(ctx: typer.Context, cfg: TrainConfig, stored: dict, out: Path
 def backend_options(
     weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None,
     model: str | None = None, sigma: float | None = None, ensemble: bool = False, trust_engine: bool = False,
+    build: bool = True,
 ) -> tuple:  # fmt: skip
-    """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend;
-    turns every expected failure into a one-line error."""
+    """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend
+    (with build=False: its config, for workers to build; --ensemble is then theirs to add); turns every expected
+    failure into a one-line error."""
     from fastdenoise.backends import BackendConfig, make_backend
     from fastdenoise.checkpoint import CheckpointError, load_denoiser
     from fastdenoise.zoo import SelfEnsemble, choose_weights
@@ -189,6 +192,8 @@ def backend_options(
         network = load_denoiser(choose_weights(model, weights, sigma))
         cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
                             trust_engine=trust_engine)  # fmt: skip
+        if not build:
+            return network, cfg
         runner = make_backend(network, cfg)
         return network, SelfEnsemble(runner) if ensemble else runner
     except (CheckpointError, ValueError) as err:
@@ -233,14 +238,17 @@ def run(
     head: Annotated[str | None, typer.Option(help="Head for --task (default: efficientnet-lite0 for classify, espnetv2-camvid for segment); the names of `train --head`.")] = None,
     head_weights: Annotated[Path | None, typer.Option(help="Weights of the head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA).", exists=True, dir_okay=False)] = None,
     top_k: Annotated[int | None, typer.Option(help="Classes kept per image with --task classify (default 5).", min=1)] = None,
+    executor: Annotated[Executor, typer.Option(help="local: this machine (under torchrun, each process a share); ray: Ray Data on a cluster, one denoising actor per GPU (pip install 'fastdenoise[ray]').")] = Executor.LOCAL,
+    address: Annotated[str | None, typer.Option(help="--executor ray: the cluster's address (default: $RAY_ADDRESS, else a Ray instance started on this machine).")] = None,
 ) -> None:
     """Denoise every image under INPUT into OUTPUT (PNG by default) with a manifest.jsonl row per file; with --task,
     also classify (OUTPUT/predictions.csv) or segment (OUTPUT/<path>.mask.png) each denoised image.
 
     Exit codes: 0 done; 1 some input failed (see the manifest; 0 with --no-strict); 2 bad arguments or the run could
     not start; 3 stopped because the output could not be written (disk full, read-only); 130 / 143 stopped by
-    SIGINT / SIGTERM. After 1, 3, 130, 143 or a kill, the same command again does only what is left.
-    Under torchrun (RANK / WORLD_SIZE set) each process takes its share of the files."""
+    SIGINT / SIGTERM; 4 the Ray pipeline failed as a whole. After 1, 3, 4, 130, 143 or a kill, the same command again
+    does only what is left. Under torchrun (RANK / WORLD_SIZE set) each process takes its share of the files; with
+    --executor ray, Ray Data spreads them over the cluster (INPUT and OUTPUT at the same path on every node)."""
     import threading
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -255,21 +263,34 @@ def run(
         raise fail("--head, --head-weights and --top-k are for --task classify|segment")
     if task is Task.SEGMENT and top_k is not None:
         raise fail("--top-k is for --task classify")
+    if address is not None and executor is not Executor.RAY:
+        raise fail("--address is for --executor ray")
+    if ensemble and executor is Executor.RAY:
+        raise fail("--ensemble is not available with --executor ray (yet): run it with --executor local")
+    on_ray = executor is Executor.RAY
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
                         workers=workers, loader=loader, strict=strict, fail_fast=fail_fast, max_pixels=max_pixels)  # fmt: skip
         task_cfg = TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5) if task else None
         check_folders(input, output)
-        shard = distributed.shard_from_env()
+        shard = distributed.Shard() if on_ray else distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
     total = sum(1 for _ in distributed.take(iter_entries(input), shard))
-    _, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine, model, sigma, ensemble, trust_engine)
+    network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine, model, sigma,
+                                        ensemble, trust_engine, build=not on_ray)  # on Ray: a BackendConfig, built by each actor
     predictor = None
     if task_cfg is not None:
         try:
-            predictor = load_predictor(task_cfg, denoiser.device)
+            predictor = load_predictor(task_cfg, "cpu" if on_ray else denoiser.device)  # on Ray, each actor moves it
         except (ValueError, FileNotFoundError, ImportError) as err:
+            raise fail(str(err)) from err
+    if on_ray:
+        from fastdenoise.cluster import ClusterConfig, connect, denoise_on_cluster
+
+        try:
+            connect(address)  # before the signal handlers below, so Ray's own do not replace them
+        except (ImportError, ValueError) as err:
             raise fail(str(err)) from err
     columns = (TextColumn("[bold]denoise"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"), TimeElapsedColumn(), TimeRemainingColumn())
     stop = threading.Event()
@@ -278,7 +299,13 @@ def run(
             progress = bar.add_task("run", total=total, last="")
             on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])  # noqa: E731
             try:
-                summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard, predictor=predictor)
+                if on_ray:
+                    summary = denoise_on_cluster(input, output, network, denoiser, cfg, on_image, stop=stop, predictor=predictor,
+                                                 cluster=ClusterConfig(address))  # fmt: skip
+                else:
+                    summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard, predictor=predictor)
+            except ClusterError as err:
+                raise fail(f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest", code=4) from err
             except ImportError as err:
                 raise fail(f"loader {loader!r} is not available here: {err}") from err
             except ValueError as err:

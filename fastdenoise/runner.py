@@ -27,7 +27,7 @@ from fastdenoise.distributed import Shard
 from fastdenoise.images import EXTENSIONS, FORMATS, Entry, iter_entries, make_folders
 from fastdenoise.loaders import Loader, LoaderKind, make_loader
 from fastdenoise.lock import OutputLock
-from fastdenoise.manifest import MANIFEST, Journal, load_vouchers, merge
+from fastdenoise.manifest import MANIFEST, Journal, Voucher, load_vouchers, merge
 from fastdenoise.predictions import MASK_SUFFIX, Prediction, Predictor, write_predictions
 from fastdenoise.tiling import denoise_tiled
 from fastdenoise.writers import output_path, write_image, write_mask
@@ -206,6 +206,161 @@ def collides_with_mask(entry: Entry) -> bool:
     return False
 
 
+def check_run(src: Path, dst: Path) -> None:
+    """Raise ValueError unless src and dst pass `check_folders` and src holds at least one image."""
+    check_folders(src, dst)
+    if not any(e.problem is None for e in iter_entries(src)):
+        raise ValueError(f"{src}: no images found (extensions: {', '.join(sorted(e[1:] for e in EXTENSIONS))})")
+
+
+def open_output(dst: Path, rank: int = 0) -> tuple[OutputLock, dict[str, Voucher], Journal]:
+    """Take this rank's output lock (LockError, a ValueError, while another live run writes here), then read what
+    earlier runs vouch for and open this rank's manifest part; the lock is released again if either fails."""
+    lock = OutputLock(dst, rank)
+    try:
+        return lock, load_vouchers(dst), Journal(dst, rank)
+    except BaseException:
+        lock.release()
+        raise
+
+
+class Recorder:
+    """Rows in: each written to the journal, counted into the summary and passed to `on_image`; with fail_fast, an
+    error row stops the run (`halt` names why)."""
+
+    def __init__(
+        self, journal: Journal, summary: RunSummary, stop: threading.Event, on_image: Callable[[dict], None] | None,
+        fail_fast: bool,
+    ) -> None:  # fmt: skip
+        self.journal, self.summary, self.stop, self.on_image, self.fail_fast = journal, summary, stop, on_image, fail_fast
+        self.lock = threading.Lock()
+
+    def halt(self, reason: str, cause: str) -> None:
+        if not self.stop.is_set():
+            self.summary.stopped, self.summary.cause = reason, cause
+        self.stop.set()
+
+    def __call__(self, row: dict) -> None:
+        status, summary = row["status"], self.summary
+        with self.lock:
+            self.journal.write(row)
+            summary.ok += status == "ok"
+            summary.skipped += status == "skipped"
+            summary.failed += status == "error"
+            summary.ignored += status == "ignored"
+            summary.masks += status in ("ok", "skipped") and row.get("mask") is not None
+        if self.on_image:
+            self.on_image(row)
+        if status == "error" and self.fail_fast:
+            self.halt(f"--fail-fast: {row['input']} failed", "fail_fast")
+
+
+class OutputTree:
+    """A run's output folder: rows name files relative to it; outputs (and masks) are written atomically and never
+    through a folder that leads outside it. `head` is the predictor's key (None without --task)."""
+
+    def __init__(self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None) -> None:
+        self.dst, self.quality, self.head, self.palette = Path(dst), quality, head, palette
+        self.safe_folders: set[Path] = set()
+
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.dst).as_posix()
+
+    def error_row(self, item: Item, message: str) -> dict:
+        return {"input": item.entry.rel, "status": "error", "output": self.relative(item.out), "error": message}
+
+    def write(self, item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[os.stat_result, dict]:
+        """Write the output (and mask); returns the output's stat and the row's prediction fields."""
+        folder = item.out.parent
+        if folder not in self.safe_folders:
+            make_folders(self.dst, folder)  # never through a symlink planted in the output tree
+            self.safe_folders.add(folder)
+        st = write_image(image, item.out, self.quality)
+        facts: dict = {} if prediction is None else {"head": self.head}
+        if prediction is not None and prediction.top is not None:
+            facts["top"] = prediction.top
+        if prediction is not None and prediction.labels is not None and item.mask is not None:
+            mask = write_mask(prediction.labels, item.mask, self.palette)
+            facts |= {"mask": self.relative(item.mask), "mask_size": mask.st_size, "mask_mtime_ns": mask.st_mtime_ns}
+        return st, facts
+
+    def save(self, item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[dict, int | None]:
+        """Write one image's outputs; returns its row (ok, or error with the reason) and, where no later write can
+        succeed either (disk full, read-only), the errno that should stop the run."""
+        try:
+            st, facts = self.write(item, image, prediction)
+        except OSError as err:
+            fatal = err.errno if err.errno in FATAL_WRITE_ERRORS else None
+            return self.error_row(item, f"cannot write output: {err}"), fatal
+        except ValueError as err:
+            return self.error_row(item, f"cannot encode output: {err}"), None
+        h, w = image.shape[:2]
+        return {"input": item.entry.rel, "status": "ok", "output": self.relative(item.out), "error": None, "height": h, "width": w,
+                "input_size": item.size, "input_mtime_ns": item.mtime_ns, "output_size": st.st_size,
+                "output_mtime_ns": st.st_mtime_ns} | facts, None  # fmt: skip
+
+
+def triage(
+    entry: Entry, tree: OutputTree, suffix: str, segment: bool, vouchers: dict[str, Voucher], overwrite: bool
+) -> Item | dict:
+    """What one listed file needs: an Item to denoise, or its finished row (ignored, cannot stat, done earlier)."""
+    if entry.problem:
+        return {"input": entry.rel, "status": "ignored", "output": None, "error": entry.problem}
+    out = output_path(tree.dst, entry.rel, suffix)
+    if segment and suffix == ".png" and collides_with_mask(entry):
+        return {"input": entry.rel, "status": "ignored", "output": None,
+                "error": "output name is the mask of an image beside it (--task segment)"}  # fmt: skip
+    try:
+        st = entry.path.stat()
+    except OSError as err:
+        return {"input": entry.rel, "status": "error", "output": tree.relative(out), "error": f"cannot stat: {err}"}
+    voucher = vouchers.pop(entry.rel, None)
+    if voucher and not overwrite and voucher.holds(tree.dst, tree.relative(out), st, tree.head):
+        return {"input": entry.rel, "status": "skipped", "output": voucher.output, "error": "done by an earlier run"} | voucher.fields()
+    mask = output_path(tree.dst, entry.rel, MASK_SUFFIX) if segment else None
+    return Item(entry, out, st.st_size, st.st_mtime_ns, mask)
+
+
+NON_FINITE = "denoising gave NaN or Inf values (broken weights, or a precision too narrow for them)"
+
+
+class GroupError(Exception):
+    """A batch that could not be denoised (or its head run); the message is the reason, for each image's row."""
+
+
+def denoise_group(
+    backend: Backend, predictor: Predictor | None, images: list[np.ndarray], cfg: RunConfig, stages: dict[str, float]
+) -> tuple[np.ndarray, list[Prediction | None], list[str | None]]:
+    """Equal-size (H, W, 3) uint8 images -> their denoised images (N, H, W, 3) uint8, with a predictor each one's
+    prediction, and each one's problem (None, or why its output must not be written: NaN/Inf values); one image
+    larger than the tile goes alone, tile by tile (memory bounded by the tile). Adds the seconds spent to
+    stages["compute"] and stages["head"]; raises GroupError (out of memory, say) for the whole group."""
+    tick = time.perf_counter()
+    try:
+        if max(images[0].shape[:2]) > cfg.tile:
+            x = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float().div_(255)
+            y = denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch)
+        else:
+            y = backend(to_device(np.stack(images), backend.device))
+        finite = torch.isfinite(y).flatten(1).all(1).tolist()  # NaN would be written as black, Inf as white
+        y = quantize(y)
+        results = to_images(y)
+    except (RuntimeError, ValueError) as err:
+        raise GroupError(f"denoising failed: {err}") from err
+    finally:
+        stages["compute"] += time.perf_counter() - tick
+    problems = [None if ok else NON_FINITE for ok in finite]
+    if predictor is None:
+        return results, [None] * len(images), problems
+    tick = time.perf_counter()
+    try:  # the head sees the 8-bit image as written; a large image whole, not tiled
+        return results, list(predictor(y.div_(255))), problems
+    except (RuntimeError, ValueError) as err:
+        raise GroupError(f"{predictor.task} head failed: {err}") from err
+    finally:
+        stages["head"] += time.perf_counter() - tick
+
+
 def denoise_folder(
     src: Path,
     dst: Path,
@@ -227,151 +382,68 @@ def denoise_folder(
     output. Images larger than the tile are denoised tile by tile, but the head sees them whole."""
     src, dst = Path(src), Path(dst)
     shard = shard or Shard()
-    check_folders(src, dst)
-    if not any(e.problem is None for e in iter_entries(src)):
-        raise ValueError(f"{src}: no images found (extensions: {', '.join(sorted(e[1:] for e in EXTENSIONS))})")
+    check_run(src, dst)
     dst.mkdir(parents=True, exist_ok=True)
     stop = stop if stop is not None else threading.Event()
     loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device, max_pixels=cfg.max_pixels)
     suffix = FORMATS[cfg.format]
     segment = predictor is not None and predictor.task == "segment"
     head = predictor.key if predictor else None
+    tree = OutputTree(dst, cfg.quality, head, predictor.palette if predictor else None)
     summary = RunSummary()
     stages = summary.stages
-    lock = threading.Lock()
-    safe_folders: set[Path] = set()
-
-    def halt(reason: str, cause: str) -> None:
-        if not stop.is_set():
-            summary.stopped, summary.cause = reason, cause
-        stop.set()
-
-    def record(row: dict) -> None:
-        with lock:
-            journal.write(row)
-            summary.ok += row["status"] == "ok"
-            summary.skipped += row["status"] == "skipped"
-            summary.failed += row["status"] == "error"
-            summary.ignored += row["status"] == "ignored"
-            summary.masks += row["status"] in ("ok", "skipped") and row.get("mask") is not None
-        if on_image:
-            on_image(row)
-        if row["status"] == "error" and cfg.fail_fast:
-            halt(f"--fail-fast: {row['input']} failed", "fail_fast")
-
-    def relative(path: Path) -> str:
-        return path.relative_to(dst).as_posix()
+    output_lock, vouchers, journal = open_output(dst, shard.rank)
+    summary.taken_over = output_lock.taken_over
+    record = Recorder(journal, summary, stop, on_image, cfg.fail_fast)
+    halt = record.halt
 
     def error(item: Item, message: str) -> None:
-        record({"input": item.entry.rel, "status": "error", "output": relative(item.out), "error": message})
+        record(tree.error_row(item, message))
 
     def inputs() -> Iterator[Item]:
         """Runs in the prefetch thread: decides per listed file, streams the images to decode."""
         for entry in distributed.take(iter_entries(src), shard):
             if stop.is_set():
                 return
-            if entry.problem:
-                record({"input": entry.rel, "status": "ignored", "output": None, "error": entry.problem})
-                continue
-            out = output_path(dst, entry.rel, suffix)
-            if segment and suffix == ".png" and collides_with_mask(entry):
-                record({"input": entry.rel, "status": "ignored", "output": None,
-                        "error": "output name is the mask of an image beside it (--task segment)"})  # fmt: skip
-                continue
-            try:
-                st = entry.path.stat()
-            except OSError as err:
-                record({"input": entry.rel, "status": "error", "output": relative(out), "error": f"cannot stat: {err}"})
-                continue
-            voucher = vouchers.pop(entry.rel, None)
-            if voucher and not cfg.overwrite and voucher.holds(dst, relative(out), st, head):
-                record({"input": entry.rel, "status": "skipped", "output": voucher.output, "error": "done by an earlier run"}
-                       | voucher.fields())  # fmt: skip
-                continue
-            yield Item(
-                entry, out, st.st_size, st.st_mtime_ns, output_path(dst, entry.rel, MASK_SUFFIX) if segment else None
-            )
+            plan = triage(entry, tree, suffix, segment, vouchers, cfg.overwrite)
+            if isinstance(plan, dict):
+                record(plan)
+            else:
+                yield plan
 
-    def save(item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[os.stat_result, dict, float]:
-        """Runs in the writer pool; returns the output's stat, the row's prediction fields and the seconds spent."""
+    def save(item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[dict, int | None, float]:
+        """Runs in the writer pool; returns the item's row, the errno that stops the run (if any), the seconds spent."""
         tick = time.perf_counter()
-        folder = item.out.parent
-        if folder not in safe_folders:
-            make_folders(dst, folder)  # never through a symlink planted in the output tree
-            safe_folders.add(folder)
-        st = write_image(image, item.out, cfg.quality)
-        facts: dict = {} if prediction is None else {"head": head}
-        if prediction is not None and prediction.top is not None:
-            facts["top"] = prediction.top
-        if prediction is not None and prediction.labels is not None and item.mask is not None:
-            mask = write_mask(prediction.labels, item.mask, predictor.palette)
-            facts |= {"mask": relative(item.mask), "mask_size": mask.st_size, "mask_mtime_ns": mask.st_mtime_ns}
-        return st, facts, time.perf_counter() - tick
+        row, fatal = tree.save(item, image, prediction)
+        return row, fatal, time.perf_counter() - tick
 
-    writes: deque[tuple[Item, tuple[int, int], Future]] = deque()
+    writes: deque[tuple[Item, Future]] = deque()
 
     def collect(block: bool) -> None:
-        while writes and (block or writes[0][2].done()):
-            item, (h, w), future = writes.popleft()
-            try:
-                st, facts, seconds = future.result()
-            except OSError as err:
-                error(item, f"cannot write output: {err}")
-                if err.errno in FATAL_WRITE_ERRORS:
-                    halt(f"cannot write to {dst}: {os.strerror(err.errno)}", "output")
-                continue
-            except ValueError as err:
-                error(item, f"cannot encode output: {err}")
-                continue
-            stages["write"] += seconds
-            summary.megapixels += h * w / 1e6
-            record({"input": item.entry.rel, "status": "ok", "output": relative(item.out), "error": None, "height": h, "width": w,
-                    "input_size": item.size, "input_mtime_ns": item.mtime_ns, "output_size": st.st_size,
-                    "output_mtime_ns": st.st_mtime_ns} | facts)  # fmt: skip
+        while writes and (block or writes[0][1].done()):
+            item, future = writes.popleft()
+            row, fatal, seconds = future.result()
+            if row["status"] == "ok":
+                stages["write"] += seconds
+                summary.megapixels += row["height"] * row["width"] / 1e6
+            record(row)
+            if fatal is not None:
+                halt(f"cannot write to {dst}: {os.strerror(fatal)}", "output")
 
     def compute(group: list[tuple[Item, np.ndarray]], writer: ThreadPoolExecutor) -> None:
-        tick = time.perf_counter()
         try:
-            h, w = group[0][1].shape[:2]
-            if max(h, w) > cfg.tile:  # alone, tile by tile: memory bounded by the tile
-                x = torch.from_numpy(group[0][1]).permute(2, 0, 1)[None].float().div_(255)
-                y = denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch)
-            else:
-                y = backend(to_device(np.stack([image for _, image in group]), backend.device))
-            finite = torch.isfinite(y).flatten(1).all(1).tolist()  # NaN would be written as black, Inf as white
-            y = quantize(y)
-            results = to_images(y)
-        except (RuntimeError, ValueError) as err:  # e.g. out of memory: the batch fails, the run goes on
+            images = [image for _, image in group]
+            results, predictions, problems = denoise_group(backend, predictor, images, cfg, stages)
+        except GroupError as err:  # e.g. out of memory: the batch fails, the run goes on
             for item, _ in group:
-                error(item, f"denoising failed: {err}")
+                error(item, str(err))
             return
-        finally:
-            stages["compute"] += time.perf_counter() - tick
-        predictions: list[Prediction | None] = [None] * len(group)
-        if predictor is not None:
-            tick = time.perf_counter()
-            try:  # the head sees the 8-bit image as written; a large image whole, not tiled
-                predictions = list(predictor(y.div_(255)))
-            except (RuntimeError, ValueError) as err:
-                for item, _ in group:
-                    error(item, f"{predictor.task} head failed: {err}")
-                return
-            finally:
-                stages["head"] += time.perf_counter() - tick
-        for (item, _), result, prediction, ok in zip(group, results, predictions, finite):
-            if not ok:
-                error(item, "denoising gave NaN or Inf values (broken weights, or a precision too narrow for them)")
+        for (item, _), result, prediction, problem in zip(group, results, predictions, problems):
+            if problem is not None:
+                error(item, problem)
                 continue
-            writes.append((item, result.shape[:2], writer.submit(save, item, result, prediction)))
+            writes.append((item, writer.submit(save, item, result, prediction)))
 
-    output_lock = OutputLock(dst, shard.rank)  # LockError (a ValueError) while another live run writes here
-    try:
-        vouchers = load_vouchers(dst)
-        journal = Journal(dst, shard.rank)
-    except BaseException:
-        output_lock.release()
-        raise
-    summary.taken_over = output_lock.taken_over
     start = time.perf_counter()
     buckets: dict[tuple[int, int], list[tuple[Item, np.ndarray]]] = {}
     held = 0  # images waiting in buckets; past `limit` the oldest bucket goes as a partial batch, bounding memory
@@ -405,7 +477,7 @@ def denoise_folder(
                     while len(writes) > max_writes:
                         collect(block=False)
                         if len(writes) > max_writes:
-                            writes[0][2].exception()  # wait for the oldest write
+                            writes[0][1].exception()  # wait for the oldest write
                     stages["idle"] += time.perf_counter() - wait
                     if stop.is_set():
                         break

@@ -19,6 +19,9 @@ from helpers import SMALL, randomize_bn  # noqa: E402
 
 from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend  # noqa: E402
 from fastdenoise.model import Denoiser  # noqa: E402
+from fastdenoise.cli import app  # noqa: E402
+from fastdenoise.images import save_rgb  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
 # max |backend - eager fp32| over outputs with |residual| ~ 0.3: fp32 is reordering noise; bf16 keeps 8 mantissa bits
 # through 16 layers (measured <= 6e-3 with oneDNN and OpenVINO).
@@ -230,3 +233,34 @@ def test_run_summary_names_the_backend(tmp_path, weights, make_image) -> None:
 
     assert result.exit_code == 0, result.output
     assert "backend: auto: eager float32 (1 batches)" in result.output
+
+
+# `--engine` names a prebuilt file for the backends that run one: a missing file, or an engine given to a backend
+# that would ignore it, is refused before anything runs.
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "tensorrt"])
+def test_a_missing_engine_file_is_refused(tmp_path, kind):
+    with pytest.raises(ValueError, match="absent.onnx: no such engine file"):
+        BackendConfig(kind=kind, engine=str(tmp_path / "absent.onnx"))
+    present = tmp_path / "model.onnx"
+    present.write_bytes(b"\x08\x07")
+    assert BackendConfig(kind=kind, engine=str(present)).engine == str(present)
+
+
+@pytest.mark.parametrize("kind", ["eager", "compiled", "triton"])
+def test_an_engine_for_a_backend_that_builds_its_own_is_refused(tmp_path, kind):
+    present = tmp_path / "model.onnx"
+    present.write_bytes(b"\x08\x07")
+    with pytest.raises(ValueError, match=f"--engine is for the onnxruntime, openvino, tensorrt backends, not {kind}"):
+        BackendConfig(kind=kind, engine=str(present))
+
+
+def test_run_with_a_missing_engine_exits_2_and_writes_nothing(tmp_path, make_image, weights):
+    save_rgb(make_image(20, 28), tmp_path / "in" / "a.png")
+    out = tmp_path / "out"
+    args = ["run", str(tmp_path / "in"), str(out), "--weights", str(weights), "--device", "cpu"]
+    result = CliRunner().invoke(app, [*args, "--engine", str(tmp_path / "nope.plan")])
+    assert result.exit_code == 2
+    assert "nope.plan: no such engine file" in result.output and "Traceback" not in result.output
+    assert not out.exists()
