@@ -74,7 +74,7 @@ def main() -> None:
         ax.plot([c["gpx_seen"] for c in curve], [c["val_psnr"] for c in curve], marker="o")
         ax.set_xlabel("training pixels seen in this campaign (Gpx)")
         ax.set_ylabel("validation PSNR (dB)")
-        ax.set_title(f"campaign {args.run.name}: {card['val_protocol'][:60]}...", fontsize=8)
+        ax.set_title(f"campaign {args.run.name}: validation PSNR of the weight average\n{card['val_protocol']}", fontsize=7)
         ax.grid(alpha=0.3)
         fig.tight_layout()
         args.plot.parent.mkdir(parents=True, exist_ok=True)

@@ -142,7 +142,8 @@ def train(
         import signal
 
         code = 143 if getattr(err, "signum", None) == signal.SIGTERM else 130  # 128 + the signal's number
-        raise fail(f"stopped; the last checkpoint is {out / 'last.pt'}: continue with --out {out} --resume", code) from None
+        typer.secho(f"stopped: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume", err=True, fg=typer.colors.YELLOW)
+        raise typer.Exit(code) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
 
 
