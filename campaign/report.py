@@ -1,7 +1,7 @@
 """Where a campaign stands: card.json beside its checkpoint (settings, pixels seen, wall time, throughput, the
 validation curve, the commands of every stretch) and a plot of validation PSNR against pixels seen.
 
-Usage: python campaign/report.py campaign/blind --plot docs/results/campaign-blind.png
+Usage: python campaign/report.py campaign/blind --plot docs/results/campaign-blind.png --export runs/campaign-blind-ema.safetensors
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from fastdenoise.checkpoint import load_checkpoint
+from fastdenoise.checkpoint import load_checkpoint, save_weights
+from fastdenoise.model import Denoiser, DenoiserSpec
 from fastdenoise.train import cpu_has_bf16
 
 RESUME = "OMP_NUM_THREADS=1 nohup taskset -c 0 fastdenoise train --out {run} --resume > {run}/stdout.log 2>&1 &"
@@ -40,6 +41,7 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--plot", type=Path, default=None)
     parser.add_argument("--note", default="", help="free text for the card (e.g. what this session did)")
+    parser.add_argument("--export", type=Path, default=None, help="write the weight average here as .safetensors")
     args = parser.parse_args()
     config = json.loads((args.run / "config.json").read_text())
     rows = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
@@ -63,6 +65,10 @@ def main() -> None:
         "note": args.note,
     }
     (args.run / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    if args.export:
+        model = Denoiser(DenoiserSpec(**state["spec"]))
+        model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+        save_weights(model.eval(), args.export, {"campaign": str(args.run), "step": state["step"], "gpx_seen": card["gpx_seen"]})
     print(json.dumps({k: card[k] for k in ("step", "gpx_seen", "train_hours")}), curve[-1] if curve else None)
     if args.plot:
         import matplotlib
