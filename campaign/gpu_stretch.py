@@ -29,7 +29,6 @@ import torch
 
 from fastdenoise.checkpoint import load_checkpoint, load_denoiser, save_weights
 from fastdenoise.data import Batch, PatchSampler, load_folder
-from fastdenoise.model import Denoiser, DenoiserSpec
 from fastdenoise.train import LOSSES, TrainConfig, TrainingStopped, fit, psnr_validator
 
 
@@ -61,17 +60,6 @@ class Prefetch:
         self.sampler.load_state_dict(state)
 
 
-def starting_weights(path: Path) -> Denoiser:
-    """A campaign checkpoint's weight average (its 'ema' entry) or plain weights from any weights file."""
-    if path.suffix == ".pt":
-        state = load_checkpoint(path)
-        if state.get("ema") is not None:
-            model = Denoiser(DenoiserSpec(**state["spec"]))
-            model.load_state_dict(state["ema"])
-            return model
-    return load_denoiser(path)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True)
@@ -94,7 +82,7 @@ def main() -> None:
         batch=args.batch, steps=10**9, lr=args.lr, schedule="constant", ema=args.ema, warmup=100, val_every=2000,
         val_images=args.val_images, ckpt_every=2000, log_every=50, device=args.device, amp="auto", compile=args.compile,
     )  # fmt: skip
-    model = starting_weights(args.init)
+    model = load_denoiser(args.init)  # a campaign checkpoint gives its weight average
     sampler = Prefetch(PatchSampler(load_folder(args.data), cfg.patch, cfg.batch, cfg.sigma, cfg.seed))
     validate = psnr_validator(args.val, 32.5, args.val_images) if args.val else None
     timer = threading.Timer(args.seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
@@ -107,9 +95,7 @@ def main() -> None:
         pass  # the budget ran out: fit finished its step and wrote last.pt
     seconds = time.perf_counter() - start
     state = load_checkpoint(args.out / "last.pt")
-    final = Denoiser(DenoiserSpec(**state["spec"]))
-    final.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
-    final.eval()
+    final = load_denoiser(args.out / "last.pt")
     save_weights(final, args.out / "model.safetensors", {"config": asdict(cfg), "init": str(args.init), "gpx_seen": state["pixels"] / 1e9})
     rows = [json.loads(line) for line in (args.out / "log.jsonl").read_text().splitlines()]
     rates = [r["mpx_per_s"] for r in rows if "mpx_per_s" in r][1:]  # the first window holds compilation

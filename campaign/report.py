@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from fastdenoise.checkpoint import load_checkpoint, save_weights
-from fastdenoise.model import Denoiser, DenoiserSpec
+from fastdenoise.checkpoint import load_checkpoint, load_denoiser, save_weights
 from fastdenoise.train import cpu_has_bf16
 
 RESUME = "OMP_NUM_THREADS=1 nohup taskset -c 0 fastdenoise train --out {run} --resume > {run}/stdout.log 2>&1 &"
@@ -46,6 +45,7 @@ def main() -> None:
     config = json.loads((args.run / "config.json").read_text())
     rows = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
     state = load_checkpoint(args.run / "last.pt")
+    previous = json.loads((args.run / "card.json").read_text()) if (args.run / "card.json").is_file() else {}
     curve = [{"step": r["step"], "gpx_seen": r["gpx_seen"], "val_psnr": round(r["val_psnr"], 4)} for r in rows if "val_psnr" in r]
     # Each log row covers log_every steps (validation time excluded).
     seconds = sum(config["log_every"] / r["steps_per_s"] for r in rows if r.get("steps_per_s", 0) > 0)
@@ -62,13 +62,11 @@ def main() -> None:
         f"at sigma {config['val_sigma'] or sum(config['sigma']) / 2:g}, fp32, noise seed 0",
         "machine": {"cpu": platform.processor() or platform.machine(), "bf16_native": cpu_has_bf16(), "torch": torch.__version__},
         "resume": RESUME.format(run=args.run),
-        "note": args.note,
+        "note": args.note or previous.get("note", ""),  # a later report keeps the note unless given a new one
     }
     (args.run / "card.json").write_text(json.dumps(card, indent=1) + "\n")
     if args.export:
-        model = Denoiser(DenoiserSpec(**state["spec"]))
-        model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
-        save_weights(model.eval(), args.export, {"campaign": str(args.run), "step": state["step"], "gpx_seen": card["gpx_seen"]})
+        save_weights(load_denoiser(args.run / "last.pt"), args.export, {"campaign": str(args.run), "step": state["step"], "gpx_seen": card["gpx_seen"]})
     print(json.dumps({k: card[k] for k in ("step", "gpx_seen", "train_hours")}), curve[-1] if curve else None)
     if args.plot:
         import matplotlib

@@ -65,7 +65,8 @@ def bundled_weights(name: str = DEFAULT_WEIGHTS) -> Path:
 
 
 def load_denoiser(path: Path | None = None) -> Denoiser:
-    """Build a Denoiser from a .safetensors file or a training checkpoint (.pt); None loads the bundled default."""
+    """Build a Denoiser from a .safetensors file or a training checkpoint (.pt: its weight average where it keeps one);
+    None loads the bundled default."""
     path = Path(path) if path is not None else bundled_weights()
     if not path.is_file():
         raise CheckpointError(f"{path}: no such weights file")
@@ -75,7 +76,7 @@ def load_denoiser(path: Path | None = None) -> Denoiser:
         ckpt = load_checkpoint(path)
         if "model" not in ckpt:
             raise CheckpointError(f"{path}: not a fastdenoise checkpoint (no 'model' entry)")
-        state, spec = ckpt["model"], ckpt.get("spec", {})
+        state, spec = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"], ckpt.get("spec", {})  # the average is the model
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{path}: its 'model' entry is not a state dict of tensors")
     try:

@@ -156,6 +156,7 @@ def test_weight_average_is_what_is_returned_and_validated(image_folder, tmp_path
     assert not torch.equal(raw.state_dict()[name], last["ema"][name])
     saved = load_denoiser(tmp_path / "run" / "model.safetensors")
     assert torch.equal(saved.state_dict()[name], last["ema"][name])
+    assert torch.equal(load_denoiser(tmp_path / "run" / "last.pt").state_dict()[name], last["ema"][name])
 
 
 def test_constant_schedule_and_lr_change_on_resume(image_folder, tmp_path):
