@@ -1,0 +1,46 @@
+"""The `fastdenoise` command line: one module per command group, each parsing options and making one library call.
+
+Only typer loads here; each command imports the library (and torch) when it runs, so `fastdenoise --help` is quick."""
+
+from __future__ import annotations
+
+import sys
+
+try:  # Ctrl-C while starting ends the command with one line, as it does later
+    import typer
+
+    from fastdenoise.cli.common import OneLineErrors, VersionOpt, backend_options, fail, parse_sigmas
+except KeyboardInterrupt:
+    sys.stderr.write("error: interrupted while starting\n")
+    raise SystemExit(130) from None
+
+from fastdenoise.cli import bench, demo, engines, evaluate, run, tables, train
+
+__all__ = ["app", "backend_options", "fail", "main", "parse_sigmas"]
+
+HELP = "Fast task-aware image denoising (Liu et al., IJCAI 2018)."
+app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, cls=OneLineErrors,
+                  rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+
+
+@app.callback()
+def _root(version: VersionOpt = False) -> None:
+    """Fast task-aware image denoising (Liu et al., IJCAI 2018)."""
+
+
+app.command()(train.train)
+app.command()(run.run)
+app.command("eval")(evaluate.evaluate_cmd)
+app.add_typer(tables.tables_app, name="tables")
+app.command("export-onnx")(engines.export_onnx_cmd)
+app.command("build-engine")(engines.build_engine_cmd)
+app.command()(bench.bench)
+app.command()(demo.demo)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""`fastdenoise bench`: throughput, training steps, roofline, quality and accuracy in one report."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fastdenoise.cli.common import WeightsOpt, fail, starting
+
+
+def bench(
+    profile: Annotated[str, typer.Option(help=(
+        "quick (CI-sized CPU run, a few minutes), full (CPU, all sizes and peers), gpu."))] = "quick",
+    data: Annotated[Path | None, typer.Option(help=(
+        "Shared data folder (kodak24/, weights/, SHA256SUMS); default $FASTDENOISE_DATA or ../shared/data."),
+        exists=True, file_okay=False)] = None,
+    weights: WeightsOpt = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help=(
+        "Results root: writes OUT/<machine>/<profile>.json, .txt and -throughput/-quality.png."
+    ))] = Path("bench/results"),
+    compare: Annotated[Path | None, typer.Option(help=(
+        "A saved result (.json) to compare with: prints the ratios, exit 1 past --threshold."),
+        exists=True, dir_okay=False)] = None,
+    threshold: Annotated[float, typer.Option(help=(
+        "With --compare: fail when a speed falls below (1 - threshold) x the saved one."), min=0.0, max=0.99)] = 0.10,
+    accuracy_only: Annotated[bool, typer.Option("--accuracy-only", help=(
+        "Only the accuracy checks against the baselines (CI): no timings, nothing written."))] = False,
+    baselines: Annotated[Path | None, typer.Option(help=(
+        "Accuracy baselines; default bench/baselines.json of this checkout."), exists=True, dir_okay=False)] = None,
+    cache: Annotated[Path | None, typer.Option(help=(
+        "CBM3D output cache; default ~/.cache/fastdenoise/cbm3d."), file_okay=False)] = None,
+    report: Annotated[Path | None, typer.Option(help=(
+        "Show a saved result (.json) instead of running; redraws its plots beside it."),
+        exists=True, dir_okay=False)] = None,
+) -> None:
+    """Throughput per backend, training steps and the roofline, quality vs the peers, accuracy regressions: table,
+    JSON, plots.
+
+    Exit 1 when an accuracy check fails or --compare finds a metric past the threshold.
+    """
+    with starting():
+        from rich.console import Console
+
+        from fastdenoise.benchmark import SECTIONS, BenchConfig, run_benchmark
+        from fastdenoise.report import (
+            accuracy_failed,
+            compare_results,
+            compare_table,
+            load_result,
+            plot_result,
+            render,
+            write_outputs,
+        )
+
+    console = Console()
+    try:
+        saved = load_result(compare) if compare else None
+        if report:
+            result = load_result(report)
+        else:
+            cfg = BenchConfig(
+                profile=profile, data=str(data) if data else None, weights=str(weights) if weights else None,
+                baselines=str(baselines) if baselines else None,
+                cache=str(cache) if cache else None, sections=("accuracy",) if accuracy_only else SECTIONS,
+            )  # fmt: skip
+            with console.status(f"bench --profile {profile}") as status:
+                result = run_benchmark(cfg, log=status.update)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise fail(str(err)) from err
+    console.print(render(result))
+    if report:
+        written = plot_result(result, report.parent)
+    elif not accuracy_only:
+        written = write_outputs(result, out)
+    else:
+        written = []
+    if written:
+        console.print("wrote " + ", ".join(str(p) for p in written))
+    failed = bool(accuracy_failed(result))
+    if saved is not None:
+        changes = compare_results(result, saved, threshold)
+        console.print(compare_table(changes, result, saved, threshold))
+        failed |= any(c.failed for c in changes)
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,238 @@
+"""What the commands share: one-line errors (also for typer's usage errors), the choices as Enums, common options.
+
+Imports nothing heavy: `fastdenoise --help` loads this module and typer only; the library loads inside each command."""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from typer.core import TyperGroup
+
+try:  # typer >= 0.2x ships its own copy of click; older ones use click itself
+    from typer._click.exceptions import BadParameter, ClickException, MissingParameter, NoArgsIsHelpError
+    from typer.exceptions import Abort
+except ImportError:  # pragma: no cover - depends on the installed typer
+    from click.exceptions import Abort, BadParameter, ClickException, MissingParameter, NoArgsIsHelpError
+
+
+def fail(message: str, code: int = 2) -> typer.Exit:
+    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
+    return typer.Exit(code)
+
+
+@contextmanager
+def starting() -> Iterator[None]:
+    """Wrap a command's library imports: Ctrl-C while torch loads (seconds on a cold start) is one line and exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise fail("interrupted while starting", code=130) from None
+
+
+QUOTE = "'"
+
+
+def usage_error_line(err: ClickException) -> str:
+    """Typer's usage errors (missing argument, bad value, unknown option) as one line: `--backend: 'x' is not one of
+    eager, compiled, ...`."""
+    param = getattr(err, "param", None)
+    if not isinstance(err, BadParameter) or param is None:
+        return " ".join(err.format_message().split())
+    longest = max(getattr(param, "opts", None) or [""], key=len)
+    is_option = longest.startswith("-")
+    name = longest if is_option else (getattr(param, "name", None) or longest).upper()
+    if isinstance(err, MissingParameter):
+        return f"missing {'option' if is_option else 'argument'} {name}"
+    choices = re.fullmatch(r"(?:Value error, )?(.*) is not one of (.*)\.", err.message, flags=re.DOTALL)
+    message = f"{choices[1]} is not one of {choices[2].replace(QUOTE, '')}" if choices else err.message
+    return " ".join(f"{name}: {message}".split())
+
+
+class OneLineErrors(TyperGroup):
+    """The command group: every usage error ends as `error: ...` on one line with exit 2, not typer's boxes."""
+
+    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
+             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except NoArgsIsHelpError as err:  # `fastdenoise` or `fastdenoise tables` alone: the help and exit 2, as before
+            typer.echo(err.ctx.get_help() if err.ctx is not None else err.format_message(), err=True)
+            code = err.exit_code
+        except ClickException as err:
+            typer.secho(f"error: {usage_error_line(err)}", err=True, fg=typer.colors.RED)
+            code = err.exit_code
+        except (Abort, KeyboardInterrupt):
+            typer.secho("error: interrupted", err=True, fg=typer.colors.RED)
+            code = 130
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        from fastdenoise import __version__
+
+        typer.echo(f"fastdenoise {__version__}")
+        raise typer.Exit(0)
+
+
+VersionOpt = Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=show_version)]  # fmt: skip
+
+
+class Choice(str, Enum):
+    """A fixed set of option values: help lists them, a wrong one is a one-line error; str() is the value."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+
+# The choices. Each mirrors a library one (tests/cli/test_errors.py checks they agree); the library is not imported
+# here, so that `--help` stays fast. Commands pass `.value` on.
+class BackendKind(Choice):
+    eager = "eager"
+    compiled = "compiled"
+    triton = "triton"
+    onnxruntime = "onnxruntime"
+    tensorrt = "tensorrt"
+    openvino = "openvino"
+    auto = "auto"
+
+
+class Precision(Choice):
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+    int8 = "int8"
+
+
+class OnnxPrecision(Choice):
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+class ImageFormat(Choice):
+    png = "png"
+    jpg = "jpg"
+    jpeg = "jpeg"
+    webp = "webp"
+    bmp = "bmp"
+    tiff = "tiff"
+
+
+class LoaderKind(Choice):
+    auto = "auto"
+    dali = "dali"
+    pil = "pil"
+
+
+class Amp(Choice):
+    auto = "auto"
+    off = "off"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class Switch(Choice):
+    auto = "auto"
+    on = "on"
+    off = "off"
+
+
+class Schedule(Choice):
+    cosine = "cosine"
+    constant = "constant"
+
+
+class Loss(Choice):
+    mse = "mse"
+    l1 = "l1"
+    charbonnier = "charbonnier"
+
+
+class Task(Choice):  # member names as fastdenoise.joint.Task
+    CLASSIFY = "classify"
+    SEGMENT = "segment"
+
+
+class Target(Choice):
+    LABELS = "labels"
+    ARGMAX = "argmax"
+    SOFTMAX = "softmax"
+
+
+class Split(Choice):
+    all = "all"
+    train = "train"
+    test = "test"
+
+
+class Executor(Choice):
+    LOCAL = "local"
+    RAY = "ray"
+
+
+PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")  # = fastdenoise.tables.PEERS
+
+
+def choices(enum: type[Enum]) -> str:
+    return ", ".join(str(e.value) for e in enum)
+
+
+WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
+    "Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind."))]
+ModelNameOpt = Annotated[str | None, typer.Option("--model", help=(
+    "Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model nearest "
+    "--sigma where bundled, else blind)."))]
+EnsembleOpt = Annotated[bool, typer.Option(
+    help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")]
+BackendOpt = Annotated[BackendKind, typer.Option(help="auto: the fastest here, by a short probe cached per machine.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
+PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where fast and accurate; int8: openvino only.")]
+
+
+def parse_sigmas(text: str) -> list[float]:
+    """'15,50' -> [15.0, 50.0]; a one-line --sigma error otherwise."""
+    from fastdenoise.noise import check_sigma
+
+    try:
+        return [check_sigma(float(s)) for s in text.split(",") if s.strip()]
+    except ValueError as err:
+        raise fail(f"--sigma: {err}") from err
+
+
+def backend_options(
+    weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None,
+    model: str | None = None, sigma: float | None = None, ensemble: bool = False, trust_engine: bool = False,
+    build: bool = True,
+) -> tuple:  # fmt: skip
+    """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend
+    (with build=False: its config, for workers to build; --ensemble is then theirs to add); turns every expected
+    failure into a one-line error."""
+    from fastdenoise.backends import BackendConfig, make_backend
+    from fastdenoise.checkpoint import CheckpointError, load_denoiser
+    from fastdenoise.zoo import SelfEnsemble, choose_weights
+
+    try:
+        network = load_denoiser(choose_weights(model, weights, sigma))
+        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
+                            trust_engine=trust_engine)  # fmt: skip
+        if not build:
+            return network, cfg
+        runner = make_backend(network, cfg)
+        return network, SelfEnsemble(runner) if ensemble else runner
+    except (CheckpointError, ValueError) as err:
+        raise fail(str(err)) from err
+    except ImportError as err:
+        raise fail(f"backend {backend!r} is not available here: {err}") from err

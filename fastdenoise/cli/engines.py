@@ -1,0 +1,139 @@
+"""`fastdenoise export-onnx` and `build-engine`: the ONNX graph and the TensorRT engine."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fastdenoise.cli.common import Choice, DeviceOpt, OnnxPrecision, WeightsOpt, fail, starting
+
+PrecisionChoice = Annotated[OnnxPrecision, typer.Option(help=(
+    "Weights and compute (auto: as `run`); I/O stays float32."))]
+
+
+class Exporter(Choice):
+    dynamo = "dynamo"
+    torchscript = "torchscript"
+
+
+class HardwareCompatibility(Choice):  # = fastdenoise.engines.build's levels
+    none = "none"
+    ampere_plus = "ampere_plus"
+    same_compute_capability = "same_compute_capability"
+
+
+def export_onnx_cmd(
+    out: Annotated[Path, typer.Argument(metavar="OUT", help="ONNX file to write.", dir_okay=False)],
+    weights: WeightsOpt = None,
+    precision: PrecisionChoice = OnnxPrecision.fp32,
+    head: Annotated[str | None, typer.Option(help=(
+        "Append a head and export denoiser -> head as one graph (efficientnet-lite0, espnetv2-voc, torchvision:<model> "
+        "...)."))] = None,
+    head_weights: Annotated[Path | None, typer.Option(help=(
+        "Weights for --head (default: the head's own)."), exists=True, dir_okay=False)] = None,
+    opset: Annotated[int | None, typer.Option(help="ONNX opset (default 18; 22 for bf16).")] = None,
+    exporter: Annotated[Exporter, typer.Option(help=(
+        "torchscript: for heads torch.export cannot trace, e.g. efficientnet-lite*."))] = Exporter.dynamo,
+) -> None:
+    """Export the BN-folded denoiser (or denoiser -> head) to ONNX with dynamic batch, height and width."""
+    with starting():
+        import torch
+
+        from fastdenoise.backends import Precision, resolve_precision
+        from fastdenoise.checkpoint import CheckpointError, load_denoiser
+        from fastdenoise.engines.build import file_sha256
+        from fastdenoise.engines.export import export_cascade, export_denoiser
+    precision, exporter = precision.value, exporter.value  # the library's str
+
+    try:
+        dtype = resolve_precision(Precision(precision), torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        model = load_denoiser(weights)
+        if head is None:
+            path = export_denoiser(model, out, dtype=dtype, opset=opset, exporter=exporter)
+        else:
+            from fastdenoise.heads import load_head
+
+            path = export_cascade(model, load_head(head, head_weights), out, dtype=dtype, opset=opset,
+                                  exporter=exporter)
+    except (CheckpointError, ValueError, ImportError) as err:  # ExportError is a ValueError
+        raise fail(str(err)) from err
+    typer.echo(f"onnx: {path} (sha256 {file_sha256(path)[:12]})")
+
+
+def build_engine_cmd(
+    onnx_file: Annotated[Path | None, typer.Argument(metavar="ONNX_FILE", help=(
+        "ONNX from `export-onnx`; omitted: export --weights at --precision first."),
+        exists=True, dir_okay=False)] = None,
+    weights: WeightsOpt = None,  # only without ONNX_FILE
+    precision: PrecisionChoice = OnnxPrecision.auto,  # only without ONNX_FILE; a given ONNX file carries its precision
+    tile: Annotated[int, typer.Option(help=(
+        "Profile for `run --tile T --batch B`: up to B x 3 x (T+3) x (T+3), tuned for B x 3 x T x T."))] = 1024,
+    batch: Annotated[int, typer.Option(help="Largest batch of the profile (see --tile).")] = 4,
+    min_shape: Annotated[str | None, typer.Option("--min", help=(
+        "Explicit profile: NxCxHxW; --min, --opt, --max together replace --tile/--batch."))] = None,
+    opt_shape: Annotated[str | None, typer.Option("--opt", help="Shape TensorRT tunes for, NxCxHxW.")] = None,
+    max_shape: Annotated[str | None, typer.Option("--max", help="Largest accepted shape, NxCxHxW.")] = None,
+    workspace: Annotated[int | None, typer.Option(help=(
+        "Builder workspace limit in MiB (default: TensorRT's, the whole GPU)."))] = None,
+    optimization_level: Annotated[int, typer.Option(help=(
+        "Builder optimization level 0 (fast build) .. 5 (slowest build)."))] = 3,
+    hardware_compatibility: Annotated[HardwareCompatibility, typer.Option(help=(
+        "none: this GPU model only."))] = HardwareCompatibility.none,
+    version_compatible: Annotated[bool, typer.Option(help="Loadable by later TensorRT 10.x runtimes too.")] = False,
+    timing_cache: Annotated[Path | None, typer.Option(help=(
+        "Timing cache file (default: one per GPU and TensorRT version in the cache)."), dir_okay=False)] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help=(
+        "Engine cache (default: $FASTDENOISE_CACHE/engines or ~/.cache/fastdenoise/engines)."),
+        file_okay=False)] = None,
+    device: DeviceOpt = "cuda",
+    rebuild: Annotated[bool, typer.Option(help="Build again even if the cache holds this engine.")] = False,
+    list_engines_: Annotated[bool, typer.Option("--list", help=(
+        "List the cached engines (GPU, TensorRT, precision, profile, checksum state) and exit."))] = False,
+) -> None:
+    """Build a TensorRT engine for this GPU (cached with a JSON sidecar); use it with `run --backend tensorrt
+    --engine`."""
+    with starting():
+        import torch
+
+        from fastdenoise.engines.build import (
+            BuildConfig,
+            EngineError,
+            Profile,
+            build_engine,
+            list_engines,
+        )
+    precision, hardware_compatibility = precision.value, hardware_compatibility.value  # the library's str
+
+    if list_engines_:
+        infos = list_engines(cache_dir)
+        for info in infos:
+            typer.echo(info.describe())
+        if not infos:
+            typer.echo("no engines cached")
+        return
+    try:
+        shapes = (min_shape, opt_shape, max_shape)
+        if any(shapes) and not all(shapes):
+            raise ValueError("--min, --opt and --max go together")
+        if all(shapes):
+            profile = Profile.parse(f"{min_shape}:{opt_shape}:{max_shape}")
+        else:
+            profile = Profile.for_tiles(tile, batch)
+        cfg = BuildConfig(
+            profile=profile, workspace_mib=workspace, optimization_level=optimization_level,
+            hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
+            timing_cache=str(timing_cache) if timing_cache else None,
+        )  # fmt: skip
+        cuda = torch.device(device)
+        if onnx_file is None:
+            from fastdenoise.backends import Precision, resolve_precision
+            from fastdenoise.checkpoint import load_denoiser
+            from fastdenoise.engines.export import cached_denoiser_onnx, default_cache_dir
+
+            dtype = resolve_precision(Precision(precision), cuda)
+            onnx_file = cached_denoiser_onnx(load_denoiser(weights), dtype, default_cache_dir() / "onnx")
+        path = build_engine(onnx_file, cfg, cache_dir=cache_dir, device=cuda, rebuild=rebuild)
+    except (EngineError, ValueError, ImportError) as err:  # CheckpointError is a ValueError too
+        raise fail(str(err)) from err
+    typer.echo(f"engine: {path} (profile {profile.text})")
+    typer.echo(f"use: fastdenoise run IN OUT --backend tensorrt --engine {path}  (images/tiles must fit the profile)")

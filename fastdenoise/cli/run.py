@@ -1,0 +1,186 @@
+"""`fastdenoise run`: denoise a folder (and classify or segment each image with --task)."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from fastdenoise.cli.common import (
+    BackendKind,
+    BackendOpt,
+    DeviceOpt,
+    EnsembleOpt,
+    Executor,
+    ImageFormat,
+    LoaderKind,
+    ModelNameOpt,
+    Precision,
+    PrecisionOpt,
+    Task,
+    WeightsOpt,
+    backend_options,
+    fail,
+    starting,
+)
+
+
+def run(
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Folder of images (searched recursively).")],
+    output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output folder; mirrors the input tree.")],
+    weights: WeightsOpt = None,
+    model: ModelNameOpt = None,
+    sigma: Annotated[float | None, typer.Option(help=(
+        "Noise level of the inputs (0-255), if known: picks the bundled per-sigma model nearest it."),
+        min=0, max=255)] = None,
+    ensemble: EnsembleOpt = False,
+    backend: BackendOpt = BackendKind.eager,
+    device: DeviceOpt = "auto",
+    precision: PrecisionOpt = Precision.auto,
+    engine: Annotated[Path | None, typer.Option(help=(
+        "Prebuilt TensorRT engine or ONNX file for those backends."))] = None,
+    trust_engine: Annotated[bool, typer.Option(help=(
+        "Run an --engine ONNX file that lacks fastdenoise's metadata (made elsewhere)."))] = False,
+    max_pixels: Annotated[int, typer.Option(help=(
+        "Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a pixel of "
+        "the largest image."), min=1)] = 64_000_000,
+    format: Annotated[ImageFormat, typer.Option(help="Output format.")] = ImageFormat.png,
+    quality: Annotated[int, typer.Option(help="JPEG/WebP quality.")] = 95,
+    batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.")] = 4,
+    tile: Annotated[int, typer.Option(help="Images larger than this (px) go through overlapping tiles.")] = 1024,
+    overlap: Annotated[int, typer.Option(help="Tile overlap in pixels (blended).")] = 64,
+    overwrite: Annotated[bool, typer.Option(help="Redo images the manifest says are done.")] = False,
+    workers: Annotated[int, typer.Option(help="Decoder and writer threads (each).")] = 2,
+    loader: Annotated[LoaderKind, typer.Option(
+        help="auto: DALI on a GPU where installed, else Pillow.")] = LoaderKind.auto,
+    strict: Annotated[bool, typer.Option(help="Exit 1 if any input failed (default); --no-strict exits 0.")] = True,
+    fail_fast: Annotated[bool, typer.Option(help="Stop at the first input that fails (exit 1).")] = False,
+    task: Annotated[Task | None, typer.Option(help=(
+        "Also run a frozen head on each denoised image: classify (top-k into OUTPUT/predictions.csv) or segment (a "
+        "<name>.mask.png beside each output)."))] = None,
+    head: Annotated[str | None, typer.Option(help=(
+        "Head for --task (default: efficientnet-lite0 for classify, espnetv2-camvid for segment); the names of `train "
+        "--head`."))] = None,
+    head_weights: Annotated[Path | None, typer.Option(help=(
+        "Weights of the head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder "
+        "above DATA)."), exists=True, dir_okay=False)] = None,
+    top_k: Annotated[int | None, typer.Option(help=(
+        "Classes kept per image with --task classify (default 5)."), min=1)] = None,
+    executor: Annotated[Executor, typer.Option(help=(
+        "local: this machine (under torchrun, each process a share); ray: Ray Data on a cluster, one denoising actor "
+        "per GPU (pip install 'fastdenoise[ray]')."))] = Executor.LOCAL,
+    address: Annotated[str | None, typer.Option(help=(
+        "--executor ray: the cluster's address (default: $RAY_ADDRESS, else a Ray instance started on this machine)."
+    ))] = None,
+) -> None:
+    """Denoise every image under INPUT into OUTPUT (PNG by default) with a manifest.jsonl row per file; with --task,
+    also classify (OUTPUT/predictions.csv) or segment (OUTPUT/<path>.mask.png) each denoised image.
+
+    Exit codes: 0 done; 1 some input failed (see the manifest; 0 with --no-strict); 2 bad arguments or the run could
+    not start; 3 stopped because the output could not be written (disk full, read-only); 130 / 143 stopped by
+    SIGINT / SIGTERM; 4 the Ray pipeline failed as a whole. After 1, 3, 4, 130, 143 or a kill, the same command again
+    does only what is left. Under torchrun (RANK / WORLD_SIZE set) each process takes its share of the files; with
+    --executor ray, Ray Data spreads them over the cluster (INPUT and OUTPUT at the same path on every node)."""
+    import threading
+
+    with starting():
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        from fastdenoise import distributed
+        from fastdenoise.autoselect import describe_backend
+        from fastdenoise.cluster import ClusterError
+        from fastdenoise.images import iter_entries
+        from fastdenoise.predictions import MASK_SUFFIX, TaskConfig, load_predictor
+        from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder, stop_on_signals
+    backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
+
+    if task is None and (head or head_weights or top_k is not None):
+        raise fail("--head, --head-weights and --top-k are for --task classify|segment")
+    if task is Task.SEGMENT and top_k is not None:
+        raise fail("--top-k is for --task classify")
+    if address is not None and executor is not Executor.RAY:
+        raise fail("--address is for --executor ray")
+    if ensemble and executor is Executor.RAY:
+        raise fail("--ensemble is not available with --executor ray (yet): run it with --executor local")
+    on_ray = executor is Executor.RAY
+    try:
+        cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
+                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast,
+                        max_pixels=max_pixels)  # fmt: skip
+        task_cfg = (TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5)
+                    if task else None)
+        check_folders(input, output)
+        shard = distributed.Shard() if on_ray else distributed.shard_from_env()
+    except ValueError as err:
+        raise fail(str(err)) from err
+    total = sum(1 for _ in distributed.take(iter_entries(input), shard))
+    network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
+                                        model, sigma, ensemble, trust_engine,
+                                        build=not on_ray)  # on Ray: a BackendConfig, built by each actor
+    predictor = None
+    if task_cfg is not None:
+        try:
+            predictor = load_predictor(task_cfg, "cpu" if on_ray else denoiser.device)  # on Ray, each actor moves it
+        except (ValueError, FileNotFoundError, ImportError) as err:
+            raise fail(str(err)) from err
+    if on_ray:
+        from fastdenoise.cluster import ClusterConfig, connect, denoise_on_cluster
+
+        try:
+            connect(address)  # before the signal handlers below, so Ray's own do not replace them
+        except (ImportError, ValueError) as err:
+            raise fail(str(err)) from err
+    columns = (TextColumn("[bold]denoise"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    stop = threading.Event()
+    with distributed.process_group(shard), stop_on_signals(stop) as received:
+        with Progress(*columns, transient=True, disable=shard.rank > 0) as bar:
+            progress = bar.add_task("run", total=total, last="")
+            on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])
+            try:
+                if on_ray:
+                    summary = denoise_on_cluster(input, output, network, denoiser, cfg, on_image, stop=stop,
+                                                 predictor=predictor, cluster=ClusterConfig(address))  # fmt: skip
+                else:
+                    summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard,
+                                             predictor=predictor)
+            except ClusterError as err:
+                raise fail(f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest",
+                           code=4) from err
+            except ImportError as err:
+                raise fail(f"loader {loader!r} is not available here: {err}") from err
+            except ValueError as err:
+                raise fail(str(err)) from err
+            except OSError as err:
+                raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
+    prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
+    if summary.taken_over:
+        typer.secho(f"{prefix}note: took over the output lock of a run no longer running ({summary.taken_over})",
+                    err=True)
+    typer.echo(
+        f"{prefix}{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not "
+        f"images; {summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); "
+        f"manifest: {output / MANIFEST}"
+    )
+    typer.echo(f"{prefix}backend: {describe_backend(denoiser, backend)}")
+    if summary.predictions:
+        typer.echo(f"{prefix}predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
+    elif task is Task.SEGMENT:
+        typer.echo(f"{prefix}masks: {summary.masks} ({task_cfg.head_name}), each beside its output as "
+                   f"{output}/<path>{MASK_SUFFIX}")
+    if summary.stopped:
+        typer.secho(f"{prefix}stopped early: {summary.stopped}; the same command again does the rest", err=True,
+                    fg=typer.colors.YELLOW)
+    if received:
+        raise typer.Exit(128 + received[0])
+    if summary.cause == "output":
+        raise typer.Exit(3)
+    if summary.failed and (strict or fail_fast):
+        raise typer.Exit(1)

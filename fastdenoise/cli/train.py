@@ -1,0 +1,193 @@
+"""`fastdenoise train`: the denoiser alone (MSE) or jointly with frozen heads (--task)."""
+
+import json
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from fastdenoise.cli.common import Amp, DeviceOpt, Loss, Schedule, Switch, Target, fail, starting
+
+if TYPE_CHECKING:
+    from fastdenoise.train import TrainConfig
+
+
+def interrupt_on_sigterm() -> None:
+    """Make SIGTERM behave like Ctrl-C, so training checkpoints and folder runs flush before exiting."""
+    import signal
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'25' -> (25, 25); '5-55' or '5:55' -> (5, 55)."""
+    parts = text.replace(":", "-").split("-")
+    try:
+        values = [float(p) for p in parts if p != ""]
+    except ValueError as err:
+        raise fail(f"--sigma: expected a number or a range like 5-55, got {text!r}") from err
+    if len(values) not in (1, 2):
+        raise fail(f"--sigma: expected a number or a range like 5-55, got {text!r}")
+    return (values[0], values[-1])
+
+
+def train(
+    ctx: typer.Context,
+    data: Annotated[Path | None, typer.Argument(metavar="DATA",
+        help="Folder of clean training images (optional with --resume: the run's own).", exists=True, file_okay=False,
+    )] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log.jsonl, config.json.")] = Path(
+        "runs/denoiser"),
+    val: Annotated[Path | None, typer.Option(
+        help="Folder of clean validation images.", exists=True, file_okay=False)] = None,
+    sigma: Annotated[str, typer.Option(help="Noise level in 0-255 units: fixed (25) or a blind range (5-55).")] = "25",
+    patch: Annotated[int | None, typer.Option(help=(
+        "Crop side, multiple of 4 (default 48; joint: 224 classify, 256 segment)."))] = None,
+    batch: Annotated[int, typer.Option(help="Patches per step.")] = 32,
+    steps: Annotated[int, typer.Option(help="Optimizer steps in total.")] = 20_000,
+    lr: Annotated[float, typer.Option(help="Peak Adam learning rate.")] = 1e-3,
+    schedule: Annotated[Schedule, typer.Option(help=(
+        "cosine: to --steps; constant: after warm-up, for runs extended with --resume --steps."))] = Schedule.cosine,
+    ema: Annotated[float, typer.Option(help=(
+        "Decay of a moving average of the weights, validated and saved (0.999; 0 = off)."), min=0.0, max=0.9999)] = 0.0,
+    loss: Annotated[Loss, typer.Option(help="Reconstruction loss.")] = Loss.mse,
+    val_every: Annotated[int, typer.Option(help="Validate every N steps.")] = 1000,
+    val_images: Annotated[int, typer.Option(help="Validation images used (first N of the folder).")] = 12,
+    ckpt_every: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 250,
+    seed: Annotated[int, typer.Option(help="Seed of initial weights, patches and noise.")] = 0,
+    device: DeviceOpt = "auto",
+    amp: Annotated[Amp, typer.Option(help="Mixed precision; auto: bf16 on a GPU that has it.")] = Amp.auto,
+    compile: Annotated[Switch, typer.Option(help="torch.compile; auto: on for CUDA.")] = Switch.auto,
+    resume: Annotated[bool, typer.Option(help=(
+        "Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise)."))] = False,
+    task: Annotated[str | None, typer.Option(help=(
+        "Joint training against frozen heads: classify, segment, or several comma-separated (classify,segment: one "
+        "denoiser for both, label-free); omit for MSE alone."))] = None,
+    head: Annotated[list[str] | None, typer.Option(help=(
+        "Frozen head, repeat for several (one per task, or several for one task): efficientnet-lite0|1|2, "
+        "espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>. Default: efficientnet-lite0 "
+        "(classify), espnetv2-camvid (segment)."))] = None,
+    head_weights: Annotated[list[Path] | None, typer.Option(help=(
+        "Weights of the head, one per --head (default: its pip package; ESPNetv2: weights/espnetv2 under "
+        "$FASTDENOISE_DATA or a folder above DATA)."), exists=True, dir_okay=False)] = None,
+    lam: Annotated[list[float] | None, typer.Option(help=(
+        "Raw weight of the task loss, one or one per head (default 0.25 classify, 0.5 segment)."), min=0.0)] = None,
+    balance: Annotated[list[float] | None, typer.Option(help=(
+        "Instead of --lam: the task's gradient w.r.t. the denoiser output is kept at R times the MSE's (EMA of the "
+        "norms; docs/task-aware.md); one or one per head."), min=0.0)] = None,
+    balance_decay: Annotated[float, typer.Option(help=(
+        "EMA decay of the gradient norms behind --balance."), min=0.0, max=0.9999)] = 0.99,
+    target: Annotated[Target, typer.Option(help=(
+        "labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop."
+    ))] = Target.LABELS,
+    labels: Annotated[Path | None, typer.Option(help=(
+        "Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class."),
+        exists=True, dir_okay=False)] = None,
+    masks: Annotated[Path | None, typer.Option(
+        help="Segment: folder of masks named like the images.", exists=True, file_okay=False)] = None,
+    ignore_index: Annotated[int, typer.Option(
+        help="Segment: mask value without a class (CamVid: 11).", min=0, max=255)] = 255,
+    resize: Annotated[int | None, typer.Option(help=(
+        "Short side before cropping (default: 8/7 of --patch for classify, unchanged for segment)."))] = None,
+    init: Annotated[Path | None, typer.Option(help=(
+        "Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run."), exists=True,
+        dir_okay=False)] = None,
+) -> None:
+    """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task)."""
+    with starting():
+        from fastdenoise.checkpoint import CheckpointError
+        from fastdenoise.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
+        from fastdenoise.train import TrainConfig, train_denoiser
+
+    if (out / "last.pt").exists() and not resume:
+        raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+    stored = json.loads((out / "config.json").read_text()) if resume and (out / "config.json").is_file() else None
+    if data is None and stored is None:
+        raise fail("missing DATA: the folder of clean training images "
+                   "(only --resume of a run with a config.json may omit it)")
+    if stored is not None and task is None and (out / "joint.json").is_file():
+        raise fail(f"{out}: a joint run; resume it with its --task, --head ... options as in {out / 'joint.json'}")
+    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
+    if task is None and any(joint_only):
+        raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
+                   "training: add --task")
+    try:
+        tasks = parse_tasks(task) if task is not None else ()
+    except ValueError as err:
+        raise fail(f"--task: {err}") from err
+    crop = patch if patch is not None else (max(default_crop(Task(t)) for t in tasks) if tasks else 48)
+    try:
+        cfg = TrainConfig(
+            data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
+            batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every,
+            seed=seed, device=device, amp=amp.value, compile=compile.value, schedule=schedule.value, ema=ema,
+            loss=loss.value,
+        )  # fmt: skip
+        if stored is not None:
+            cfg = resumed_config(ctx, cfg, stored, out)
+            data = Path(cfg.data)
+        interrupt_on_sigterm()
+        if not tasks:
+            train_denoiser(cfg, init=str(init) if init else None)
+        else:
+            joint = JointConfig(
+                cfg, tasks=tasks, heads=tuple(head or ()), lam=tuple(lam or ()), balance=tuple(balance or ()),
+                balance_decay=balance_decay, target=target.value, labels=str(labels) if labels else None,
+                masks=str(masks) if masks else None, ignore_index=ignore_index, resize=resize,
+                init=str(init) if init else None,
+            )  # fmt: skip
+            weights = list(head_weights or [None] * len(joint.head_list))
+            if len(weights) != len(joint.head_list):
+                raise ValueError(f"--head-weights: give one per head ({len(joint.head_list)}), got {len(weights)}")
+            from fastdenoise.tables import find_segmenter_weights
+
+            found = [w or find_segmenter_weights(name, data) for name, w in zip(joint.head_list, weights)]
+            train_joint(replace(joint, head_weights=tuple(str(w) if w else None for w in found)))
+    except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
+        raise fail(str(err)) from err
+    except KeyboardInterrupt as err:
+        import signal
+
+        code = 143 if getattr(err, "signum", None) == signal.SIGTERM else 130  # 128 + the signal's number
+        typer.secho(f"stopped: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume", err=True,
+                    fg=typer.colors.YELLOW)
+        raise typer.Exit(code) from None
+    typer.echo(f"weights: {out / 'model.safetensors'}")
+
+
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` was typed on the command line (not a default)."""
+    source = ctx.get_parameter_source(name)
+    return getattr(source, "name", None) == "COMMANDLINE"  # typer may ship its own click: compare by name
+
+
+def resumed_config(ctx: typer.Context, cfg: "TrainConfig", stored: dict, out: Path) -> "TrainConfig":
+    """The stored run's config, with the options given on this command line that may change (steps, LR...).
+
+    An option given with another value than the run was started with is refused: it would silently make another run."""
+    from fastdenoise.train import RESUMABLE_CHANGES, TrainConfig
+
+    fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
+    merged = dict(stored)
+    for field, value in fresh.items():
+        if field not in stored or field == "out" or not given(ctx, field):
+            continue
+        if field in ("data", "val") and value and stored[field]:
+            same = Path(value).resolve() == Path(stored[field]).resolve()
+        else:
+            same = value == stored[field]
+        if same or field in RESUMABLE_CHANGES:
+            merged[field] = value
+        else:
+            flag = "DATA" if field == "data" else "--" + field.replace("_", "-")
+            was, now = (("-".join(f"{v:g}" for v in x) if field == "sigma" else x) for x in (stored[field], value))
+            raise ValueError(f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it "
+                             "was, or train into another --out")
+    try:
+        return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"])})
+    except TypeError as err:
+        raise ValueError(f"{out / 'config.json'}: not a config of this version ({err})") from err

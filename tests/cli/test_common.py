@@ -1,0 +1,161 @@
+"""The CLI's shared layer: choices as Enums, one-line usage errors, --version / -h, help text, a light start."""
+
+import itertools
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from typer.testing import CliRunner
+
+from fastdenoise.cli import app, common
+
+runner = CliRunner()
+
+
+def one_error_line(args: list[str]) -> str:
+    """Invoke the CLI, check it failed as a usage error (exit 2, one line, no traceback), return that line."""
+    result = runner.invoke(app, args)
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, result.output
+    assert len(lines) == 1 and "Traceback" not in result.output and "╭" not in result.output, result.output
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "args,option,enum",
+    [
+        (["run", "{tmp}", "{tmp}/o", "--backend"], "--backend", common.BackendKind),
+        (["run", "{tmp}", "{tmp}/o", "--precision"], "--precision", common.Precision),
+        (["run", "{tmp}", "{tmp}/o", "--format"], "--format", common.ImageFormat),
+        (["run", "{tmp}", "{tmp}/o", "--loader"], "--loader", common.LoaderKind),
+        (["run", "{tmp}", "{tmp}/o", "--task"], "--task", common.Task),
+        (["run", "{tmp}", "{tmp}/o", "--executor"], "--executor", common.Executor),
+        (["eval", "{tmp}", "--backend"], "--backend", common.BackendKind),
+        (["train", "{tmp}", "--amp"], "--amp", common.Amp),
+        (["train", "{tmp}", "--compile"], "--compile", common.Switch),
+        (["train", "{tmp}", "--loss"], "--loss", common.Loss),
+        (["train", "{tmp}", "--target"], "--target", common.Target),
+        (["export-onnx", "{tmp}/m.onnx", "--precision"], "--precision", common.OnnxPrecision),
+        (["tables", "split", "{tmp}/labels.csv", "-o", "{tmp}/s.csv", "--split"], "--split", common.Split),
+    ],
+)
+def test_a_wrong_choice_is_one_line_listing_the_valid_ones(args, option, enum, tmp_path):
+    (tmp_path / "labels.csv").write_text("a.png,1\n")
+    filled = [a.format(tmp=tmp_path) for a in args] + ["nonsense"]
+    valid = ", ".join(e.value for e in enum)
+    assert one_error_line(filled) == f"error: {option}: 'nonsense' is not one of {valid}"
+    assert runner.invoke(app, [*filled[:-1], list(enum)[-1].value, "--help"]).exit_code == 0
+
+
+def test_the_backend_error_reads_as_documented(tmp_path):
+    line = one_error_line(["run", str(tmp_path), str(tmp_path / "o"), "--backend", "nonsense"])
+    assert line == "error: --backend: 'nonsense' is not one of eager, compiled, triton, onnxruntime, tensorrt, openvino, auto"
+
+
+def test_comma_lists_check_each_element(tmp_path):
+    line = one_error_line(["tables", "table1", str(tmp_path), "--peers", "cbm3d,bm4d"])
+    assert line == "error: --peers: 'bm4d' is not one of " + ", ".join(common.PEERS)
+    line = one_error_line(["train", str(tmp_path), "-o", str(tmp_path / "r"), "--task", "segment,detect"])
+    assert line == "error: --task: task must be one of classify, segment (or several, comma-separated); got 'segment,detect'"
+
+
+@pytest.mark.parametrize(
+    "args,line",
+    [
+        (["run"], "error: missing argument INPUT"),
+        (["run", "in"], "error: missing argument OUTPUT"),
+        (["tables", "table3"], "error: missing argument DATA"),
+        (["run", "a", "b", "--bogus"], "error: No such option: --bogus"),
+        (["run", "a", "b", "--backend"], "error: Option '--backend' requires an argument."),
+        (["nonsense"], "error: No such command 'nonsense'."),
+        (["tables", "table1", "{tmp}/absent"], "error: DATA: dir '{tmp}/absent' does not exist."),
+    ],
+)
+def test_usage_errors_are_one_line(args, line, tmp_path):
+    assert one_error_line([a.format(tmp=tmp_path) for a in args]) == line.format(tmp=tmp_path)
+
+
+def test_a_bad_number_names_the_option(tmp_path):
+    line = one_error_line(["run", str(tmp_path), str(tmp_path / "o"), "--batch", "four"])
+    assert line.startswith("error: --batch: ") and "four" not in line.split(":", 2)[1]
+
+
+def test_the_cli_choices_agree_with_the_library():
+    from fastdenoise.engines.build import HARDWARE_COMPATIBILITY
+
+    from fastdenoise import backends, images, joint, loaders, tables
+    from fastdenoise.cli.engines import HardwareCompatibility
+    from fastdenoise.cluster import Executor
+    from fastdenoise.train import LOSSES, TrainConfig
+
+    def values(enum):
+        return [e.value for e in enum]
+
+    assert values(common.BackendKind) == values(backends.BackendKind)
+    assert values(common.Precision) == values(backends.Precision)
+    assert set(values(common.OnnxPrecision)) == set(values(backends.Precision)) - {"int8"}
+    assert set(values(common.LoaderKind)) == set(values(loaders.LoaderKind))
+    assert values(common.Task) == values(joint.Task) and values(common.Target) == values(joint.Target)
+    assert [e.name for e in common.Task] == [e.name for e in joint.Task]  # the bodies test `task is Task.SEGMENT`
+    assert values(common.Split) == values(tables.Split) and values(common.Executor) == values(Executor)
+    assert set(values(common.ImageFormat)) == set(images.FORMATS)
+    assert common.PEERS == tables.PEERS
+    assert set(values(HardwareCompatibility)) == set(HARDWARE_COMPATIBILITY)
+    assert values(common.Loss) == list(LOSSES)
+    for amp in values(common.Amp):
+        TrainConfig("data", "out", amp=amp)
+    for switch in values(common.Switch):
+        TrainConfig("data", "out", compile=switch)
+    for schedule in values(common.Schedule):
+        TrainConfig("data", "out", schedule=schedule)
+    with pytest.raises(ValueError):
+        TrainConfig("data", "out", amp="fp8")
+
+
+def test_version_and_short_help():
+    from fastdenoise import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output == f"fastdenoise {__version__}\n"
+    for args in ([], ["run"], ["tables"], ["tables", "table2"]):
+        short, long = (runner.invoke(app, [*args, flag]) for flag in ("-h", "--help"))
+        assert short.exit_code == long.exit_code == 0 and short.output == long.output and "Usage:" in short.output
+
+
+def test_help_lists_the_choices():
+    out = runner.invoke(app, ["run", "--help"]).output
+    assert "<eager|compiled|triton|onnxruntime|tensorrt|openvino|auto>" in out
+    assert "<png|jpg|jpeg|webp|bmp|tiff>" in out and "<auto|dali|pil>" in out
+
+
+def test_help_keeps_brackets_and_reflows_docstrings():
+    assert "image i uses [seed, i])" in runner.invoke(app, ["eval", "--help"]).output
+    assert "default_rng([seed, i])" in " ".join(runner.invoke(app, ["tables", "table2", "--help"]).output.split())
+    for args, first in ((["run"], "Denoise every image"), (["tables", "table3"], "Table 3: mIoU")):
+        out = runner.invoke(app, [*args, "--help"]).output
+        lines = out.splitlines()
+        start = next(i for i, ln in enumerate(lines) if ln.strip().startswith(first))
+        end = lines.index("", start)
+        paragraph = [ln.strip() for ln in lines[start:end]]
+        # Filled like a wrapped paragraph: no line could have taken the next line's first word.
+        width = max(len(ln) for ln in paragraph)
+        for line, following in itertools.pairwise(paragraph):
+            assert len(line) + 1 + len(following.split()[0]) > width, (line, following)
+
+
+def test_help_starts_without_torch():
+    """`fastdenoise --help` loads typer and the CLI, not torch or the library (speed: bench/cli_startup.py)."""
+    code = ("import sys; sys.argv = ['fastdenoise', '--help']\nfrom fastdenoise.cli import main\ntry:\n    main()\n"
+            "except SystemExit:\n    pass\nheavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy',"
+            " 'rich') or m in ('fastdenoise.train', 'fastdenoise.runner', 'fastdenoise.tables'))\nprint('heavy', heavy)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert "Commands:" in done.stdout and done.stdout.strip().endswith("heavy []"), done.stdout[-500:] + done.stderr
+
+
+def test_python_dash_m_runs_the_cli():
+    done = subprocess.run([sys.executable, "-m", "fastdenoise", "run", "a", "b", "--backend", "x"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "error: --backend: 'x' is not one of eager, compiled, triton, onnxruntime, tensorrt, openvino, auto"
+    ]
