@@ -1,11 +1,12 @@
 """`fastdenoise bench`: throughput, training steps, roofline, quality and accuracy in one report."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import WeightsOpt, fail, starting
+from fastdenoise.cli.common import WeightsOpt, fail, missing_peer_package, note, starting
 
 
 def bench(
@@ -41,7 +42,7 @@ def bench(
     with starting():
         from rich.console import Console
 
-        from fastdenoise.benchmark import SECTIONS, BenchConfig, run_benchmark
+        from fastdenoise.benchmark import SECTIONS, BenchConfig, get_profile, run_benchmark
         from fastdenoise.report import (
             accuracy_failed,
             compare_results,
@@ -63,8 +64,14 @@ def bench(
                 baselines=str(baselines) if baselines else None,
                 cache=str(cache) if cache else None, sections=("accuracy",) if accuracy_only else SECTIONS,
             )  # fmt: skip
+            chosen = get_profile(profile)
+            if "quality" in cfg.sections:  # a peer whose package is missing is left out now, not after minutes
+                missing = {peer: why for peer in chosen.peers if (why := missing_peer_package(peer))}
+                for why in missing.values():
+                    note(why)
+                chosen = replace(chosen, peers=tuple(p for p in chosen.peers if p not in missing))
             with console.status(f"bench --profile {profile}") as status:
-                result = run_benchmark(cfg, log=status.update)
+                result = run_benchmark(cfg, log=status.update, profile=chosen)
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise fail(str(err)) from err
     console.print(render(result))

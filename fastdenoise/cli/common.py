@@ -4,6 +4,7 @@ Imports nothing heavy: `fastdenoise --help` loads this module and typer only; th
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from collections.abc import Iterator
@@ -186,8 +187,23 @@ class Executor(Choice):
 PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")  # = fastdenoise.tables.PEERS
 
 
-def choices(enum: type[Enum]) -> str:
-    return ", ".join(str(e.value) for e in enum)
+PEER_PACKAGES = {"cbm3d": "bm3d"}  # peers that need an optional package (the `peers` extra)
+
+
+def note(message: str) -> None:
+    typer.secho(f"note: {message}", err=True, fg=typer.colors.YELLOW)
+
+
+def missing_peer_package(peer: str) -> str | None:
+    """Why `peer` cannot run here (its optional package is not installed), or None: checked before any work starts."""
+    package = PEER_PACKAGES.get(peer)
+    if package is None:
+        return None
+    try:
+        importlib.import_module(package)
+    except ImportError:
+        return f"{peer} skipped: the {package} package is not installed (pip install {package}, or fastdenoise[peers])"
+    return None
 
 
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(

@@ -100,6 +100,7 @@ def build_engine_cmd(
             EngineError,
             Profile,
             build_engine,
+            current_target,
             list_engines,
         )
     precision, hardware_compatibility = precision.value, hardware_compatibility.value  # the library's str
@@ -125,6 +126,7 @@ def build_engine_cmd(
             timing_cache=str(timing_cache) if timing_cache else None,
         )  # fmt: skip
         cuda = torch.device(device)
+        current_target(cuda)  # TensorRT and a GPU are there, before minutes of ONNX export
         if onnx_file is None:
             from fastdenoise.backends import Precision, resolve_precision
             from fastdenoise.checkpoint import load_denoiser

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import PEERS, DeviceOpt, Split, fail, parse_sigmas, starting
+from fastdenoise.cli.common import PEERS, DeviceOpt, Split, fail, missing_peer_package, note, parse_sigmas, starting
 
 tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + JSON + PNG per table.",
                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
@@ -51,6 +51,14 @@ def run_table(label: str, build, out: Path) -> None:  # build: ProgressFn -> Tab
     paths = write_table(table, out, meta)
     console.print(Markdown(markdown(table)))
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def skipped_peer(peer: str) -> bool:
+    """Whether `peer` is left out because its package is missing (said in a note before any work)."""
+    why = missing_peer_package(peer)
+    if why:
+        note(why)
+    return bool(why)
 
 
 def named_models(model: list[str] | None) -> list[tuple[str, Path]]:
@@ -114,6 +122,7 @@ def table1_cmd(
     unknown = [p for p in names if p not in PEERS]
     if unknown:
         raise fail(f"--peers: {unknown[0]!r} is not one of {', '.join(PEERS)}")
+    names = [p for p in names if not skipped_peer(p)]
     with starting():
         from fastdenoise.tables import Table1Config, default_peer_data, model_arm, peer_arm, table1
 
@@ -177,6 +186,7 @@ def table2_cmd(
     cross-task (each only if its weights are given), extra --model arms, and clean."""
     with starting():
         from fastdenoise.tables import Table2Config, table2, task_arms
+    cbm3d = 0 if cbm3d and skipped_peer("cbm3d") else cbm3d
 
     extra = named_models(model)
 
@@ -236,6 +246,7 @@ def table3_cmd(
     separate, joint, cross-task (each only if its weights are given), extra --model arms, and clean."""
     with starting():
         from fastdenoise.tables import Table3Config, find_segmenter_weights, table3, task_arms
+    cbm3d = 0 if cbm3d and skipped_peer("cbm3d") else cbm3d
 
     images, masks = data / subset, data / f"{subset}annot"
     for folder in (images, masks):
