@@ -25,21 +25,29 @@ class Batch:
         return Batch(move(self.noisy), move(self.clean), move(self.target))
 
 
-def load_folder(root: Path, limit: int | None = None) -> list[np.ndarray]:
-    """All images of a folder as uint8 arrays (CBSD432 is 200 MB in memory)."""
+def folder_images(root: Path, limit: int | None = None) -> list[Path]:
+    """The image files of a folder (the first `limit`); FileNotFoundError when there are none."""
     paths = list_images(root)[:limit]
     if not paths:
         raise FileNotFoundError(f"{root}: no images found")
-    return [load_rgb(p) for p in paths]
+    return paths
+
+
+def load_folder(root: Path, limit: int | None = None) -> list[np.ndarray]:
+    """All images of a folder as uint8 arrays (CBSD432 is 200 MB in memory)."""
+    return [load_rgb(p) for p in folder_images(root, limit)]
 
 
 class PatchSampler:
     """Infinite iterator of `Batch`es; its whole state is one torch.Generator, so a resumed run repeats exactly."""
 
-    def __init__(self, images: list[np.ndarray], patch: int, batch: int, sigma: tuple[float, float], seed: int) -> None:
+    def __init__(self, images: list[np.ndarray], patch: int, batch: int, sigma: tuple[float, float], seed: int,
+                 names: list[str] | None = None) -> None:  # fmt: skip
         small = [i for i, im in enumerate(images) if min(im.shape[:2]) < patch]
         if small:
-            raise ValueError(f"{len(small)} training images are smaller than the {patch}px patch (first: index {small[0]})")
+            h, w = images[small[0]].shape[:2]
+            first = f"{names[small[0]]}, {w}x{h}" if names else f"index {small[0]}"
+            raise ValueError(f"{len(small)} training images are smaller than the {patch}px patch (first: {first})")
         self.images, self.patch, self.batch, self.sigma = images, patch, batch, sigma
         self.generator = torch.Generator().manual_seed(seed)
 

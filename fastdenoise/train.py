@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastdenoise.checkpoint import CheckpointError, load_checkpoint, load_denoiser, save_checkpoint, save_weights
-from fastdenoise.data import Batch, PatchSampler, load_folder
+from fastdenoise.data import Batch, PatchSampler, folder_images, load_folder
+from fastdenoise.images import load_rgb
 from fastdenoise.metrics import psnr
 from fastdenoise.model import Denoiser, DenoiserSpec
 from fastdenoise.noise import add_noise, check_sigma, to_uint8
@@ -288,7 +289,8 @@ def fit(
 
     log = (out / "log.jsonl").open("a")
     bar = _progress(progress)
-    task = bar.add_task("train", total=cfg.steps, completed=step, loss=math.nan, psnr=math.nan, rate=0.0, mpx=0.0)
+    task = bar.add_task("train", total=cfg.steps, completed=step, stats="")
+    shown = ProgressStats(total=cfg.steps)  # only what is known: no loss before the first step, no val without --val
     tick, window_steps, window_pixels = time.perf_counter(), 0, 0
     model.train()
     with bar, log, StopSignals() as signals:
@@ -324,7 +326,7 @@ def fit(
                         "step": step, "loss": value, "lr": scheduler.get_last_lr()[0], "steps_per_s": steps_per_s,
                         "mpx_per_s": mpx_per_s, "gpx_seen": pixels / 1e9, **logs,
                     }  # fmt: skip
-                    bar.update(task, rate=steps_per_s, mpx=mpx_per_s)
+                    shown.timed(steps_per_s, mpx_per_s)
                 if validate is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                     model.eval()
                     scores = validate(final)
@@ -333,41 +335,72 @@ def fit(
                     if scores.get("psnr", -math.inf) > best:
                         best = scores["psnr"]
                         save_weights(final, out / "best.safetensors", {"step": step, "val_psnr": best})  # type: ignore[arg-type]
-                    bar.update(task, psnr=scores.get("psnr", math.nan))
+                    shown.psnr = scores.get("psnr")
                     tick = time.perf_counter()  # validation time is not training throughput
                 if row:
                     log.write(json.dumps(row) + "\n")
                     log.flush()
-                bar.update(task, completed=step, loss=value)
+                shown.step, shown.loss = step, value
+                bar.update(task, completed=step, stats=shown.text())
                 if step % cfg.ckpt_every == 0 or step == cfg.steps:
                     checkpoint()
         except KeyboardInterrupt:
             # Ctrl-C outside the handlers (another thread): save the last completed step, with the batch source as it
             # was before the unfinished step drew.
             checkpoint(before)
-            bar.console.print(f"interrupted: checkpoint at step {step} in {ckpt_path}; continue with --resume")
-            raise
+            raise TrainingStopped(signal.SIGINT, step) from None  # the caller says so, once
         if signals.received is not None:
             checkpoint()
-            bar.console.print(f"stopped: checkpoint at step {step} in {ckpt_path}; continue with --resume")
             raise TrainingStopped(signals.received, step)
     model.eval()
     return final
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.2e}  val {task.fields[psnr]:.2f} dB"),
-        TextColumn("{task.fields[rate]:.2f} it/s  {task.fields[mpx]:.3f} Mpx/s"),
+        TextColumn("{task.fields[stats]}", markup=False),
         TimeElapsedColumn(),
-        TimeRemainingColumn(),
         disable=not enabled,
     )
+
+
+@dataclass
+class ProgressStats:
+    """The training bar's numbers, each shown once known; the ETA from a moving average of the step rate, so one slow
+    window (validation, a checkpoint, other load) moves it a little instead of making it jump."""
+
+    total: int
+    step: int = 0
+    loss: float | None = None
+    psnr: float | None = None
+    rate: float | None = None  # steps/s, exponential moving average over the logged windows
+    mpx: float | None = None
+    smoothing: float = 0.2  # weight of the newest window
+
+    def timed(self, steps_per_s: float, mpx_per_s: float) -> None:
+        keep = 1.0 - self.smoothing
+        self.rate = steps_per_s if self.rate is None else keep * self.rate + self.smoothing * steps_per_s
+        self.mpx = mpx_per_s if self.mpx is None else keep * self.mpx + self.smoothing * mpx_per_s
+
+    def eta(self) -> float | None:
+        return (self.total - self.step) / self.rate if self.rate else None
+
+    def text(self) -> str:
+        parts = [] if self.loss is None else [f"loss {self.loss:.2e}"]
+        if self.psnr is not None:
+            parts.append(f"val {self.psnr:.2f} dB")
+        if self.rate is not None and self.mpx is not None:
+            parts.append(f"{self.rate:.2f} it/s  {self.mpx:.3f} Mpx/s")
+        eta = self.eta()
+        if eta is not None:
+            minutes, seconds = divmod(round(eta), 60)
+            parts.append(f"ETA {minutes // 60}:{minutes % 60:02d}:{seconds:02d}")
+        return "  ".join(parts)
 
 
 def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0) -> Validate:
@@ -392,7 +425,8 @@ def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = N
     """Separate (MSE) training of a Denoiser on a folder of clean images; writes model.safetensors to cfg.out.
 
     init: start from these weights (fine-tuning, e.g. the MSE control of a joint run on the same photos)."""
-    images = load_folder(Path(cfg.data))
+    paths = folder_images(Path(cfg.data))
+    images = [load_rgb(p) for p in paths]
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
     model = Denoiser(DenoiserSpec(**cfg.spec))
     if init is not None:
@@ -400,7 +434,7 @@ def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = N
         if start.spec != model.spec:
             raise ValueError(f"{init}: its architecture {asdict(start.spec)} differs from train.spec {cfg.spec}")
         model.load_state_dict(start.state_dict())
-    sampler = PatchSampler(images, cfg.patch, cfg.batch, cfg.sigma, cfg.seed)
+    sampler = PatchSampler(images, cfg.patch, cfg.batch, cfg.sigma, cfg.seed, names=[str(p) for p in paths])
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2
     validate = psnr_validator(Path(cfg.val), val_sigma, cfg.val_images) if cfg.val else None
     trained = fit(model, LOSSES[cfg.loss], sampler, cfg, validate, progress)

@@ -153,8 +153,12 @@ def train(
         import signal
 
         code = 143 if getattr(err, "signum", None) == signal.SIGTERM else 130  # 128 + the signal's number
-        typer.secho(f"stopped: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume", err=True,
-                    fg=typer.colors.YELLOW)
+        step = getattr(err, "step", None)  # TrainingStopped: fit saved a checkpoint at this step
+        if step is None and not (out / "last.pt").is_file():
+            raise fail("interrupted before the first checkpoint", code=code) from None
+        at = "" if step is None else f" at step {step}"
+        typer.secho(f"stopped{at}: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume",
+                    err=True, fg=typer.colors.YELLOW)
         raise typer.Exit(code) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
 

@@ -1,0 +1,90 @@
+"""`fastdenoise train` as a user sees it: the progress line shows only known numbers, a steady ETA, one message on
+Ctrl-C, and a too-small image named by its file."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+from typer.testing import CliRunner
+
+from fastdenoise.cli import app
+from fastdenoise.images import save_rgb
+from fastdenoise.train import ProgressStats
+
+runner = CliRunner()
+FAST = ["--batch", "2", "--amp", "off", "--compile", "off", "--device", "cpu"]
+
+
+@pytest.fixture
+def photos(tmp_path, make_image):
+    for i in range(2):
+        save_rgb(make_image(36, 44), tmp_path / "photos" / f"p{i}.png")
+    return tmp_path / "photos"
+
+
+def test_progress_shows_only_known_numbers():
+    stats = ProgressStats(total=100)
+    assert stats.text() == ""  # before the first step: no `loss nan`, no `0.00 it/s`
+    stats.step, stats.loss = 1, 0.0123
+    assert stats.text() == "loss 1.23e-02"
+    stats.timed(2.0, 0.5)
+    stats.step = 10
+    assert stats.text() == "loss 1.23e-02  2.00 it/s  0.500 Mpx/s  ETA 0:00:45"
+    stats.psnr = 28.456
+    assert stats.text() == "loss 1.23e-02  val 28.46 dB  2.00 it/s  0.500 Mpx/s  ETA 0:00:45"
+
+
+def test_the_eta_moves_little_after_one_slow_window():
+    stats = ProgressStats(total=10_000)
+    etas, raw = [], []
+    for step, rate in zip(range(100, 900, 100), [10.0, 10.0, 10.0, 1.0, 10.0, 10.0, 10.0, 10.0]):
+        stats.step = step
+        stats.timed(rate, rate / 100)
+        etas.append(stats.eta())
+        raw.append((stats.total - step) / rate)
+    jump = max(b / a for a, b in zip(etas, etas[1:]))
+    raw_jump = max(b / a for a, b in zip(raw, raw[1:]))
+    assert raw_jump > 9 and jump < 2.0, (etas, raw)
+    assert etas[-1] == pytest.approx((stats.total - 800) / stats.rate) and stats.rate < 10.0
+
+
+def test_train_progress_without_val_has_no_val_and_no_nan(photos, tmp_path):
+    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "run"), "--patch", "16", "--steps", "3", *FAST])
+    assert result.exit_code == 0, result.output
+    bar = result.output.splitlines()[0]
+    assert re.fullmatch(r"train \S+ 3/3 loss \d\.\d\de-\d\d  \d+\.\d\d it/s  \d+\.\d{3} Mpx/s  ETA 0:00:00 \d:\d\d:\d\d",
+                        bar), bar  # fmt: skip
+    assert result.output.splitlines()[1] == f"weights: {tmp_path / 'run' / 'model.safetensors'}"
+
+
+def test_a_too_small_image_is_named_by_its_file(photos, tmp_path, make_image):
+    save_rgb(make_image(20, 30), photos / "tiny.png")
+    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "run"), "--patch", "24", "--steps", "1", *FAST])
+    assert result.exit_code == 2
+    assert result.output.splitlines() == [
+        f"error: 1 training images are smaller than the 24px patch (first: {photos / 'tiny.png'}, 30x20)"
+    ]
+
+
+def test_ctrl_c_says_one_thing(photos, tmp_path):
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16",
+            "--steps", "100000", "--ckpt-every", "100000", *FAST]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    log = out / "log.jsonl"
+    deadline = time.monotonic() + 120
+    while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stdout + stderr
+    said = [line for line in (stdout + stderr).splitlines() if not line.startswith("train ")]  # the bar's last frame
+    assert len(said) == 1 and re.fullmatch(
+        rf"stopped at step \d+: the last checkpoint is {re.escape(str(out / 'last.pt'))}; continue with --out "
+        rf"{re.escape(str(out))} --resume", said[0]), stdout + stderr  # fmt: skip
