@@ -16,9 +16,9 @@ def bench(
         "Shared data folder (kodak24/, weights/, SHA256SUMS); default $FASTDENOISE_DATA or ../shared/data."),
         exists=True, file_okay=False)] = None,
     weights: WeightsOpt = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help=(
-        "Results root: writes OUT/<machine>/<profile>.json, .txt and -throughput/-quality.png."
-    ))] = Path("bench/results"),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help=(
+        "Results root: writes OUT/<machine>/<profile>.json, .txt and -throughput/-quality.png (default: "
+        "$FASTDENOISE_CACHE/bench, else ~/.cache/fastdenoise/bench)."), file_okay=False)] = None,
     compare: Annotated[Path | None, typer.Option(help=(
         "A saved result (.json) to compare with: prints the ratios, exit 1 past --threshold."),
         exists=True, dir_okay=False)] = None,
@@ -78,11 +78,13 @@ def bench(
     if report:
         written = plot_result(result, report.parent)
     elif not accuracy_only:
-        written = write_outputs(result, out)
+        from fastdenoise.engines.export import default_cache_dir
+
+        written = write_outputs(result, out or default_cache_dir() / "bench")
     else:
         written = []
     if written:
-        console.print("wrote " + ", ".join(str(p) for p in written))
+        typer.echo("wrote " + ", ".join(str(p) for p in written))  # not rich: a path is not wrapped
     failed = bool(accuracy_failed(result))
     if saved is not None:
         changes = compare_results(result, saved, threshold)

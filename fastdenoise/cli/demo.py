@@ -30,6 +30,8 @@ def demo(
         check_sigma(sigma)
     except ValueError as err:
         raise fail(f"--sigma: {err}") from err
+    if sigma == 0:  # nothing to remove: PSNR against the clean image would be infinite
+        raise fail("--sigma: give a noise level above 0 (the demo adds that much noise and removes it)")
     _, denoiser = backend_options(weights, "eager", device, "auto", model=model, sigma=sigma, ensemble=ensemble)
     rows = run_demo(backend_denoiser(denoiser), out, sigma)
     table = Table("image", "size", "noisy PSNR", "denoised PSNR", "gain", title=f"fastdenoise demo, sigma {sigma:g}")
