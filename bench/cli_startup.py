@@ -3,12 +3,14 @@
     python bench/cli_startup.py [--repeats 10] [--ref ../main]
 
 --ref times another checkout too (before/after a change). Runs are interleaved so that load on the machine hits every
-variant alike; the table gives median and min seconds, and the CLI's own share (median minus the bare interpreter's).
+variant alike; the table gives wall and CPU (user + system) seconds, and the CLI's own share (minus the bare
+interpreter's median).
 """
 
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -18,10 +20,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parents[1]
 
 
-def wall(command: list[str], cwd: Path) -> float:
+def timed(command: list[str], cwd: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds user + system) of one run; CPU time is what other load on the core cannot inflate."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     tick = time.perf_counter()
     subprocess.run(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-    return time.perf_counter() - tick
+    seconds = time.perf_counter() - tick
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return seconds, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 
 
 def main() -> None:
@@ -33,17 +39,20 @@ def main() -> None:
     variants["fastdenoise --help (this checkout)"] = ([sys.executable, "-m", "fastdenoise", "--help"], HERE)
     if args.ref:
         variants[f"fastdenoise --help ({args.ref})"] = ([sys.executable, "-m", "fastdenoise", "--help"], args.ref)
-    times: dict[str, list[float]] = {name: [] for name in variants}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in variants}
     for name, (command, cwd) in variants.items():  # warm the file cache and the bytecode
-        wall(command, cwd)
+        timed(command, cwd)
     for _ in range(args.repeats):
         for name, (command, cwd) in variants.items():
-            times[name].append(wall(command, cwd))
-    bare = statistics.median(times["python -c pass"])
-    print(f"{'command':<50} {'median s':>9} {'min s':>7} {'CLI s':>7}")
-    for name, seconds in times.items():
-        median = statistics.median(seconds)
-        print(f"{name:<50} {median:9.3f} {min(seconds):7.3f} {median - bare:7.3f}")
+            times[name].append(timed(command, cwd))
+    bare_wall = statistics.median(w for w, _ in times["python -c pass"])
+    bare_cpu = statistics.median(c for _, c in times["python -c pass"])
+    print(f"{'command':<45} {'wall median':>11} {'wall min':>8} {'CPU median':>10} {'CLI wall':>8} {'CLI CPU':>7}")
+    for name, runs in times.items():
+        wall, cpu = statistics.median(w for w, _ in runs), statistics.median(c for _, c in runs)
+        low = min(w for w, _ in runs)
+        print(f"{name:<45} {wall:11.3f} {low:8.3f} {cpu:10.3f} {wall - bare_wall:8.3f} {cpu - bare_cpu:7.3f}")
+    print("seconds; CLI = the command minus the bare interpreter (median)")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import WeightsOpt, fail, missing_peer_package, note, starting
+from fastdenoise.cli.common import WeightsOpt, fail, skipped_peer, starting
 
 
 def bench(
@@ -66,10 +66,7 @@ def bench(
             )  # fmt: skip
             chosen = get_profile(profile)
             if "quality" in cfg.sections:  # a peer whose package is missing is left out now, not after minutes
-                missing = {peer: why for peer in chosen.peers if (why := missing_peer_package(peer))}
-                for why in missing.values():
-                    note(why)
-                chosen = replace(chosen, peers=tuple(p for p in chosen.peers if p not in missing))
+                chosen = replace(chosen, peers=tuple(p for p in chosen.peers if not skipped_peer(p)))
             with console.status(f"bench --profile {profile}") as status:
                 result = run_benchmark(cfg, log=status.update, profile=chosen)
     except (ValueError, FileNotFoundError, ImportError) as err:

@@ -206,6 +206,14 @@ def missing_peer_package(peer: str) -> str | None:
     return None
 
 
+def skipped_peer(peer: str) -> bool:
+    """Whether `peer` is left out because its package is missing (said in a note, before any work)."""
+    why = missing_peer_package(peer)
+    if why:
+        note(why)
+    return bool(why)
+
+
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
     "Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind."))]
 ModelNameOpt = Annotated[str | None, typer.Option("--model", help=(

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import PEERS, DeviceOpt, Split, fail, missing_peer_package, note, parse_sigmas, starting
+from fastdenoise.cli.common import PEERS, DeviceOpt, Split, fail, parse_sigmas, skipped_peer, starting
 
 tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + JSON + PNG per table.",
                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
@@ -51,14 +51,6 @@ def run_table(label: str, build, out: Path) -> None:  # build: ProgressFn -> Tab
     paths = write_table(table, out, meta)
     console.print(Markdown(markdown(table)))
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
-
-
-def skipped_peer(peer: str) -> bool:
-    """Whether `peer` is left out because its package is missing (said in a note before any work)."""
-    why = missing_peer_package(peer)
-    if why:
-        note(why)
-    return bool(why)
 
 
 def named_models(model: list[str] | None) -> list[tuple[str, Path]]:

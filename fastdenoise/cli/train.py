@@ -140,27 +140,37 @@ def train(
                 masks=str(masks) if masks else None, ignore_index=ignore_index, resize=resize,
                 init=str(init) if init else None,
             )  # fmt: skip
-            weights = list(head_weights or [None] * len(joint.head_list))
-            if len(weights) != len(joint.head_list):
-                raise ValueError(f"--head-weights: give one per head ({len(joint.head_list)}), got {len(weights)}")
-            from fastdenoise.tables import find_segmenter_weights
-
-            found = [w or find_segmenter_weights(name, data) for name, w in zip(joint.head_list, weights)]
-            train_joint(replace(joint, head_weights=tuple(str(w) if w else None for w in found)))
+            train_joint(replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)))
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
     except KeyboardInterrupt as err:
-        import signal
-
-        code = 143 if getattr(err, "signum", None) == signal.SIGTERM else 130  # 128 + the signal's number
-        step = getattr(err, "step", None)  # TrainingStopped: fit saved a checkpoint at this step
-        if step is None and not (out / "last.pt").is_file():
-            raise fail("interrupted before the first checkpoint", code=code) from None
-        at = "" if step is None else f" at step {step}"
-        typer.secho(f"stopped{at}: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume",
-                    err=True, fg=typer.colors.YELLOW)
-        raise typer.Exit(code) from None
+        raise stopped(err, out) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
+
+
+def found_head_weights(heads: tuple[str, ...], paths: list[Path] | None, data: Path) -> tuple[str | None, ...]:
+    """One weights file per head: the --head-weights given, else where the head's are found (None: its package's)."""
+    from fastdenoise.tables import find_segmenter_weights
+
+    weights = list(paths or [None] * len(heads))
+    if len(weights) != len(heads):
+        raise ValueError(f"--head-weights: give one per head ({len(heads)}), got {len(weights)}")
+    found = [w or find_segmenter_weights(name, data) for name, w in zip(heads, weights)]
+    return tuple(str(w) if w else None for w in found)
+
+
+def stopped(err: KeyboardInterrupt, out: Path) -> typer.Exit:
+    """The one message of a stopped run (SIGINT or SIGTERM) and its exit code, 128 + the signal's number."""
+    import signal
+
+    code = 143 if getattr(err, "signum", None) == signal.SIGTERM else 130
+    step = getattr(err, "step", None)  # TrainingStopped: fit saved a checkpoint at this step
+    if step is None and not (out / "last.pt").is_file():
+        return fail("interrupted before the first checkpoint", code=code)
+    at = "" if step is None else f" at step {step}"
+    typer.secho(f"stopped{at}: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume",
+                err=True, fg=typer.colors.YELLOW)
+    return typer.Exit(code)
 
 
 def given(ctx: typer.Context, name: str) -> bool:

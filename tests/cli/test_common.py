@@ -50,14 +50,16 @@ def test_a_wrong_choice_is_one_line_listing_the_valid_ones(args, option, enum, t
 
 def test_the_backend_error_reads_as_documented(tmp_path):
     line = one_error_line(["run", str(tmp_path), str(tmp_path / "o"), "--backend", "nonsense"])
-    assert line == "error: --backend: 'nonsense' is not one of eager, compiled, triton, onnxruntime, tensorrt, openvino, auto"
+    valid = "eager, compiled, triton, onnxruntime, tensorrt, openvino, auto"
+    assert line == f"error: --backend: 'nonsense' is not one of {valid}"
 
 
 def test_comma_lists_check_each_element(tmp_path):
     line = one_error_line(["tables", "table1", str(tmp_path), "--peers", "cbm3d,bm4d"])
     assert line == "error: --peers: 'bm4d' is not one of " + ", ".join(common.PEERS)
     line = one_error_line(["train", str(tmp_path), "-o", str(tmp_path / "r"), "--task", "segment,detect"])
-    assert line == "error: --task: task must be one of classify, segment (or several, comma-separated); got 'segment,detect'"
+    assert line == ("error: --task: task must be one of classify, segment (or several, comma-separated); "
+                    "got 'segment,detect'")
 
 
 @pytest.mark.parametrize(
@@ -146,10 +148,20 @@ def test_help_keeps_brackets_and_reflows_docstrings():
 
 def test_help_starts_without_torch():
     """`fastdenoise --help` loads typer and the CLI, not torch or the library (speed: bench/cli_startup.py)."""
-    code = ("import sys; sys.argv = ['fastdenoise', '--help']\nfrom fastdenoise.cli import main\ntry:\n    main()\n"
-            "except SystemExit:\n    pass\nheavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'numpy',"
-            " 'rich') or m in ('fastdenoise.train', 'fastdenoise.runner', 'fastdenoise.tables'))\nprint('heavy', heavy)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    code = """
+import sys
+sys.argv = ["fastdenoise", "--help"]
+from fastdenoise.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+library = ("fastdenoise.train", "fastdenoise.runner", "fastdenoise.tables")
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy", "rich") or m in library)
+print("heavy", heavy)
+"""
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                          check=False)  # fmt: skip
     assert "Commands:" in done.stdout and done.stdout.strip().endswith("heavy []"), done.stdout[-500:] + done.stderr
 
 
