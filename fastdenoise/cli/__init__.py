@@ -40,7 +40,3 @@ app.command()(demo.demo)
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,3 @@
+from fastdenoise.cli import main
+
+main()
