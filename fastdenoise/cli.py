@@ -77,6 +77,7 @@ def train(
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")] = "auto",
     amp: Annotated[str, typer.Option(help="auto, off, bf16, fp16.")] = "auto",
     compile: Annotated[str, typer.Option(help="torch.compile: auto (on for CUDA), on, off.")] = "auto",
+    sync_bn: Annotated[bool, typer.Option(help="Under torchrun on GPUs: BatchNorm statistics over the global batch (default: each process its own share, as one GPU saw its batch in the paper).")] = False,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise).")] = False,
     task: Annotated[str | None, typer.Option(help="Joint training against frozen heads: classify, segment, or several comma-separated (classify,segment: one denoiser for both, label-free); omit for MSE alone.")] = None,
     head: Annotated[list[str] | None, typer.Option(help="Frozen head, repeat for several (one per task, or several for one task): efficientnet-lite0|1|2, espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>. Default: efficientnet-lite0 (classify), espnetv2-camvid (segment).")] = None,
@@ -91,7 +92,10 @@ def train(
     resize: Annotated[int | None, typer.Option(help="Short side before cropping (default: 8/7 of --patch for classify, unchanged for segment).")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run.", exists=True, dir_okay=False)] = None,
 ) -> None:
-    """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task)."""
+    """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task).
+
+    Under torchrun (`torchrun --nproc-per-node N -m fastdenoise train ...`) the N processes train one model with
+    DistributedDataParallel: --batch is the global batch, each process draws its share; rank 0 writes OUT."""
     from fastdenoise.checkpoint import CheckpointError
     from fastdenoise.joint import JointConfig, default_crop, parse_tasks, train_joint
     from fastdenoise.train import TrainConfig, train_denoiser
@@ -115,7 +119,7 @@ def train(
         cfg = TrainConfig(
             data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
             batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every, seed=seed,
-            device=device, amp=amp, compile=compile, schedule=schedule, ema=ema, loss=loss,
+            device=device, amp=amp, compile=compile, schedule=schedule, ema=ema, loss=loss, sync_bn=sync_bn,
         )  # fmt: skip
         if stored is not None:
             cfg = resumed_config(ctx, cfg, stored, out)
