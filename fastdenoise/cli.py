@@ -210,7 +210,7 @@ def backend_options(
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help="Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind.")]
 ModelNameOpt = Annotated[str | None, typer.Option("--model", help="Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model nearest --sigma where bundled, else blind).")]
 EnsembleOpt = Annotated[bool, typer.Option(help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")]
-BackendOpt = Annotated[str, typer.Option(help="eager, compiled, triton, onnxruntime, tensorrt, openvino, auto (the fastest here, by a short probe cached per machine).")]
+BackendOpt = Annotated[str, typer.Option(help="auto (default: the fastest here of eager, onnxruntime, openvino, compiled..., by a short probe per shape class, cached per machine and weights; the summary says which ran and why), eager, compiled, triton, onnxruntime, tensorrt, openvino.")]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
 PrecisionOpt = Annotated[str, typer.Option(help="auto (bf16 where fast and accurate), fp32, bf16, fp16, int8 (openvino).")]
 
@@ -223,7 +223,7 @@ def run(
     model: ModelNameOpt = None,
     sigma: Annotated[float | None, typer.Option(help="Noise level of the inputs (0-255), if known: picks the bundled per-sigma model nearest it.", min=0, max=255)] = None,
     ensemble: EnsembleOpt = False,
-    backend: BackendOpt = "eager",
+    backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = "auto",
     engine: Annotated[Path | None, typer.Option(help="Prebuilt TensorRT engine or ONNX file for those backends.")] = None,
@@ -356,7 +356,7 @@ def evaluate_cmd(
     weights: WeightsOpt = None,
     model: ModelNameOpt = None,
     ensemble: EnsembleOpt = False,
-    backend: BackendOpt = "eager",
+    backend: BackendOpt = "auto",
     device: DeviceOpt = "auto",
     precision: Annotated[str, typer.Option(help="fp32 (default, for reported numbers), bf16, fp16, auto.")] = "fp32",
     seed: Annotated[int, typer.Option(help="Noise seed (image i uses [seed, i]).")] = 0,
