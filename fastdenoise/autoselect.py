@@ -1,5 +1,5 @@
 """`--backend auto`: the fastest available backend for this device, chosen by a short timed probe on the first batch
-of each shape class and cached on disk per machine, weights, precision and shape class."""
+of each shape class and cached on disk per machine, weights, precision and the shape class of the probe's input."""
 
 from __future__ import annotations
 
@@ -51,6 +51,11 @@ def candidates(device: torch.device, precision: Precision) -> list[BackendKind]:
     return kinds
 
 
+def probe_input(x: Tensor) -> Tensor:
+    """What the probe times: x cut to PROBE_BATCH images of at most PROBE_SIDE^2."""
+    return x[:PROBE_BATCH, :, :PROBE_SIDE, :PROBE_SIDE].contiguous()
+
+
 def shape_class(shape: tuple[int, ...]) -> str:
     """Batch and height x width rounded up to GRAIN: batches of one class run at about the same speed per pixel."""
     n, _, h, w = shape
@@ -85,6 +90,7 @@ class AutoBackend:
         self.chosen: dict[str, BackendKind] = {}
         self.why: dict[str, str] = {}  # shape class -> how its backend was chosen
         self.probed: Counter[BackendKind] = Counter()  # winners of this run's probes
+        self.timed: dict[str, tuple[BackendKind, str]] = {}  # probe input class -> its winner, first class probed on it
         self.ran: Counter[str] = Counter()
 
     def build(self, kind: BackendKind) -> Backend | str:
@@ -97,7 +103,7 @@ class AutoBackend:
 
     def probe(self, x: Tensor) -> tuple[BackendKind, dict[str, float | str]]:
         """Time every candidate on x cut to PROBE_BATCH x PROBE_SIDE^2; returns the fastest and MP/s (or why not)."""
-        x = x[:PROBE_BATCH, :, :PROBE_SIDE, :PROBE_SIDE].contiguous()
+        x = probe_input(x)
         megapixels = x.shape[0] * x.shape[2] * x.shape[3] / 1e6
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         speeds: dict[str, float | str] = {}
@@ -131,10 +137,15 @@ class AutoBackend:
         if x.shape[0] * x.shape[2] * x.shape[3] / 1e6 < PROBE_MIN_MP and BackendKind.eager in self.kinds:
             self.chosen[shape], self.why[shape] = BackendKind.eager, f"under {PROBE_MIN_MP} MP a batch: not probed"
             return BackendKind.eager
-        key = f"{self.prefix}|{shape}"
+        # Classes whose probe input is the same (every batch of >= 2 photos over 512 px, say) share one probe.
+        timed = shape_class(tuple(probe_input(x).shape))
+        key = f"{self.prefix}|{timed}"
         known = self.read_cache()
         kind = BackendKind(known[key]["chosen"]) if key in known else None
-        if kind is not None and kind in self.kinds and not isinstance(self.build(kind), str):
+        if timed in self.timed:
+            kind, first = self.timed[timed]
+            self.why[shape] = f"as {first} (the same {timed} probe input)"
+        elif kind is not None and kind in self.kinds and not isinstance(self.build(kind), str):
             self.why[shape] = f"cached probe ({speeds_text(known[key].get('mp_per_s', {}))}; {self.cache})"
         elif sum(self.probed.values()) >= PROBE_CLASSES:  # a folder of many sizes: probes would cost more than they save
             kind = self.probed.most_common(1)[0][0]
@@ -142,9 +153,10 @@ class AutoBackend:
         else:
             kind, speeds = self.probe(x)
             self.probed[kind] += 1
+            self.timed[timed] = kind, shape
             self.why[shape] = f"probed ({speeds_text(speeds)})"
             known = self.read_cache()  # another process may have written meanwhile
-            known[key] = {"chosen": kind.value, "mp_per_s": speeds, "probe_shape": list(x.shape)}
+            known[key] = {"chosen": kind.value, "mp_per_s": speeds, "probe_shape": list(probe_input(x).shape)}
             try:
                 atomic_write(self.cache, lambda f: f.write(json.dumps(known, indent=1, sort_keys=True).encode()))
             except OSError:
