@@ -77,16 +77,7 @@ def test_torchrun_train_stops_on_sigterm_and_resumes(tmp_path, rng):
     for i in range(3):
         save_rgb(random_image(rng, 32 + 4 * i, 40), data / f"img{i}.png")
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    torchrun = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "fastdenoise",
-    ]
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fastdenoise"]  # fmt: skip
     train = ["train", str(data), "--out", str(out), "--patch", "16", "--batch", "4", "--ckpt-every", "2", "--device", "cpu",
              "--amp", "off", "--compile", "off", "--schedule", "constant"]  # fmt: skip
     first = subprocess.Popen([*torchrun, *train, "--steps", "100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
