@@ -1,5 +1,5 @@
 """`--backend auto`: the fastest available backend for this device, chosen by a short timed probe on the first batch
-of each shape class and cached on disk per machine, weights, precision and shape class."""
+of each shape class and cached on disk per machine, weights, precision and the shape class of the probe's input."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ PROBE_BATCH = 2  # and to at most this many images
 PROBE_ROUNDS = 2  # timed calls per candidate after one untimed warm-up (compile, export, allocation)
 GRAIN = 64  # shape classes round height and width up to this
 PROBE_MIN_MP = 0.05  # smaller batches run eagerly unprobed: a probe would cost more than it could save
+PROBE_CLASSES = 3  # shape classes probed per run at most; later new ones take the backend those probes chose most
 
 
 def candidates(device: torch.device, precision: Precision) -> list[BackendKind]:
@@ -50,6 +51,11 @@ def candidates(device: torch.device, precision: Precision) -> list[BackendKind]:
     return kinds
 
 
+def probe_input(x: Tensor) -> Tensor:
+    """What the probe times: x cut to PROBE_BATCH images of at most PROBE_SIDE^2."""
+    return x[:PROBE_BATCH, :, :PROBE_SIDE, :PROBE_SIDE].contiguous()
+
+
 def shape_class(shape: tuple[int, ...]) -> str:
     """Batch and height x width rounded up to GRAIN: batches of one class run at about the same speed per pixel."""
     n, _, h, w = shape
@@ -66,7 +72,7 @@ def machine_key(device: torch.device) -> str:
 
 class AutoBackend:
     """Dispatches each batch to the backend the probe found fastest for its shape class; `ran` counts batches per
-    backend name for the run summary."""
+    backend name and `why` says how each shape class was decided, for the run summary."""
 
     def __init__(
         self, model: Denoiser, cfg: BackendConfig, device: torch.device, cache_dir: Path | None = None
@@ -82,6 +88,9 @@ class AutoBackend:
         self.prefix = f"{machine_key(device)}|{weights_sha256(fold_bn(model))[:16]}|{device.type}|{cfg.precision.value}"
         self.built: dict[BackendKind, Backend | str] = {}  # a backend, or why it could not be built
         self.chosen: dict[str, BackendKind] = {}
+        self.why: dict[str, str] = {}  # shape class -> how its backend was chosen
+        self.probed: Counter[BackendKind] = Counter()  # winners of this run's probes
+        self.timed: dict[str, tuple[BackendKind, str]] = {}  # probe input class -> its winner, first class probed on it
         self.ran: Counter[str] = Counter()
 
     def build(self, kind: BackendKind) -> Backend | str:
@@ -94,7 +103,7 @@ class AutoBackend:
 
     def probe(self, x: Tensor) -> tuple[BackendKind, dict[str, float | str]]:
         """Time every candidate on x cut to PROBE_BATCH x PROBE_SIDE^2; returns the fastest and MP/s (or why not)."""
-        x = x[:PROBE_BATCH, :, :PROBE_SIDE, :PROBE_SIDE].contiguous()
+        x = probe_input(x)
         megapixels = x.shape[0] * x.shape[2] * x.shape[3] / 1e6
         sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         speeds: dict[str, float | str] = {}
@@ -126,15 +135,28 @@ class AutoBackend:
         if shape in self.chosen:
             return self.chosen[shape]
         if x.shape[0] * x.shape[2] * x.shape[3] / 1e6 < PROBE_MIN_MP and BackendKind.eager in self.kinds:
-            self.chosen[shape] = BackendKind.eager
+            self.chosen[shape], self.why[shape] = BackendKind.eager, f"under {PROBE_MIN_MP} MP a batch: not probed"
             return BackendKind.eager
-        key = f"{self.prefix}|{shape}"
+        # Classes whose probe input is the same (every batch of >= 2 photos over 512 px, say) share one probe.
+        timed = shape_class(tuple(probe_input(x).shape))
+        key = f"{self.prefix}|{timed}"
         known = self.read_cache()
         kind = BackendKind(known[key]["chosen"]) if key in known else None
-        if kind is None or kind not in self.kinds or isinstance(self.build(kind), str):
+        if timed in self.timed:
+            kind, first = self.timed[timed]
+            self.why[shape] = f"as {first} (the same {timed} probe input)"
+        elif kind is not None and kind in self.kinds and not isinstance(self.build(kind), str):
+            self.why[shape] = f"cached probe ({speeds_text(known[key].get('mp_per_s', {}))}; {self.cache})"
+        elif sum(self.probed.values()) >= PROBE_CLASSES:  # a folder of many sizes: probes would cost more than they save
+            kind = self.probed.most_common(1)[0][0]
+            self.why[shape] = f"most chosen by this run's {sum(self.probed.values())} probes: not probed"
+        else:
             kind, speeds = self.probe(x)
+            self.probed[kind] += 1
+            self.timed[timed] = kind, shape
+            self.why[shape] = f"probed ({speeds_text(speeds)})"
             known = self.read_cache()  # another process may have written meanwhile
-            known[key] = {"chosen": kind.value, "mp_per_s": speeds, "probe_shape": list(x.shape)}
+            known[key] = {"chosen": kind.value, "mp_per_s": speeds, "probe_shape": list(probe_input(x).shape)}
             try:
                 atomic_write(self.cache, lambda f: f.write(json.dumps(known, indent=1, sort_keys=True).encode()))
             except OSError:
@@ -163,7 +185,21 @@ class AutoBackend:
     @property
     def description(self) -> str:
         ran = ", ".join(f"{name} ({count} batches)" for name, count in self.ran.most_common())
-        return f"auto: {ran or 'nothing ran'}"
+        shown = list(self.why.items())[:SHOWN_CLASSES]
+        why = "; ".join(f"{shape}: {self.chosen[shape].value}, {reason}" for shape, reason in shown)
+        more = f"; {len(self.why) - len(shown)} more shape classes" if len(self.why) > len(shown) else ""
+        return f"auto: {ran or 'nothing ran'}" + (f"; chosen: {why}{more}" if why else "")
+
+
+SHOWN_CLASSES = 4  # shape classes the summary explains; a folder of many sizes would otherwise print a page
+
+
+def speeds_text(speeds: dict) -> str:
+    """{'eager': 0.09, 'openvino': 0.12, 'onnxruntime': 'ImportError: ...'} -> 'openvino 0.120, eager 0.090 MP/s'."""
+    timed = sorted(((v, k) for k, v in speeds.items() if isinstance(v, (int, float))), reverse=True)
+    failed = [k for k, v in speeds.items() if not isinstance(v, (int, float))]
+    text = ", ".join(f"{k} {v:.3f}" for v, k in timed) + " MP/s" if timed else "nothing timed"
+    return text + (f", {', '.join(failed)} unavailable" if failed else "")
 
 
 def describe_backend(backend: Backend, kind: str) -> str:

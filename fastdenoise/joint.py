@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from fastdenoise.checkpoint import load_denoiser, save_weights
 from fastdenoise.data import Batch
+from fastdenoise.distributed import shard_from_env
 from fastdenoise.heads import TORCHVISION, head_names, load_head
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.model import Denoiser, DenoiserSpec
@@ -470,6 +471,8 @@ def train_joint(cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None 
     """Joint training of a Denoiser against frozen heads (loaded from cfg unless given); writes joint.json, and
     model.safetensors at the end, to cfg.train.out beside fit's checkpoints and log."""
     t = cfg.train
+    if shard_from_env().world > 1:  # each rank's gradient balance and label-free targets would drift apart
+        raise ValueError("joint training (--task) runs as one process; torchrun data-parallel training is for MSE training")
     if heads is None:
         heads = load_heads(cfg)
     else:

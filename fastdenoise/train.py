@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -9,7 +10,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastdenoise import distributed
 from fastdenoise.checkpoint import CheckpointError, load_checkpoint, load_denoiser, save_checkpoint, save_weights
 from fastdenoise.data import Batch, PatchSampler, folder_images, load_folder
 from fastdenoise.images import load_rgb
@@ -57,13 +59,15 @@ class TrainConfig:
     amp: str = "auto"  # auto | off | bf16 | fp16
     compile: str = "auto"  # auto | on | off
     channels_last: bool = True
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only); default per rank
+    world_size: int = 1  # processes training together (torchrun's WORLD_SIZE; set by fit, not an option)
     spec: dict = field(default_factory=lambda: asdict(DenoiserSpec()))
 
     def __post_init__(self) -> None:
         lo, hi = (check_sigma(s) for s in self.sigma)
         if lo > hi:
             raise ValueError(f"sigma range must be lo <= hi, got {self.sigma}")
-        for name in ("patch", "batch", "steps", "val_every", "ckpt_every", "log_every"):
+        for name in ("patch", "batch", "steps", "val_every", "ckpt_every", "log_every", "world_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.patch % 4:
@@ -81,7 +85,10 @@ class TrainConfig:
 
 
 # Options that may change when a run is resumed; every other one is the run's identity.
-RESUMABLE_CHANGES = frozenset({"steps", "lr", "lr_min", "val_every", "val_images", "ckpt_every", "log_every", "device", "compile"})
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "lr", "lr_min", "val_every", "val_images", "ckpt_every", "log_every", "device", "compile", "sync_bn"}
+    | {"world_size"}  # a run resumes on any number of processes
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -227,14 +234,29 @@ def fit(
     `batches` must expose state_dict()/load_state_dict() so a resumed run draws the same batches. SIGINT/SIGTERM stop
     the run between two steps with a checkpoint (raising TrainingStopped), so stop + resume equals an unbroken run.
     Returns the trained model, or its weight average when cfg.ema is on.
+
+    Inside a process group of W ranks (torchrun; `distributed.process_group`) the model is DistributedDataParallel:
+    each rank draws cfg.batch / W patches from its own `batches`, gradients are averaged, and rank 0 alone validates,
+    logs and writes (cfg.out need not exist elsewhere). The checkpoint keeps every rank's sampler and RNG state.
     """
+    shard = distributed.group_shard()
+    lead = shard.rank == 0
+    device = resolve_device(distributed.shard_device(cfg.device, shard))
+    if cfg.sync_bn and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA devices: torch has no SyncBatchNorm on the CPU")
+    distributed.rank_batch(cfg.batch, shard)  # refuse a global batch the ranks cannot share equally
+    cfg = replace(cfg, world_size=shard.world)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for leftover in out.glob(".*.part"):  # temporary files of a process that was killed while writing
-        leftover.unlink(missing_ok=True)
-    (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    device = resolve_device(cfg.device)
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        for leftover in out.glob(".*.part"):  # temporary files of a process that was killed while writing
+            leftover.unlink(missing_ok=True)
+        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
     amp = resolve_amp(cfg.amp, device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.sync_bn and shard.world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device)
     if cfg.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -245,8 +267,8 @@ def fit(
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     step, best, pixels = 0, -math.inf, 0
     ckpt_path = out / "last.pt"
-    if ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+    state = distributed.from_rank0(lambda: load_checkpoint(ckpt_path) if ckpt_path.exists() else None, shard)
+    if state is not None:
         try:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
@@ -261,14 +283,30 @@ def fit(
             group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(cfg)(scheduler.last_epoch)
         scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
         scaler.load_state_dict(state["scaler"])
-        batches.load_state_dict(state["batches"])  # type: ignore[attr-defined]
-        torch.set_rng_state(state["torch_rng"])
+        # Rank r continues rank r's streams of the run that saved (absent "ranks": one process); a rank that run did
+        # not have starts its own from the beginning, patches no rank drew yet.
+        ranks = state.get("ranks") or [{"batches": state["batches"], "torch_rng": state["torch_rng"]}]
+        if shard.rank < len(ranks):
+            batches.load_state_dict(ranks[shard.rank]["batches"])  # type: ignore[attr-defined]
+            torch.set_rng_state(ranks[shard.rank]["torch_rng"])
         step, best, pixels = state["step"], state["best"], state.get("pixels", 0)
+    state = None
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
-    forward = torch.compile(model) if use_compile else model
+    trained: nn.Module = model
+    if shard.world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # Built after the resume: it hands rank 0's weights and buffers to every rank, and all-reduces the gradients.
+        # BN normalizes each rank's own share of the batch (running statistics: rank 0's, broadcast every step).
+        trained = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    forward = torch.compile(trained) if use_compile else trained
     final = average.model if average is not None else model
 
     def checkpoint(batches_state: dict | None = None) -> None:
+        own = {"batches": batches_state or batches.state_dict(), "torch_rng": torch.get_rng_state()}  # type: ignore[attr-defined]
+        ranks = distributed.gather(own, shard)
+        if not lead:
+            return
         save_checkpoint(
             {
                 "model": model.state_dict(),
@@ -276,8 +314,10 @@ def fit(
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
-                "batches": batches_state or batches.state_dict(),  # type: ignore[attr-defined]
-                "torch_rng": torch.get_rng_state(),
+                "batches": own["batches"],  # rank 0's: what a one-process resume (and older versions) read
+                "torch_rng": own["torch_rng"],
+                **({"ranks": ranks} if shard.world > 1 else {}),
+                "world_size": shard.world,
                 "step": step,
                 "best": best,
                 "pixels": pixels,
@@ -287,15 +327,16 @@ def fit(
             ckpt_path,
         )
 
-    log = (out / "log.jsonl").open("a")
-    bar = _progress(progress)
+    log = (out / "log.jsonl").open("a") if lead else contextlib.nullcontext()
+    bar = _progress(progress and lead)
     task = bar.add_task("train", total=cfg.steps, completed=step, stats="")
     shown = ProgressStats(total=cfg.steps)  # only what is known: no loss before the first step, no val without --val
     tick, window_steps, window_pixels = time.perf_counter(), 0, 0
     model.train()
+    stop: int | None = None  # the signal that stops the run, once every rank knows of it
     with bar, log, StopSignals() as signals:
         try:
-            while step < cfg.steps and signals.received is None:
+            while step < cfg.steps and stop is None and not (shard.world == 1 and signals.received):
                 before = batches.state_dict()  # type: ignore[attr-defined]
                 batch = next(batches).to(device)
                 if cfg.channels_last:
@@ -311,10 +352,10 @@ def fit(
                     average.update(model, step)
                 step += 1
                 before = None
-                batch_pixels = batch.noisy.shape[0] * batch.noisy.shape[-2] * batch.noisy.shape[-1]
+                batch_pixels = batch.noisy.shape[0] * batch.noisy.shape[-2] * batch.noisy.shape[-1] * shard.world
                 pixels += batch_pixels
                 window_steps, window_pixels = window_steps + 1, window_pixels + batch_pixels
-                value = loss.item()
+                value, stop = agree(loss.detach(), signals.received, shard)
                 if not math.isfinite(value):
                     raise FloatingPointError(f"loss became {value} at step {step}; lower --lr or use --amp off")
                 row: dict[str, Any] = {}
@@ -327,7 +368,7 @@ def fit(
                         "mpx_per_s": mpx_per_s, "gpx_seen": pixels / 1e9, **logs,
                     }  # fmt: skip
                     shown.timed(steps_per_s, mpx_per_s)
-                if validate is not None and (step % cfg.val_every == 0 or step == cfg.steps):
+                if validate is not None and lead and (step % cfg.val_every == 0 or step == cfg.steps):
                     model.eval()
                     scores = validate(final)
                     model.train()
@@ -337,7 +378,8 @@ def fit(
                         save_weights(final, out / "best.safetensors", {"step": step, "val_psnr": best})  # type: ignore[arg-type]
                     shown.psnr = scores.get("psnr")
                     tick = time.perf_counter()  # validation time is not training throughput
-                if row:
+                if row and lead:
+                    row |= {"world_size": shard.world} if shard.world > 1 else {}
                     log.write(json.dumps(row) + "\n")
                     log.flush()
                 shown.step, shown.loss = step, value
@@ -346,14 +388,35 @@ def fit(
                     checkpoint()
         except KeyboardInterrupt:
             # Ctrl-C outside the handlers (another thread): save the last completed step, with the batch source as it
-            # was before the unfinished step drew.
-            checkpoint(before)
+            # was before the unfinished step drew. With several ranks the others are not here to hand over their
+            # states: the last periodic checkpoint stands.
+            if shard.world == 1:
+                checkpoint(before)
             raise TrainingStopped(signal.SIGINT, step) from None  # the caller says so, once
-        if signals.received is not None:
+        stop = stop if shard.world > 1 else signals.received  # one process: also a signal that came after agree()
+        if stop is not None:
             checkpoint()
-            raise TrainingStopped(signals.received, step)
+            distributed.barrier(shard)  # no rank leaves (torchrun then stops the others) before rank 0 has written
+            raise TrainingStopped(stop, step)
     model.eval()
     return final
+
+
+def agree(loss: Tensor, received: int | None, shard: distributed.Shard) -> tuple[float, int | None]:
+    """The step's loss averaged over the ranks, and the signal that stops the run if any rank received one: every rank
+    leaves the loop after the same step (one small all-reduce per step)."""
+    if shard.world == 1:
+        return loss.item(), received
+    import torch.distributed as dist
+
+    seen = [torch.tensor(float(received == s), dtype=torch.float64, device=loss.device) for s in STOPS]
+    flags = torch.stack([loss.double(), *seen])
+    dist.all_reduce(flags)
+    value, *counts = flags.tolist()
+    return value / shard.world, next((s for s, n in zip(STOPS, counts) if n > 0), None)
+
+
+STOPS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _progress(enabled: bool) -> Any:
@@ -424,7 +487,17 @@ def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0) -> Val
 def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = None) -> Denoiser:
     """Separate (MSE) training of a Denoiser on a folder of clean images; writes model.safetensors to cfg.out.
 
-    init: start from these weights (fine-tuning, e.g. the MSE control of a joint run on the same photos)."""
+    init: start from these weights (fine-tuning, e.g. the MSE control of a joint run on the same photos).
+    Under torchrun every process trains one share of the global batch (DDP: gloo on CPUs, nccl on GPUs)."""
+    shard = distributed.shard_from_env()
+    device = resolve_device(distributed.shard_device(cfg.device, shard))
+    with distributed.process_group(shard, "nccl" if device.type == "cuda" else "gloo"):
+        shard = distributed.group_shard()
+        cfg = distributed.from_rank0(lambda: cfg, shard)  # rank 0's settings (a resumed run's, read from its folder)
+        return _train_denoiser(cfg, progress, init, shard)
+
+
+def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: distributed.Shard) -> Denoiser:
     paths = folder_images(Path(cfg.data))
     images = [load_rgb(p) for p in paths]
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
@@ -434,9 +507,12 @@ def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = N
         if start.spec != model.spec:
             raise ValueError(f"{init}: its architecture {asdict(start.spec)} differs from train.spec {cfg.spec}")
         model.load_state_dict(start.state_dict())
-    sampler = PatchSampler(images, cfg.patch, cfg.batch, cfg.sigma, cfg.seed, names=[str(p) for p in paths])
+    batch, seed = distributed.rank_batch(cfg.batch, shard), distributed.rank_seed(cfg.seed, shard)
+    sampler = PatchSampler(images, cfg.patch, batch, cfg.sigma, seed, names=[str(p) for p in paths])
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2
-    validate = psnr_validator(Path(cfg.val), val_sigma, cfg.val_images) if cfg.val else None
+    validate = psnr_validator(Path(cfg.val), val_sigma, cfg.val_images) if cfg.val and shard.rank == 0 else None
     trained = fit(model, LOSSES[cfg.loss], sampler, cfg, validate, progress)
-    save_weights(trained.cpu(), Path(cfg.out) / "model.safetensors", {"config": asdict(cfg), "init": init})  # type: ignore[arg-type]
+    if shard.rank == 0:
+        card = {"config": asdict(replace(cfg, world_size=shard.world)), "init": init}
+        save_weights(trained.cpu(), Path(cfg.out) / "model.safetensors", card)  # type: ignore[arg-type]
     return trained  # type: ignore[return-value]

@@ -33,6 +33,18 @@ def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Engine exports and `--backend auto`'s probe results (the default backend of `run` and `eval`) go to a cache of
+    the session's own, shared by its tests: one probe per shape class, and nothing written to the user's cache."""
+    if "FASTDENOISE_CACHE" in os.environ:  # a cache the caller chose, e.g. kept warm between runs
+        yield
+        return
+    os.environ["FASTDENOISE_CACHE"] = str(tmp_path_factory.mktemp("fastdenoise-cache"))
+    yield
+    del os.environ["FASTDENOISE_CACHE"]
+
+
 @pytest.fixture(autouse=True)
 def _seed_torch() -> None:
     torch.manual_seed(0)

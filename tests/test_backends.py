@@ -193,11 +193,55 @@ def test_auto_probes_once_then_reads_the_cache(model, cache, tmp_path, monkeypat
     speeds = {k: v for k, v in entry["mp_per_s"].items() if isinstance(v, float)}
     assert entry["chosen"] == max(speeds, key=lambda k: speeds[k])
     assert auto.description.startswith(f"auto: {entry['chosen']}") and "1 batches" in auto.description
+    assert f"chosen: b1-256x320: {entry['chosen']}, probed ({entry['chosen']} " in auto.description  # the fastest first
 
     later = AutoBackend(model, cfg, torch.device("cpu"), cache_dir=tmp_path)
     monkeypatch.setattr(AutoBackend, "probe", lambda *_: pytest.fail("probed again despite the cache"))
     later(x)
     assert later.chosen[shape_class(tuple(x.shape))] == BackendKind(entry["chosen"])
+    assert f"b1-256x320: {entry['chosen']}, cached probe (" in later.description and str(tmp_path) in later.description
+
+
+def scripted_auto(model, tmp_path, monkeypatch, winners: list[BackendKind]) -> tuple:
+    """An AutoBackend whose probes declare `winners` in turn (each kind runs the model itself); and the probes' inputs."""
+    from fastdenoise.autoselect import AutoBackend
+
+    left, probes = iter(winners), []
+
+    def probe(self, x):
+        probes.append(tuple(x.shape))
+        kind = next(left)
+        return kind, {kind.value: 1.0, "eager": 0.5} if kind != BackendKind.eager else {"eager": 1.0}
+
+    monkeypatch.setattr(AutoBackend, "probe", probe)
+    monkeypatch.setattr(AutoBackend, "build", lambda self, kind: model.eval())
+    auto = AutoBackend(model, BackendConfig(kind="auto", device="cpu", precision="fp32"), torch.device("cpu"), tmp_path)
+    return auto, probes
+
+
+def test_auto_probes_a_few_shape_classes_then_reuses_their_choice(model, tmp_path, monkeypatch) -> None:
+    from fastdenoise.autoselect import PROBE_CLASSES
+
+    winners = [BackendKind.onnxruntime, BackendKind.eager, BackendKind.onnxruntime]
+    auto, probes = scripted_auto(model, tmp_path, monkeypatch, winners)
+    sizes = [(256 + 64 * i, 320) for i in range(PROBE_CLASSES + 2)]  # one shape class each
+    with torch.no_grad():
+        for h, w in sizes:
+            auto(torch.rand(1, 3, h, w))
+    assert len(probes) == PROBE_CLASSES == 3
+    assert [auto.chosen[f"b1-{h}x{w}"] for h, w in sizes[PROBE_CLASSES:]] == [BackendKind.onnxruntime] * 2
+    assert "onnxruntime, most chosen by this run's 3 probes: not probed" in auto.description
+    assert "1 more shape classes" in auto.description  # five classes, four explained
+
+
+def test_auto_batches_cut_to_the_same_probe_input_share_one_probe(model, tmp_path, monkeypatch) -> None:
+    auto, probes = scripted_auto(model, tmp_path, monkeypatch, [BackendKind.onnxruntime])
+    with torch.no_grad():
+        auto(torch.rand(3, 3, 520, 700))  # a full batch of landscape photos, then the folder's last two
+        auto(torch.rand(2, 3, 600, 530))
+    assert probes == [(3, 3, 520, 700)]  # one probe, on the first batch
+    assert set(auto.chosen.values()) == {BackendKind.onnxruntime} and len(auto.chosen) == 2
+    assert "b2-640x576: onnxruntime, as b3-576x704 (the same b2-512x512 probe input)" in auto.description
 
 
 def test_auto_runs_tiny_batches_eagerly_without_a_probe(model, tmp_path, monkeypatch) -> None:
@@ -210,7 +254,8 @@ def test_auto_runs_tiny_batches_eagerly_without_a_probe(model, tmp_path, monkeyp
 
     auto(x)
 
-    assert auto.description == "auto: eager float32 (1 batches)" and not (tmp_path / "auto.json").exists()
+    assert auto.description == "auto: eager float32 (1 batches); chosen: b2-64x64: eager, under 0.05 MP a batch: not probed"
+    assert not (tmp_path / "auto.json").exists()
 
 
 def test_auto_refuses_an_engine_file(model, tmp_path) -> None:

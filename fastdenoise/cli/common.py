@@ -221,7 +221,9 @@ ModelNameOpt = Annotated[str | None, typer.Option("--model", help=(
     "--sigma where bundled, else blind)."))]
 EnsembleOpt = Annotated[bool, typer.Option(
     help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")]
-BackendOpt = Annotated[BackendKind, typer.Option(help="auto: the fastest here, by a short probe cached per machine.")]
+BackendOpt = Annotated[BackendKind, typer.Option(help=(
+    "auto (default): the fastest here of eager, onnxruntime, openvino (compiled where openvino is missing), by a "
+    "short probe per shape class, cached per machine and weights; the summary says which ran and why."))]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where fast and accurate; int8: openvino only.")]
 

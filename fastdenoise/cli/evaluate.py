@@ -26,7 +26,7 @@ def evaluate_cmd(
     weights: WeightsOpt = None,
     model: ModelNameOpt = None,
     ensemble: EnsembleOpt = False,
-    backend: BackendOpt = BackendKind.eager,
+    backend: BackendOpt = BackendKind.auto,
     device: DeviceOpt = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32 for reported numbers.")] = Precision.fp32,
     seed: Annotated[int, typer.Option(help="Noise seed (image i uses [seed, i]).")] = 0,

@@ -33,7 +33,7 @@ def run(
         "Noise level of the inputs (0-255), if known: picks the bundled per-sigma model nearest it."),
         min=0, max=255)] = None,
     ensemble: EnsembleOpt = False,
-    backend: BackendOpt = BackendKind.eager,
+    backend: BackendOpt = BackendKind.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
     engine: Annotated[Path | None, typer.Option(help=(

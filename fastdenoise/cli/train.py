@@ -62,6 +62,9 @@ def train(
     device: DeviceOpt = "auto",
     amp: Annotated[Amp, typer.Option(help="Mixed precision; auto: bf16 on a GPU that has it.")] = Amp.auto,
     compile: Annotated[Switch, typer.Option(help="torch.compile; auto: on for CUDA.")] = Switch.auto,
+    sync_bn: Annotated[bool, typer.Option(help=(
+        "Under torchrun on GPUs: BatchNorm statistics over the global batch (default: each process its own share, "
+        "as one GPU saw its batch in the paper)."))] = False,
     resume: Annotated[bool, typer.Option(help=(
         "Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise)."))] = False,
     task: Annotated[str | None, typer.Option(help=(
@@ -97,7 +100,10 @@ def train(
         "Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run."), exists=True,
         dir_okay=False)] = None,
 ) -> None:
-    """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task)."""
+    """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task).
+
+    Under torchrun (`torchrun --nproc-per-node N -m fastdenoise train ...`) the N processes train one model with
+    DistributedDataParallel: --batch is the global batch, each process draws its share; rank 0 writes OUT."""
     with starting():
         from fastdenoise.checkpoint import CheckpointError
         from fastdenoise.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
@@ -125,7 +131,7 @@ def train(
             data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
             batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every,
             seed=seed, device=device, amp=amp.value, compile=compile.value, schedule=schedule.value, ema=ema,
-            loss=loss.value,
+            loss=loss.value, sync_bn=sync_bn,
         )  # fmt: skip
         if stored is not None:
             cfg = resumed_config(ctx, cfg, stored, out)
