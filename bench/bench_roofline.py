@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastdenoise.benchmark import DTYPES, synchronizer
+from fastdenoise.benchmark import synchronizer
+from fastdenoise.devices import DTYPES
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastdenoise.benchmark import PROFILES, Profile, default_data_root, get_profile
+from fastdenoise.benchmark import PROFILES, BenchProfile, get_profile
+from fastdenoise.datasets import data_root as find_data_root
 from fastdenoise.model import Denoiser
 
 if not torch.cuda.is_available():
@@ -36,12 +37,12 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Mod
 
 
 @pytest.fixture(scope="session")
-def profile(request: pytest.FixtureRequest) -> Profile:
+def profile(request: pytest.FixtureRequest) -> BenchProfile:
     return get_profile(request.config.getoption("--profile"))
 
 
 @pytest.fixture(scope="session")
-def device(profile: Profile) -> torch.device:
+def device(profile: BenchProfile) -> torch.device:
     if profile.device == "cuda" and not torch.cuda.is_available():
         pytest.skip(f"profile {profile.name} needs a CUDA GPU")
     return torch.device(profile.device)
@@ -49,9 +50,9 @@ def device(profile: Profile) -> torch.device:
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    path = default_data_root()
-    if not path.is_dir():
-        pytest.skip(f"shared data not found at {path} (set FASTDENOISE_DATA)")
+    path = find_data_root(Path(__file__).parent)
+    if path is None or not path.is_dir():
+        pytest.skip("shared data not found (set FASTDENOISE_DATA)")
     return path
 
 
@@ -63,5 +64,5 @@ def bundled() -> Denoiser:
     return load_denoiser()
 
 
-def profile_of(config: pytest.Config) -> Profile:
+def profile_of(config: pytest.Config) -> BenchProfile:
     return get_profile(config.getoption("--profile"))

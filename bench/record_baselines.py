@@ -18,12 +18,12 @@ import torch
 from fastdenoise.benchmark import (
     DEFAULT_BASELINES,
     Scorer,
-    default_data_root,
     load_baselines,
     record_baselines,
     weights_digest,
 )
 from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.datasets import require_data_root
 from fastdenoise.machine import machine_facts
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     unknown = [k for k in keys if k not in checks]
     if unknown:
         parser.error(f"no such entries in {args.baselines}: {', '.join(unknown)}")
-    scorer = Scorer(args.data or default_data_root(), load_denoiser(args.weights), torch.device("cpu"), log=print)
+    scorer = Scorer(args.data or require_data_root(), load_denoiser(args.weights), torch.device("cpu"), log=print)
     measured = {}
     for key in keys:
         c = checks[key]

@@ -3,7 +3,6 @@ accuracy on Kodak24 beside the peers, all in one run; the result is one JSON-abl
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import math
@@ -23,25 +22,22 @@ from torch import nn
 
 from fastdenoise.backends import Backend, BackendConfig, BackendKind, Precision, make_backend
 from fastdenoise.checkpoint import bundled_weights, load_denoiser
+from fastdenoise.datasets import require_data_root
+from fastdenoise.devices import DTYPES, cpu_has_bf16, resolve_amp, resolve_device
 from fastdenoise.evaluate import Denoise, EvalResult, backend_denoiser, evaluate
+from fastdenoise.files import sha256_file
 from fastdenoise.images import list_images
 from fastdenoise.machine import machine_facts, machine_name
 from fastdenoise.model import Denoiser, DenoiserSpec, macs_per_pixel
 from fastdenoise.peers import LABELS, MACS_PER_PIXEL, PeerKind, make_peer, timed
-from fastdenoise.train import cpu_has_bf16, mse_loss, resolve_device
+from fastdenoise.train import mse_loss
 
 GFLOP_PER_MP = 2 * macs_per_pixel() / 1e3  # 441 GFLOP per megapixel for the default network
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_BASELINES = ROOT / "bench" / "baselines.json"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SCHEMA = 1
 
 Log = Callable[[str], None]
-
-
-def default_data_root() -> Path:
-    """$FASTDENOISE_DATA, else ../shared/data beside the project root."""
-    return Path(os.environ.get("FASTDENOISE_DATA", ROOT.parent / "shared" / "data"))
 
 
 # ---------------------------------------------------------------------------------------------------------- profiles
@@ -88,7 +84,7 @@ class ThroughputCase:
 
 
 @dataclass(frozen=True)
-class Profile:
+class BenchProfile:
     """What one `fastdenoise bench --profile NAME` run measures."""
 
     name: str
@@ -134,13 +130,13 @@ class Profile:
 
 PROFILES = {
     # CI-sized CPU run: a few minutes on 2 cores.
-    "quick": Profile(
+    "quick": BenchProfile(
         "quick", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"), precisions=("fp32", "bf16"),
         batches=(1, 4), sizes=((256, 256),), rounds=3, train_modes=(TrainMode(),), train_batch=4, train_patch=64, train_rounds=2,
         quality_images=2, ours=("fp32", "bf16"), peers=("cdncnn-b", "ffdnet", "cbm3d"), cbm3d_images=1,
         accuracy=("kodak24-first4-sigma25",), matmul_size=2048,
     ),
-    "full": Profile(
+    "full": BenchProfile(
         "full", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"), precisions=("fp32", "bf16"),
         batches=(1, 4), sizes=((256, 256), (512, 512), (1024, 1024)), rounds=5,
         train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")), train_batch=16, train_patch=64,
@@ -149,7 +145,7 @@ PROFILES = {
                   "cdncnn-25-kodak24-sigma25", "ffdnet-kodak24-sigma25"),
         matmul_size=4096,
     ),
-    "gpu": Profile(
+    "gpu": BenchProfile(
         "gpu", device="cuda", backends=tuple(k.value for k in BackendKind), precisions=("fp32", "bf16", "fp16"),
         batches=(1, 8), sizes=((512, 512), (1024, 1024), (2048, 2048)), rounds=20,
         train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")), train_batch=32, train_patch=96, train_rounds=10,
@@ -161,7 +157,7 @@ PROFILES = {
 }  # fmt: skip
 
 
-def get_profile(name: str) -> Profile:
+def get_profile(name: str) -> BenchProfile:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {', '.join(PROFILES)}")
     return PROFILES[name]
@@ -331,7 +327,7 @@ def train_step(model: nn.Module, mode: TrainMode, noisy: torch.Tensor, clean: to
     batch = Batch(noisy.contiguous(memory_format=torch.channels_last), clean)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     forward = torch.compile(model) if mode.compile else model
-    amp = None if mode.amp == "off" else DTYPES[mode.amp]
+    amp = resolve_amp(mode.amp, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     def step() -> float:
@@ -388,14 +384,6 @@ def measure_training(
 
 class DataIntegrityError(ValueError):
     """A benchmark data file missing from, or differing from, ../shared/data/SHA256SUMS."""
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_sums(data_root: Path) -> dict[str, str]:
@@ -579,7 +567,7 @@ class Scorer:
         return self.done[key]
 
 
-def measure_quality(scorer: Scorer, profile: Profile) -> list[dict]:
+def measure_quality(scorer: Scorer, profile: BenchProfile) -> list[dict]:
     """Ours (per precision), the naive loop and the peers on the same Kodak24 images; CBM3D on its own subset."""
     sigma, seed, limit = profile.quality_sigma, profile.seed, profile.quality_images
     rows = [scorer.score("bundled", "kodak24", limit, sigma, seed, precision) for precision in profile.ours
@@ -636,11 +624,11 @@ class BenchConfig:
             raise ValueError(f"sections must be among {', '.join(SECTIONS)}; got {', '.join(self.sections) or 'none'}")
 
 
-def run_benchmark(cfg: BenchConfig, log: Log = print, profile: Profile | None = None) -> dict:
+def run_benchmark(cfg: BenchConfig, log: Log = print, profile: BenchProfile | None = None) -> dict:
     """Run the configured profile's sections and return the result (schema in fastdenoise/report.py)."""
     profile = profile or get_profile(cfg.profile)
     device = resolve_device(profile.device)
-    data_root = Path(cfg.data) if cfg.data else default_data_root()
+    data_root = Path(cfg.data) if cfg.data else require_data_root()
     start = time.perf_counter()
     facts = machine_facts()
     model = load_denoiser(Path(cfg.weights) if cfg.weights else None)

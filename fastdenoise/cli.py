@@ -12,7 +12,7 @@ try:  # torch loads here (seconds): Ctrl-C meanwhile ends the command with one l
     import typer
 
     from fastdenoise.cluster import ClusterError, Executor
-    from fastdenoise.joint import Target, Task
+    from fastdenoise.joint import Task, TaskTarget
     from fastdenoise.tables import PEERS, Split
 except KeyboardInterrupt:
     sys.stderr.write("error: interrupted while starting\n")
@@ -84,7 +84,7 @@ def train(
     lam: Annotated[list[float] | None, typer.Option(help="Raw weight of the task loss, one or one per head (default 0.25 classify, 0.5 segment).", min=0.0)] = None,
     balance: Annotated[list[float] | None, typer.Option(help="Instead of --lam: the task's gradient w.r.t. the denoiser output is kept at R times the MSE's (EMA of the norms; docs/task-aware.md); one or one per head.", min=0.0)] = None,
     balance_decay: Annotated[float, typer.Option(help="EMA decay of the gradient norms behind --balance.", min=0.0, max=0.9999)] = 0.99,
-    target: Annotated[Target, typer.Option(help="labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop.")] = Target.LABELS,
+    target: Annotated[TaskTarget, typer.Option(help="labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop.")] = TaskTarget.LABELS,
     labels: Annotated[Path | None, typer.Option(help="Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class.", exists=True, dir_okay=False)] = None,
     masks: Annotated[Path | None, typer.Option(help="Segment: folder of masks named like the images.", exists=True, file_okay=False)] = None,
     ignore_index: Annotated[int, typer.Option(help="Segment: mask value without a class (CamVid: 11).", min=0, max=255)] = 255,
@@ -103,7 +103,7 @@ def train(
         raise fail("missing DATA: the folder of clean training images (only --resume of a run with a config.json may omit it)")
     if stored is not None and task is None and (out / "joint.json").is_file():
         raise fail(f"{out}: a joint run; resume it with its --task, --head ... options as in {out / 'joint.json'}")
-    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
+    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not TaskTarget.LABELS)
     if task is None and any(joint_only):
         raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint training: add --task")
     try:
@@ -480,15 +480,16 @@ def table1_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for table1.md, table1.json, table1.png.")] = Path("results/table1"),
 ) -> None:
     """Table 1: mean PSNR at each sigma for our denoisers (--model, default the bundled one) beside the peers."""
-    from fastdenoise.tables import Table1Config, default_peer_data, model_arm, peer_arm, table1
+    from fastdenoise.datasets import require_data_root
+    from fastdenoise.tables import Table1Config, model_arm, peer_arm, table1
 
     models = named_models(model) or [("fastdenoise (bundled)", None)]
     names = [p.strip() for p in peers.split(",") if p.strip()]
-    root = peer_data or default_peer_data(data)
 
     def build(progress):
         cfg = Table1Config(str(data), sigma_list(sigma), seed_list(seed), control, draws, limit, ssim)
         arms = [model_arm(name, weights, device) for name, weights in models]
+        root = peer_data or (require_data_root(data) if names else None)
         arms += [peer_arm(p, root, device, cbm3d_limit, cbm3d_cache) for p in names]
         return table1(cfg, arms, progress)
 

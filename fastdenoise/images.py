@@ -4,16 +4,16 @@ to denoise), decoding to RGB uint8, atomic writes that never follow a planted li
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
+
+from fastdenoise.files import atomic_write
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
@@ -195,28 +195,6 @@ def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise ImageError(f"{path}: cannot decode ({err})") from err
 
 
-# Longest file name most file systems take (ext4, XFS, btrfs, tmpfs: 255 bytes); pathconf gives the real one.
-NAME_MAX = 255
-
-
-def name_max(folder: Path) -> int:
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return NAME_MAX
-
-
-def temporary_name(path: Path) -> Path:
-    """Where `save_rgb` writes before the rename: hidden, beside the final name, one per final name. A final name too
-    long to take the 6 extra bytes gets a short name made from its hash instead (still one per final name)."""
-    path = Path(path)
-    name = f".{path.name}.part"
-    if len(os.fsencode(name)) > min(NAME_MAX, name_max(path.parent) if path.parent.is_dir() else NAME_MAX):
-        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]
-        name = f".{digest}.part"
-    return path.with_name(name)
-
-
 def make_folders(root: Path, folder: Path) -> None:
     """mkdir -p of folder, a folder under root, without following a link at any step below root: a symlinked folder
     planted in root is refused (PermissionError) before anything is created through it."""
@@ -240,29 +218,8 @@ def make_folders(root: Path, folder: Path) -> None:
         os.close(fd)
 
 
-def open_own(path: Path, flags: int) -> int:
-    """os.open of a file the run keeps in OUTPUT (its manifest part, its lock), never through a link planted at that
-    name (ValueError naming it)."""
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise ValueError(f"{path}: is a symlink, not written through; remove it") from None
-        raise
-
-
-def open_fresh(path: Path, mode: str = "wb", **options: Any) -> IO:
-    """Open a newly created file at path for writing, first removing whatever is there (a leftover of a killed run);
-    O_EXCL | O_NOFOLLOW, so a symlink planted at that name is never written through."""
-    Path(path).unlink(missing_ok=True)
-    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), mode, **options)
-
-
 def save_rgb(image: np.ndarray, path: Path, quality: int = 95) -> None:
-    """Write an (H, W, 3) uint8 image atomically: a temporary name in the same folder, then rename.
-
-    The temporary file is created afresh (`open_fresh`); a final name therefore only ever holds a complete file.
-    """
+    """Write an (H, W, 3) uint8 image atomically (`files.atomic_write`): a final name only ever holds a whole file."""
     from PIL import Image
 
     path = Path(path)
@@ -271,13 +228,5 @@ def save_rgb(image: np.ndarray, path: Path, quality: int = 95) -> None:
     fmt = PIL_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unsupported output format {path.suffix!r}; use one of {sorted(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": 1} if fmt == "PNG" else {}
-    tmp = temporary_name(path)
-    try:
-        with open_fresh(tmp) as handle:
-            Image.fromarray(image).save(handle, format=fmt, **options)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format=fmt, **options))

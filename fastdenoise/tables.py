@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -20,11 +19,19 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from fastdenoise.datasets import data_root, load_mask, read_labels
 from fastdenoise.evaluate import Denoise, evaluate
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.joint import check_masks, confusion, mean_iou, resize_short_side
 from fastdenoise.noise import add_noise, check_sigma, to_uint8
-from fastdenoise.stats import bootstrap_interval, mcnemar_exact, mean_reduce, miou_reduce, paired_bootstrap, pixel_accuracy_reduce
+from fastdenoise.stats import (
+    bootstrap_interval,
+    mcnemar_exact,
+    mean_reduce,
+    miou_reduce,
+    paired_bootstrap,
+    pixel_accuracy_reduce,
+)
 
 NOISY, CLEAN = "noisy", "clean"  # the arm without a denoiser, and the head on the clean image (no noise, sigma None)
 ProgressFn = Callable[[int, int, str], None]  # (done, total, what was just done)
@@ -177,15 +184,6 @@ class Sample:
     target: int | np.ndarray  # class index, or an (H, W) mask
 
 
-def read_labels(path: Path) -> list[tuple[str, int]]:
-    """Rows (file, class index) of a `file,index` CSV, in file order."""
-    with open(path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    if not rows or not {"file", "index"} <= set(rows[0]):
-        raise ValueError(f"{path}: expected a CSV with a header 'file,index' and one row per image")
-    return [(r["file"], int(r["index"])) for r in rows]
-
-
 def write_split_labels(labels: Path, split: Split | str, out: Path) -> int:
     """Write the rows of one split of a labels CSV (e.g. the train half for `fastdenoise train --labels`); returns rows."""
     rows = read_labels(Path(labels))
@@ -246,15 +244,9 @@ def segmentation_entries(images: Path, masks: Path, limit: int | None) -> list[t
 
 
 def load_segmentation_sample(entry: tuple[int, Path, Path]) -> Sample:
-    from PIL import Image
-
     index, path, mask_path = entry
     image = load_rgb(path)
-    with Image.open(mask_path) as handle:
-        mask = np.array(handle)
-    if mask.ndim != 2 or mask.shape != image.shape[:2]:
-        raise ValueError(f"{mask_path}: mask {mask.shape} is not a single-channel {image.shape[:2]} class map")
-    return Sample(path.name, index, image, mask.astype(np.uint8))
+    return Sample(path.name, index, image, load_mask(mask_path, image.shape[:2]))
 
 
 # ---- noise, arms, heads --------------------------------------------------------------------------------------------
@@ -553,8 +545,8 @@ def table3(
 
 def frozen_head(head: nn.Module | None, name: str, weights: str | None, task: str, device: str) -> tuple[nn.Module, torch.device]:
     """The given head, or `name` loaded, in eval mode on the device; ValueError if it does not do `task`."""
+    from fastdenoise.devices import resolve_device
     from fastdenoise.heads import load_head
-    from fastdenoise.train import resolve_device
 
     head = head if head is not None else load_head(name, Path(weights) if weights else None)
     if head.task != task:
@@ -819,8 +811,8 @@ PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "
 
 def per_sigma_dncnn(data_root: Path, device: str = "auto") -> Denoise:
     """CDnCNN with the network trained for each sigma (25, 35, 50), each loaded when first needed."""
+    from fastdenoise.devices import resolve_device
     from fastdenoise.peers import TRAINED_SIGMA, load_peer_model, run_on_array
-    from fastdenoise.train import resolve_device
 
     kinds = {sigma: kind for kind, sigma in TRAINED_SIGMA.items()}
     models: dict[float, nn.Module] = {}
@@ -837,8 +829,8 @@ def per_sigma_dncnn(data_root: Path, device: str = "auto") -> Denoise:
 
 def peer_arm(name: str, data_root: Path, device: str = "auto", cbm3d_limit: int | None = None, cache_dir: Path | None = None) -> Arm:
     """A peer as an arm: CNN weights from data_root/weights (see the data README), CBM3D with its on-disk cache."""
+    from fastdenoise.devices import resolve_device
     from fastdenoise.peers import LABELS, TRAINED_SIGMA, WEIGHT_FILES, PeerKind, make_peer
-    from fastdenoise.train import resolve_device
 
     if name not in PEERS:
         raise ValueError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
@@ -872,11 +864,6 @@ def task_arms(
     return arms
 
 
-def default_peer_data(data: Path) -> Path:
-    """$FASTDENOISE_DATA, else the parent of the table's data folder (../shared/data for ../shared/data/kodak24)."""
-    return Path(os.environ.get("FASTDENOISE_DATA", Path(data).resolve().parent))
-
-
 def default_segmenter_weights(head: str, data_root: Path) -> Path | None:
     """The EdgeNets file under data_root/weights/espnetv2 for an espnetv2-* head; None for other heads (their default)."""
     from fastdenoise.heads.espnetv2 import CITYSCAPES_WEIGHTS, VOC_WEIGHTS
@@ -887,13 +874,10 @@ def default_segmenter_weights(head: str, data_root: Path) -> Path | None:
 
 def find_segmenter_weights(head: str, data: Path) -> Path | None:
     """The EdgeNets file for an espnetv2-* head under $FASTDENOISE_DATA, else under the nearest folder above `data`
-    that has weights/espnetv2 (../shared/data for ../shared/data/camvid/train); None if neither has it."""
-    roots = [Path(os.environ["FASTDENOISE_DATA"])] if "FASTDENOISE_DATA" in os.environ else []
-    for root in [*roots, *Path(data).resolve().parents]:
-        path = default_segmenter_weights(head, root)
-        if path is None or path.is_file():
-            return path
-    return None
+    that is the shared data folder (`datasets.data_root`); None if it is not there."""
+    root = data_root(data)
+    path = default_segmenter_weights(head, root) if root is not None else None
+    return path if path is not None and path.is_file() else None
 
 
 @contextmanager

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from fastdenoise.checkpoint import CheckpointError, load_checkpoint, load_denoiser, save_checkpoint, save_weights
 from fastdenoise.data import Batch, PatchSampler, load_folder
+from fastdenoise.devices import resolve_amp, resolve_device
 from fastdenoise.metrics import psnr
 from fastdenoise.model import Denoiser, DenoiserSpec
 from fastdenoise.noise import add_noise, check_sigma, to_uint8
@@ -81,40 +82,6 @@ class TrainConfig:
 
 # Options that may change when a run is resumed; every other one is the run's identity.
 RESUMABLE_CHANGES = frozenset({"steps", "lr", "lr_min", "val_every", "val_images", "ckpt_every", "log_every", "device", "compile"})
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto', 'cpu', 'cuda' or 'cuda:N' -> a device this machine has; ValueError naming the choices otherwise."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    choices = "auto, cpu, cuda, cuda:N"
-    try:
-        device = torch.device(name)
-    except RuntimeError:  # torch's message lists two dozen device types this tool does not run on
-        raise ValueError(f"device {name!r} is not one of {choices}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r} is not one of {choices}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def cpu_has_bf16() -> bool:
-    """True where oneDNN has native bf16 (AVX512-BF16 or AMX), so bf16 autocast is faster, not slower."""
-    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32."""
-    if amp == "off":
-        return None
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def mse_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -356,7 +323,14 @@ def fit(
 
 
 def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     return Progress(
         TextColumn("[bold]{task.description}"),

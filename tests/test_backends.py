@@ -16,12 +16,12 @@ if not torch.cuda.is_available():  # read when a kernel file is imported (see te
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from helpers import SMALL, randomize_bn  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
 from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend  # noqa: E402
-from fastdenoise.model import Denoiser  # noqa: E402
 from fastdenoise.cli import app  # noqa: E402
 from fastdenoise.images import save_rgb  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+from fastdenoise.model import Denoiser  # noqa: E402
 
 # max |backend - eager fp32| over outputs with |residual| ~ 0.3: fp32 is reordering noise; bf16 keeps 8 mantissa bits
 # through 16 layers (measured <= 6e-3 with oneDNN and OpenVINO).
@@ -36,7 +36,7 @@ NEEDS = {  # backend -> (module it needs, what to install)
 
 
 def skip_reason(kind: str, precision: str) -> str | None:
-    from fastdenoise.train import cpu_has_bf16
+    from fastdenoise.devices import cpu_has_bf16
 
     module, install = NEEDS.get(kind, (None, None))
     if module and importlib.util.find_spec(module) is None:

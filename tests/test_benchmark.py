@@ -18,8 +18,8 @@ from fastdenoise.benchmark import (
     PROFILES,
     AccuracyCheck,
     BenchConfig,
+    BenchProfile,
     DataIntegrityError,
-    Profile,
     Scorer,
     ThroughputCase,
     TrainMode,
@@ -181,7 +181,7 @@ def test_profiles_are_valid_and_their_checks_exist() -> None:
         quick.sizes
     )
     with pytest.raises(ValueError, match="precision"):
-        Profile("bad", precisions=("fp64",))
+        BenchProfile("bad", precisions=("fp64",))
     with pytest.raises(ValueError):
         ThroughputCase("cuda-graphs", "fp32", 1, 64, 64)
     with pytest.raises(ValueError, match="amp"):

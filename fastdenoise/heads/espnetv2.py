@@ -7,7 +7,6 @@ with input reinforcement; decoder: efficient pyramid pooling at 1/16, 1/8, 1/4, 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -304,11 +303,13 @@ class MergeClasses(nn.Module):
 
 
 def default_weights(name: str) -> Path:
-    """An EdgeNets weights file under $FASTDENOISE_DATA/weights/espnetv2."""
-    root = os.environ.get("FASTDENOISE_DATA")
+    """An EdgeNets weights file under weights/espnetv2 of the shared data folder (`datasets.data_root`)."""
+    from fastdenoise.datasets import data_root
+
+    root = data_root()
     if root is None:
         raise ValueError(f"ESPNetv2: pass the weights path ({name}) or set FASTDENOISE_DATA")
-    return Path(root) / "weights" / "espnetv2" / name
+    return root / "weights" / "espnetv2" / name
 
 
 def espnetv2_voc(weights: Path | None = None) -> ESPNetv2:
