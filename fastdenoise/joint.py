@@ -25,6 +25,7 @@ from fastdenoise.data import Batch
 from fastdenoise.datasets import load_mask, read_labels
 from fastdenoise.devices import resolve_device
 from fastdenoise.heads import TORCHVISION, head_names, load_head
+from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.model import Denoiser, DenoiserSpec
 from fastdenoise.train import TrainConfig, fit, psnr_validator
@@ -361,16 +362,6 @@ class CropSampler:
 
 
 # ---- data on disk --------------------------------------------------------------------------------------------------
-
-
-def resize_short_side(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """(H, W, ...) uint8 -> short side `size`, aspect kept; bicubic (antialiased) for photos, nearest for masks."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    new = (max(size, round(w * scale)), max(size, round(h * scale)))
-    return np.array(Image.fromarray(image).resize(new, Image.NEAREST if nearest else Image.BICUBIC))
 
 
 def load_classification(root: Path, labels_csv: Path | None, num_classes: int, short_side: int | None) -> tuple[list[np.ndarray], list[int]]:

@@ -14,6 +14,7 @@ from PIL import Image
 from torch import nn
 
 from fastdenoise.data import Batch
+from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.joint import (
     CropSampler,
     GradientBalance,
@@ -27,7 +28,6 @@ from fastdenoise.joint import (
     load_classification,
     load_segmentation,
     mean_iou,
-    resize_short_side,
     train_joint,
 )
 from fastdenoise.model import Denoiser, DenoiserSpec
