@@ -1,4 +1,4 @@
-"""(Re)record accuracy baselines in bench/baselines.json: measure each check's PSNR now and write it, with the
+"""(Re)record accuracy baselines in fastdenoise/baselines.json (package data): measure each check's PSNR now and write it, with the
 weights' SHA-256 and a stamp (date, machine, commit). By default every entry of the bundled model; peers with --keys.
 
     nice -n 15 python bench/record_baselines.py                                  # all bundled-model entries (~5 min CPU)

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import partial
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -33,8 +34,8 @@ from fastdenoise.peers import LABELS, MACS_PER_PIXEL, PeerKind, make_peer, timed
 from fastdenoise.train import mse_loss
 
 GFLOP_PER_MP = 2 * macs_per_pixel() / 1e3  # 441 GFLOP per megapixel for the default network
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_BASELINES = ROOT / "bench" / "baselines.json"
+# Shipped with the package (package data), so an installed copy finds them too; `--baselines` points elsewhere.
+DEFAULT_BASELINES = Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
 SCHEMA = 1
 
 Log = Callable[[str], None]
@@ -104,7 +105,7 @@ class BenchProfile:
     ours: tuple[str, ...] = ("fp32",)  # precisions of our eager backend in the quality table
     peers: tuple[str, ...] = ("cdncnn-b", "ffdnet")
     cbm3d_images: int = 0  # CBM3D on the first N images only (~17 s per 512x512 image on 2 cores; cached)
-    accuracy: tuple[str, ...] = ("kodak24-first4-sigma25",)  # keys of bench/baselines.json
+    accuracy: tuple[str, ...] = ("kodak24-first4-sigma25",)  # keys of fastdenoise/baselines.json
     matmul_size: int = 2048
 
     def __post_init__(self) -> None:
@@ -430,7 +431,7 @@ def data_images(data_root: Path, folder: str, limit: int | None) -> list[Path]:
 
 @dataclass(frozen=True)
 class AccuracyCheck:
-    """One entry of bench/baselines.json: mean PSNR of `method` on data[:limit] at sigma/seed, fp32 eager."""
+    """One entry of fastdenoise/baselines.json: mean PSNR of `method` on data[:limit] at sigma/seed, fp32 eager."""
 
     key: str
     method: str = "bundled"  # "bundled" (the shipped weights, or --weights) or a peer (fastdenoise.peers.PeerKind)
@@ -613,7 +614,7 @@ class BenchConfig:
     profile: str = "quick"
     data: str | None = None  # the shared data folder; None: $FASTDENOISE_DATA or ../shared/data
     weights: str | None = None  # None: the bundled weights
-    baselines: str | None = None  # None: bench/baselines.json of this checkout
+    baselines: str | None = None  # None: the baselines shipped with the package (DEFAULT_BASELINES)
     sections: tuple[str, ...] = SECTIONS
     cache: str | None = None  # CBM3D output cache; None: ~/.cache/fastdenoise/cbm3d
 

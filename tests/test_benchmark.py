@@ -352,13 +352,11 @@ def test_tiny_run_end_to_end(tmp_path: Path, rng: np.random.Generator) -> None:
 
 
 def test_cli_bench_reports_and_compares(tmp_path: Path) -> None:
-    """`fastdenoise bench --report A --compare B` (runs once the command is pasted into fastdenoise/cli.py)."""
+    """`fastdenoise bench --report A --compare B`: the report, the plots and the regression verdict."""
     from typer.testing import CliRunner
 
     from fastdenoise.cli import app
 
-    if not any(c.name == "bench" or (c.callback and c.callback.__name__ == "bench") for c in app.registered_commands):
-        pytest.skip("`fastdenoise bench` is not in fastdenoise/cli.py yet (snippet: /work/notes/cli_bench.py)")
     pytest.importorskip("matplotlib")
     saved, slower = tmp_path / "saved.json", tmp_path / "now" / "quick.json"
     slower.parent.mkdir()
@@ -372,3 +370,13 @@ def test_cli_bench_reports_and_compares(tmp_path: Path) -> None:
     assert worse.exit_code == 1 and "past the threshold" in worse.output
     missing = runner.invoke(app, ["bench", "--profile", "huge", "--accuracy-only"])
     assert missing.exit_code == 2 and "unknown profile" in missing.output
+
+
+def test_baselines_ship_with_the_package() -> None:
+    from importlib import resources
+
+    from fastdenoise.benchmark import DEFAULT_BASELINES, PROFILES, load_baselines
+
+    assert DEFAULT_BASELINES == Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
+    checks = load_baselines()
+    assert all(key in checks for profile in PROFILES.values() for key in profile.accuracy)
