@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from fastdenoise.benchmark import (
+from fastdenoise.accuracy import (
     DEFAULT_BASELINES,
     Scorer,
     load_baselines,

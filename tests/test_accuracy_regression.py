@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastdenoise.benchmark import DEFAULT_BASELINES, Scorer, load_baselines, run_accuracy, weights_digest
+from fastdenoise.accuracy import DEFAULT_BASELINES, Scorer, load_baselines, run_accuracy, weights_digest
 from fastdenoise.checkpoint import load_denoiser
 
 KEY = "kodak24-first4-sigma25"

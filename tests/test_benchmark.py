@@ -13,27 +13,18 @@ import pytest
 import torch
 from helpers import SMALL
 
-from fastdenoise.benchmark import (
+from fastdenoise.accuracy import (
     DEFAULT_BASELINES,
-    PROFILES,
     AccuracyCheck,
-    BenchConfig,
-    BenchProfile,
     DataIntegrityError,
     Scorer,
-    ThroughputCase,
-    TrainMode,
-    backend_unavailable,
     judge,
     load_baselines,
-    measure_peak,
-    measure_throughput,
-    measure_training,
     record_baselines,
     run_accuracy,
-    run_benchmark,
     verify_files,
 )
+from fastdenoise.benchmark import PROFILES, BenchConfig, BenchProfile, run_benchmark
 from fastdenoise.checkpoint import save_weights
 from fastdenoise.images import save_rgb
 from fastdenoise.model import Denoiser
@@ -45,6 +36,14 @@ from fastdenoise.report import (
     render_text,
     roofline_line,
     write_outputs,
+)
+from fastdenoise.throughput import (
+    ThroughputCase,
+    TrainMode,
+    backend_unavailable,
+    measure_peak,
+    measure_throughput,
+    measure_training,
 )
 
 QUIET = lambda message: None
@@ -375,7 +374,8 @@ def test_cli_bench_reports_and_compares(tmp_path: Path) -> None:
 def test_baselines_ship_with_the_package() -> None:
     from importlib import resources
 
-    from fastdenoise.benchmark import DEFAULT_BASELINES, PROFILES, load_baselines
+    from fastdenoise.accuracy import DEFAULT_BASELINES, load_baselines
+    from fastdenoise.benchmark import PROFILES
 
     assert DEFAULT_BASELINES == Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
     checks = load_baselines()
