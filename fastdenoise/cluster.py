@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.images import FORMATS, Entry, iter_entries
+from fastdenoise.images import FORMATS, Entry
 from fastdenoise.loaders import make_loader
 from fastdenoise.manifest import merge
 from fastdenoise.model import Denoiser
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
-from fastdenoise.runner import (
-    GroupError, Item, OutputTree, Recorder, RunConfig, RunSummary, check_run, denoise_group, open_output, triage,
-)  # fmt: skip
+from fastdenoise.inference import GroupError, denoise_group
+from fastdenoise.outputs import Item, OutputTree, Recorder, open_output, triage
+from fastdenoise.runner import RunConfig, check_run
+from fastdenoise.selection import list_inputs
+from fastdenoise.summary import RunSummary
 
 __all__ = ["ClusterConfig", "ClusterError", "Executor", "connect", "denoise_on_cluster"]
 
@@ -202,7 +204,7 @@ def denoise_on_cluster(
     """`denoise_folder` on a Ray cluster: same rows, outputs and resume. A Ray pipeline that fails as a whole (the
     backend cannot be built on the workers, say) raises ClusterError after the manifest holds what was done."""
     src, dst, cluster = Path(src), Path(dst), cluster or ClusterConfig()
-    check_run(src, dst)
+    check_run(src, dst, cfg)
     connect(cluster.address)
     dst.mkdir(parents=True, exist_ok=True)
     stop = stop if stop is not None else threading.Event()
@@ -219,7 +221,7 @@ def denoise_on_cluster(
     finished = False  # False in the finally below: stopped by an error (the manifest keeps earlier runs' rows)
     try:
         items = []
-        for entry in iter_entries(src):
+        for entry in list_inputs(src, cfg.include, cfg.exclude):
             plan = triage(entry, tree, suffix, segment, vouchers, cfg.overwrite)
             if isinstance(plan, dict):
                 record(plan)

@@ -14,8 +14,6 @@ from typing import IO, Any
 
 # Longest file name most file systems take (ext4, XFS, btrfs, tmpfs: 255 bytes); pathconf gives the real one.
 NAME_MAX = 255
-# mkstemp adds "." + 8 random characters; the temporary name adds a leading "." and ".part" around the final name
-_TEMP_EXTRA = 1 + 9 + 5
 
 
 def name_max(folder: Path) -> int:
@@ -40,18 +38,30 @@ def fsync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def temporary_file(path: Path, unique: bool) -> tuple[int, str]:
+    """Create the hidden temporary file beside path, O_EXCL | O_NOFOLLOW (a link planted at its name is never written
+    through): `.<name>.part`, first removing a leftover of a killed writer, or with `unique` a fresh
+    `.<name>.XXXXXXXX.part` (for files several processes may write at once); a name too long for the extra bytes
+    becomes its hash."""
+    extra = 15 if unique else 6  # ".", ".part" and mkstemp's "." + 8 random characters
+    short = len(os.fsencode(path.name)) + extra <= min(NAME_MAX, name_max(path.parent))
+    stem = path.name if short else hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]
+    if unique:
+        return tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=path.parent)
+    tmp = path.with_name(f".{stem}.part")
+    tmp.unlink(missing_ok=True)
+    return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600), str(tmp)
+
+
 @contextmanager
-def atomic_file(path: Path, mode: str = "wb", **options: Any) -> Iterator[IO]:
-    """Open a fresh temporary file beside path (a unique hidden `.<name>.XXXXXXXX.part`, or a hashed name where that
-    would be too long); on a clean exit it is fsynced, renamed over path and the folder fsynced, so path holds either
-    its old content or the whole new one, also after a power cut. On an exception the temporary file is removed.
-    The temporary file is created with O_EXCL, so a link planted at its name is never written through."""
+def atomic_file(path: Path, mode: str = "wb", unique: bool = True, **options: Any) -> Iterator[IO]:
+    """Open a fresh temporary file beside path (`temporary_file`); on a clean exit it is fsynced, renamed over path
+    and the folder fsynced, so path holds either its old content or the whole new one, also after a power cut. On an
+    exception the temporary file is removed. `unique=False` for files only one process writes (a run's outputs under
+    its lock), so that the next run replaces what a killed one left."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    limit = min(NAME_MAX, name_max(path.parent))
-    short = len(os.fsencode(path.name)) + _TEMP_EXTRA <= limit
-    stem = path.name if short else hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=path.parent)
+    fd, tmp = temporary_file(path, unique)
     try:
         with open(fd, mode, **options) as handle:
             yield handle
@@ -65,9 +75,9 @@ def atomic_file(path: Path, mode: str = "wb", **options: Any) -> Iterator[IO]:
     fsync_folder(path.parent)
 
 
-def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb", **options: Any) -> None:
+def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb", unique: bool = True, **options: Any) -> None:
     """Call write(handle) on a fresh temporary file beside path, then put it at path (see `atomic_file`)."""
-    with atomic_file(path, mode, **options) as handle:
+    with atomic_file(path, mode, unique, **options) as handle:
         write(handle)
 
 

@@ -39,13 +39,31 @@ class Entry:
     path: Path
     rel: str  # relative to the input folder, '/'-separated
     problem: str | None = None
+    # A later file of a folder with the stem of an earlier one (a.png after a.jpg) keeps its extension in its output
+    # name (a.png.png), so both are denoised; see `writers.output_path`.
+    keep_extension: bool = False
+
+
+def follow_link(path: Path, real_root: Path) -> tuple[Path | None, str | None]:
+    """Where a symlink under the input folder leads, or why it is not followed (a loop, broken, leaves the folder)."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as err:  # RuntimeError: a loop, on Python < 3.13
+        loop = isinstance(err, RuntimeError) or getattr(err, "errno", None) == errno.ELOOP
+        return None, "symlink loop, not followed" if loop else "broken symlink"
+    if not real.is_relative_to(real_root):
+        return None, "symlink to outside the input folder, not followed"
+    return real, None
 
 
 def iter_entries(root: Path) -> Iterator[Entry]:
     """Yield every file under root once, in sorted order, streaming one folder at a time.
 
     Images come with problem None; everything else (other extensions, hidden files and folders, special files,
-    symlinks that leave root, loop or dangle, names whose output would collide) comes with the reason it is left alone.
+    symlinks that leave root, loop or dangle) comes with the reason it is left alone. Of images that share a stem in
+    one folder (a.jpg, a.png) the first by name keeps the plain output name and each later one keeps its extension
+    in it (`Entry.keep_extension`); the rare name that would still collide (an input named like such an output) is
+    left alone with the reason.
     """
     root = Path(root)
     real_root = root.resolve()
@@ -63,17 +81,10 @@ def iter_entries(root: Path) -> Iterator[Entry]:
             if entry.name.startswith("."):
                 yield Entry(path, name, "hidden, not searched")
                 continue
-            real = None
-            if entry.is_symlink():
-                try:
-                    real = path.resolve(strict=True)
-                except (OSError, RuntimeError) as err:  # RuntimeError: a loop, on Python < 3.13
-                    loop = isinstance(err, RuntimeError) or getattr(err, "errno", None) == errno.ELOOP
-                    yield Entry(path, name, "symlink loop, not followed" if loop else "broken symlink")
-                    continue
-                if not real.is_relative_to(real_root):
-                    yield Entry(path, name, "symlink to outside the input folder, not followed")
-                    continue
+            real, problem = follow_link(path, real_root) if entry.is_symlink() else (None, None)
+            if problem:
+                yield Entry(path, name, problem)
+                continue
             try:
                 mode = path.stat().st_mode
             except OSError as err:
@@ -92,10 +103,11 @@ def iter_entries(root: Path) -> Iterator[Entry]:
                 yield Entry(path, name, "not a regular file")
             elif path.suffix.lower() not in EXTENSIONS:
                 yield Entry(path, name, f"not an image extension ({path.suffix or 'none'})")
+            elif path.stem in stems and entry.name in stems:
+                yield Entry(path, name, f"output name taken by {rel}{stems[entry.name]}: outputs would collide")
             elif path.stem in stems:
-                yield Entry(
-                    path, name, f"same name as {rel}{stems[path.stem]} but another extension: outputs would collide"
-                )
+                stems[entry.name] = entry.name
+                yield Entry(path, name, keep_extension=True)
             else:
                 stems[path.stem] = entry.name
                 yield Entry(path, name)
@@ -229,4 +241,4 @@ def save_rgb(image: np.ndarray, path: Path, quality: int = 95) -> None:
     if fmt is None:
         raise ValueError(f"{path}: unsupported output format {path.suffix!r}; use one of {sorted(FORMATS)}")
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": 1} if fmt == "PNG" else {}
-    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format=fmt, **options))
+    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format=fmt, **options), unique=False)

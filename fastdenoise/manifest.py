@@ -261,7 +261,7 @@ def merge(dst: Path, world: int = 1, complete: bool = True) -> dict[str, int]:
         for row in history(dst):
             latest[row["input"]] = row_line(row)
         rows = (json.loads(line) for line in latest.values())
-    atomic_write(dst / MANIFEST, lambda handle: handle.writelines(count(rows)), "w", encoding="utf-8")
+    atomic_write(dst / MANIFEST, lambda handle: handle.writelines(count(rows)), "w", unique=False, encoding="utf-8")
     for segment in parts:
         segment.path.unlink(missing_ok=True)
     return counts

@@ -17,9 +17,10 @@ from fastdenoise.images import save_rgb
 from fastdenoise.manifest import row_line
 
 
-def output_path(dst: Path, rel: str, suffix: str) -> Path:
-    """OUTPUT/<input's relative path, extension replaced by suffix>."""
-    return Path(dst) / Path(rel).with_suffix(suffix)
+def output_path(dst: Path, rel: str, suffix: str, keep_extension: bool = False) -> Path:
+    """OUTPUT/<input's relative path, extension replaced by suffix> (with keep_extension: suffix added, so a.png beside
+    a.jpg becomes a.png.png, not a second a.png)."""
+    return Path(dst) / (rel + suffix if keep_extension else Path(rel).with_suffix(suffix))
 
 
 def write_image(image: np.ndarray, path: Path, quality: int = 95) -> os.stat_result:
@@ -57,7 +58,7 @@ class PredictionWriter:
         self.file = ExitStack()
         # a file name that is not UTF-8 goes into the CSV as its own bytes (surrogateescape), into JSONL as \udcXX
         options = {"newline": "", "encoding": "utf-8", "errors": "surrogateescape"}
-        self.handle = self.file.enter_context(atomic_file(self.path, "w", **options))
+        self.handle = self.file.enter_context(atomic_file(self.path, "w", unique=False, **options))
         self.csv = csv.writer(self.handle) if self.kind == ".csv" else None
         if self.csv:
             self.csv.writerow(["input", "rank", "class", "label", "probability"])
@@ -125,5 +126,5 @@ def write_mask(scores: np.ndarray, path: Path, palette: np.ndarray | None = None
         raise ValueError(f"{path}: masks are written as .png")
     image = Image.fromarray(labels.astype(np.uint8))  # mode L; putpalette makes it P with the same indices
     image.putpalette((label_palette() if palette is None else np.asarray(palette, dtype=np.uint8)).reshape(-1).tolist())
-    atomic_write(path, lambda handle: image.save(handle, format="PNG"))
+    atomic_write(path, lambda handle: image.save(handle, format="PNG"), unique=False)
     return path.stat()

@@ -94,6 +94,19 @@ def test_backend_matches_eager_fp32(model, cache, kind: str, precision: str) -> 
     assert (expected - x.cpu()).abs().max() > 5 * TOLERANCE[precision]  # the network's residual is not negligible
 
 
+def test_the_parity_test_covers_every_backend_kind() -> None:
+    kinds = {k.values[0] if hasattr(k, "values") else k for k in KINDS}
+    assert kinds == {k.value for k in BackendKind} - {"auto"}  # auto is one of the others, picked by a probe
+
+
+def test_triton_parity_runs_in_the_interpreter_here() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs the kernels compiled")
+    if skip_reason("triton", "fp32") is not None:
+        pytest.skip(skip_reason("triton", "fp32"))
+    assert os.environ.get("TRITON_INTERPRET") == "1"  # so the parametrized triton case above ran on this CPU
+
+
 @pytest.mark.skipif(skip_reason("openvino", "fp32") is not None, reason="needs openvino and the ONNX exporter")
 def test_openvino_refuses_an_onnx_file_of_other_weights(model, cache) -> None:
     from fastdenoise.engines.export import cached_denoiser_onnx

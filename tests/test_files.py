@@ -36,6 +36,18 @@ def test_atomic_file_takes_a_name_too_long_for_the_temporary_suffix(tmp_path):
     assert path.read_text(encoding="utf-8") == "résumé" and os.listdir(tmp_path) == [path.name]
 
 
+def test_single_writer_temporary_name_replaces_a_leftover_and_never_follows_a_link(tmp_path, rng):
+    path, elsewhere = tmp_path / "out.png", tmp_path / "elsewhere.txt"
+    (tmp_path / ".out.png.part").write_bytes(b"torn by a kill")
+    data = rng.bytes(64)
+    atomic_write(path, lambda handle: handle.write(data), unique=False)
+    assert path.read_bytes() == data and sorted(os.listdir(tmp_path)) == ["out.png"]
+    elsewhere.write_text("keep")
+    os.symlink(elsewhere, tmp_path / ".out.png.part")  # planted at the temporary name
+    atomic_write(path, lambda handle: handle.write(data[::-1]), unique=False)
+    assert path.read_bytes() == data[::-1] and elsewhere.read_text() == "keep"
+
+
 def test_sha256_file_matches_hashlib_across_blocks(tmp_path, rng):
     data = rng.bytes((1 << 20) + 17)  # one whole block and a partial one
     (tmp_path / "f").write_bytes(data)
