@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from fastdenoise import distributed
-from fastdenoise.backends import Backend
+from fastdenoise.backends import Backend, BackendConfig
 from fastdenoise.batching import batches, prefetch
 from fastdenoise.distributed import Shard
 from fastdenoise.images import EXTENSIONS, FORMATS, ImageError, read_header
@@ -159,21 +159,55 @@ class Writes:
 
 @dataclass
 class Run:
-    """What the stages of one folder run share: its settings, where rows go, and the stop flag."""
+    """What the stages of one folder run share: its settings, where rows go, what earlier runs did, the stop flag."""
 
     cfg: RunConfig
-    backend: Backend
+    backend: Backend | BackendConfig  # a config on Ray: each actor builds its own backend
     predictor: Predictor | None
     tree: OutputTree
     record: Recorder
     summary: RunSummary
     stop: threading.Event
+    journal: Journal
+    lock: OutputLock
+    vouchers: dict[str, Voucher]
 
     def error(self, item: Item, message: str) -> None:
         self.record(self.tree.error_row(item, message))
 
 
-def listed(run: Run, src: Path, shard: Shard, vouchers: dict[str, Voucher]) -> Iterator[Item]:
+def open_run(
+    dst: Path, backend: Backend | BackendConfig, cfg: RunConfig, predictor: Predictor | None,
+    on_image: Callable[[dict], None] | None, stop: threading.Event | None, rank: int = 0,
+) -> Run:  # fmt: skip
+    """Make dst, take this rank's output lock, read what earlier runs vouch for and open this rank's manifest part."""
+    dst.mkdir(parents=True, exist_ok=True)
+    tree = OutputTree(dst, cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None)
+    summary, stop = RunSummary(), stop if stop is not None else threading.Event()
+    lock, vouchers, journal = open_output(dst, rank)
+    summary.taken_over = lock.taken_over
+    record = Recorder(journal, summary, stop, on_image, cfg.fail_fast)
+    return Run(cfg, backend, predictor, tree, record, summary, stop, journal, lock, vouchers)
+
+
+def finish(run: Run, shard: Shard, finished: bool, failure: str | None = None) -> None:
+    """Close this rank's manifest part, note why the run stopped (a `failure` of the Ray pipeline, a stop request),
+    let rank 0 merge the parts, release the lock."""
+    summary = run.summary
+    try:
+        run.journal.close()
+        if failure is not None and summary.stopped is None:
+            summary.stopped, summary.cause = failure, "cluster"
+        if run.stop.is_set() and summary.stopped is None:
+            summary.stopped, summary.cause = "stop requested", "request"
+        complete = distributed.all_complete(shard, finished and summary.stopped is None)
+        if shard.rank == 0:
+            merge(run.tree.dst, shard.world, complete)
+    finally:
+        run.lock.release()
+
+
+def listed(run: Run, src: Path, shard: Shard) -> Iterator[Item]:
     """Stage 1, in the prefetch thread: this shard's files under src, each either recorded at once (ignored, cannot
     stat, done earlier) or passed on to be decoded."""
     suffix = FORMATS[run.cfg.format]
@@ -181,7 +215,7 @@ def listed(run: Run, src: Path, shard: Shard, vouchers: dict[str, Voucher]) -> I
     for entry in distributed.take(list_inputs(src, run.cfg.include, run.cfg.exclude), shard):
         if run.stop.is_set():
             return
-        plan = triage(entry, run.tree, suffix, segment, vouchers, run.cfg.overwrite)
+        plan = triage(entry, run.tree, suffix, segment, run.vouchers, run.cfg.overwrite)
         if isinstance(plan, dict):
             run.record(plan)
         else:
@@ -249,20 +283,16 @@ def denoise_folder(
     output. Images larger than the tile are denoised tile by tile, but the head sees them whole."""
     src, dst, shard = Path(src), Path(dst), shard or Shard()
     check_run(src, dst, cfg)
-    dst.mkdir(parents=True, exist_ok=True)
     loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device, max_pixels=cfg.max_pixels)
-    tree = OutputTree(dst, cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None)
-    summary, stop = RunSummary(), stop if stop is not None else threading.Event()
-    output_lock, vouchers, journal = open_output(dst, shard.rank)
-    summary.taken_over = output_lock.taken_over
-    run = Run(cfg, backend, predictor, tree, Recorder(journal, summary, stop, on_image, cfg.fail_fast), summary, stop)
+    run = open_run(dst, backend, cfg, predictor, on_image, stop, shard.rank)
+    summary = run.summary
     start, finished = time.perf_counter(), False  # finished stays False when an error ends the run
     try:
-        writes = Writes(cfg.workers, tree, run.record, summary, cfg.ref)
+        writes = Writes(cfg.workers, run.tree, run.record, summary, cfg.ref)
         try:
-            with closing(prefetch(loader(listed(run, src, shard, vouchers)), depth=2 * cfg.batch)) as decoded:
+            with closing(prefetch(loader(listed(run, src, shard)), depth=2 * cfg.batch)) as decoded:
                 for group in batches(decoded_images(run, decoded, writes), batch_key(cfg), cfg.batch, 4 * cfg.batch):
-                    if stop.is_set():
+                    if run.stop.is_set():
                         break
                     compute(run, group, writes)
                     writes.throttle(2 * cfg.batch + 2 * cfg.workers)
@@ -271,25 +301,11 @@ def denoise_folder(
             writes.close()
         finished = True
     finally:
-        finish(run, journal, output_lock, shard, finished)
+        finish(run, shard, finished)
         summary.seconds = time.perf_counter() - start
     if shard.rank == 0 and predictor is not None and predictor.task == "classify":
         summary.predictions = str(write_predictions(dst, predictor.key)[0])
     return summary
-
-
-def finish(run: Run, journal: Journal, output_lock: OutputLock, shard: Shard, finished: bool) -> None:
-    """Close this rank's manifest part, note why the run stopped, let rank 0 merge the parts, release the lock."""
-    summary = run.summary
-    try:
-        journal.close()
-        if run.stop.is_set() and summary.stopped is None:
-            summary.stopped, summary.cause = "stop requested", "request"
-        complete = distributed.all_complete(shard, finished and summary.stopped is None)
-        if shard.rank == 0:
-            merge(run.tree.dst, shard.world, complete)
-    finally:
-        output_lock.release()
 
 
 @dataclass

@@ -19,8 +19,6 @@ OVERSIZED_FUNCTIONS = {
     "fastdenoise/cli.py:train": 88,
     "fastdenoise/cli.py:run": 133,
     "fastdenoise/train.py:fit": 140,
-    "fastdenoise/tables/output.py:plot_table": 61,
-    "fastdenoise/cluster.py:denoise_on_cluster": 64,
 }
 OVERSIZED_MODULES = {
     "fastdenoise/cli.py": 805,

@@ -135,59 +135,68 @@ def plot_table(table: TableResult, path: Path) -> Path:
     plt = _pyplot()
     colours = dict(zip([a for a in table.arms if a != CLEAN], plt.get_cmap("tab10").colors * 3))
     full = table.meta.get("images")
-    if table.name == "table1":
-        fig, axes = plt.subplots(1, len(table.sigmas), figsize=(3.6 * len(table.sigmas) + 1.2, 0.5 * len(table.arms) + 1.6),
-                                 layout="constrained", squeeze=False)  # fmt: skip
-        for ax, sigma in zip(axes[0], table.sigmas):
-            present = [(a, c) for a in table.arms if (c := table.cell(a, sigma))]
-            values = [c["psnr"] for _, c in present]
-            y = range(len(present))
-            bars = ax.barh(list(y), values, color=[colours[a] for a, _ in present], edgecolor="white")
-            for bar, (_, c) in zip(bars, present):
-                bar.set_hatch("//" if c["images"] != full else "")
-            for i, (_, c) in enumerate(present):
-                ax.text(c["psnr"], i, f" {c['psnr']:.2f}" + (f" (n={c['images']})" if c["images"] != full else ""), va="center", fontsize=8)
-            ax.set_yticks(list(y), [a for a, _ in present], fontsize=9)
-            ax.invert_yaxis()
-            if values:
-                span = max(values) - min(values)
-                ax.set_xlim(min(values) - max(0.5, 0.6 * span), max(values) + max(0.6, 0.5 * span))
-            ax.set_title(f"sigma {sigma:g}", fontsize=10)
-            ax.set_xlabel("PSNR (dB); axis zoomed, not from 0")
-            ax.grid(axis="x", alpha=0.3)
-    else:
-        fig, axes = plt.subplots(1, len(table.metrics), figsize=(5.2 * len(table.metrics) + 1.5, 4.2), layout="constrained", squeeze=False)
-        arms = [a for a in table.arms if a != CLEAN]
-        gap = min(b - a for a, b in zip(table.sigmas, table.sigmas[1:])) if len(table.sigmas) > 1 else 10.0
-        dodge = {a: (k - (len(arms) - 1) / 2) * 0.04 * gap for k, a in enumerate(arms)}  # equal values stay apart
-        markers = dict(zip(arms, "osD^vPX<>" * 3))
-        for ax, metric in zip(axes[0], table.metrics):
-            clean = table.cell(CLEAN, None)
-            if clean is not None:
-                ax.axhline(clean[metric], color="black", linestyle="--", linewidth=1, label="clean")
-                ax.annotate(f"clean {format_value(metric, clean[metric])}", (1, clean[metric]), xycoords=("axes fraction", "data"),
-                            xytext=(-4, 4), textcoords="offset points", ha="right", fontsize=8)  # fmt: skip
-            for arm in arms:
-                points = [(s, c) for s in table.sigmas if (c := table.cell(arm, s))]
-                xs, ys = [s + dodge[arm] for s, _ in points], [c[metric] for _, c in points]
-                subset = [c["images"] != full for _, c in points]
-                style = {"color": colours[arm], "marker": markers[arm], "markersize": 6}
-                ax.plot(xs, ys, label=arm + (" (subset)" if any(subset) else ""), linestyle=":" if any(subset) else "-", **style)
-                for x, y, (_, c), sub in zip(xs, ys, points, subset):
-                    if sub:
-                        ax.plot(x, y, markerfacecolor="white", zorder=3, **style)
-                        ax.annotate(f"n={c['images']}", (x, y), textcoords="offset points", xytext=(5, -11), fontsize=7, color=colours[arm])
-            ax.set_xticks(table.sigmas, [f"{s:g}" for s in table.sigmas])
-            ax.set_xlim(table.sigmas[0] - 0.4 * gap, table.sigmas[-1] + 0.4 * gap)
-            ax.set_xlabel("noise sigma (0-255)")
-            ax.set_ylabel(METRIC_LABELS.get(metric, metric))
-            ax.set_ylim(0, 1.05)  # fractions: the same scale in every panel and every run
-            ax.grid(alpha=0.3)
-        axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    fig = (psnr_bars if table.name == "table1" else metric_lines_plot)(plt, table, colours, full)
     fig.suptitle(table.title, fontsize=10)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return Path(path)
+
+
+def psnr_bars(plt, table: TableResult, colours: dict, full: int | None):
+    """Table 1's figure: a panel per sigma of PSNR bars per arm (zoomed x axis); hatched bars flag subset cells."""
+    fig, axes = plt.subplots(1, len(table.sigmas), figsize=(3.6 * len(table.sigmas) + 1.2, 0.5 * len(table.arms) + 1.6),
+                             layout="constrained", squeeze=False)  # fmt: skip
+    for ax, sigma in zip(axes[0], table.sigmas):
+        present = [(a, c) for a in table.arms if (c := table.cell(a, sigma))]
+        values = [c["psnr"] for _, c in present]
+        y = range(len(present))
+        bars = ax.barh(list(y), values, color=[colours[a] for a, _ in present], edgecolor="white")
+        for bar, (_, c) in zip(bars, present):
+            bar.set_hatch("//" if c["images"] != full else "")
+        for i, (_, c) in enumerate(present):
+            ax.text(c["psnr"], i, f" {c['psnr']:.2f}" + (f" (n={c['images']})" if c["images"] != full else ""), va="center", fontsize=8)
+        ax.set_yticks(list(y), [a for a, _ in present], fontsize=9)
+        ax.invert_yaxis()
+        if values:
+            span = max(values) - min(values)
+            ax.set_xlim(min(values) - max(0.5, 0.6 * span), max(values) + max(0.6, 0.5 * span))
+        ax.set_title(f"sigma {sigma:g}", fontsize=10)
+        ax.set_xlabel("PSNR (dB); axis zoomed, not from 0")
+        ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def metric_lines_plot(plt, table: TableResult, colours: dict, full: int | None):
+    """Tables 2-3's figure: a panel per metric, a line per arm against sigma, the clean value as a dashed line."""
+    fig, axes = plt.subplots(1, len(table.metrics), figsize=(5.2 * len(table.metrics) + 1.5, 4.2), layout="constrained", squeeze=False)
+    arms = [a for a in table.arms if a != CLEAN]
+    gap = min(b - a for a, b in zip(table.sigmas, table.sigmas[1:])) if len(table.sigmas) > 1 else 10.0
+    dodge = {a: (k - (len(arms) - 1) / 2) * 0.04 * gap for k, a in enumerate(arms)}  # equal values stay apart
+    markers = dict(zip(arms, "osD^vPX<>" * 3))
+    for ax, metric in zip(axes[0], table.metrics):
+        clean = table.cell(CLEAN, None)
+        if clean is not None:
+            ax.axhline(clean[metric], color="black", linestyle="--", linewidth=1, label="clean")
+            ax.annotate(f"clean {format_value(metric, clean[metric])}", (1, clean[metric]), xycoords=("axes fraction", "data"),
+                        xytext=(-4, 4), textcoords="offset points", ha="right", fontsize=8)  # fmt: skip
+        for arm in arms:
+            points = [(s, c) for s in table.sigmas if (c := table.cell(arm, s))]
+            xs, ys = [s + dodge[arm] for s, _ in points], [c[metric] for _, c in points]
+            subset = [c["images"] != full for _, c in points]
+            style = {"color": colours[arm], "marker": markers[arm], "markersize": 6}
+            ax.plot(xs, ys, label=arm + (" (subset)" if any(subset) else ""), linestyle=":" if any(subset) else "-", **style)
+            for x, y, (_, c), sub in zip(xs, ys, points, subset):
+                if sub:
+                    ax.plot(x, y, markerfacecolor="white", zorder=3, **style)
+                    ax.annotate(f"n={c['images']}", (x, y), textcoords="offset points", xytext=(5, -11), fontsize=7, color=colours[arm])
+        ax.set_xticks(table.sigmas, [f"{s:g}" for s in table.sigmas])
+        ax.set_xlim(table.sigmas[0] - 0.4 * gap, table.sigmas[-1] + 0.4 * gap)
+        ax.set_xlabel("noise sigma (0-255)")
+        ax.set_ylabel(METRIC_LABELS.get(metric, metric))
+        ax.set_ylim(0, 1.05)  # fractions: the same scale in every panel and every run
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8, frameon=False)
+    return fig
 
 
 @contextmanager
