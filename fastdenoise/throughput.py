@@ -18,7 +18,7 @@ from torch import nn
 from fastdenoise.backends import Backend, BackendConfig, BackendKind, Precision, make_backend
 from fastdenoise.devices import DTYPES, cpu_has_bf16, resolve_amp
 from fastdenoise.model import Denoiser, DenoiserSpec, macs_per_pixel
-from fastdenoise.train import mse_loss
+from fastdenoise.train import mse_loss, optimizer_step
 
 Log = Callable[[str], None]
 
@@ -214,7 +214,7 @@ def measure_naive(
 
 
 def train_step(model: nn.Module, mode: TrainMode, noisy: torch.Tensor, clean: torch.Tensor) -> Callable[[], float]:
-    """One optimizer step of separate (MSE) training as `fastdenoise.train.fit` runs it; returns the loss."""
+    """One optimizer step of separate (MSE) training: `fastdenoise.train.optimizer_step`, as `fit` runs it."""
     from fastdenoise.data import Batch
 
     device = noisy.device
@@ -226,13 +226,7 @@ def train_step(model: nn.Module, mode: TrainMode, noisy: torch.Tensor, clean: to
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
 
     def step() -> float:
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss, _ = mse_loss(forward, batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        return loss.item()
+        return optimizer_step(forward, mse_loss, batch, optimizer, scaler, amp)[0].item()
 
     return step
 

@@ -180,6 +180,21 @@ class WeightAverage:
                 mine.copy_(other)
 
 
+def optimizer_step(
+    forward: nn.Module, loss_fn: LossFn, batch: Batch, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    amp: torch.dtype | None,
+) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
+    """One step of `fit` (also what the benchmark times): the loss under autocast, backward through the grad scaler
+    (a no-op unless fp16), the optimizer step; returns the loss and its logs."""
+    with torch.autocast(batch.noisy.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        loss, logs = loss_fn(forward, batch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logs
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -265,12 +280,7 @@ def fit(
                 batch = next(batches).to(device)
                 if cfg.channels_last:
                     batch.noisy = batch.noisy.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    loss, logs = loss_fn(forward, batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                loss, logs = optimizer_step(forward, loss_fn, batch, optimizer, scaler, amp)
                 scheduler.step()
                 if average is not None:
                     average.update(model, step)
