@@ -23,7 +23,8 @@ from fastdenoise.checkpoint import load_denoiser
 from fastdenoise.images import list_images, load_rgb, save_rgb
 from fastdenoise.loaders import DaliLoader, PilLoader, dali_available, make_loader
 from fastdenoise.noise import to_uint8
-from fastdenoise.runner import RunConfig, denoise_folder, summary_dict
+from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.summary import summary_dict
 
 SIZES = [(64, 96), (96, 64), (72, 72), (48, 128)]
 

@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_facts  # noqa: E402
 
 from fastdenoise.backends import TorchBackend  # noqa: E402
-from fastdenoise.benchmark import gflop_per_mp, measure_peak, time_rounds  # noqa: E402
 from fastdenoise.checkpoint import load_denoiser  # noqa: E402
 from fastdenoise.model import fold_bn  # noqa: E402
+from fastdenoise.throughput import gflop_per_mp, measure_peak, time_rounds  # noqa: E402
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 
 from fastdenoise.checkpoint import load_denoiser
 from fastdenoise.heads import load_head
+from fastdenoise.heads.espnetv2 import find_segmenter_weights
 from fastdenoise.joint import JointConfig, Task, cross_entropy, default_crop, freeze, joint_sampler
-from fastdenoise.tables import find_segmenter_weights
 from fastdenoise.train import TrainConfig
 
 

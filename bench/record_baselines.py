@@ -1,4 +1,4 @@
-"""(Re)record accuracy baselines in bench/baselines.json: measure each check's PSNR now and write it, with the
+"""(Re)record accuracy baselines in fastdenoise/baselines.json (package data): measure each check's PSNR now and write it, with the
 weights' SHA-256 and a stamp (date, machine, commit). By default every entry of the bundled model; peers with --keys.
 
     nice -n 15 python bench/record_baselines.py                                  # all bundled-model entries (~5 min CPU)
@@ -15,15 +15,15 @@ from pathlib import Path
 
 import torch
 
-from fastdenoise.benchmark import (
+from fastdenoise.accuracy import (
     DEFAULT_BASELINES,
     Scorer,
-    default_data_root,
     load_baselines,
     record_baselines,
     weights_digest,
 )
 from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.datasets import require_data_root
 from fastdenoise.machine import machine_facts
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     unknown = [k for k in keys if k not in checks]
     if unknown:
         parser.error(f"no such entries in {args.baselines}: {', '.join(unknown)}")
-    scorer = Scorer(args.data or default_data_root(), load_denoiser(args.weights), torch.device("cpu"), log=print)
+    scorer = Scorer(args.data or require_data_root(), load_denoiser(args.weights), torch.device("cpu"), log=print)
     measured = {}
     for key in keys:
         c = checks[key]

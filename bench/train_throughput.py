@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from fastdenoise.data import PatchSampler
+from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.model import Denoiser
-from fastdenoise.train import TrainConfig, cpu_has_bf16, fit, mse_loss
+from fastdenoise.train import TrainConfig, fit, mse_loss
 
 MODES = {  # name -> (amp, channels_last, compile)
     "fp32 (plain loop)": ("off", False, "off"),

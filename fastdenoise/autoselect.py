@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from fastdenoise.backends import Backend, BackendConfig, BackendKind, Precision, make_backend
-from fastdenoise.checkpoint import atomic_write
+from fastdenoise.files import atomic_write
 from fastdenoise.model import Denoiser
 
 PROBE_SIDE = 512  # probe inputs are cropped to at most this side: speed per pixel settles well below it

@@ -10,8 +10,8 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from fastdenoise.devices import dtype_of, resolve_device
 from fastdenoise.model import Denoiser, fold_bn
-from fastdenoise.train import cpu_has_bf16, resolve_device
 
 
 class Backend(Protocol):
@@ -44,9 +44,6 @@ class Precision(str, enum.Enum):
     int8 = "int8"  # OpenVINO only: post-training quantized (NNCF), calibrated on training photos
 
 
-DTYPES = {Precision.fp32: torch.float32, Precision.bf16: torch.bfloat16, Precision.fp16: torch.float16}
-
-
 @dataclass(frozen=True)
 class BackendConfig:
     """How to run the denoiser; maps one to one onto `fastdenoise run` options."""
@@ -72,11 +69,7 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
     """auto: bf16 on GPUs and on CPUs with native bf16 (PSNR within 0.02 dB of fp32, see bench/), else fp32."""
     if precision == Precision.int8:
         raise ValueError("int8 is a quantized model, not a compute dtype: it runs on --backend openvino (or auto)")
-    if precision != Precision.auto:
-        return DTYPES[precision]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+    return dtype_of(Precision(precision).value, device)
 
 
 class TorchBackend:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict
 from importlib import resources
 from pathlib import Path
@@ -12,7 +10,7 @@ from typing import Any
 
 import torch
 
-from fastdenoise.images import NAME_MAX
+from fastdenoise.files import atomic_write
 from fastdenoise.model import Denoiser, DenoiserSpec
 
 DEFAULT_WEIGHTS = "blind.safetensors"
@@ -20,31 +18,6 @@ DEFAULT_WEIGHTS = "blind.safetensors"
 
 class CheckpointError(ValueError):
     """A weights or checkpoint file that cannot be used; the message names the file and the reason."""
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call write(handle) on a temporary file beside path, then rename it over path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # mkstemp adds 8 random characters: a name without room for them and the dots gets a short prefix instead
-    prefix = f".{path.name}." if len(os.fsencode(path.name)) + 15 <= NAME_MAX else ".weights."
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the final file ordinary permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def save_weights(model: Denoiser, path: Path, card: dict | None = None) -> None:

@@ -19,14 +19,16 @@ from pathlib import Path
 import numpy as np
 
 from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.images import FORMATS, Entry, iter_entries
+from fastdenoise.distributed import Shard
+from fastdenoise.images import FORMATS, Entry
+from fastdenoise.inference import GroupError, denoise_group
 from fastdenoise.loaders import make_loader
-from fastdenoise.manifest import merge
 from fastdenoise.model import Denoiser
+from fastdenoise.outputs import Item, OutputTree, Recorder, triage
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
-from fastdenoise.runner import (
-    GroupError, Item, OutputTree, Recorder, RunConfig, RunSummary, check_run, denoise_group, open_output, triage,
-)  # fmt: skip
+from fastdenoise.runner import RunConfig, check_run, finish, open_run
+from fastdenoise.selection import list_inputs
+from fastdenoise.summary import RunSummary
 
 __all__ = ["ClusterConfig", "ClusterError", "Executor", "connect", "denoise_on_cluster"]
 
@@ -202,49 +204,32 @@ def denoise_on_cluster(
     """`denoise_folder` on a Ray cluster: same rows, outputs and resume. A Ray pipeline that fails as a whole (the
     backend cannot be built on the workers, say) raises ClusterError after the manifest holds what was done."""
     src, dst, cluster = Path(src), Path(dst), cluster or ClusterConfig()
-    check_run(src, dst)
+    check_run(src, dst, cfg)
     connect(cluster.address)
-    dst.mkdir(parents=True, exist_ok=True)
-    stop = stop if stop is not None else threading.Event()
-    suffix = FORMATS[cfg.format]
-    segment = predictor is not None and predictor.task == "segment"
-    head = predictor.key if predictor else None
-    tree = OutputTree(dst, cfg.quality, head, predictor.palette if predictor else None)
-    summary = RunSummary()
-    output_lock, vouchers, journal = open_output(dst)  # the driver's, as rank 0 of a local run
-    summary.taken_over = output_lock.taken_over
-    record = Recorder(journal, summary, stop, on_image, cfg.fail_fast)
-    start = time.perf_counter()
-    failure: Exception | None = None
-    finished = False  # False in the finally below: stopped by an error (the manifest keeps earlier runs' rows)
+    run = open_run(dst, backend, cfg, predictor, on_image, stop)  # the driver's lock, as rank 0 of a local run
+    summary, stop = run.summary, run.stop
+    suffix, segment = FORMATS[cfg.format], predictor is not None and predictor.task == "segment"
+    start, failure, finished = time.perf_counter(), None, False  # finished stays False when an error ends the run
     try:
         items = []
-        for entry in iter_entries(src):
-            plan = triage(entry, tree, suffix, segment, vouchers, cfg.overwrite)
+        for entry in list_inputs(src, cfg.include, cfg.exclude):
+            plan = triage(entry, run.tree, suffix, segment, run.vouchers, cfg.overwrite)
             if isinstance(plan, dict):
-                record(plan)
+                run.record(plan)
             else:
                 items.append(plan)
             if stop.is_set():
                 break
         pending = {item.entry.rel for item in items}
         if pending and not stop.is_set():
-            failure = run_pipeline(items, pending, dst, model, backend, cfg, predictor, cluster, record)
+            failure = run_pipeline(items, pending, dst, model, backend, cfg, predictor, cluster, run.record)
         if failure is None and pending and not stop.is_set():
             for item in items:  # every input gets its row, even one Ray lost without failing
                 if item.entry.rel in pending:
-                    record(tree.error_row(item, "no result came back from the cluster; run again to redo it"))
+                    run.error(item, "no result came back from the cluster; run again to redo it")
         finished = True
     finally:
-        try:
-            journal.close()
-            if failure is not None and summary.stopped is None:
-                summary.stopped, summary.cause = f"the Ray pipeline failed: {reason(failure)}", "cluster"
-            if stop.is_set() and summary.stopped is None:
-                summary.stopped, summary.cause = "stop requested", "request"
-            merge(dst, 1, finished and summary.stopped is None)
-        finally:
-            output_lock.release()
+        finish(run, Shard(), finished, f"the Ray pipeline failed: {reason(failure)}" if failure is not None else None)
         summary.seconds = time.perf_counter() - start
     if failure is not None:
         raise ClusterError(f"the Ray pipeline failed: {reason(failure)}")

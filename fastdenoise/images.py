@@ -4,16 +4,16 @@ to denoise), decoding to RGB uint8, atomic writes that never follow a planted li
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
 
 import numpy as np
+
+from fastdenoise.files import atomic_write
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
@@ -39,13 +39,31 @@ class Entry:
     path: Path
     rel: str  # relative to the input folder, '/'-separated
     problem: str | None = None
+    # A later file of a folder with the stem of an earlier one (a.png after a.jpg) keeps its extension in its output
+    # name (a.png.png), so both are denoised; see `writers.output_path`.
+    keep_extension: bool = False
+
+
+def follow_link(path: Path, real_root: Path) -> tuple[Path | None, str | None]:
+    """Where a symlink under the input folder leads, or why it is not followed (a loop, broken, leaves the folder)."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as err:  # RuntimeError: a loop, on Python < 3.13
+        loop = isinstance(err, RuntimeError) or getattr(err, "errno", None) == errno.ELOOP
+        return None, "symlink loop, not followed" if loop else "broken symlink"
+    if not real.is_relative_to(real_root):
+        return None, "symlink to outside the input folder, not followed"
+    return real, None
 
 
 def iter_entries(root: Path) -> Iterator[Entry]:
     """Yield every file under root once, in sorted order, streaming one folder at a time.
 
     Images come with problem None; everything else (other extensions, hidden files and folders, special files,
-    symlinks that leave root, loop or dangle, names whose output would collide) comes with the reason it is left alone.
+    symlinks that leave root, loop or dangle) comes with the reason it is left alone. Of images that share a stem in
+    one folder (a.jpg, a.png) the first by name keeps the plain output name and each later one keeps its extension
+    in it (`Entry.keep_extension`); the rare name that would still collide (an input named like such an output) is
+    left alone with the reason.
     """
     root = Path(root)
     real_root = root.resolve()
@@ -63,17 +81,10 @@ def iter_entries(root: Path) -> Iterator[Entry]:
             if entry.name.startswith("."):
                 yield Entry(path, name, "hidden, not searched")
                 continue
-            real = None
-            if entry.is_symlink():
-                try:
-                    real = path.resolve(strict=True)
-                except (OSError, RuntimeError) as err:  # RuntimeError: a loop, on Python < 3.13
-                    loop = isinstance(err, RuntimeError) or getattr(err, "errno", None) == errno.ELOOP
-                    yield Entry(path, name, "symlink loop, not followed" if loop else "broken symlink")
-                    continue
-                if not real.is_relative_to(real_root):
-                    yield Entry(path, name, "symlink to outside the input folder, not followed")
-                    continue
+            real, problem = follow_link(path, real_root) if entry.is_symlink() else (None, None)
+            if problem:
+                yield Entry(path, name, problem)
+                continue
             try:
                 mode = path.stat().st_mode
             except OSError as err:
@@ -92,10 +103,11 @@ def iter_entries(root: Path) -> Iterator[Entry]:
                 yield Entry(path, name, "not a regular file")
             elif path.suffix.lower() not in EXTENSIONS:
                 yield Entry(path, name, f"not an image extension ({path.suffix or 'none'})")
+            elif path.stem in stems and entry.name in stems:
+                yield Entry(path, name, f"output name taken by {rel}{stems[entry.name]}: outputs would collide")
             elif path.stem in stems:
-                yield Entry(
-                    path, name, f"same name as {rel}{stems[path.stem]} but another extension: outputs would collide"
-                )
+                stems[entry.name] = entry.name
+                yield Entry(path, name, keep_extension=True)
             else:
                 stems[path.stem] = entry.name
                 yield Entry(path, name)
@@ -195,28 +207,6 @@ def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
         raise ImageError(f"{path}: cannot decode ({err})") from err
 
 
-# Longest file name most file systems take (ext4, XFS, btrfs, tmpfs: 255 bytes); pathconf gives the real one.
-NAME_MAX = 255
-
-
-def name_max(folder: Path) -> int:
-    try:
-        return os.pathconf(folder, "PC_NAME_MAX")
-    except (OSError, ValueError):
-        return NAME_MAX
-
-
-def temporary_name(path: Path) -> Path:
-    """Where `save_rgb` writes before the rename: hidden, beside the final name, one per final name. A final name too
-    long to take the 6 extra bytes gets a short name made from its hash instead (still one per final name)."""
-    path = Path(path)
-    name = f".{path.name}.part"
-    if len(os.fsencode(name)) > min(NAME_MAX, name_max(path.parent) if path.parent.is_dir() else NAME_MAX):
-        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:32]
-        name = f".{digest}.part"
-    return path.with_name(name)
-
-
 def make_folders(root: Path, folder: Path) -> None:
     """mkdir -p of folder, a folder under root, without following a link at any step below root: a symlinked folder
     planted in root is refused (PermissionError) before anything is created through it."""
@@ -240,29 +230,8 @@ def make_folders(root: Path, folder: Path) -> None:
         os.close(fd)
 
 
-def open_own(path: Path, flags: int) -> int:
-    """os.open of a file the run keeps in OUTPUT (its manifest part, its lock), never through a link planted at that
-    name (ValueError naming it)."""
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise ValueError(f"{path}: is a symlink, not written through; remove it") from None
-        raise
-
-
-def open_fresh(path: Path, mode: str = "wb", **options: Any) -> IO:
-    """Open a newly created file at path for writing, first removing whatever is there (a leftover of a killed run);
-    O_EXCL | O_NOFOLLOW, so a symlink planted at that name is never written through."""
-    Path(path).unlink(missing_ok=True)
-    return open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), mode, **options)
-
-
 def save_rgb(image: np.ndarray, path: Path, quality: int = 95) -> None:
-    """Write an (H, W, 3) uint8 image atomically: a temporary name in the same folder, then rename.
-
-    The temporary file is created afresh (`open_fresh`); a final name therefore only ever holds a complete file.
-    """
+    """Write an (H, W, 3) uint8 image atomically (`files.atomic_write`): a final name only ever holds a whole file."""
     from PIL import Image
 
     path = Path(path)
@@ -271,13 +240,5 @@ def save_rgb(image: np.ndarray, path: Path, quality: int = 95) -> None:
     fmt = PIL_FORMATS.get(path.suffix.lower())
     if fmt is None:
         raise ValueError(f"{path}: unsupported output format {path.suffix!r}; use one of {sorted(FORMATS)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
     options = {"quality": quality} if fmt in ("JPEG", "WEBP") else {"compress_level": 1} if fmt == "PNG" else {}
-    tmp = temporary_name(path)
-    try:
-        with open_fresh(tmp) as handle:
-            Image.fromarray(image).save(handle, format=fmt, **options)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: Image.fromarray(image).save(handle, format=fmt, **options), unique=False)

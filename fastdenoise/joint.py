@@ -9,7 +9,6 @@ CSV, or mask folders) or label-free: the frozen head's own prediction on the cle
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -24,10 +23,13 @@ from torch import Tensor, nn
 from fastdenoise.checkpoint import load_denoiser, save_weights
 from fastdenoise.data import Batch
 from fastdenoise.distributed import shard_from_env
+from fastdenoise.datasets import load_mask, read_labels
+from fastdenoise.devices import resolve_device
 from fastdenoise.heads import TORCHVISION, head_names, load_head
+from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.model import Denoiser, DenoiserSpec
-from fastdenoise.train import LossFn, TrainConfig, fit, psnr_validator, resolve_device
+from fastdenoise.train import TrainConfig, fit, psnr_validator
 
 
 class Task(Enum):
@@ -35,7 +37,7 @@ class Task(Enum):
     SEGMENT = "segment"
 
 
-class Target(Enum):
+class TaskTarget(Enum):
     """Where the task loss gets its target from."""
 
     LABELS = "labels"  # ground truth
@@ -97,7 +99,7 @@ class JointConfig:
     init: str | None = None  # denoiser weights to start from (.safetensors or .pt); None: random init
 
     def __post_init__(self) -> None:
-        tasks, targets = [t.value for t in Task], [t.value for t in Target]
+        tasks, targets = [t.value for t in Task], [t.value for t in TaskTarget]
         if not self.tasks or any(t not in tasks for t in self.tasks):
             raise ValueError(f"task must be one of {', '.join(tasks)} (one per head); got {self.tasks!r}")
         count = len(self.head_list)
@@ -122,7 +124,7 @@ class JointConfig:
             raise ValueError(f"ignore_index must be in 0..255 (a mask value), got {self.ignore_index}")
         if self.resize is not None and self.resize < self.train.patch:
             raise ValueError(f"resize ({self.resize}) must be >= the crop side, patch ({self.train.patch})")
-        labelled = self.target == Target.LABELS.value
+        labelled = self.target == TaskTarget.LABELS.value
         if labelled and count > 1:
             raise ValueError("several heads train label-free only: use --target argmax or softmax")
         task = self.task_list[0]
@@ -187,16 +189,16 @@ def soft_cross_entropy(logits: Tensor, reference: Tensor) -> Tensor:
     return kl.sum(1).mean()
 
 
-def task_loss(head: nn.Module, out: Tensor, batch: Batch, target: Target, ignore_index: int) -> Tensor:
+def task_loss(head: nn.Module, out: Tensor, batch: Batch, target: TaskTarget, ignore_index: int) -> Tensor:
     """One frozen head's loss on D's output: CE to the labels or masks, or label-free to its prediction on clean."""
     logits = head(out).float()  # (N, C) or (N, C, H, W); gradients reach D through the frozen head
-    if target is Target.LABELS:
+    if target is TaskTarget.LABELS:
         if batch.target is None:
             raise ValueError("target mode 'labels' but the batch has no target; use a labelled sampler")
         return cross_entropy(logits, batch.target, ignore_index if head.task == Task.SEGMENT.value else -100)  # 255 is an ImageNet class
     with torch.no_grad():
         reference = head(batch.clean).float()
-    return cross_entropy(logits, reference.argmax(1)) if target is Target.ARGMAX else soft_cross_entropy(logits, reference)
+    return cross_entropy(logits, reference.argmax(1)) if target is TaskTarget.ARGMAX else soft_cross_entropy(logits, reference)
 
 
 class GradientBalance:
@@ -240,7 +242,7 @@ class JointLoss:
     GradientBalance. Gradients w.r.t. D's output are taken per term (each head's backward runs once); the returned
     loss has the value of the sum and, w.r.t. D's parameters, the gradient J^T (g_mse + sum_k w_k g_k)."""
 
-    def __init__(self, heads: Sequence[nn.Module], balance: GradientBalance, target: Target = Target.LABELS, ignore_index: int = 255) -> None:
+    def __init__(self, heads: Sequence[nn.Module], balance: GradientBalance, target: TaskTarget = TaskTarget.LABELS, ignore_index: int = 255) -> None:
         if len(heads) != len(balance.targets):
             raise ValueError(f"{len(heads)} heads but {len(balance.targets)} weights")
         for head in heads:
@@ -285,7 +287,7 @@ class JointLoss:
 def joint_loss(
     heads: nn.Module | Sequence[nn.Module],
     lam: float | Sequence[float] = 0.25,
-    target: Target = Target.LABELS,
+    target: TaskTarget = TaskTarget.LABELS,
     ignore_index: int = 255,
     balance: float | Sequence[float] | None = None,
     decay: float = 0.99,
@@ -363,26 +365,12 @@ class CropSampler:
 # ---- data on disk --------------------------------------------------------------------------------------------------
 
 
-def resize_short_side(image: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """(H, W, ...) uint8 -> short side `size`, aspect kept; bicubic (antialiased) for photos, nearest for masks."""
-    from PIL import Image
-
-    h, w = image.shape[:2]
-    scale = size / min(h, w)
-    new = (max(size, round(w * scale)), max(size, round(h * scale)))
-    return np.array(Image.fromarray(image).resize(new, Image.NEAREST if nearest else Image.BICUBIC))
-
-
 def load_classification(root: Path, labels_csv: Path | None, num_classes: int, short_side: int | None) -> tuple[list[np.ndarray], list[int]]:
     """Images and class indices from a `file,index` CSV (files relative to root) or from class sub-folders
     (sorted folder i = class i, as torchvision's ImageFolder: all num_classes folders must be there)."""
     root = Path(root)
     if labels_csv is not None:
-        with open(labels_csv, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        if not rows or not {"file", "index"} <= set(rows[0]):
-            raise ValueError(f"{labels_csv}: expected a CSV with a header 'file,index' and one row per image")
-        pairs = [(root / r["file"], int(r["index"])) for r in rows]
+        pairs = [(root / name, index) for name, index in read_labels(labels_csv)]
     else:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if len(folders) != num_classes:
@@ -401,8 +389,6 @@ def load_classification(root: Path, labels_csv: Path | None, num_classes: int, s
 
 def load_segmentation(root: Path, mask_root: Path, short_side: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Images and their masks (same file stem, single-channel class indices), resized alike."""
-    from PIL import Image
-
     images_paths = list_images(Path(root))
     if not images_paths:
         raise FileNotFoundError(f"{root}: no images found")
@@ -414,14 +400,11 @@ def load_segmentation(root: Path, mask_root: Path, short_side: int | None) -> tu
     images, masks = [], []
     for path, stem in zip(images_paths, stems):
         image = load_rgb(path)
-        with Image.open(by_stem[stem]) as handle:
-            mask = np.array(handle)
-        if mask.ndim != 2 or mask.shape != image.shape[:2]:
-            raise ValueError(f"{by_stem[stem]}: mask {mask.shape} is not a single-channel {image.shape[:2]} class map")
+        mask = load_mask(by_stem[stem], image.shape[:2])
         if short_side is not None:
             image, mask = resize_short_side(image, short_side), resize_short_side(mask, short_side, nearest=True)
         images.append(image)
-        masks.append(mask.astype(np.uint8))
+        masks.append(mask)
     return images, masks
 
 
@@ -437,7 +420,7 @@ def joint_sampler(cfg: JointConfig, head: nn.Module) -> CropSampler:
     """The CropSampler for cfg: labelled (one head) or label-free, classification or segmentation, from cfg.train.data."""
     t, data = cfg.train, Path(cfg.train.data)
     labels, masks = None, None
-    if cfg.target != Target.LABELS.value:
+    if cfg.target != TaskTarget.LABELS.value:
         images = [load_rgb(p) for p in list_images(data)]
         if not images:
             raise FileNotFoundError(f"{data}: no images found")
@@ -494,7 +477,7 @@ def train_joint(cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None 
     out.mkdir(parents=True, exist_ok=True)
     (out / "joint.json").write_text(json.dumps({**asdict(cfg), "objective": cfg.objective()}, indent=2))
     balanced = bool(cfg.balance)
-    loss_fn = JointLoss(heads, GradientBalance(cfg.task_weights, balanced, cfg.balance_decay), Target(cfg.target), cfg.ignore_index)
+    loss_fn = JointLoss(heads, GradientBalance(cfg.task_weights, balanced, cfg.balance_decay), TaskTarget(cfg.target), cfg.ignore_index)
     trained = fit(model, loss_fn, sampler, t, validate, progress)
     save_weights(trained.cpu(), out / "model.safetensors", {"config": asdict(cfg), "objective": cfg.objective()})  # type: ignore[arg-type]
     return trained  # type: ignore[return-value]

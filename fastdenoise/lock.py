@@ -11,7 +11,7 @@ import socket
 import time
 from pathlib import Path
 
-from fastdenoise.images import open_own
+from fastdenoise.files import open_own
 
 
 class LockError(ValueError):

@@ -53,7 +53,7 @@ def machine_facts() -> dict:
     """CPU model and cores, GPU name/driver/CUDA, package versions, git commit (and whether the tree was dirty)."""
     import torch
 
-    from fastdenoise.train import cpu_has_bf16
+    from fastdenoise.devices import cpu_has_bf16
 
     facts = {
         "cpu": cpu_model(),

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastdenoise.images import open_fresh, open_own, temporary_name
+from fastdenoise.files import atomic_write, open_own
 
 MANIFEST = "manifest.jsonl"
 PART_GLOB = "manifest.part*.jsonl"
@@ -237,19 +237,6 @@ def repair_tail(fd: int, block: int = 1 << 16) -> int:
     return end
 
 
-def write_atomic(path: Path, lines: Iterator[str]) -> None:
-    tmp = temporary_name(path)
-    try:
-        with open_fresh(tmp, "w", encoding="utf-8") as handle:
-            handle.writelines(lines)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def merge(dst: Path, world: int = 1, complete: bool = True) -> dict[str, int]:
     """Fold the parts into manifest.jsonl and delete them; returns rows per status.
 
@@ -274,7 +261,7 @@ def merge(dst: Path, world: int = 1, complete: bool = True) -> dict[str, int]:
         for row in history(dst):
             latest[row["input"]] = row_line(row)
         rows = (json.loads(line) for line in latest.values())
-    write_atomic(dst / MANIFEST, count(rows))
+    atomic_write(dst / MANIFEST, lambda handle: handle.writelines(count(rows)), "w", unique=False, encoding="utf-8")
     for segment in parts:
         segment.path.unlink(missing_ok=True)
     return counts

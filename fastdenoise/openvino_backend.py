@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from fastdenoise.checkpoint import atomic_write
+from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.engines.runtime import check_batch
+from fastdenoise.files import atomic_write
 from fastdenoise.model import Denoiser, fold_bn
-from fastdenoise.train import cpu_has_bf16
 
 # Measured with the bundled weights (docs/performance.md); past the 0.05 dB a default may cost, so int8 is opt-in.
 INT8_COST = (
@@ -78,10 +78,10 @@ class Calibration:
 
 
 def default_calibration() -> Calibration:
-    """cbsd432 under $FASTDENOISE_DATA or ../shared/data beside the project."""
-    from fastdenoise.benchmark import default_data_root
+    """cbsd432 in the shared data folder (`datasets.data_root`: $FASTDENOISE_DATA, or found from the current folder)."""
+    from fastdenoise.datasets import require_data_root
 
-    return Calibration(str(default_data_root() / "cbsd432"))
+    return Calibration(str(require_data_root() / "cbsd432"))
 
 
 def calibration_crops(cal: Calibration) -> list[np.ndarray]:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastdenoise.evaluate import Denoise
+from fastdenoise.files import atomic_write
 
 
 class PeerKind(str, enum.Enum):
@@ -233,10 +234,7 @@ class CBM3D:
         seconds = time.perf_counter() - start
         self.seconds += seconds
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.npz")
-            np.savez(tmp, out=out, seconds=np.float64(seconds))
-            os.replace(tmp, path)
+            atomic_write(path, lambda handle: np.savez(handle, out=out, seconds=np.float64(seconds)))
         return out
 
 

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastdenoise.heads.geometry import classifier_geometry
 from fastdenoise.manifest import MANIFEST, read_lines
-from fastdenoise.tables import classifier_geometry
 from fastdenoise.writers import PredictionWriter, top_k
 
 TASKS = ("classify", "segment")
@@ -52,7 +52,7 @@ class Prediction:
 
 def classifier_input(x: Tensor, short_side: int, crop: int) -> Tensor:
     """(N, 3, H, W) in [0, 1] -> (N, 3, crop, crop): short side resized (bicubic, antialiased, as Pillow does for
-    `tables`), then the central window (the odd pixel goes to the bottom/right margin, as `tables.centre_crop`)."""
+    `tables`), then the central window (the odd pixel goes to the bottom/right margin, as `heads.geometry.centre_crop`)."""
     h, w = x.shape[-2:]
     scale = short_side / min(h, w)
     size = (max(short_side, round(h * scale)), max(short_side, round(w * scale)))

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from fastdenoise import distributed
 from fastdenoise.checkpoint import CheckpointError, load_checkpoint, load_denoiser, save_checkpoint, save_weights
 from fastdenoise.data import Batch, PatchSampler, folder_images, load_folder
+from fastdenoise.devices import resolve_amp, resolve_device
 from fastdenoise.images import load_rgb
 from fastdenoise.metrics import psnr
 from fastdenoise.model import Denoiser, DenoiserSpec
@@ -89,40 +90,6 @@ RESUMABLE_CHANGES = frozenset(
     {"steps", "lr", "lr_min", "val_every", "val_images", "ckpt_every", "log_every", "device", "compile", "sync_bn"}
     | {"world_size"}  # a run resumes on any number of processes
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    """'auto', 'cpu', 'cuda' or 'cuda:N' -> a device this machine has; ValueError naming the choices otherwise."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    choices = "auto, cpu, cuda, cuda:N"
-    try:
-        device = torch.device(name)
-    except RuntimeError:  # torch's message lists two dozen device types this tool does not run on
-        raise ValueError(f"device {name!r} is not one of {choices}") from None
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device {name!r} is not one of {choices}")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
-
-
-def cpu_has_bf16() -> bool:
-    """True where oneDNN has native bf16 (AVX512-BF16 or AMX), so bf16 autocast is faster, not slower."""
-    return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())
-
-
-def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype, or None for fp32."""
-    if amp == "off":
-        return None
-    if amp == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_bf16() else None
-    return {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
 
 
 def mse_loss(model: nn.Module, batch: Batch) -> tuple[Tensor, dict[str, float]]:
@@ -219,6 +186,21 @@ class WeightAverage:
         for mine, other in zip(self.model.buffers(), model.buffers()):
             if not mine.is_floating_point():
                 mine.copy_(other)
+
+
+def optimizer_step(
+    forward: nn.Module, loss_fn: LossFn, batch: Batch, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    amp: torch.dtype | None,
+) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
+    """One step of `fit` (also what the benchmark times): the loss under autocast, backward through the grad scaler
+    (a no-op unless fp16), the optimizer step; returns the loss and its logs."""
+    with torch.autocast(batch.noisy.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        loss, logs = loss_fn(forward, batch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss, logs
 
 
 def fit(
@@ -341,12 +323,7 @@ def fit(
                 batch = next(batches).to(device)
                 if cfg.channels_last:
                     batch.noisy = batch.noisy.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                    loss, logs = loss_fn(forward, batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+                loss, logs = optimizer_step(forward, loss_fn, batch, optimizer, scaler, amp)
                 scheduler.step()
                 if average is not None:
                     average.update(model, step)

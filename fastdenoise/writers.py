@@ -4,20 +4,23 @@ denoised images, classification predictions (CSV or JSONL, top-k from logits) an
 from __future__ import annotations
 
 import csv
-import json
 import os
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from fastdenoise.images import open_fresh, save_rgb, temporary_name
+from fastdenoise.files import atomic_file, atomic_write
+from fastdenoise.images import save_rgb
 from fastdenoise.manifest import row_line
 
 
-def output_path(dst: Path, rel: str, suffix: str) -> Path:
-    """OUTPUT/<input's relative path, extension replaced by suffix>."""
-    return Path(dst) / Path(rel).with_suffix(suffix)
+def output_path(dst: Path, rel: str, suffix: str, keep_extension: bool = False) -> Path:
+    """OUTPUT/<input's relative path, extension replaced by suffix> (with keep_extension: suffix added, so a.png beside
+    a.jpg becomes a.png.png, not a second a.png)."""
+    return Path(dst) / (rel + suffix if keep_extension else Path(rel).with_suffix(suffix))
 
 
 def write_image(image: np.ndarray, path: Path, quality: int = 95) -> os.stat_result:
@@ -52,10 +55,10 @@ class PredictionWriter:
         self.kind = self.path.suffix.lower()
         if self.kind not in (".csv", ".jsonl"):
             raise ValueError(f"{path}: predictions are written as .csv or .jsonl, got {self.kind!r}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = temporary_name(self.path)
+        self.file = ExitStack()
         # a file name that is not UTF-8 goes into the CSV as its own bytes (surrogateescape), into JSONL as \udcXX
-        self.handle = open_fresh(self.tmp, "w", newline="", encoding="utf-8", errors="surrogateescape")
+        options = {"newline": "", "encoding": "utf-8", "errors": "surrogateescape"}
+        self.handle = self.file.enter_context(atomic_file(self.path, "w", unique=False, **options))
         self.csv = csv.writer(self.handle) if self.kind == ".csv" else None
         if self.csv:
             self.csv.writerow(["input", "rank", "class", "label", "probability"])
@@ -83,18 +86,13 @@ class PredictionWriter:
             self.handle.write(row_line(entry))
 
     def close(self) -> None:
-        self.handle.close()
-        os.replace(self.tmp, self.path)
+        self.file.close()
 
     def __enter__(self) -> PredictionWriter:
         return self
 
-    def __exit__(self, kind: type | None, *_: object) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.handle.close()
-            self.tmp.unlink(missing_ok=True)
+    def __exit__(self, *error: Any) -> None:
+        self.file.__exit__(*error)  # clean: renamed into place; on an exception: the temporary file removed
 
 
 def label_palette(classes: int = 256) -> np.ndarray:
@@ -128,13 +126,5 @@ def write_mask(scores: np.ndarray, path: Path, palette: np.ndarray | None = None
         raise ValueError(f"{path}: masks are written as .png")
     image = Image.fromarray(labels.astype(np.uint8))  # mode L; putpalette makes it P with the same indices
     image.putpalette((label_palette() if palette is None else np.asarray(palette, dtype=np.uint8)).reshape(-1).tolist())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temporary_name(path)
-    try:
-        with open_fresh(tmp) as handle:
-            image.save(handle, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: image.save(handle, format="PNG"), unique=False)
     return path.stat()

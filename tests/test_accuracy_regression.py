@@ -1,5 +1,5 @@
 """CI's accuracy check: the bundled weights on the first 4 Kodak24 images at sigma 25, seed 0 (fp32, CPU) must not fall
-below the baseline recorded for exactly that subset in bench/baselines.json by more than its tolerance.
+below the baseline recorded for exactly that subset in fastdenoise/baselines.json by more than its tolerance.
 
 The images are checked against ../shared/data/SHA256SUMS first. Skips while no baseline is recorded (record one with
 `python bench/record_baselines.py --keys kodak24-first4-sigma25`) or where the shared data is absent.
@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastdenoise.benchmark import DEFAULT_BASELINES, Scorer, load_baselines, run_accuracy, weights_digest
+from fastdenoise.accuracy import DEFAULT_BASELINES, Scorer, load_baselines, run_accuracy, weights_digest
 from fastdenoise.checkpoint import load_denoiser
 
 KEY = "kodak24-first4-sigma25"

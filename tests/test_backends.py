@@ -16,12 +16,12 @@ if not torch.cuda.is_available():  # read when a kernel file is imported (see te
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 from helpers import SMALL, randomize_bn  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
 
 from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend  # noqa: E402
-from fastdenoise.model import Denoiser  # noqa: E402
 from fastdenoise.cli import app  # noqa: E402
 from fastdenoise.images import save_rgb  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+from fastdenoise.model import Denoiser  # noqa: E402
 
 # max |backend - eager fp32| over outputs with |residual| ~ 0.3: fp32 is reordering noise; bf16 keeps 8 mantissa bits
 # through 16 layers (measured <= 6e-3 with oneDNN and OpenVINO).
@@ -36,7 +36,7 @@ NEEDS = {  # backend -> (module it needs, what to install)
 
 
 def skip_reason(kind: str, precision: str) -> str | None:
-    from fastdenoise.train import cpu_has_bf16
+    from fastdenoise.devices import cpu_has_bf16
 
     module, install = NEEDS.get(kind, (None, None))
     if module and importlib.util.find_spec(module) is None:
@@ -92,6 +92,19 @@ def test_backend_matches_eager_fp32(model, cache, kind: str, precision: str) -> 
     error = (out.cpu() - expected).abs().max().item()
     assert error <= TOLERANCE[precision], f"{kind} {precision}: max |out - eager fp32| = {error:.3g}"
     assert (expected - x.cpu()).abs().max() > 5 * TOLERANCE[precision]  # the network's residual is not negligible
+
+
+def test_the_parity_test_covers_every_backend_kind() -> None:
+    kinds = {k.values[0] if hasattr(k, "values") else k for k in KINDS}
+    assert kinds == {k.value for k in BackendKind} - {"auto"}  # auto is one of the others, picked by a probe
+
+
+def test_triton_parity_runs_in_the_interpreter_here() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU runs the kernels compiled")
+    if skip_reason("triton", "fp32") is not None:
+        pytest.skip(skip_reason("triton", "fp32"))
+    assert os.environ.get("TRITON_INTERPRET") == "1"  # so the parametrized triton case above ran on this CPU
 
 
 @pytest.mark.skipif(skip_reason("openvino", "fp32") is not None, reason="needs openvino and the ONNX exporter")

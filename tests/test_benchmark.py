@@ -13,27 +13,18 @@ import pytest
 import torch
 from helpers import SMALL
 
-from fastdenoise.benchmark import (
+from fastdenoise.accuracy import (
     DEFAULT_BASELINES,
-    PROFILES,
     AccuracyCheck,
-    BenchConfig,
     DataIntegrityError,
-    Profile,
     Scorer,
-    ThroughputCase,
-    TrainMode,
-    backend_unavailable,
     judge,
     load_baselines,
-    measure_peak,
-    measure_throughput,
-    measure_training,
     record_baselines,
     run_accuracy,
-    run_benchmark,
     verify_files,
 )
+from fastdenoise.benchmark import PROFILES, BenchConfig, BenchProfile, run_benchmark
 from fastdenoise.checkpoint import save_weights
 from fastdenoise.images import save_rgb
 from fastdenoise.model import Denoiser
@@ -45,6 +36,14 @@ from fastdenoise.report import (
     render_text,
     roofline_line,
     write_outputs,
+)
+from fastdenoise.throughput import (
+    ThroughputCase,
+    TrainMode,
+    backend_unavailable,
+    measure_peak,
+    measure_throughput,
+    measure_training,
 )
 
 QUIET = lambda message: None
@@ -181,7 +180,7 @@ def test_profiles_are_valid_and_their_checks_exist() -> None:
         quick.sizes
     )
     with pytest.raises(ValueError, match="precision"):
-        Profile("bad", precisions=("fp64",))
+        BenchProfile("bad", precisions=("fp64",))
     with pytest.raises(ValueError):
         ThroughputCase("cuda-graphs", "fp32", 1, 64, 64)
     with pytest.raises(ValueError, match="amp"):
@@ -352,13 +351,11 @@ def test_tiny_run_end_to_end(tmp_path: Path, rng: np.random.Generator) -> None:
 
 
 def test_cli_bench_reports_and_compares(tmp_path: Path) -> None:
-    """`fastdenoise bench --report A --compare B` (runs once the command is pasted into fastdenoise/cli.py)."""
+    """`fastdenoise bench --report A --compare B`: the report, the plots and the regression verdict."""
     from typer.testing import CliRunner
 
     from fastdenoise.cli import app
 
-    if not any(c.name == "bench" or (c.callback and c.callback.__name__ == "bench") for c in app.registered_commands):
-        pytest.skip("`fastdenoise bench` is not in fastdenoise/cli.py yet (snippet: /work/notes/cli_bench.py)")
     pytest.importorskip("matplotlib")
     saved, slower = tmp_path / "saved.json", tmp_path / "now" / "quick.json"
     slower.parent.mkdir()
@@ -372,3 +369,14 @@ def test_cli_bench_reports_and_compares(tmp_path: Path) -> None:
     assert worse.exit_code == 1 and "past the threshold" in worse.output
     missing = runner.invoke(app, ["bench", "--profile", "huge", "--accuracy-only"])
     assert missing.exit_code == 2 and "unknown profile" in missing.output
+
+
+def test_baselines_ship_with_the_package() -> None:
+    from importlib import resources
+
+    from fastdenoise.accuracy import DEFAULT_BASELINES, load_baselines
+    from fastdenoise.benchmark import PROFILES
+
+    assert DEFAULT_BASELINES == Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
+    checks = load_baselines()
+    assert all(key in checks for profile in PROFILES.values() for key in profile.accuracy)

@@ -11,9 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, random_image
+from helpers import SMALL, randomize_bn
+from image_files import bad_tree, snapshot
 from typer.testing import CliRunner
 
-from conftest import ROOT, random_image
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.cli import app
 from fastdenoise.cluster import ITEM_COLUMNS, ClusterConfig, Denoise, decode, denoise_on_cluster, item_columns, write
@@ -21,10 +23,9 @@ from fastdenoise.images import iter_entries, save_rgb
 from fastdenoise.lock import LockError, OutputLock, lock_name
 from fastdenoise.manifest import MANIFEST
 from fastdenoise.model import Denoiser
+from fastdenoise.outputs import OutputTree, triage
 from fastdenoise.predictions import MASK_SUFFIX, PREDICTIONS, Predictor
-from fastdenoise.runner import OutputTree, RunConfig, denoise_folder, triage
-from helpers import SMALL, randomize_bn
-from image_files import bad_tree, snapshot
+from fastdenoise.runner import RunConfig, denoise_folder
 
 ray = pytest.importorskip("ray", reason="needs Ray Data: pip install 'fastdenoise[ray]'")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

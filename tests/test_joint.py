@@ -14,11 +14,12 @@ from PIL import Image
 from torch import nn
 
 from fastdenoise.data import Batch
+from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.joint import (
     CropSampler,
     GradientBalance,
     JointConfig,
-    Target,
+    TaskTarget,
     check_masks,
     confusion,
     cross_entropy,
@@ -27,7 +28,6 @@ from fastdenoise.joint import (
     load_classification,
     load_segmentation,
     mean_iou,
-    resize_short_side,
     train_joint,
 )
 from fastdenoise.model import Denoiser, DenoiserSpec
@@ -87,7 +87,7 @@ def test_joint_loss_refuses_a_head_that_is_not_frozen():
 def test_label_free_softmax_target_is_zero_when_the_output_is_clean(task):
     head = freeze(TinyHead(task, 6))
     clean = torch.rand(3, 3, 16, 16)
-    loss_fn = joint_loss(head, 0.5, Target.SOFTMAX)
+    loss_fn = joint_loss(head, 0.5, TaskTarget.SOFTMAX)
     loss, logs = loss_fn(nn.Identity(), Batch(clean.clone(), clean))
     assert loss.item() == pytest.approx(0.0, abs=1e-6) and logs["task"] == pytest.approx(0.0, abs=1e-6)
     noisy = clean + 0.3 * torch.randn_like(clean)
@@ -103,7 +103,7 @@ def test_label_free_argmax_target_is_the_heads_prediction_on_clean(task):
     head = freeze(TinyHead(task, 6))
     clean = torch.rand(3, 3, 16, 16)
     noisy = clean + 0.3 * torch.randn_like(clean)
-    _, logs = joint_loss(head, 0.25, Target.ARGMAX)(nn.Identity(), Batch(noisy, clean))
+    _, logs = joint_loss(head, 0.25, TaskTarget.ARGMAX)(nn.Identity(), Batch(noisy, clean))
     expected = F.cross_entropy(head(noisy), head(clean).argmax(1))
     assert logs["task"] == pytest.approx(expected.item(), rel=1e-5)
 
@@ -179,7 +179,7 @@ def realized_ratios(tmp_path: Path, make_image, heads: list[nn.Module], steps: i
     sampler = CropSampler(images, 32, 4, (20.0, 40.0), seed=5)
     out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
     cfg = train_config(tmp_path, tmp_path, out=str(out), steps=steps, lr=1e-3, channels_last=False)
-    fit(Denoiser(TINY), joint_loss([freeze(h) for h in heads], target=Target.SOFTMAX, **weights), sampler, cfg, progress=False)
+    fit(Denoiser(TINY), joint_loss([freeze(h) for h in heads], target=TaskTarget.SOFTMAX, **weights), sampler, cfg, progress=False)
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 

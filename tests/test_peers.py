@@ -134,9 +134,14 @@ def test_cbm3d_caches_outputs_and_their_seconds(tmp_path: Path, rng: np.random.G
     assert len(calls) == 2  # another sigma is another key
 
 
-def test_timed_counts_seconds_and_megapixels() -> None:
-    wrapped, spent = timed(lambda noisy, sigma: noisy)
-    wrapped(np.zeros((100, 50, 3), np.float32), 25.0)
-    wrapped(np.zeros((10, 10, 3), np.float32), 25.0)
-    seconds, megapixels = spent()
-    assert seconds >= 0 and megapixels == pytest.approx(0.0051)
+def test_timed_counts_seconds_inside_the_call_and_megapixels(monkeypatch) -> None:
+    import fastdenoise.peers as peers
+
+    clock = iter([10.0, 10.25, 11.0, 12.5])  # two calls: 0.25 s, then 1.5 s; the 0.75 s between them is not counted
+    monkeypatch.setattr(peers.time, "perf_counter", lambda: next(clock))
+    rng = np.random.default_rng(5)
+    first, second = rng.random((100, 50, 3), np.float32), rng.random((10, 10, 3), np.float32)
+    wrapped, spent = timed(lambda noisy, sigma: noisy * sigma)
+    np.testing.assert_array_equal(wrapped(first, 2.0), first * 2.0)  # the wrapped function's output, unchanged
+    wrapped(second, 25.0)
+    assert spent() == (pytest.approx(1.75), pytest.approx((100 * 50 + 10 * 10) / 1e6))

@@ -96,8 +96,7 @@ def test_classify_writes_ranked_predictions_csv_from_the_manifest(photos, tmp_pa
 
 
 def test_classifier_input_is_the_tables_preprocessing_in_torch(make_image):
-    from fastdenoise.joint import resize_short_side
-    from fastdenoise.tables import centre_crop
+    from fastdenoise.heads.geometry import centre_crop, resize_short_side
 
     for h, w in [(37, 21), (30, 90)]:
         image = make_image(h, w)

@@ -9,8 +9,8 @@ from PIL import Image
 from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.loaders import PilLoader
 from fastdenoise.noise import to_uint8
-from fastdenoise.runner import RunConfig, denoise_folder, summary_dict
-
+from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.summary import summary_dict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -130,3 +130,53 @@ def test_partial_batches_go_before_memory_fills(tmp_path, make_image, backend):
     assert summary.ok == 30
     # pulled - computed = waiting in buckets (<= 4 * batch + 1) + the prefetch queue (2 * batch) + the loader's one
     assert max(seen - k for k, seen in enumerate(seen_at_compute)) <= (4 * 2 + 1) + 2 * 2 + 2
+
+
+# ---- the batching policy, without images ----------------------------------------------------------------------------
+
+
+def test_batches_group_equal_keys_and_send_each_full_batch_at_once():
+    from collections import Counter
+
+    from fastdenoise.batching import batches
+
+    keys = np.random.default_rng(3).choice(["a", "b", "c"], size=40).tolist()
+    out = list(batches(enumerate(keys), key=lambda it: it[1], size=3, limit=100))
+    assert sorted(i for g in out for i, _ in g) == list(range(40))  # every item once
+    assert all(len({k for _, k in g}) == 1 for g in out)  # one key per batch
+    counts = Counter(keys)
+    rest = [n % 3 for n in counts.values() if n % 3]
+    streamed, flushed = out[: len(out) - len(rest)], out[len(out) - len(rest) :]
+    assert all(len(g) == 3 for g in streamed) and sorted(len(g) for g in flushed) == sorted(rest)
+    for group in streamed:  # a full batch goes out as its third item arrives: its items are the key's next three
+        key, first = group[0][1], group[0][0]
+        assert [i for i, _ in group] == [i for i, k in enumerate(keys) if k == key and i >= first][:3]
+
+
+def test_batches_flush_the_oldest_bucket_when_too_many_wait_and_send_none_keys_alone():
+    from fastdenoise.batching import batches
+
+    stream = [(0, "a"), (1, "b"), (2, None), (3, "c"), (4, "b"), (5, "d"), (6, "a")]
+    emitted, seen = [], []
+
+    def watched():
+        for item in stream:
+            seen.append(item[0])
+            yield item
+
+    for group in batches(watched(), key=lambda it: it[1], size=4, limit=3):
+        emitted.append(([i for i, _ in group], seen[-1]))
+    # (group, last item read when it went out): None goes at once; 4 waiting > 3 -> the oldest bucket ("a") goes
+    assert emitted == [([2], 2), ([0], 4), ([1, 4], 5), ([3], 6), ([5], 6), ([6], 6)]
+
+
+def test_batches_of_one_size_keep_input_order_within_a_key():
+    from fastdenoise.batching import batches
+
+    rng = np.random.default_rng(11)
+    items = [(i, int(k)) for i, k in enumerate(rng.integers(0, 4, 50))]
+    groups = list(batches(items, key=lambda it: it[1], size=5, limit=12))
+    for group in groups:
+        indices = [i for i, _ in group]
+        assert indices == sorted(indices) and 1 <= len(group) <= 5
+    assert sum(len(g) for g in groups) == 50

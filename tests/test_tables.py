@@ -18,28 +18,11 @@ from fastdenoise.checkpoint import save_weights
 from fastdenoise.metrics import psnr
 from fastdenoise.model import Denoiser
 from fastdenoise.noise import add_noise, to_uint8
-from fastdenoise.tables import (
-    CLEAN,
-    NOISY,
-    Arm,
-    Split,
-    Table1Config,
-    Table2Config,
-    Table3Config,
-    classification_scores,
-    confusion_cells,
-    markdown,
-    parse_named,
-    peer_arm,
-    segmentation_scores,
-    split_positions,
-    table1,
-    table2,
-    table3,
-    task_arms,
-    write_split_labels,
-    write_table,
-)
+from fastdenoise.tables.arms import CLEAN, NOISY, Arm, Split, parse_named, peer_arm, split_positions, task_arms
+from fastdenoise.tables.cells import confusion_cells
+from fastdenoise.tables.output import markdown, write_table
+from fastdenoise.tables.paper import Table1Config, Table2Config, Table3Config, table1, table2, table3
+from fastdenoise.tables.samples import classification_scores, segmentation_scores, write_split_labels
 
 SIZE = (40, 52)
 
@@ -315,8 +298,7 @@ def test_table2_and_table3_on_two_real_images(data_dir, tmp_path):
 
 
 def test_segmenter_weights_found_above_the_data(tmp_path, monkeypatch):
-    from fastdenoise.heads.espnetv2 import CITYSCAPES_WEIGHTS
-    from fastdenoise.tables import find_segmenter_weights
+    from fastdenoise.heads.espnetv2 import CITYSCAPES_WEIGHTS, find_segmenter_weights
 
     monkeypatch.delenv("FASTDENOISE_DATA", raising=False)
     data = tmp_path / "data" / "camvid" / "train"

@@ -25,7 +25,7 @@ from fastdenoise.cli.common import (
 
 
 def run(
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Folder of images (searched recursively).")],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Folder of images (searched recursively), or one image file.")],
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output folder; mirrors the input tree.")],
     weights: WeightsOpt = None,
     model: ModelNameOpt = None,
@@ -71,6 +71,15 @@ def run(
     address: Annotated[str | None, typer.Option(help=(
         "--executor ray: the cluster's address (default: $RAY_ADDRESS, else a Ray instance started on this machine)."
     ))] = None,
+    include: Annotated[list[str] | None, typer.Option(help=(
+        "Only files whose path relative to INPUT matches this glob ('*' also crosses '/'); repeatable."))] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help=(
+        "Leave out files whose path relative to INPUT matches this glob; repeatable."))] = None,
+    dry_run: Annotated[bool, typer.Option(help=(
+        "Say what would be done (images, megapixels, done earlier) and write nothing."))] = False,
+    ref: Annotated[Path | None, typer.Option(help=(
+        "Folder of clean images at the same relative paths: PSNR/SSIM of each output (manifest) and overall."),
+        exists=True, file_okay=False)] = None,
 ) -> None:
     """Denoise every image under INPUT into OUTPUT (PNG by default) with a manifest.jsonl row per file; with --task,
     also classify (OUTPUT/predictions.csv) or segment (OUTPUT/<path>.mask.png) each denoised image.
@@ -95,9 +104,11 @@ def run(
         from fastdenoise import distributed
         from fastdenoise.autoselect import describe_backend
         from fastdenoise.cluster import ClusterError
-        from fastdenoise.images import iter_entries
         from fastdenoise.predictions import MASK_SUFFIX, TaskConfig, load_predictor
-        from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder, stop_on_signals
+        from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder, plan_run, stop_on_signals
+        from fastdenoise.selection import list_inputs
+        from fastdenoise.summary import summary_lines
+        from fastdenoise.zoo import choose_weights
     backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
     if task is None and (head or head_weights or top_k is not None):
@@ -108,18 +119,25 @@ def run(
         raise fail("--address is for --executor ray")
     if ensemble and executor is Executor.RAY:
         raise fail("--ensemble is not available with --executor ray (yet): run it with --executor local")
+    if ref is not None and executor is Executor.RAY:
+        raise fail("--ref is not available with --executor ray (yet): run it with --executor local")
     on_ray = executor is Executor.RAY
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
                         workers=workers, loader=loader, strict=strict, fail_fast=fail_fast,
-                        max_pixels=max_pixels)  # fmt: skip
+                        max_pixels=max_pixels, include=tuple(include or ()), exclude=tuple(exclude or ()),
+                        ref=str(ref) if ref else None)  # fmt: skip
         task_cfg = (TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5)
                     if task else None)
         check_folders(input, output)
         shard = distributed.Shard() if on_ray else distributed.shard_from_env()
+        plan = plan_run(input, output, cfg, shard) if dry_run else None
     except ValueError as err:
         raise fail(str(err)) from err
-    total = sum(1 for _ in distributed.take(iter_entries(input), shard))
+    if plan is not None:
+        typer.echo(plan.line())
+        return
+    total = sum(1 for _ in distributed.take(list_inputs(input, cfg.include, cfg.exclude), shard))
     network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
                                         model, sigma, ensemble, trust_engine,
                                         build=not on_ray)  # on Ray: a BackendConfig, built by each actor
@@ -159,17 +177,15 @@ def run(
                 raise fail(str(err)) from err
             except OSError as err:
                 raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
-    stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
     prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
     if summary.taken_over:
         typer.secho(f"{prefix}note: took over the output lock of a run no longer running ({summary.taken_over})",
                     err=True)
-    typer.echo(
-        f"{prefix}{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not "
-        f"images; {summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages}); "
-        f"manifest: {output / MANIFEST}"
-    )
-    typer.echo(f"{prefix}backend: {describe_backend(denoiser, backend)}")
+    for line in summary_lines(summary, output / MANIFEST):
+        typer.echo(f"{prefix}{line}")
+    where = denoiser.device if not on_ray else "the Ray workers"
+    typer.echo(f"{prefix}backend: {describe_backend(denoiser, backend)} on {where}; "
+               f"weights: {choose_weights(model, weights, sigma)}")
     if summary.predictions:
         typer.echo(f"{prefix}predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
     elif task is Task.SEGMENT:

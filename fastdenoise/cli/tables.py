@@ -116,14 +116,15 @@ def table1_cmd(
         raise fail(f"--peers: {unknown[0]!r} is not one of {', '.join(PEERS)}")
     names = [p for p in names if not skipped_peer(p)]
     with starting():
-        from fastdenoise.tables import Table1Config, default_peer_data, model_arm, peer_arm, table1
+        from fastdenoise.datasets import require_data_root
+        from fastdenoise.tables import Table1Config, model_arm, peer_arm, table1
 
     models = named_models(model) or [("fastdenoise (bundled)", None)]
-    root = peer_data or default_peer_data(data)
 
     def build(progress):
         cfg = Table1Config(str(data), sigma_list(sigma), seed_list(seed), control, draws, limit, ssim)
         arms = [model_arm(name, weights, device) for name, weights in models]
+        root = peer_data or (require_data_root(data) if names else None)
         arms += [peer_arm(p, root, device, cbm3d_limit, cbm3d_cache) for p in names]
         return table1(cfg, arms, progress)
 

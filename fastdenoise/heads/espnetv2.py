@@ -7,7 +7,6 @@ with input reinforcement; decoder: efficient pyramid pooling at 1/16, 1/8, 1/4, 
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -304,11 +303,13 @@ class MergeClasses(nn.Module):
 
 
 def default_weights(name: str) -> Path:
-    """An EdgeNets weights file under $FASTDENOISE_DATA/weights/espnetv2."""
-    root = os.environ.get("FASTDENOISE_DATA")
+    """An EdgeNets weights file under weights/espnetv2 of the shared data folder (`datasets.data_root`)."""
+    from fastdenoise.datasets import data_root
+
+    root = data_root()
     if root is None:
         raise ValueError(f"ESPNetv2: pass the weights path ({name}) or set FASTDENOISE_DATA")
-    return Path(root) / "weights" / "espnetv2" / name
+    return root / "weights" / "espnetv2" / name
 
 
 def espnetv2_voc(weights: Path | None = None) -> ESPNetv2:
@@ -326,3 +327,20 @@ def espnetv2_cityscapes(weights: Path | None = None) -> ESPNetv2:
 def espnetv2_camvid(weights: Path | None = None) -> MergeClasses:
     """The Cityscapes ESPNetv2 with its 20 classes merged into CamVid's 11 (CITYSCAPES_TO_CAMVID)."""
     return MergeClasses(espnetv2_cityscapes(weights), CITYSCAPES_TO_CAMVID, CAMVID_CLASSES, CAMVID_PALETTE).eval()
+
+
+def default_segmenter_weights(head: str, data_root: Path) -> Path | None:
+    """The EdgeNets file under data_root/weights/espnetv2 for an espnetv2-* head; None for other heads (their default)."""
+    files = {"espnetv2-voc": VOC_WEIGHTS, "espnetv2-cityscapes": CITYSCAPES_WEIGHTS, "espnetv2-camvid": CITYSCAPES_WEIGHTS}
+    return Path(data_root) / "weights" / "espnetv2" / files[head] if head in files else None
+
+
+def find_segmenter_weights(head: str, data: Path) -> Path | None:
+    """The EdgeNets file for an espnetv2-* head under $FASTDENOISE_DATA, else under the nearest folder above `data`
+    that is the shared data folder (`datasets.data_root`); None if it is not there."""
+    from fastdenoise.datasets import data_root
+
+    root = data_root(data)
+    path = default_segmenter_weights(head, root) if root is not None else None
+    return path if path is not None and path.is_file() else None
+

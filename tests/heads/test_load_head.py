@@ -37,8 +37,9 @@ def test_unknown_name_lists_the_choices():
         load_head("resnet9000")
 
 
-def test_espnetv2_without_weights_or_data_dir_says_what_to_pass(monkeypatch):
+def test_espnetv2_without_weights_or_data_dir_says_what_to_pass(monkeypatch, tmp_path):
     monkeypatch.delenv("FASTDENOISE_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no shared data folder here or above (datasets.data_root)
     with pytest.raises(ValueError, match="FASTDENOISE_DATA"):
         load_head("espnetv2-voc")
 

@@ -1,0 +1,230 @@
+"""Quality and accuracy checks of the benchmark: the shared data verified against SHA256SUMS, PSNR of our model and
+the peers on Kodak24, and the baselines (package data) each check is judged against."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from fastdenoise.backends import BackendConfig, make_backend
+from fastdenoise.checkpoint import bundled_weights
+from fastdenoise.evaluate import Denoise, EvalResult, backend_denoiser, evaluate
+from fastdenoise.files import sha256_file
+from fastdenoise.images import list_images
+from fastdenoise.machine import machine_name
+from fastdenoise.model import Denoiser, macs_per_pixel
+from fastdenoise.peers import LABELS, MACS_PER_PIXEL, PeerKind, make_peer, timed
+from fastdenoise.throughput import Log, naive_loop
+
+# Shipped with the package (package data), so an installed copy finds them too; `--baselines` points elsewhere.
+DEFAULT_BASELINES = Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
+
+
+
+class DataIntegrityError(ValueError):
+    """A benchmark data file missing from, or differing from, ../shared/data/SHA256SUMS."""
+
+
+def read_sums(data_root: Path) -> dict[str, str]:
+    """SHA256SUMS as {relative path without './': hex digest}."""
+    path = Path(data_root) / "SHA256SUMS"
+    if not path.is_file():
+        raise DataIntegrityError(f"{path}: no such file; cannot verify the benchmark data")
+    sums = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip().lstrip("*").removeprefix("./")] = digest
+    return sums
+
+
+def verify_files(data_root: Path, paths: list[Path]) -> None:
+    """Raise DataIntegrityError unless every file's SHA-256 matches its SHA256SUMS line."""
+    data_root = Path(data_root)
+    sums = read_sums(data_root)
+    bad = []
+    for path in paths:
+        name = Path(path).resolve().relative_to(data_root.resolve()).as_posix()
+        if name not in sums:
+            bad.append(f"{name} (not listed)")
+        elif sha256_file(path) != sums[name]:
+            bad.append(f"{name} (checksum differs)")
+    if bad:
+        raise DataIntegrityError(
+            f"{data_root}: benchmark data does not match SHA256SUMS: {', '.join(bad[:5])}"
+            + (" ..." if len(bad) > 5 else "")
+        )
+
+
+def data_images(data_root: Path, folder: str, limit: int | None) -> list[Path]:
+    """The first `limit` images of data_root/folder (sorted, as `evaluate` numbers them), checked against SHA256SUMS."""
+    paths = list_images(Path(data_root) / folder)[:limit]
+    if not paths:
+        raise FileNotFoundError(f"{Path(data_root) / folder}: no images found")
+    if limit is not None and len(paths) < limit:
+        raise DataIntegrityError(f"{Path(data_root) / folder}: {len(paths)} images, expected at least {limit}")
+    verify_files(data_root, paths)
+    return paths
+
+
+@dataclass(frozen=True)
+class AccuracyCheck:
+    """One entry of fastdenoise/baselines.json: mean PSNR of `method` on data[:limit] at sigma/seed, fp32 eager."""
+
+    key: str
+    method: str = "bundled"  # "bundled" (the shipped weights, or --weights) or a peer (fastdenoise.peers.PeerKind)
+    data: str = "kodak24"
+    limit: int | None = None
+    sigma: float = 25.0
+    seed: int = 0
+    tolerance_db: float = 0.05
+    psnr: float | None = None  # None: not recorded yet, the check skips
+    weights_sha256: str | None = None
+    source: str = ""
+    recorded: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.method != "bundled":
+            PeerKind(self.method)
+        if self.tolerance_db < 0:
+            raise ValueError(f"{self.key}: tolerance_db must be >= 0")
+
+    @property
+    def subset(self) -> str:
+        return f"{self.data}[:{self.limit}]" if self.limit else self.data
+
+
+@dataclass(frozen=True)
+class AccuracyOutcome:
+    key: str
+    method: str
+    psnr: float | None
+    baseline: float | None
+    tolerance_db: float
+    status: str  # pass | fail | no-baseline | error
+    message: str
+
+
+def load_baselines(path: Path = DEFAULT_BASELINES) -> dict[str, AccuracyCheck]:
+    """The accuracy checks of a baselines file, by key."""
+    try:
+        payload = json.loads(Path(path).read_text())
+        return {key: AccuracyCheck(key=key, **entry) for key, entry in payload["checks"].items()}
+    except (OSError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: not a baselines file ({type(err).__name__}: {err})") from err
+
+
+def judge(check: AccuracyCheck, psnr: float, weights_sha256: str | None = None) -> AccuracyOutcome:
+    """Pass unless psnr < baseline - tolerance; no-baseline when none is recorded."""
+    what = f"{check.key}: {check.method} on {check.subset}, sigma {check.sigma:g}, seed {check.seed}"
+    if check.psnr is None:
+        return AccuracyOutcome(check.key, check.method, psnr, None, check.tolerance_db, "no-baseline",
+                               f"{what}: {psnr:.3f} dB; no baseline recorded (python bench/record_baselines.py)")  # fmt: skip
+    delta = psnr - check.psnr
+    status = "fail" if delta < -check.tolerance_db else "pass"
+    message = (
+        f"{what}: {psnr:.3f} dB vs baseline {check.psnr:.3f} dB ({delta:+.3f} dB, tolerance {check.tolerance_db:g} dB)"
+    )
+    if status == "fail" and check.weights_sha256 and weights_sha256 and check.weights_sha256 != weights_sha256:
+        message += (
+            f"; baseline recorded with weights sha256 {check.weights_sha256[:12]}, these are {weights_sha256[:12]}"
+        )
+    return AccuracyOutcome(check.key, check.method, psnr, check.psnr, check.tolerance_db, status, message)
+
+
+def record_baselines(path: Path, psnrs: dict[str, float], weights_sha256: str | None, facts: dict) -> None:
+    """Write measured PSNRs into the baselines file (other entries and fields kept), rounded to 0.001 dB."""
+    payload = json.loads(Path(path).read_text())
+    stamp = {"date": datetime.now(timezone.utc).date().isoformat(), "machine": machine_name(facts), "commit": facts.get("commit"),
+             "torch": facts["versions"].get("torch")}  # fmt: skip
+    for key, value in psnrs.items():
+        entry = payload["checks"][key]
+        entry["psnr"] = round(value, 3)
+        entry["recorded"] = stamp
+        if entry.get("method", "bundled") == "bundled":
+            entry["weights_sha256"] = weights_sha256
+            entry["source"] = "bench/record_baselines.py"
+    Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+
+
+class Scorer:
+    """Mean PSNR and MP/s of denoisers on data[:limit], each (method, precision, data, limit, sigma, seed) scored once."""
+
+    def __init__(
+        self, data_root: Path, model: Denoiser, device: torch.device, cache_dir: Path | None = None, log: Log = print
+    ) -> None:
+        self.data_root, self.model, self.device = Path(data_root), model, device
+        self.cache_dir, self.log = cache_dir, log
+        self.done: dict[tuple, dict] = {}
+
+    def denoiser(self, method: str, precision: str) -> tuple[str, Denoise]:
+        """(label, Denoise) of 'bundled' (our eager backend), 'naive' or a peer."""
+        if method == "bundled":
+            backend = make_backend(
+                self.model, BackendConfig(kind="eager", device=str(self.device), precision=precision)
+            )
+            return f"fastdenoise eager {precision}", backend_denoiser(backend)
+        if method == "naive":
+            run = naive_loop(self.model, self.device)
+
+            def naive(noisy: np.ndarray, sigma: float) -> np.ndarray:
+                x = torch.from_numpy(noisy).permute(2, 0, 1)[None].to(self.device)
+                return run(x)[0].permute(1, 2, 0).cpu().numpy()
+
+            return "naive loop fp32", naive
+        kind = PeerKind(method)
+        device = self.device if kind != PeerKind.cbm3d else torch.device("cpu")
+        return LABELS[kind], make_peer(kind, self.data_root, device, self.cache_dir)
+
+    def score(
+        self, method: str, data: str, limit: int | None, sigma: float, seed: int, precision: str = "fp32"
+    ) -> dict:
+        key = (method, precision, data, limit, sigma, seed)
+        if key in self.done:
+            return self.done[key]
+        paths = data_images(self.data_root, data, limit)
+        label, denoise = self.denoiser(method, precision)
+        if method != PeerKind.cbm3d.value:  # threads, allocator, weight layouts: not part of the per-image speed
+            denoise(np.random.default_rng(0).random((64, 64, 3), dtype=np.float32), sigma)
+        denoise, spent = timed(denoise)
+        self.log(f"quality {label} on {data} ({len(paths)} images, sigma {sigma:g})")
+        result: EvalResult = evaluate(
+            denoise, self.data_root / data, [sigma], seed, label, with_ssim=False, limit=len(paths)
+        )
+        seconds, megapixels = spent()
+        macs = (
+            macs_per_pixel(self.model.spec) if method in ("bundled", "naive") else MACS_PER_PIXEL.get(PeerKind(method))
+        )
+        self.done[key] = {
+            "method": label, "key": method, "precision": precision, "data": data, "images": len(paths), "sigma": sigma, "seed": seed,
+            "psnr": result.mean(sigma), "seconds": seconds, "mp_per_s": megapixels / seconds if seconds else math.nan,
+            "gflop_per_mp": 2 * macs / 1e3 if macs else None,
+        }  # fmt: skip
+        return self.done[key]
+
+
+def weights_digest(weights: Path | None) -> str:
+    return sha256_file(Path(weights) if weights is not None else bundled_weights())
+
+
+def run_accuracy(scorer: Scorer, checks: list[AccuracyCheck], weights_sha256: str | None) -> list[AccuracyOutcome]:
+    """Score and judge each check; missing data or weights become 'error' outcomes (raised by the pytest wrappers)."""
+    outcomes = []
+    for check in checks:
+        try:
+            row = scorer.score(check.method, check.data, check.limit, check.sigma, check.seed)
+        except (FileNotFoundError, ValueError, ImportError) as err:  # DataIntegrityError is a ValueError
+            outcomes.append(
+                AccuracyOutcome(check.key, check.method, None, check.psnr, check.tolerance_db, "error", str(err))
+            )
+            continue
+        outcomes.append(judge(check, row["psnr"], weights_sha256 if check.method == "bundled" else None))
+    return outcomes
+

@@ -1,0 +1,83 @@
+"""What a folder run did, as counts, rates and its first problems, and the lines that say it."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+PROBLEMS_KEPT = 10  # failed and ignored files named in the summary; the manifest has every one
+
+
+@dataclass
+class RunSummary:
+    """What a folder run did: counts per status, megapixels and seconds per stage, why it stopped, its first problems."""
+
+    ok: int = 0
+    skipped: int = 0
+    failed: int = 0
+    ignored: int = 0
+    megapixels: float = 0.0
+    seconds: float = 0.0
+    # decode and write are summed over their worker threads; idle is the compute thread waiting for input or writers
+    stages: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    stopped: str | None = None  # why the run ended before every input was done (None: it finished)
+    cause: str | None = None  # what stopped it: "request" (stop set from outside), "fail_fast", "output" (unwritable)
+    masks: int = 0  # --task segment: done and skipped images with their mask
+    predictions: str | None = None  # --task classify: predictions.csv, written by rank 0 after the merge
+    taken_over: str | None = None  # the dead run whose output lock this run took over
+    # (input, reason) of the first PROBLEMS_KEPT failed and the first PROBLEMS_KEPT ignored files (the manifest: all)
+    problems: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: {"error": [], "ignored": []})
+    scores: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # --ref: sums of psnr and ssim, and
+    # `scored` images compared with their reference
+
+    def count(self, row: dict) -> None:
+        """Count one manifest row in (called under the recorder's lock)."""
+        status = row["status"]
+        self.ok += status == "ok"
+        self.skipped += status == "skipped"
+        self.failed += status == "error"
+        self.ignored += status == "ignored"
+        self.masks += status in ("ok", "skipped") and row.get("mask") is not None
+        if status in self.problems and len(self.problems[status]) < PROBLEMS_KEPT:
+            self.problems[status].append((row["input"], row["error"]))
+        if row.get("psnr") is not None:
+            self.scores["psnr"] += row["psnr"]
+            self.scores["ssim"] += row["ssim"]
+            self.scores["scored"] += 1
+
+    @property
+    def mp_per_s(self) -> float:
+        return self.megapixels / self.seconds if self.seconds else 0.0
+
+    @property
+    def images_per_s(self) -> float:
+        return self.ok / self.seconds if self.seconds else 0.0
+
+
+def summary_lines(summary: RunSummary, manifest: Path) -> list[str]:
+    """The closing lines of a run: counts and rate (no rate when nothing was denoised), each failed and ignored file
+    with its reason (the first PROBLEMS_KEPT, then how many more), and with --ref the mean PSNR/SSIM."""
+    counts = f"{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images"
+    if summary.megapixels:
+        stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
+        rate = f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages})"
+    else:
+        rate = f"nothing denoised in {summary.seconds:.1f} s"
+    lines = [f"{counts}; {rate}; manifest: {manifest}"]
+    named = [("failed", *p) for p in summary.problems["error"]] + [("ignored", *p) for p in summary.problems["ignored"]]
+    lines += [f"  {what}: {name}: {reason}" for what, name, reason in named[:PROBLEMS_KEPT]]  # failures first
+    more = summary.failed + summary.ignored - min(len(named), PROBLEMS_KEPT)
+    if more > 0:
+        lines.append(f"  ... and {more} more failed or ignored (see the manifest)")
+    scored = int(summary.scores["scored"])
+    if scored:
+        psnr, ssim = summary.scores["psnr"] / scored, summary.scores["ssim"] / scored
+        missing = f"; {summary.ok - scored} without a reference" if summary.ok > scored else ""
+        lines.append(f"reference: mean PSNR {psnr:.2f} dB, SSIM {ssim:.4f} over {scored} images{missing}")
+    return lines
+
+
+def summary_dict(summary: RunSummary) -> dict:
+    values = {f.name: getattr(summary, f.name) for f in fields(summary)}  # asdict cannot copy the defaultdict
+    return values | {"mp_per_s": summary.mp_per_s, "images_per_s": summary.images_per_s, "stages": dict(summary.stages)}

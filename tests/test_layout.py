@@ -1,0 +1,130 @@
+"""The package's shape: imports point down (cli -> library -> kernels/engines), and functions and modules stay small.
+`python tests/test_layout.py` prints the largest functions and modules."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "fastdenoise"
+MAX_FUNCTION_LINES = 60
+MAX_MODULE_LINES = 400
+# Over the limits today, each held at its size so it can only shrink: the CLI (split into a package by command group
+# elsewhere), the training loop, the Ray run, a plot. Entries go when they fit.
+OVERSIZED_FUNCTIONS = {
+    "fastdenoise/cli.py:train": 88,
+    "fastdenoise/cli.py:run": 133,
+    "fastdenoise/train.py:fit": 135,
+}
+OVERSIZED_MODULES = {
+    "fastdenoise/cli.py": 805,
+    "fastdenoise/joint.py": 520,
+    "fastdenoise/report.py": 402,
+}
+# Modules at the bottom: they import nothing of the package but each other.
+FOUNDATION = {"devices", "files", "datasets", "metrics", "noise", "model", "images", "stats"}
+# The modules above the library: nothing below them may import them.
+UPPER = {"cli", "train", "runner", "tables", "benchmark", "report", "joint", "cluster", "demo"}
+
+
+def sources(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.py") if "__pycache__" not in p.parts)
+
+
+def imported_modules(path: Path, package: str) -> set[str]:
+    """Every module a file imports, at the top or inside functions; relative imports resolved against `package`."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join([*package.split(".")[: len(package.split(".")) - node.level + 1], base]).strip(".")
+            names |= {base} | {f"{base}.{alias.name}" for alias in node.names}
+    return names
+
+
+def package_imports(path: Path, package: str) -> set[str]:
+    """The fastdenoise modules a file imports, as names below the package (`runner`, `tables`, `kernels.backend`)."""
+    found = set()
+    for name in imported_modules(path, package):
+        if name.startswith("fastdenoise."):
+            found.add(name.removeprefix("fastdenoise.").split(".")[0])
+    return found
+
+
+def function_sizes(path: Path) -> dict[str, int]:
+    """Lines of each function (methods and nested functions too), keyed `file:name` (the largest of a name)."""
+    rel = path.relative_to(ROOT).as_posix()
+    sizes: dict[str, int] = {}
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            key = f"{rel}:{node.name}"
+            sizes[key] = max(sizes.get(key, 0), node.end_lineno - node.lineno + 1)
+    return sizes
+
+
+def module_sizes() -> dict[str, int]:
+    return {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in sources(PACKAGE)}
+
+
+def test_imports_parse_relative_and_lazy_forms(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text("from .export import x\ndef f():\n    from fastdenoise.train import fit\nimport fastdenoise.cli\n")
+    assert package_imports(probe, "fastdenoise.engines.build") == {"engines", "train", "cli"}
+
+
+@pytest.mark.parametrize("folder", ["kernels", "engines"])
+def test_kernels_and_engines_never_import_the_layers_above(folder):
+    for path in sources(ROOT / folder):
+        upward = package_imports(path, f"fastdenoise.{folder}.{path.stem}") & UPPER
+        assert not upward, f"{path.relative_to(ROOT)} imports {sorted(upward)}"
+
+
+def test_the_library_never_imports_the_cli():
+    for path in sources(PACKAGE):
+        if path.stem in ("cli", "__main__") or "cli" in path.relative_to(PACKAGE).parts[:-1]:
+            continue
+        package = "fastdenoise." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        assert "cli" not in package_imports(path, package), f"{path.relative_to(ROOT)} imports fastdenoise.cli"
+
+
+def test_foundation_modules_import_only_each_other():
+    for name in sorted(FOUNDATION):
+        above = package_imports(PACKAGE / f"{name}.py", f"fastdenoise.{name}") - FOUNDATION
+        assert not above, f"fastdenoise/{name}.py imports {sorted(above)}"
+
+
+def test_only_the_trainers_and_the_cli_import_train():
+    users = {p.stem for p in sources(PACKAGE) if "train" in package_imports(p, f"fastdenoise.{p.stem}")}
+    assert users <= {"cli", "joint", "throughput"}, sorted(users)  # throughput times `fit`'s step
+
+
+def test_the_package_finds_nothing_through_its_own_file_path():
+    # data it needs is package data (importlib.resources), found the same way in a checkout and when installed
+    users = [p.relative_to(ROOT).as_posix() for p in sources(PACKAGE) if "__file__" in p.read_text()]
+    assert not users, users
+
+
+def test_no_function_or_module_grows_past_its_limit():
+    functions = {k: v for p in sources(PACKAGE) for k, v in function_sizes(p).items()}
+    too_long = {k: v for k, v in functions.items() if v > OVERSIZED_FUNCTIONS.get(k, MAX_FUNCTION_LINES)}
+    assert not too_long, f"functions over {MAX_FUNCTION_LINES} lines (or over their recorded size): {too_long}"
+    modules = module_sizes()
+    too_big = {k: v for k, v in modules.items() if v > OVERSIZED_MODULES.get(k, MAX_MODULE_LINES)}
+    assert not too_big, f"modules over {MAX_MODULE_LINES} lines (or over their recorded size): {too_big}"
+
+
+if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    functions = {k: v for p in sources(PACKAGE) for k, v in function_sizes(p).items()}
+    for key, lines in sorted(functions.items(), key=lambda kv: -kv[1])[:count]:
+        print(f"{lines:5d}  {key}")
+    print()
+    for key, lines in sorted(module_sizes().items(), key=lambda kv: -kv[1])[:count]:
+        print(f"{lines:5d}  {key}")
