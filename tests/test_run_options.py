@@ -36,7 +36,7 @@ def test_summary_names_failed_and_ignored_files_up_to_ten_and_what_ran(tmp_path,
     (src / "broken.png").write_text("not a png")
     for i in range(12):
         (src / f"n{i:02d}.txt").write_text("notes")
-    result = run(src, dst, weights)
+    result = run(src, dst, weights, "--backend", "eager")
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line]  # the transient progress bar leaves a blank line
     rows = rows_of(dst)

@@ -98,7 +98,7 @@ def test_the_cli_choices_agree_with_the_library():
     assert values(common.Precision) == values(backends.Precision)
     assert set(values(common.OnnxPrecision)) == set(values(backends.Precision)) - {"int8"}
     assert set(values(common.LoaderKind)) == set(values(loaders.LoaderKind))
-    assert values(common.Task) == values(joint.Task) and values(common.Target) == values(joint.Target)
+    assert values(common.Task) == values(joint.Task) and values(common.Target) == values(joint.TaskTarget)
     assert [e.name for e in common.Task] == [e.name for e in joint.Task]  # the bodies test `task is Task.SEGMENT`
     assert values(common.Split) == values(tables.Split) and values(common.Executor) == values(Executor)
     assert set(values(common.ImageFormat)) == set(images.FORMATS)
