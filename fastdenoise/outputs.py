@@ -36,6 +36,8 @@ class Item:
     size: int
     mtime_ns: int
     mask: Path | None = None
+    sigma: float | None = None  # --sigma auto: the estimated noise level (0-255) ...
+    weights: Path | None = None  # ... and the weights it chose
 
     @property
     def path(self) -> Path:
@@ -135,7 +137,14 @@ class OutputTree:
         h, w = image.shape[:2]
         return {"input": item.entry.rel, "status": "ok", "output": self.relative(item.out), "error": None, "height": h, "width": w,
                 "input_size": item.size, "input_mtime_ns": item.mtime_ns, "output_size": st.st_size,
-                "output_mtime_ns": st.st_mtime_ns} | facts, None  # fmt: skip
+                "output_mtime_ns": st.st_mtime_ns} | facts | routed(item), None  # fmt: skip
+
+
+def routed(item: Item) -> dict:
+    """The row fields of `--sigma auto`: the estimated noise level and the weights that ran."""
+    if item.sigma is None:
+        return {}
+    return {"sigma_est": round(item.sigma, 2), "weights": item.weights.stem if item.weights else None}
 
 
 def triage(

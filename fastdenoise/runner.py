@@ -12,8 +12,9 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,6 +31,9 @@ from fastdenoise.outputs import Item, OutputTree, Recorder, open_output, referen
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.selection import list_inputs
 from fastdenoise.summary import RunSummary
+
+if TYPE_CHECKING:
+    from fastdenoise.zoo import SigmaRouter
 
 __all__ = ["MANIFEST", "Plan", "RunConfig", "check_folders", "denoise_folder", "plan_run", "stop_on_signals"]
 
@@ -171,6 +175,7 @@ class Run:
     journal: Journal
     lock: OutputLock
     vouchers: dict[str, Voucher]
+    router: SigmaRouter | None = None  # --sigma auto: the weights for each image's estimated noise level
 
     def error(self, item: Item, message: str) -> None:
         self.record(self.tree.error_row(item, message))
@@ -232,12 +237,28 @@ def decoded_images(run: Run, decoded: Iterator[Decoded], writes: Writes) -> Iter
         stages["decode"] += d.seconds
         if d.error is not None or d.image is None:
             run.error(d.item, str(d.error))
-        else:
+        elif run.router is None:
             yield d.item, d.image
+        elif (routed := route(run, d.item, d.image)) is not None:
+            yield routed, d.image
         writes.collect(block=False)
         if run.stop.is_set():
             return
         tick = time.perf_counter()
+
+
+def route(run: Run, item: Item, image: np.ndarray) -> Item | None:
+    """--sigma auto: the item with its estimated noise level and the weights chosen for it (None, with an error row,
+    where no estimate can be made)."""
+    tick = time.perf_counter()
+    try:
+        sigma, weights = run.router.weights(image)  # type: ignore[union-attr]
+    except ValueError as err:
+        run.error(item, f"cannot estimate its noise level ({err}); run it with --sigma S")
+        return None
+    finally:
+        run.summary.stages["estimate"] += time.perf_counter() - tick
+    return replace(item, sigma=sigma, weights=weights)
 
 
 def compute(run: Run, group: list[tuple[Item, np.ndarray]], writes: Writes) -> None:
@@ -245,7 +266,8 @@ def compute(run: Run, group: list[tuple[Item, np.ndarray]], writes: Writes) -> N
     memory, say) gives each of its images an error row and the run goes on."""
     try:
         images = [image for _, image in group]
-        results, predictions, problems = denoise_group(run.backend, run.predictor, images, run.cfg, run.summary.stages)
+        backend = run.backend if run.router is None else run.router.backend(group[0][0].weights)
+        results, predictions, problems = denoise_group(backend, run.predictor, images, run.cfg, run.summary.stages)
     except GroupError as err:
         for item, _ in group:
             run.error(item, str(err))
@@ -257,9 +279,10 @@ def compute(run: Run, group: list[tuple[Item, np.ndarray]], writes: Writes) -> N
             writes.submit(item, result, prediction)
 
 
-def batch_key(cfg: RunConfig) -> Callable[[tuple[Item, np.ndarray]], tuple[int, int] | None]:
-    """Images batch by exact size (each gets exactly what it would alone); one larger than the tile goes alone."""
-    return lambda pair: None if max(pair[1].shape[:2]) > cfg.tile else pair[1].shape[:2]
+def batch_key(cfg: RunConfig) -> Callable[[tuple[Item, np.ndarray]], tuple | None]:
+    """Images batch by exact size (each gets exactly what it would alone) and weights (--sigma auto); one larger than
+    the tile goes alone."""
+    return lambda pair: None if max(pair[1].shape[:2]) > cfg.tile else (*pair[1].shape[:2], pair[0].weights)
 
 
 def denoise_folder(
@@ -273,6 +296,7 @@ def denoise_folder(
     shard: Shard | None = None,
     loader: Loader | None = None,
     predictor: Predictor | None = None,
+    router: SigmaRouter | None = None,
 ) -> RunSummary:
     """Denoise every image under src into dst; one manifest row per file found; one bad file never stops the run.
 
@@ -280,11 +304,14 @@ def denoise_folder(
     the manifest flushed; a later run with the same arguments does the rest.
     `predictor` runs a frozen head on each denoised image (8-bit, as written): classify keeps the top-k in the image's
     manifest row and rank 0 writes dst/predictions.csv at the end; segment writes `<rel stem>.mask.png` beside the
-    output. Images larger than the tile are denoised tile by tile, but the head sees them whole."""
+    output. Images larger than the tile are denoised tile by tile, but the head sees them whole.
+    `router` (--sigma auto) estimates each image's noise level and picks its weights; `backend` is the router's for
+    the default weights (the loader's device). Rows then hold `sigma_est` and `weights`."""
     src, dst, shard = Path(src), Path(dst), shard or Shard()
     check_run(src, dst, cfg)
     loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device, max_pixels=cfg.max_pixels)
     run = open_run(dst, backend, cfg, predictor, on_image, stop, shard.rank)
+    run.router = router
     summary = run.summary
     start, finished = time.perf_counter(), False  # finished stays False when an error ends the run
     try:

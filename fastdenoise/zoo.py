@@ -4,6 +4,7 @@ for images of unknown noise, and the x8 flip/rotation self-ensemble."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +80,26 @@ def raw_sigma(image: np.ndarray, patch: int = 7, samples: int = 60_000, seed: in
         if np.sum(tail > tau) >= np.sum(tail < tau):  # mean no longer pulled above the median: only noise is left
             return float(np.sqrt(max(tau, 0.0)))
     return float(np.sqrt(max(eig[-1], 0.0)))
+
+
+class SigmaRouter:
+    """`run --sigma auto`: each image's noise level is estimated (`estimate_sigma`) and the weights `choose(sigma)`
+    names run it (by default the bundled per-sigma model nearest the estimate, blind where none is bundled); each
+    weights file's backend is built once, on first use, by `build`."""
+
+    def __init__(self, build: Callable[[Path], object], choose: Callable[[float], Path] | None = None) -> None:
+        self.build, self.built = build, {}
+        self.choose = choose or (lambda sigma: choose_weights(None, None, sigma))
+
+    def weights(self, image: np.ndarray) -> tuple[float, Path]:
+        """The image's estimated noise level (0-255) and the weights chosen for it."""
+        sigma = estimate_sigma(image)
+        return sigma, Path(self.choose(sigma))
+
+    def backend(self, weights: Path):
+        if weights not in self.built:
+            self.built[weights] = self.build(weights)
+        return self.built[weights]
 
 
 class SelfEnsemble:

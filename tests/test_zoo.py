@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,54 @@ def test_self_ensemble_of_the_network_is_its_average_over_views():
     assert out.shape == x.shape
     assert not torch.allclose(out, model(x).detach(), atol=1e-4)  # a real average, not the plain output
     assert not torch.allclose(flipped, rotated, atol=1e-4)
+
+
+def test_sigma_auto_routes_each_image_to_the_weights_nearest_its_estimate(zoo, make_image, tmp_path):
+    """--sigma auto in the folder run: each row holds the estimate and the weights that ran, and an image's output is
+    what those weights alone give it."""
+    from fastdenoise.backends import BackendConfig, make_backend
+    from fastdenoise.checkpoint import load_denoiser
+    from fastdenoise.images import load_rgb, save_rgb
+    from fastdenoise.runner import RunConfig, denoise_folder
+    from fastdenoise.zoo import SigmaRouter
+
+    src, levels = tmp_path / "in", {"a.png": 10, "b.png": 50, "c.png": 12}
+    for i, (name, sigma) in enumerate(levels.items()):
+        save_rgb(to_uint8(add_noise(make_image(96, 120), sigma, 7, i)), src / name)
+    build = lambda path: make_backend(load_denoiser(path), BackendConfig(device="cpu", precision="fp32"))  # noqa: E731
+    built: list[str] = []
+    router = SigmaRouter(lambda p: built.append(p.stem) or build(p), lambda s: choose_weights(None, None, s, zoo))
+    cfg = RunConfig(loader="pil", workers=1, batch=4)
+    summary = denoise_folder(src, tmp_path / "out", build(zoo / "blind.safetensors"), cfg, router=router)
+    rows = {r["input"]: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
+    assert {n: r["weights"] for n, r in rows.items()} == {"a.png": "sigma15", "b.png": "sigma50", "c.png": "sigma15"}
+    assert all(abs(rows[n]["sigma_est"] - s) < 0.12 * s + 2.0 for n, s in levels.items()), rows
+    assert sorted(built) == ["sigma15", "sigma50"] and summary.routes == {"sigma15": 2, "sigma50": 1}
+    for name, row in rows.items():  # the routed output is the chosen model's own
+        alone = tmp_path / f"alone-{name}"
+        denoise_folder(src / name, alone, build(zoo / f"{row['weights']}.safetensors"), cfg)
+        assert np.array_equal(load_rgb(tmp_path / "out" / row["output"]), load_rgb(alone / name))
+
+
+def test_run_sigma_auto_on_the_cli_records_estimates_and_refuses_what_it_cannot_route(tmp_path, make_image, weights):
+    from typer.testing import CliRunner
+
+    from fastdenoise.cli import app
+    from fastdenoise.images import save_rgb
+
+    src = tmp_path / "in"
+    save_rgb(to_uint8(add_noise(make_image(64, 80), 30, 1, 0)), src / "x.png")
+    save_rgb(make_image(5, 6), src / "tiny.png")  # too small for the 7px patches of the estimate
+    common = ["run", str(src), str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu", "--loader", "pil"]
+    result = CliRunner().invoke(app, [*common, "--sigma", "auto", "--backend", "eager"])
+    assert result.exit_code == 1, result.output  # tiny.png failed
+    rows = {r["input"]: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
+    assert rows["x.png"]["weights"] == weights.stem and abs(rows["x.png"]["sigma_est"] - 30) < 5.6
+    assert rows["tiny.png"]["error"].startswith("cannot estimate its noise level (image of 5x6 is smaller")
+    assert f"sigma auto: estimated {rows['x.png']['sigma_est']:.1f}-" in result.output
+    assert "weights: per image (--sigma auto)" in result.output
+    refused = CliRunner().invoke(app, [*common, "--sigma", "auto", "--engine", str(weights)])
+    assert refused.exit_code == 2
+    assert refused.output.strip() == "error: --sigma auto runs a model per noise level: not with --executor ray or --engine (yet)"
+    bad = CliRunner().invoke(app, [*common, "--sigma", "300"])
+    assert bad.exit_code == 2 and bad.output.strip() == "error: --sigma: '300' is not a noise level in 0-255 or 'auto'"

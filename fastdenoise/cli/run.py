@@ -1,5 +1,6 @@
 """`fastdenoise run`: denoise a folder (and classify or segment each image with --task)."""
 
+import math
 from pathlib import Path
 from typing import Annotated
 
@@ -29,9 +30,9 @@ def run(
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output folder; mirrors the input tree.")],
     weights: WeightsOpt = None,
     model: ModelNameOpt = None,
-    sigma: Annotated[float | None, typer.Option(help=(
-        "Noise level of the inputs (0-255), if known: picks the bundled per-sigma model nearest it."),
-        min=0, max=255)] = None,
+    sigma: Annotated[str | None, typer.Option(metavar="S|auto", help=(
+        "Noise level of the inputs (0-255), if known: picks the bundled per-sigma model nearest it. auto: each image's "
+        "level is estimated (manifest: sigma_est) and the model nearest it runs that image."))] = None,
     ensemble: EnsembleOpt = False,
     backend: BackendOpt = BackendKind.auto,
     device: DeviceOpt = "auto",
@@ -122,6 +123,9 @@ def run(
     if ref is not None and executor is Executor.RAY:
         raise fail("--ref is not available with --executor ray (yet): run it with --executor local")
     on_ray = executor is Executor.RAY
+    auto, level = sigma_option(sigma)
+    if auto and (on_ray or engine is not None):
+        raise fail("--sigma auto runs a model per noise level: not with --executor ray or --engine (yet)")
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
                         workers=workers, loader=loader, strict=strict, fail_fast=fail_fast,
@@ -139,8 +143,17 @@ def run(
         return
     total = sum(1 for _ in distributed.take(list_inputs(input, cfg.include, cfg.exclude), shard))
     network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
-                                        model, sigma, ensemble, trust_engine,
+                                        model, level, ensemble, trust_engine,
                                         build=not on_ray)  # on Ray: a BackendConfig, built by each actor
+    router = None
+    if auto:
+        from fastdenoise.zoo import SigmaRouter
+
+        router = SigmaRouter(
+            lambda path: backend_options(path, backend, str(denoiser.device), precision, None, None, None, ensemble)[1],
+            lambda s: choose_weights(model, weights, s),
+        )
+        router.built[choose_weights(model, weights, None)] = denoiser  # the default weights: already built
     predictor = None
     if task_cfg is not None:
         try:
@@ -167,7 +180,7 @@ def run(
                                                  predictor=predictor, cluster=ClusterConfig(address))  # fmt: skip
                 else:
                     summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard,
-                                             predictor=predictor)
+                                             predictor=predictor, router=router)
             except ClusterError as err:
                 raise fail(f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest",
                            code=4) from err
@@ -185,7 +198,7 @@ def run(
         typer.echo(f"{prefix}{line}")
     where = denoiser.device if not on_ray else "the Ray workers"
     typer.echo(f"{prefix}backend: {describe_backend(denoiser, backend)} on {where}; "
-               f"weights: {choose_weights(model, weights, sigma)}")
+               f"weights: {'per image (--sigma auto)' if auto else choose_weights(model, weights, level)}")
     if summary.predictions:
         typer.echo(f"{prefix}predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
     elif task is Task.SEGMENT:
@@ -200,3 +213,16 @@ def run(
         raise typer.Exit(3)
     if summary.failed and (strict or fail_fast):
         raise typer.Exit(1)
+
+
+def sigma_option(text: str | None) -> tuple[bool, float | None]:
+    """--sigma: (True, None) for auto, else (False, the level in 0-255 or None)."""
+    if text is None or text.strip().lower() == "auto":
+        return text is not None, None
+    try:
+        level = float(text)
+    except ValueError:
+        level = math.nan
+    if not 0 <= level <= 255:
+        raise fail(f"--sigma: {text!r} is not a noise level in 0-255 or 'auto'")
+    return False, level
