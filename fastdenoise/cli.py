@@ -611,7 +611,8 @@ def export_onnx_cmd(
     head: Annotated[str | None, typer.Option(help="Append a head and export denoiser -> head as one graph (efficientnet-lite0, espnetv2-voc, torchvision:<model> ...).")] = None,
     head_weights: Annotated[Path | None, typer.Option(help="Weights for --head (default: the head's own).", exists=True, dir_okay=False)] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default 18; 22 for bf16).")] = None,
-    exporter: Annotated[str, typer.Option(help="dynamo (default) or torchscript (for heads torch.export cannot trace, e.g. efficientnet-lite*).")] = "dynamo",
+    exporter: Annotated[str, typer.Option(help="dynamo (default; exports every head) or torchscript (the denoiser and simple heads).")] = "dynamo",
+    timeout: Annotated[float, typer.Option(help="Seconds the exporter may take before it stops with an error (0: no limit).", min=0)] = 600,
 ) -> None:
     """Export the BN-folded denoiser (or denoiser -> head) to ONNX with dynamic batch, height and width."""
     import torch
@@ -625,11 +626,12 @@ def export_onnx_cmd(
         dtype = resolve_precision(Precision(precision), torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         model = load_denoiser(weights)
         if head is None:
-            path = export_denoiser(model, out, dtype=dtype, opset=opset, exporter=exporter)
+            path = export_denoiser(model, out, dtype=dtype, opset=opset, exporter=exporter, timeout=timeout)
         else:
             from fastdenoise.heads import load_head
 
-            path = export_cascade(model, load_head(head, head_weights), out, dtype=dtype, opset=opset, exporter=exporter)
+            head_model = load_head(head, head_weights)
+            path = export_cascade(model, head_model, out, dtype=dtype, opset=opset, exporter=exporter, timeout=timeout)
     except (CheckpointError, ValueError, ImportError) as err:  # ExportError is a ValueError
         raise fail(str(err)) from err
     typer.echo(f"onnx: {path} (sha256 {file_sha256(path)[:12]})")
