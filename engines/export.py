@@ -142,7 +142,8 @@ def export_onnx(
             "allow more time (--timeout, 0 for no limit) on a slow or busy machine"
         ) from None
     except Exception as err:  # torch.onnx raises its own error types per stage
-        raise ExportError(f"ONNX export of {name} failed: {str(err).strip().splitlines()[0]}") from err
+        hint = "; the dynamo exporter keeps size arithmetic the tracer cannot" if exporter == "torchscript" else ""
+        raise ExportError(f"ONNX export of {name} failed: {str(err).strip().splitlines()[0]}{hint}") from err
     for key, value in {
         "fastdenoise.kind": kind,
         "fastdenoise.precision": precision,

@@ -132,6 +132,17 @@ def test_rejected_export_leaves_no_file_and_keeps_the_old_one(monkeypatch: pytes
     assert sorted(tmp_path.iterdir()) == [out] and out.read_bytes() == old
 
 
+def test_tracer_failing_on_pyramid_sizes_points_to_dynamo_and_writes_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    result = export_with_head(monkeypatch, camvid_stand_in(), tmp_path / "cascade.onnx", "--exporter", "torchscript")
+    assert result.exit_code == 2, result.output
+    line = result.output.strip()
+    assert line.startswith("error: ONNX export of Cascade failed: ") and "\n" not in line
+    assert line.endswith("; the dynamo exporter keeps size arithmetic the tracer cannot")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_export_past_its_timeout_stops_with_one_line_and_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     out = tmp_path / "cascade.onnx"
     result = export_with_head(monkeypatch, lite_stand_in(), out, "--timeout", "0.05")
