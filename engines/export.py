@@ -41,7 +41,7 @@ PROBE_SHAPES = ((1, 3, 20, 28), (3, 3, 13, 6))  # a multiple of 4 and odd sizes,
 EXPORTERS = ("dynamo", "torchscript")
 TORCHSCRIPT_MAX_OPSET = 20
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2}  # max |onnx - eager| / max(1, max |eager|)
-TIMEOUT_S = 600.0  # a head cascade takes 30-70 s of CPU time; past this, torch.export is stuck (in sympy, as it was)
+TIMEOUT_S = 600.0  # head cascades take 30-70 s of CPU here; well past that, torch.export is stuck (as it was in sympy)
 
 
 class ExportError(ValueError):

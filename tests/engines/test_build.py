@@ -216,7 +216,6 @@ def test_cascade_engine_builds_from_the_exported_onnx_and_matches_onnxruntime(
     """The file `export-onnx --head` writes is what build-engine builds; its engine gives onnxruntime's logits."""
     import tensorrt as trt
     import torch
-
     from fastdenoise.engines.build import file_sha256
     from fastdenoise.engines.export import INPUT, OUTPUT, export_cascade, onnx_session
 

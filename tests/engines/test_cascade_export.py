@@ -14,6 +14,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from fastdenoise.engines.export import INPUT, OUTPUT, Cascade, onnx_session
+from helpers import randomize_bn
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
@@ -23,7 +24,6 @@ from fastdenoise.heads import load_head
 from fastdenoise.heads.efficientnet_lite import LiteBlock, SameConv2d, batch_norm
 from fastdenoise.heads.espnetv2 import CAMVID_CLASSES, CITYSCAPES_TO_CAMVID, MergeClasses, PyramidPool
 from fastdenoise.model import fold_bn
-from helpers import randomize_bn
 
 runner = CliRunner()
 TOLERANCE = 1e-4  # fp32: max |onnx - eager| / max(1, max |eager|), as export_onnx checks
@@ -97,7 +97,8 @@ def relative_error(path: Path, head: nn.Module) -> float:
         with torch.no_grad():
             expected = cascade(x)
         assert got.shape == expected.shape
-        worst = max(worst, float((torch.from_numpy(got) - expected).abs().max()) / max(1.0, float(expected.abs().max())))
+        error = float((torch.from_numpy(got) - expected).abs().max()) / max(1.0, float(expected.abs().max()))
+        worst = max(worst, error)
     return worst
 
 
@@ -143,7 +144,9 @@ def test_tracer_failing_on_pyramid_sizes_points_to_dynamo_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_export_past_its_timeout_stops_with_one_line_and_no_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_export_past_its_timeout_stops_with_one_line_and_no_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     out = tmp_path / "cascade.onnx"
     result = export_with_head(monkeypatch, lite_stand_in(), out, "--timeout", "0.05")
     assert result.exit_code == 2, result.output

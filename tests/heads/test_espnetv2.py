@@ -13,8 +13,17 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fastdenoise.heads import load_head
-from fastdenoise.heads.espnetv2 import CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_TO_CAMVID, VOC_CLASSES, ESPNetv2, MergeClasses
-from fastdenoise.heads.espnetv2 import PYRAMID_SCALES, matrix_avg_pool, pyramid_size
+from fastdenoise.heads.espnetv2 import (
+    CAMVID_VOID,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_TO_CAMVID,
+    PYRAMID_SCALES,
+    VOC_CLASSES,
+    ESPNetv2,
+    MergeClasses,
+    matrix_avg_pool,
+    pyramid_size,
+)
 from fastdenoise.joint import confusion, mean_iou
 
 
