@@ -1,10 +1,13 @@
 """ONNX export of the denoiser, of any head and of a denoiser -> head cascade, with dynamic batch, height and width.
 
 Two exporters, both tried with torch 2.13. "dynamo" (torch.export, the default since torch 2.9) gives the cleaner
-graph and is the default; "torchscript" (the deprecated tracer) is kept because torch.export hangs in sympy on
-TensorFlow-"SAME"-padded heads such as EfficientNet-Lite, which the tracer exports fine. Both bake in the
-`if pad_h or pad_w` branch of Denoiser.forward as the example takes it, so the example's height and width must not
-be multiples of 4, and every export is run on other shapes afterwards (verify_onnx).
+graph and exports every head here, cascades included; "torchscript" (the deprecated tracer) is kept as a fallback
+for the denoiser and simple heads. Shape arithmetic in the heads is integer-only and branch-free so torch.export
+keeps it symbolic (see SameConv2d and adaptive_avg_pool in fastdenoise.heads); an export past `timeout` seconds
+stops with ExportError instead of hanging. Both exporters bake in the `if pad_h or pad_w` branch of
+Denoiser.forward as the example takes it, so the example's height and width must not be multiples of 4, and every
+export is run through onnxruntime on other shapes (verify_onnx) before its file is written: a rejected export
+leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -15,7 +18,9 @@ import hashlib
 import importlib
 import logging
 import os
+import signal
 import tempfile
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,10 +41,15 @@ PROBE_SHAPES = ((1, 3, 20, 28), (3, 3, 13, 6))  # a multiple of 4 and odd sizes,
 EXPORTERS = ("dynamo", "torchscript")
 TORCHSCRIPT_MAX_OPSET = 20
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2}  # max |onnx - eager| / max(1, max |eager|)
+TIMEOUT_S = 600.0  # head cascades take 30-70 s of CPU here; well past that, torch.export is stuck (as it was in sympy)
 
 
 class ExportError(ValueError):
     """An export that failed or does not generalise to other shapes; the message says which and why."""
+
+
+class ExportTimeout(BaseException):
+    """Raised by the alarm inside the exporter; a BaseException so that no `except Exception` in torch swallows it."""
 
 
 class CastIO(nn.Module):
@@ -93,10 +103,12 @@ def export_onnx(
     exporter: str = "dynamo",
     check: bool = True,
     probes: tuple[tuple[int, int, int, int], ...] = PROBE_SHAPES,
+    timeout: float | None = TIMEOUT_S,
 ) -> Path:
     """Export module ((N, 3, H, W) float32 -> tensor) to ONNX with dynamic N, H, W; weights and compute in `dtype`.
 
-    check: run the file through onnxruntime on the `probes` shapes (unlike the example's) against eager.
+    check: run the graph through onnxruntime on the `probes` shapes (unlike the example's) against eager before the
+    file is written. timeout: seconds the exporter may take (None: no limit; enforced in the main thread only).
     """
     require_onnx()
     import onnx
@@ -117,14 +129,21 @@ def export_onnx(
         )
     module = copy.deepcopy(module).cpu().eval()
     wrapped = CastIO(copy.deepcopy(module), dtype).eval() if dtype != torch.float32 else module  # .to() is in place
+    name = type(module).__name__
     try:
-        with quiet_exporter():
+        with quiet_exporter(), time_limit(timeout):
             if exporter == "dynamo":
                 proto = export_dynamo(wrapped, example.float().cpu(), opset)
             else:
                 proto = export_torchscript(wrapped, example.float().cpu(), opset)
+    except ExportTimeout:
+        raise ExportError(
+            f"ONNX export of {name} with the {exporter} exporter did not finish in {timeout:g} s; "
+            "allow more time (--timeout, 0 for no limit) on a slow or busy machine"
+        ) from None
     except Exception as err:  # torch.onnx raises its own error types per stage
-        raise ExportError(f"ONNX export of {type(module).__name__} failed: {str(err).strip().splitlines()[0]}") from err
+        hint = "; the dynamo exporter keeps size arithmetic the tracer cannot" if exporter == "torchscript" else ""
+        raise ExportError(f"ONNX export of {name} failed: {str(err).strip().splitlines()[0]}{hint}") from err
     for key, value in {
         "fastdenoise.kind": kind,
         "fastdenoise.precision": precision,
@@ -136,13 +155,32 @@ def export_onnx(
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     fixed = [DYNAMIC_DIMS[i] for i in DYNAMIC_DIMS if not dims[i].dim_param]
     if fixed:
-        raise ExportError(f"the exporter fixed the {', '.join(fixed)} dimension(s) of {type(module).__name__}")
+        raise ExportError(f"the exporter fixed the {', '.join(fixed)} dimension(s) of {name}")
     path = Path(path)
     blob = proto.SerializeToString()
-    atomic_write(path, lambda handle: handle.write(blob))
     if check and dtype in TOLERANCE:  # onnxruntime has no bfloat16 convolutions to check with
-        verify_onnx(path, module, probes, TOLERANCE[dtype])
+        verify_onnx(blob, module, probes, TOLERANCE[dtype], source=path)  # before writing: no file for a rejected graph
+    atomic_write(path, lambda handle: handle.write(blob))
     return path
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise ExportTimeout in the block after `seconds` (SIGALRM: main thread only; elsewhere, or None/0, no limit)."""
+    if not seconds or threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise ExportTimeout
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def export_dynamo(module: nn.Module, example: Tensor, opset: int) -> Any:  # -> onnx.ModelProto
@@ -187,9 +225,19 @@ def quiet_exporter() -> Iterator[None]:
         registration.setLevel(level)
 
 
-def verify_onnx(path: Path, module: nn.Module, shapes: tuple[tuple[int, ...], ...], tolerance: float) -> float:
-    """Run the ONNX file through onnxruntime (CPU) and module eagerly on random inputs; raise ExportError on mismatch."""
-    session = onnx_session(path)
+def verify_onnx(
+    model: Path | bytes,
+    module: nn.Module,
+    shapes: tuple[tuple[int, ...], ...],
+    tolerance: float,
+    *,
+    source: Path | None = None,
+) -> float:
+    """Run an ONNX file or serialized graph through onnxruntime (CPU) and module eagerly on random inputs; raise
+    ExportError (naming `source`, default the file) on a mismatch; returns the largest relative error."""
+    if source is None:
+        source = Path("<onnx>") if isinstance(model, bytes) else Path(model)
+    session = onnx_session(model)
     generator = torch.Generator().manual_seed(1)
     worst = 0.0
     for shape in shapes:
@@ -198,17 +246,17 @@ def verify_onnx(path: Path, module: nn.Module, shapes: tuple[tuple[int, ...], ..
             (got,) = session.run([OUTPUT], {INPUT: x.numpy()})
         except Exception as err:  # onnxruntime's error types share no base class
             raise ExportError(
-                f"{path}: onnxruntime fails on input {shape} ({str(err).strip()[:300]}); "
+                f"{source}: onnxruntime fails on input {shape} ({str(err).strip()[:300]}); "
                 "the exported graph does not generalise to this shape"
             ) from err
         with torch.no_grad():
             ref = module(x).float()
         if tuple(got.shape) != tuple(ref.shape):
-            raise ExportError(f"{path}: output shape {tuple(got.shape)} != eager {tuple(ref.shape)} for input {shape}")
+            raise ExportError(f"{source}: output shape {tuple(got.shape)} != eager {tuple(ref.shape)} on input {shape}")
         error = float((torch.from_numpy(got) - ref).abs().max()) / max(1.0, float(ref.abs().max()))
         if not error <= tolerance:
             raise ExportError(
-                f"{path}: ONNX output differs from eager by {error:.3g} (> {tolerance}) for input {shape}; "
+                f"{source}: ONNX output differs from eager by {error:.3g} (> {tolerance}) for input {shape}; "
                 "the exported graph does not generalise to this shape"
             )
         worst = max(worst, error)
@@ -235,12 +283,13 @@ def require_onnx() -> None:
             raise ImportError(f"ONNX export needs {name}: pip install onnx onnxscript (or fastdenoise[onnx])") from err
 
 
-def onnx_session(path: Path, providers: list | None = None) -> Any:
-    """An onnxruntime.InferenceSession on path (CPU unless providers say otherwise)."""
+def onnx_session(model: Path | bytes, providers: list | None = None) -> Any:
+    """An onnxruntime.InferenceSession on an ONNX file or serialized graph (CPU unless providers say otherwise)."""
     ort = import_onnxruntime()
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(source, options, providers=providers or ["CPUExecutionProvider"])
 
 
 def export_denoiser(

@@ -33,7 +33,9 @@ def export_onnx_cmd(
         "Weights for --head (default: the head's own)."), exists=True, dir_okay=False)] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default 18; 22 for bf16).")] = None,
     exporter: Annotated[Exporter, typer.Option(help=(
-        "torchscript: for heads torch.export cannot trace, e.g. efficientnet-lite*."))] = Exporter.dynamo,
+        "dynamo (default) exports every head; torchscript the denoiser and simple heads."))] = Exporter.dynamo,
+    timeout: Annotated[float, typer.Option(help=(
+        "Seconds the exporter may take before it stops with an error (0: no limit)."), min=0)] = 600,
 ) -> None:
     """Export the BN-folded denoiser (or denoiser -> head) to ONNX with dynamic batch, height and width."""
     with starting():
@@ -49,12 +51,12 @@ def export_onnx_cmd(
         dtype = resolve_precision(Precision(precision), torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         model = load_denoiser(weights)
         if head is None:
-            path = export_denoiser(model, out, dtype=dtype, opset=opset, exporter=exporter)
+            path = export_denoiser(model, out, dtype=dtype, opset=opset, exporter=exporter, timeout=timeout)
         else:
             from fastdenoise.heads import load_head
 
             path = export_cascade(model, load_head(head, head_weights), out, dtype=dtype, opset=opset,
-                                  exporter=exporter)
+                                  exporter=exporter, timeout=timeout)
     except (CheckpointError, ValueError, ImportError) as err:  # ExportError is a ValueError
         raise fail(str(err)) from err
     typer.echo(f"onnx: {path} (sha256 {file_sha256(path)[:12]})")

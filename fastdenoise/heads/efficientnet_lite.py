@@ -52,15 +52,24 @@ def stage_repeats(repeats: int, depth: float, first_or_last: bool) -> int:
 
 
 class SameConv2d(nn.Conv2d):
-    """Bias-free conv with TensorFlow "SAME" padding: output = ceil(input / stride), extra pixel bottom/right."""
+    """Bias-free conv with TensorFlow "SAME" padding: output = ceil(input / stride), extra pixel bottom/right.
+
+    Stride 1 with an odd kernel pads (k - 1) / 2 on each side, Conv2d's own padding. Otherwise the padding, k - s +
+    (-n mod s) in all, is integer arithmetic on the size: torch.export exports it as graph ops in seconds (math.ceil
+    of a float division kept it in sympy for minutes, and the torchscript tracer fixed it to the example's size).
+    """
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1) -> None:
-        super().__init__(cin, cout, k, stride, padding=0, groups=groups, bias=False)
+        if k < stride:
+            raise ValueError(f"SameConv2d: kernel {k} < stride {stride} would skip input pixels")
+        symmetric = stride == 1 and k % 2 == 1
+        super().__init__(cin, cout, k, stride, padding=(k - 1) // 2 if symmetric else 0, groups=groups, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
         k, s = self.kernel_size[0], self.stride[0]
-        pad_h = max((math.ceil(x.shape[-2] / s) - 1) * s + k - x.shape[-2], 0)
-        pad_w = max((math.ceil(x.shape[-1] / s) - 1) * s + k - x.shape[-1], 0)
+        if s == 1 and k % 2 == 1:
+            return super().forward(x)
+        pad_h, pad_w = k - s + (-x.shape[-2]) % s, k - s + (-x.shape[-1]) % s
         x = F.pad(x, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2))
         return super().forward(x)
 

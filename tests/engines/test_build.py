@@ -30,6 +30,7 @@ from fastdenoise.engines.build import (
 from onnx import TensorProto, helper
 
 from .conftest import has_tensorrt
+from .test_cascade_export import camvid_stand_in, lite_stand_in
 
 H100 = Target("NVIDIA H100 80GB HBM3", "9.0", "10.13.0.35")
 L4 = Target("NVIDIA L4", "8.9", "10.13.0.35")
@@ -205,3 +206,36 @@ def test_build_caches_the_engine_and_refuses_a_foreign_one(
     sidecar_path(path).write_text(json.dumps(foreign))
     with pytest.raises(EngineError, match="Some Other GPU"):
         verify_engine(path, target)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("make_head", [lite_stand_in, camvid_stand_in], ids=["efficientnet-lite", "espnetv2-camvid"])
+def test_cascade_engine_builds_from_the_exported_onnx_and_matches_onnxruntime(
+    tensorrt_gpu: None, denoiser, make_head, tmp_path: Path
+) -> None:
+    """The file `export-onnx --head` writes is what build-engine builds; its engine gives onnxruntime's logits."""
+    import tensorrt as trt
+    import torch
+    from fastdenoise.engines.build import file_sha256
+    from fastdenoise.engines.export import INPUT, OUTPUT, export_cascade, onnx_session
+
+    onnx_path = export_cascade(denoiser, make_head(), tmp_path / "cascade.onnx")
+    cfg = BuildConfig(profile=Profile.parse("1x3x16x16:2x3x48x64:2x3x96x96"), workspace_mib=1024)
+    path = build_engine(onnx_path, cfg, cache_dir=tmp_path / "engines")
+    meta = verify_engine(path)
+    assert meta["kind"] == "cascade" and meta["onnx_sha256"] == file_sha256(onnx_path)
+    x = torch.rand(2, 3, 45, 62)
+    (expected,) = onnx_session(onnx_path).run([OUTPUT], {INPUT: x.numpy()})
+    logger = trt.Logger(trt.Logger.WARNING)
+    engine = trt.Runtime(logger).deserialize_cuda_engine(path.read_bytes())
+    context = engine.create_execution_context()
+    assert context.set_input_shape(INPUT, tuple(x.shape))
+    got = torch.empty(tuple(context.get_tensor_shape(OUTPUT)), device="cuda")
+    image = x.cuda().contiguous()
+    context.set_tensor_address(INPUT, image.data_ptr())
+    context.set_tensor_address(OUTPUT, got.data_ptr())
+    assert context.execute_async_v3(torch.cuda.current_stream().cuda_stream)
+    torch.cuda.synchronize()
+    expected_t = torch.from_numpy(expected)
+    assert got.shape == expected_t.shape
+    assert float((got.cpu() - expected_t).abs().max()) / max(1.0, float(expected_t.abs().max())) < 2e-3  # TF32 convs

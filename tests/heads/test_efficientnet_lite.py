@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 
 import numpy as np
 import pytest
@@ -54,3 +55,19 @@ def test_same_padding_rounds_up_and_pads_bottom_right():
     assert y[0, 0, 0, 0] == 9 and y[0, 0, -1, -1] == 4  # TensorFlow pads (0, 1) here, not (1, 1) with one cut off
     assert conv(torch.ones(1, 1, 5, 7)).shape == (1, 1, 3, 4)
     assert EfficientNetLite(0).eval()(torch.rand(1, 3, 65, 47)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize(("k", "stride"), [(1, 1), (3, 1), (5, 1), (2, 1), (3, 2), (5, 2), (2, 2), (3, 3)])
+def test_same_padding_matches_tensorflow_for_every_size(k, stride):
+    """Output ceil(n / s); padding max((ceil(n / s) - 1) s + k - n, 0) split with the odd pixel bottom/right."""
+    conv = SameConv2d(1, 1, k, stride)
+    torch.nn.init.normal_(conv.weight)
+    for n in range(1, 14):
+        x = torch.randn(1, 1, n, n + 3)
+        pads = [max((math.ceil(m / stride) - 1) * stride + k - m, 0) for m in (n, n + 3)]
+        padded = torch.nn.functional.pad(x, (pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2))
+        expected = torch.nn.functional.conv2d(padded, conv.weight, stride=stride)
+        assert expected.shape[-2:] == (math.ceil(n / stride), math.ceil((n + 3) / stride))
+        torch.testing.assert_close(conv(x), expected)
+    with pytest.raises(ValueError, match="kernel 1 < stride 2"):
+        SameConv2d(1, 1, 1, 2)

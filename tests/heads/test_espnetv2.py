@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from fastdenoise.heads import load_head
-from fastdenoise.heads.espnetv2 import CAMVID_VOID, CITYSCAPES_CLASSES, CITYSCAPES_TO_CAMVID, VOC_CLASSES, ESPNetv2, MergeClasses
+from fastdenoise.heads.espnetv2 import (
+    CAMVID_VOID,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_TO_CAMVID,
+    PYRAMID_SCALES,
+    VOC_CLASSES,
+    ESPNetv2,
+    MergeClasses,
+    matrix_avg_pool,
+    pyramid_size,
+)
 from fastdenoise.joint import confusion, mean_iou
 
 
@@ -104,3 +116,16 @@ def test_merged_classes_sum_the_probabilities_of_their_members():
     assert torch.allclose(merged(torch.rand(1)).softmax(1), kept / kept.sum(1, keepdim=True), atol=1e-6)
     with pytest.raises(ValueError, match="entries"):
         MergeClasses(fixed, (0, 1), ("a", "b"))
+
+
+def test_pyramid_sizes_equal_the_released_float_formula():
+    """Integer arithmetic (exact and symbolic in an export) against EdgeNets' max(5, ceil(n * scale)) in floats."""
+    for num, den in PYRAMID_SCALES:
+        for n in range(1, 4000):
+            assert pyramid_size(n, (num, den)) == max(5, math.ceil(n * (num / den))), (num, den, n)
+
+
+@pytest.mark.parametrize(("size_in", "size_out"), [((7, 9), (5, 5)), ((30, 45), (20, 13)), ((3, 4), (5, 5)), ((61, 60), (6, 7)), ((1, 6), (5, 3))])
+def test_matrix_pooling_equals_adaptive_average_pooling_up_and_down(size_in, size_out):
+    x = torch.randn(2, 3, *size_in)
+    torch.testing.assert_close(matrix_avg_pool(x, size_out), F.adaptive_avg_pool2d(x, size_out), atol=1e-6, rtol=1e-5)
