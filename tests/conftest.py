@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if not torch.cuda.is_available():
     # Triton kernels run in its interpreter on CPU; set before any test imports fastdenoise.kernels.
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    # Started in the background (`pytest ... &`), the shell leaves SIGINT ignored and every child inherits that; the
+    # tests that press Ctrl-C need Python's own handling, as in a terminal (children then start with the default).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def shared_data() -> Path:
