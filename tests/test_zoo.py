@@ -128,6 +128,7 @@ def test_run_sigma_auto_on_the_cli_records_estimates_and_refuses_what_it_cannot_
     assert "weights: per image (--sigma auto)" in result.output
     refused = CliRunner().invoke(app, [*common, "--sigma", "auto", "--engine", str(weights)])
     assert refused.exit_code == 2
-    assert refused.output.strip() == "error: --sigma auto runs a model per noise level: not with --executor ray or --engine (yet)"
+    said = "error: --sigma auto runs a model per noise level: not with --executor ray or --engine (yet)"
+    assert refused.output.strip() == said
     bad = CliRunner().invoke(app, [*common, "--sigma", "300"])
     assert bad.exit_code == 2 and bad.output.strip() == "error: --sigma: '300' is not a noise level in 0-255 or 'auto'"

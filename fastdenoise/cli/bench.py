@@ -27,7 +27,8 @@ def bench(
     accuracy_only: Annotated[bool, typer.Option("--accuracy-only", help=(
         "Only the accuracy checks against the baselines (CI): no timings, nothing written."))] = False,
     baselines: Annotated[Path | None, typer.Option(help=(
-        "Accuracy baselines; default: those shipped with the package (fastdenoise/baselines.json)."), exists=True, dir_okay=False)] = None,
+        "Accuracy baselines; default: those shipped with the package "
+        "(fastdenoise/baselines.json)."), exists=True, dir_okay=False)] = None,
     cache: Annotated[Path | None, typer.Option(help=(
         "CBM3D output cache; default ~/.cache/fastdenoise/cbm3d."), file_okay=False)] = None,
     report: Annotated[Path | None, typer.Option(help=(

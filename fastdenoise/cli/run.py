@@ -26,7 +26,8 @@ from fastdenoise.cli.common import (
 
 
 def run(
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help="Folder of images (searched recursively), or one image file.")],
+    input: Annotated[Path, typer.Argument(metavar="INPUT", help=(
+        "Folder of images (searched recursively), or one image file."))],
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output folder; mirrors the input tree.")],
     weights: WeightsOpt = None,
     model: ModelNameOpt = None,
@@ -93,39 +94,18 @@ def run(
     import threading
 
     with starting():
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
         from fastdenoise import distributed
         from fastdenoise.autoselect import describe_backend
         from fastdenoise.cluster import ClusterError
-        from fastdenoise.predictions import MASK_SUFFIX, TaskConfig, load_predictor
+        from fastdenoise.predictions import TaskConfig, load_predictor
         from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder, plan_run, stop_on_signals
         from fastdenoise.selection import list_inputs
-        from fastdenoise.summary import summary_lines
         from fastdenoise.zoo import choose_weights
     backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
-    if task is None and (head or head_weights or top_k is not None):
-        raise fail("--head, --head-weights and --top-k are for --task classify|segment")
-    if task is Task.SEGMENT and top_k is not None:
-        raise fail("--top-k is for --task classify")
-    if address is not None and executor is not Executor.RAY:
-        raise fail("--address is for --executor ray")
-    if ensemble and executor is Executor.RAY:
-        raise fail("--ensemble is not available with --executor ray (yet): run it with --executor local")
-    if ref is not None and executor is Executor.RAY:
-        raise fail("--ref is not available with --executor ray (yet): run it with --executor local")
     on_ray = executor is Executor.RAY
     auto, level = sigma_option(sigma)
-    if auto and (on_ray or engine is not None):
-        raise fail("--sigma auto runs a model per noise level: not with --executor ray or --engine (yet)")
+    refuse_conflicts(task, bool(head or head_weights), top_k, address, on_ray, ensemble, ref, auto, engine)
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
                         workers=workers, loader=loader, strict=strict, fail_fast=fail_fast,
@@ -145,15 +125,7 @@ def run(
     network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
                                         model, level, ensemble, trust_engine,
                                         build=not on_ray)  # on Ray: a BackendConfig, built by each actor
-    router = None
-    if auto:
-        from fastdenoise.zoo import SigmaRouter
-
-        router = SigmaRouter(
-            lambda path: backend_options(path, backend, str(denoiser.device), precision, None, None, None, ensemble)[1],
-            lambda s: choose_weights(model, weights, s),
-        )
-        router.built[choose_weights(model, weights, None)] = denoiser  # the default weights: already built
+    router = sigma_router(denoiser, backend, precision, ensemble, model, weights) if auto else None
     predictor = None
     if task_cfg is not None:
         try:
@@ -167,11 +139,9 @@ def run(
             connect(address)  # before the signal handlers below, so Ray's own do not replace them
         except (ImportError, ValueError) as err:
             raise fail(str(err)) from err
-    columns = (TextColumn("[bold]denoise"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
     stop = threading.Event()
     with distributed.process_group(shard), stop_on_signals(stop) as received:
-        with Progress(*columns, transient=True, disable=shard.rank > 0) as bar:
+        with progress_bar(disabled=shard.rank > 0) as bar:
             progress = bar.add_task("run", total=total, last="")
             on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])
             try:
@@ -191,22 +161,10 @@ def run(
             except OSError as err:
                 raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
     prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
-    if summary.taken_over:
-        typer.secho(f"{prefix}note: took over the output lock of a run no longer running ({summary.taken_over})",
-                    err=True)
-    for line in summary_lines(summary, output / MANIFEST):
-        typer.echo(f"{prefix}{line}")
     where = denoiser.device if not on_ray else "the Ray workers"
-    typer.echo(f"{prefix}backend: {describe_backend(denoiser, backend)} on {where}; "
-               f"weights: {'per image (--sigma auto)' if auto else choose_weights(model, weights, level)}")
-    if summary.predictions:
-        typer.echo(f"{prefix}predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
-    elif task is Task.SEGMENT:
-        typer.echo(f"{prefix}masks: {summary.masks} ({task_cfg.head_name}), each beside its output as "
-                   f"{output}/<path>{MASK_SUFFIX}")
-    if summary.stopped:
-        typer.secho(f"{prefix}stopped early: {summary.stopped}; the same command again does the rest", err=True,
-                    fg=typer.colors.YELLOW)
+    ran = (f"backend: {describe_backend(denoiser, backend)} on {where}; "
+           f"weights: {'per image (--sigma auto)' if auto else choose_weights(model, weights, level)}")
+    report(summary, output, prefix, ran, task_cfg)
     if received:
         raise typer.Exit(128 + received[0])
     if summary.cause == "output":
@@ -226,3 +184,66 @@ def sigma_option(text: str | None) -> tuple[bool, float | None]:
     if not 0 <= level <= 255:
         raise fail(f"--sigma: {text!r} is not a noise level in 0-255 or 'auto'")
     return False, level
+
+
+def refuse_conflicts(
+    task: Task | None, head: bool, top_k: int | None, address: str | None, on_ray: bool, ensemble: bool,
+    ref: Path | None, auto: bool, engine: Path | None,
+) -> None:  # fmt: skip
+    """One line for each combination of options that cannot run together."""
+    if task is None and (head or top_k is not None):
+        raise fail("--head, --head-weights and --top-k are for --task classify|segment")
+    if task is Task.SEGMENT and top_k is not None:
+        raise fail("--top-k is for --task classify")
+    if address is not None and not on_ray:
+        raise fail("--address is for --executor ray")
+    if ensemble and on_ray:
+        raise fail("--ensemble is not available with --executor ray (yet): run it with --executor local")
+    if ref is not None and on_ray:
+        raise fail("--ref is not available with --executor ray (yet): run it with --executor local")
+    if auto and (on_ray or engine is not None):
+        raise fail("--sigma auto runs a model per noise level: not with --executor ray or --engine (yet)")
+
+
+def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, model: str | None, weights: Path | None):
+    """--sigma auto: a router whose default weights' backend is the one already built; the others are built on the
+    same device, backend kind and precision when an image first needs them."""
+    from fastdenoise.zoo import SigmaRouter, choose_weights
+
+    router = SigmaRouter(
+        lambda path: backend_options(path, backend, str(denoiser.device), precision, None, None, None, ensemble)[1],
+        lambda s: choose_weights(model, weights, s),
+    )
+    router.built[choose_weights(model, weights, None)] = denoiser
+    return router
+
+
+def progress_bar(disabled: bool):
+    """The run's bar: images done of those listed, the last one's name, elapsed and remaining time."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import TimeRemainingColumn
+
+    columns = (TextColumn("[bold]denoise"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
+               TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    return Progress(*columns, transient=True, disable=disabled)
+
+
+def report(summary, output: Path, prefix: str, ran: str, task_cfg) -> None:
+    """The run's closing lines: a taken-over lock, counts and problems, what ran, the head's outputs, an early stop."""
+    from fastdenoise.predictions import MASK_SUFFIX
+    from fastdenoise.runner import MANIFEST
+    from fastdenoise.summary import summary_lines
+
+    if summary.taken_over:
+        typer.secho(f"{prefix}note: took over the output lock of a run no longer running ({summary.taken_over})",
+                    err=True)
+    for line in [*summary_lines(summary, output / MANIFEST), ran]:
+        typer.echo(f"{prefix}{line}")
+    if summary.predictions:
+        typer.echo(f"{prefix}predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
+    elif task_cfg is not None and task_cfg.task == "segment":
+        typer.echo(f"{prefix}masks: {summary.masks} ({task_cfg.head_name}), each beside its output as "
+                   f"{output}/<path>{MASK_SUFFIX}")
+    if summary.stopped:
+        typer.secho(f"{prefix}stopped early: {summary.stopped}; the same command again does the rest", err=True,
+                    fg=typer.colors.YELLOW)
