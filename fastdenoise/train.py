@@ -223,7 +223,8 @@ def fit(
 ) -> nn.Module:
     """Train `model` on `loss_fn` for cfg.steps steps; checkpoints to cfg.out/last.pt and resumes from it.
 
-    `batches` must expose state_dict()/load_state_dict() so a resumed run draws the same batches. SIGINT/SIGTERM stop
+    `batches` must expose state_dict()/load_state_dict() so a resumed run draws the same batches; a `loss_fn` that
+    does too (a balanced JointLoss) is checkpointed with them, so a resumed run keeps its state. SIGINT/SIGTERM stop
     the run between two steps with a checkpoint (raising TrainingStopped), so stop + resume equals an unbroken run.
     Returns the trained model, or its weight average when cfg.ema is on.
     """
@@ -243,6 +244,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     step, best, pixels = 0, -math.inf, 0
+    stateful_loss = hasattr(loss_fn, "state_dict") and hasattr(loss_fn, "load_state_dict")
     ckpt_path = out / "last.pt"
     if ckpt_path.exists():
         state = load_checkpoint(ckpt_path)
@@ -261,13 +263,15 @@ def fit(
         scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
         scaler.load_state_dict(state["scaler"])
         batches.load_state_dict(state["batches"])  # type: ignore[attr-defined]
+        if stateful_loss and state.get("loss") is not None:
+            loss_fn.load_state_dict(state["loss"])  # type: ignore[attr-defined]
         torch.set_rng_state(state["torch_rng"])
         step, best, pixels = state["step"], state["best"], state.get("pixels", 0)
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     forward = torch.compile(model) if use_compile else model
     final = average.model if average is not None else model
 
-    def checkpoint(batches_state: dict | None = None) -> None:
+    def checkpoint(batches_state: dict | None = None, loss_state: dict | None = None) -> None:
         save_checkpoint(
             {
                 "model": model.state_dict(),
@@ -276,6 +280,7 @@ def fit(
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "batches": batches_state or batches.state_dict(),  # type: ignore[attr-defined]
+                "loss": loss_state or (loss_fn.state_dict() if stateful_loss else None),  # type: ignore[attr-defined]
                 "torch_rng": torch.get_rng_state(),
                 "step": step,
                 "best": best,
@@ -295,6 +300,7 @@ def fit(
         try:
             while step < cfg.steps and signals.received is None:
                 before = batches.state_dict()  # type: ignore[attr-defined]
+                loss_before = loss_fn.state_dict() if stateful_loss else None  # type: ignore[attr-defined]
                 batch = next(batches).to(device)
                 if cfg.channels_last:
                     batch.noisy = batch.noisy.contiguous(memory_format=torch.channels_last)
@@ -308,7 +314,7 @@ def fit(
                 if average is not None:
                     average.update(model, step)
                 step += 1
-                before = None
+                before, loss_before = None, None
                 batch_pixels = batch.noisy.shape[0] * batch.noisy.shape[-2] * batch.noisy.shape[-1]
                 pixels += batch_pixels
                 window_steps, window_pixels = window_steps + 1, window_pixels + batch_pixels
@@ -344,7 +350,7 @@ def fit(
         except KeyboardInterrupt:
             # Ctrl-C outside the handlers (another thread): save the last completed step, with the batch source as it
             # was before the unfinished step drew.
-            checkpoint(before)
+            checkpoint(before, loss_before)
             bar.console.print(f"interrupted: checkpoint at step {step} in {ckpt_path}; continue with --resume")
             raise
         if signals.received is not None:
