@@ -90,6 +90,7 @@ def train(
     ignore_index: Annotated[int, typer.Option(help="Segment: mask value without a class (CamVid: 11).", min=0, max=255)] = 255,
     resize: Annotated[int | None, typer.Option(help="Short side before cropping (default: 8/7 of --patch for classify, unchanged for segment).")] = None,
     init: Annotated[Path | None, typer.Option(help="Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run.", exists=True, dir_okay=False)] = None,
+    freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--batch-bn", help="BatchNorm keeps its running statistics while training (default with --init: a fine-tune on small batches keeps its init's) or uses each batch's (default from scratch).")] = None,
 ) -> None:
     """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task)."""
     from fastdenoise.checkpoint import CheckpointError
@@ -116,6 +117,7 @@ def train(
             data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
             batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every, seed=seed,
             device=device, amp=amp, compile=compile, schedule=schedule, ema=ema, loss=loss,
+            freeze_bn=freeze_bn if freeze_bn is not None else init is not None,
         )  # fmt: skip
         if stored is not None:
             cfg = resumed_config(ctx, cfg, stored, out)

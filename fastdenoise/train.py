@@ -46,6 +46,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); validated and saved when on
     loss: str = "mse"  # mse | l1 | charbonnier: the reconstruction loss of separate training
     weight_decay: float = 0.0
+    freeze_bn: bool = False  # BatchNorm normalizes with, and keeps, its running statistics while training (fine-tunes)
     val_every: int = 1000
     val_images: int = 12
     val_sigma: float | None = None  # default: the middle of the sigma range
@@ -213,6 +214,16 @@ class WeightAverage:
                 mine.copy_(other)
 
 
+def train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """model.train(), but with freeze_bn every BatchNorm stays in eval mode: a training step then computes what
+    inference computes, and a fine-tune on small batches keeps the statistics its init was averaged with."""
+    model.train()
+    if freeze_bn:
+        for layer in model.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -295,7 +306,7 @@ def fit(
     bar = _progress(progress)
     task = bar.add_task("train", total=cfg.steps, completed=step, loss=math.nan, psnr=math.nan, rate=0.0, mpx=0.0)
     tick, window_steps, window_pixels = time.perf_counter(), 0, 0
-    model.train()
+    train_mode(model, cfg.freeze_bn)
     with bar, log, StopSignals() as signals:
         try:
             while step < cfg.steps and signals.received is None:
@@ -334,7 +345,7 @@ def fit(
                 if validate is not None and (step % cfg.val_every == 0 or step == cfg.steps):
                     model.eval()
                     scores = validate(final)
-                    model.train()
+                    train_mode(model, cfg.freeze_bn)
                     row = {"step": step, "gpx_seen": pixels / 1e9, **row, **{f"val_{k}": v for k, v in scores.items()}}
                     if scores.get("psnr", -math.inf) > best:
                         best = scores["psnr"]
