@@ -50,6 +50,7 @@ class TrainConfig:
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); validated and saved when on
     loss: str = "mse"  # mse | l1 | charbonnier: the reconstruction loss of separate training
     weight_decay: float = 0.0
+    freeze_bn: bool = False  # BatchNorm normalizes with, and keeps, its running statistics while training (fine-tunes)
     val_every: int = 1000
     val_images: int = 12
     val_sigma: float | None = None  # default: the middle of the sigma range
@@ -203,6 +204,16 @@ def optimizer_step(
     return loss, logs
 
 
+def train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """model.train(), but with freeze_bn every BatchNorm stays in eval mode: a training step then computes what
+    inference computes, and a fine-tune on small batches keeps the statistics its init was averaged with."""
+    model.train()
+    if freeze_bn:
+        for layer in model.modules():
+            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -213,7 +224,8 @@ def fit(
 ) -> nn.Module:
     """Train `model` on `loss_fn` for cfg.steps steps; checkpoints to cfg.out/last.pt and resumes from it.
 
-    `batches` must expose state_dict()/load_state_dict() so a resumed run draws the same batches. SIGINT/SIGTERM stop
+    `batches` must expose state_dict()/load_state_dict() so a resumed run draws the same batches; a `loss_fn` that
+    does too (a balanced JointLoss) is checkpointed with them, so a resumed run keeps its state. SIGINT/SIGTERM stop
     the run between two steps with a checkpoint (raising TrainingStopped), so stop + resume equals an unbroken run.
     Returns the trained model, or its weight average when cfg.ema is on.
 
@@ -248,6 +260,7 @@ def fit(
     scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
     average = WeightAverage(model, cfg.ema) if cfg.ema > 0 else None
     step, best, pixels = 0, -math.inf, 0
+    stateful_loss = hasattr(loss_fn, "state_dict") and hasattr(loss_fn, "load_state_dict")
     ckpt_path = out / "last.pt"
     state = distributed.from_rank0(lambda: load_checkpoint(ckpt_path) if ckpt_path.exists() else None, shard)
     if state is not None:
@@ -271,6 +284,12 @@ def fit(
         if shard.rank < len(ranks):
             batches.load_state_dict(ranks[shard.rank]["batches"])  # type: ignore[attr-defined]
             torch.set_rng_state(ranks[shard.rank]["torch_rng"])
+
+
+        batches.load_state_dict(state["batches"])  # type: ignore[attr-defined]
+        if stateful_loss and state.get("loss") is not None:
+            loss_fn.load_state_dict(state["loss"])  # type: ignore[attr-defined]
+        torch.set_rng_state(state["torch_rng"])
         step, best, pixels = state["step"], state["best"], state.get("pixels", 0)
     state = None
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
@@ -284,7 +303,7 @@ def fit(
     forward = torch.compile(trained) if use_compile else trained
     final = average.model if average is not None else model
 
-    def checkpoint(batches_state: dict | None = None) -> None:
+    def checkpoint(batches_state: dict | None = None, loss_state: dict | None = None) -> None:
         own = {"batches": batches_state or batches.state_dict(), "torch_rng": torch.get_rng_state()}  # type: ignore[attr-defined]
         ranks = distributed.gather(own, shard)
         if not lead:
@@ -297,6 +316,7 @@ def fit(
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "batches": own["batches"],  # rank 0's: what a one-process resume (and older versions) read
+                "loss": loss_state or (loss_fn.state_dict() if stateful_loss else None),  # type: ignore[attr-defined]
                 "torch_rng": own["torch_rng"],
                 **({"ranks": ranks} if shard.world > 1 else {}),
                 "world_size": shard.world,
@@ -314,12 +334,13 @@ def fit(
     task = bar.add_task("train", total=cfg.steps, completed=step, stats="")
     shown = ProgressStats(total=cfg.steps)  # only what is known: no loss before the first step, no val without --val
     tick, window_steps, window_pixels = time.perf_counter(), 0, 0
-    model.train()
+    train_mode(model, cfg.freeze_bn)
     stop: int | None = None  # the signal that stops the run, once every rank knows of it
     with bar, log, StopSignals() as signals:
         try:
             while step < cfg.steps and stop is None and not (shard.world == 1 and signals.received):
                 before = batches.state_dict()  # type: ignore[attr-defined]
+                loss_before = loss_fn.state_dict() if stateful_loss else None  # type: ignore[attr-defined]
                 batch = next(batches).to(device)
                 if cfg.channels_last:
                     batch.noisy = batch.noisy.contiguous(memory_format=torch.channels_last)
@@ -328,7 +349,7 @@ def fit(
                 if average is not None:
                     average.update(model, step)
                 step += 1
-                before = None
+                before, loss_before = None, None
                 batch_pixels = batch.noisy.shape[0] * batch.noisy.shape[-2] * batch.noisy.shape[-1] * shard.world
                 pixels += batch_pixels
                 window_steps, window_pixels = window_steps + 1, window_pixels + batch_pixels
@@ -348,7 +369,7 @@ def fit(
                 if validate is not None and lead and (step % cfg.val_every == 0 or step == cfg.steps):
                     model.eval()
                     scores = validate(final)
-                    model.train()
+                    train_mode(model, cfg.freeze_bn)
                     row = {"step": step, "gpx_seen": pixels / 1e9, **row, **{f"val_{k}": v for k, v in scores.items()}}
                     if scores.get("psnr", -math.inf) > best:
                         best = scores["psnr"]
@@ -368,7 +389,7 @@ def fit(
             # was before the unfinished step drew. With several ranks the others are not here to hand over their
             # states: the last periodic checkpoint stands.
             if shard.world == 1:
-                checkpoint(before)
+                checkpoint(before, loss_before)
             raise TrainingStopped(signal.SIGINT, step) from None  # the caller says so, once
         stop = stop if shard.world > 1 else signals.received  # one process: also a signal that came after agree()
         if stop is not None:

@@ -104,6 +104,10 @@ def test_train_then_resume_via_cli(photos, tmp_path):
     resumed = runner.invoke(app, [*base, "--steps", "3", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert (out / "model.safetensors").exists()
+    tuned = runner.invoke(app, [*base[:2], "--out", str(tmp_path / "ft"), *base[4:], "--steps", "1", "--init", str(out / "model.safetensors")])
+    assert tuned.exit_code == 0, tuned.output
+    frozen = [json.loads((folder / "config.json").read_text())["freeze_bn"] for folder in (out, tmp_path / "ft")]
+    assert frozen == [False, True]  # a fine-tune keeps its init's BatchNorm statistics unless --batch-bn
 
 
 def test_demo_with_bundled_weights(tmp_path):

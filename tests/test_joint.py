@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from fastdenoise.checkpoint import load_checkpoint
 from fastdenoise.data import Batch
 from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.joint import (
@@ -31,7 +32,7 @@ from fastdenoise.joint import (
     train_joint,
 )
 from fastdenoise.model import Denoiser, DenoiserSpec
-from fastdenoise.train import TrainConfig, fit
+from fastdenoise.train import TrainConfig, fit, mse_loss
 
 TINY = DenoiserSpec(c0=8, c1=8, c2=8, mid=4, up2=4, c3=8, mid3=4, up1=4)
 
@@ -361,6 +362,38 @@ def test_train_joint_refuses_a_head_of_the_other_task(tmp_path, make_image):
     cfg = JointConfig(train_config(tmp_path, tmp_path / "data"), tasks=("classify",), target="argmax")
     with pytest.raises(ValueError, match="segment network"):
         train_joint(cfg, heads=TinyHead("segment", 3), progress=False)
+
+
+def test_a_joint_run_with_lam_0_takes_the_plain_mse_trainers_steps(tmp_path, make_image):
+    images = [make_image(40, 40) for _ in range(4)]
+    models = []
+    for name, loss_fn in (("joint", joint_loss(freeze(TinyHead("classify", 6, gain=5.0)), 0.0, target=TaskTarget.SOFTMAX)), ("mse", mse_loss)):
+        torch.manual_seed(0)
+        model = Denoiser(TINY)
+        cfg = train_config(tmp_path, tmp_path, out=str(tmp_path / name), steps=4, channels_last=False)
+        models.append(fit(model, loss_fn, CropSampler(images, 32, 4, (20.0, 40.0), seed=5), cfg, progress=False))
+    for (name, a), b in zip(models[0].state_dict().items(), models[1].state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7, msg=name)
+    torch.manual_seed(0)
+    assert not torch.allclose(models[0].conv0[0].weight, Denoiser(TINY).conv0[0].weight)  # the steps did move it
+
+
+def test_a_resumed_balanced_run_keeps_its_balance_instead_of_recalibrating(tmp_path, make_image):
+    images = [make_image(40, 40) for _ in range(4)]
+
+    def run(out: str, steps: int) -> list[dict]:
+        torch.manual_seed(0)
+        cfg = train_config(tmp_path, tmp_path, out=str(tmp_path / out), steps=steps, schedule="constant", channels_last=False)
+        loss_fn = joint_loss(freeze(TinyHead("classify", 6, gain=5.0)), target=TaskTarget.SOFTMAX, balance=0.3, decay=0.5)
+        fit(Denoiser(TINY), loss_fn, CropSampler(images, 32, 4, (20.0, 40.0), seed=5), cfg, progress=False)
+        return [json.loads(line) for line in (tmp_path / out / "log.jsonl").read_text().splitlines()]
+
+    straight = run("straight", 6)
+    run("split", 3)
+    assert load_checkpoint(tmp_path / "split" / "last.pt")["loss"]["steps"] == 3
+    split = run("split", 6)  # resumes from last.pt with a fresh loss object
+    assert [r["weight"] for r in split] == pytest.approx([r["weight"] for r in straight], rel=1e-6)
+    assert split[3]["ratio"] != pytest.approx(0.3, rel=1e-3)  # a recalibration would hit R exactly at the resumed step
 
 
 def test_a_tiny_joint_run_lowers_the_joint_loss(tmp_path, make_image):

@@ -112,6 +112,24 @@ def test_init_starts_from_given_weights(image_folder, tmp_path):
     assert not torch.allclose(fresh.get_parameter("conv0.0.weight"), start.get_parameter("conv0.0.weight"))
 
 
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_a_zero_lr_fine_tune_reproduces_its_init_only_with_frozen_batchnorm(image_folder, tmp_path, freeze_bn):
+    from fastdenoise.checkpoint import save_weights
+    from helpers import randomize_bn
+
+    torch.manual_seed(5)
+    start = randomize_bn(Denoiser(SMALL)).eval()
+    save_weights(start, tmp_path / "start.safetensors")
+    cfg = TrainConfig(**{**asdict(config(image_folder, tmp_path / "run", steps=4)), "lr": 0.0, "schedule": "constant", "freeze_bn": freeze_bn})
+    tuned = train_denoiser(cfg, progress=False, init=str(tmp_path / "start.safetensors"))
+    same = [torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values())]
+    x = torch.rand(2, 3, 20, 28)
+    with torch.no_grad():
+        close = torch.allclose(tuned.eval()(x), start(x), rtol=0, atol=1e-5)  # channels_last: not bit-equal
+    # Without freezing, train-mode steps replace the init's BatchNorm statistics with those of a few small batches.
+    assert all(same) == close == freeze_bn
+
+
 class Signalling(PatchSampler):
     """A sampler that sends this process a signal during its n-th draw, as `kill` would in the middle of a step."""
 

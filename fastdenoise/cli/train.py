@@ -62,6 +62,9 @@ def train(
     device: DeviceOpt = "auto",
     amp: Annotated[Amp, typer.Option(help="Mixed precision; auto: bf16 on a GPU that has it.")] = Amp.auto,
     compile: Annotated[Switch, typer.Option(help="torch.compile; auto: on for CUDA.")] = Switch.auto,
+    freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--batch-bn", help=(
+        "BatchNorm keeps its running statistics while training (default with --init: a fine-tune on small batches "
+        "keeps its init's) or uses each batch's (default from scratch)."))] = None,
     sync_bn: Annotated[bool, typer.Option(help=(
         "Under torchrun on GPUs: BatchNorm statistics over the global batch (default: each process its own share, "
         "as one GPU saw its batch in the paper)."))] = False,
@@ -131,7 +134,7 @@ def train(
             data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
             batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every,
             seed=seed, device=device, amp=amp.value, compile=compile.value, schedule=schedule.value, ema=ema,
-            loss=loss.value, sync_bn=sync_bn,
+            loss=loss.value, sync_bn=sync_bn, freeze_bn=freeze_bn if freeze_bn is not None else init is not None,
         )  # fmt: skip
         if stored is not None:
             cfg = resumed_config(ctx, cfg, stored, out)
