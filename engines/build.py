@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from fastdenoise.checkpoint import atomic_write
+from fastdenoise.files import atomic_write
+from fastdenoise.files import sha256_file as file_sha256
 from fastdenoise.model import STRIDE
 
 from .export import PRECISIONS, default_cache_dir, onnx_metadata
@@ -152,14 +153,6 @@ def current_target(device: torch.device | None = None) -> Target:
     index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
     major, minor = torch.cuda.get_device_capability(index)
     return Target(torch.cuda.get_device_name(index), f"{major}.{minor}", trt.__version__)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def onnx_precision(path: Path) -> str:

@@ -29,12 +29,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from fastdenoise.checkpoint import atomic_write
+from fastdenoise.devices import DTYPES
+from fastdenoise.files import atomic_write
 from fastdenoise.model import STRIDE, Denoiser, fold_bn
 
 INPUT, OUTPUT = "image", "output"
 DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+PRECISIONS = DTYPES  # the engine's precision names are the package's
 OPSET = 18  # TensorRT 10 and onnxruntime 1.18+ import it
 BF16_OPSET = 22  # Conv and ConvTranspose accept bfloat16 from opset 22 on
 PROBE_SHAPES = ((1, 3, 20, 28), (3, 3, 13, 6))  # a multiple of 4 and odd sizes, unlike the example

@@ -284,12 +284,8 @@ def fit(
         if shard.rank < len(ranks):
             batches.load_state_dict(ranks[shard.rank]["batches"])  # type: ignore[attr-defined]
             torch.set_rng_state(ranks[shard.rank]["torch_rng"])
-
-
-        batches.load_state_dict(state["batches"])  # type: ignore[attr-defined]
         if stateful_loss and state.get("loss") is not None:
             loss_fn.load_state_dict(state["loss"])  # type: ignore[attr-defined]
-        torch.set_rng_state(state["torch_rng"])
         step, best, pixels = state["step"], state["best"], state.get("pixels", 0)
     state = None
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
