@@ -92,10 +92,10 @@ def test_torchrun_train_stops_on_sigterm_and_resumes(tmp_path, rng):
         output = first.communicate(timeout=120)[0]
     finally:
         first.kill()
-    assert first.returncode != 0 and "stopped: checkpoint at step" in output, output
+    assert first.returncode != 0 and "stopped at step " in output, output
     stopped = load_checkpoint(out / "last.pt")
     assert 0 < stopped["step"] < 100000 and len(stopped["ranks"]) == 2
-    assert f"stopped: checkpoint at step {stopped['step']} " in output  # what rank 0 wrote is where it stopped
+    assert f"stopped at step {stopped['step']}: " in output  # what rank 0 wrote is where it stopped
 
     goal = stopped["step"] + 3
     again = subprocess.run([*torchrun, *train, "--resume", "--steps", str(goal)], check=False, cwd=ROOT, env=env, capture_output=True,
