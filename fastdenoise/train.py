@@ -214,6 +214,39 @@ def train_mode(model: nn.Module, freeze_bn: bool) -> None:
                 layer.eval()
 
 
+def restore(
+    state: dict, path: Path, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+    scaler: torch.amp.GradScaler, average: WeightAverage | None, cfg: TrainConfig,
+) -> tuple[int, float, int]:  # fmt: skip
+    """Load a checkpoint's model, weight average, optimizer, scheduler and scaler; the LR follows the settings now in
+    force (--lr and --steps may change on resume). Returns the step, best validation PSNR and pixels seen."""
+    try:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if average is not None:
+            average.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path}: cannot resume, it does not match this model ({str(err)[:200]})") from err
+    scheduler.load_state_dict(state["scheduler"])
+    scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(cfg)(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
+    scaler.load_state_dict(state["scaler"])
+    return state["step"], state["best"], state.get("pixels", 0)
+
+
+def restore_streams(state: dict, batches: Any, loss_fn: Any, rank: int) -> None:
+    """Rank r continues rank r's sampler and RNG streams of the run that saved (absent "ranks": one process); a rank
+    that run did not have starts its own from the beginning, patches no rank drew yet. A stateful loss resumes too."""
+    ranks = state.get("ranks") or [{"batches": state["batches"], "torch_rng": state["torch_rng"]}]
+    if rank < len(ranks):
+        batches.load_state_dict(ranks[rank]["batches"])
+        torch.set_rng_state(ranks[rank]["torch_rng"])
+    if loss_fn is not None and state.get("loss") is not None:
+        loss_fn.load_state_dict(state["loss"])
+
+
 def fit(
     model: nn.Module,
     loss_fn: LossFn,
@@ -264,29 +297,8 @@ def fit(
     ckpt_path = out / "last.pt"
     state = distributed.from_rank0(lambda: load_checkpoint(ckpt_path) if ckpt_path.exists() else None, shard)
     if state is not None:
-        try:
-            model.load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            if average is not None:
-                average.model.load_state_dict(state["ema"] if state.get("ema") is not None else state["model"])
-        except (KeyError, RuntimeError, ValueError) as err:
-            raise CheckpointError(f"{ckpt_path}: cannot resume, it does not match this model ({str(err)[:200]})") from err
-        scheduler.load_state_dict(state["scheduler"])
-        # The next step's LR from the settings now in force (--lr and --steps may change on resume).
-        scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
-        for group in optimizer.param_groups:
-            group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(cfg)(scheduler.last_epoch)
-        scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # type: ignore[attr-defined]
-        scaler.load_state_dict(state["scaler"])
-        # Rank r continues rank r's streams of the run that saved (absent "ranks": one process); a rank that run did
-        # not have starts its own from the beginning, patches no rank drew yet.
-        ranks = state.get("ranks") or [{"batches": state["batches"], "torch_rng": state["torch_rng"]}]
-        if shard.rank < len(ranks):
-            batches.load_state_dict(ranks[shard.rank]["batches"])  # type: ignore[attr-defined]
-            torch.set_rng_state(ranks[shard.rank]["torch_rng"])
-        if stateful_loss and state.get("loss") is not None:
-            loss_fn.load_state_dict(state["loss"])  # type: ignore[attr-defined]
-        step, best, pixels = state["step"], state["best"], state.get("pixels", 0)
+        step, best, pixels = restore(state, ckpt_path, model, optimizer, scheduler, scaler, average, cfg)
+        restore_streams(state, batches, loss_fn if stateful_loss else None, shard.rank)
     state = None
     use_compile = cfg.compile == "on" or (cfg.compile == "auto" and device.type == "cuda")
     trained: nn.Module = model
