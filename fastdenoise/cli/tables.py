@@ -20,6 +20,15 @@ LimitOpt = Annotated[int | None, typer.Option(help="Only the first N images (qui
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help=(
     "Extra arm NAME=WEIGHTS (or WEIGHTS: named by its stem); repeatable."))]
 ArmWeights = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
+def arm_weights(arm: str, trained: str):
+    """The option naming one arm's denoiser weights (table2/table3: separate, joint, cross-task)."""
+    return Annotated[Path | None, typer.Option(help=f"Arm '{arm}': denoiser weights trained {trained}.", exists=True,
+                                               dir_okay=False)]  # fmt: skip
+
+
+SeparateOpt = arm_weights("separate", "with MSE alone")
+WithClassifier = "with the classifier (--task classify)"
+WithSegmenter = "with the segmenter (--task segment)"
 CacheOpt = Annotated[Path | None, typer.Option(help=(
     "CBM3D results cache (keyed by noisy image, sigma, bm3d version); default ~/.cache/fastdenoise/cbm3d or "
     "$FASTDENOISE_CACHE/cbm3d."), file_okay=False)]
@@ -135,14 +144,9 @@ def table1_cmd(
 def table2_cmd(
     data: Annotated[Path, typer.Argument(metavar="DATA", help=(
         "Folder of labelled photos (imagenet-samples) with labels.csv 'file,index'."), exists=True, file_okay=False)],
-    separate: Annotated[Path | None, typer.Option(help=(
-        "Arm 'separate': denoiser weights trained with MSE alone."), exists=True, dir_okay=False)] = None,
-    joint: Annotated[Path | None, typer.Option(help=(
-        "Arm 'joint': denoiser weights trained with the classifier (--task classify)."),
-        exists=True, dir_okay=False)] = None,
-    cross_task: Annotated[Path | None, typer.Option(help=(
-        "Arm 'cross-task': denoiser weights trained with the segmenter (--task segment)."),
-        exists=True, dir_okay=False)] = None,
+    separate: SeparateOpt = None,
+    joint: arm_weights("joint", WithClassifier) = None,
+    cross_task: arm_weights("cross-task", WithSegmenter) = None,
     model: ModelOpt = None,
     cbm3d: Annotated[int, typer.Option(help=(
         "CBM3D arm on the first N images of the split (~3 s a 224x224 crop per sigma; cached); 0 leaves it out."),
@@ -200,14 +204,9 @@ def table2_cmd(
 def table3_cmd(
     data: Annotated[Path, typer.Argument(metavar="DATA", help=(
         "CamVid folder (SegNet layout: val/ and valannot/ inside)."), exists=True, file_okay=False)],
-    separate: Annotated[Path | None, typer.Option(help=(
-        "Arm 'separate': denoiser weights trained with MSE alone."), exists=True, dir_okay=False)] = None,
-    joint: Annotated[Path | None, typer.Option(help=(
-        "Arm 'joint': denoiser weights trained with the segmenter (--task segment)."),
-        exists=True, dir_okay=False)] = None,
-    cross_task: Annotated[Path | None, typer.Option(help=(
-        "Arm 'cross-task': denoiser weights trained with the classifier (--task classify)."),
-        exists=True, dir_okay=False)] = None,
+    separate: SeparateOpt = None,
+    joint: arm_weights("joint", WithSegmenter) = None,
+    cross_task: arm_weights("cross-task", WithClassifier) = None,
     model: ModelOpt = None,
     cbm3d: Annotated[int, typer.Option(help=(
         "CBM3D arm on the first N images (~11 s a 480x360 image per sigma; cached); 0 leaves it out."), min=0)] = 25,
