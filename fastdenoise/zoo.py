@@ -14,6 +14,9 @@ from torch import Tensor
 from fastdenoise.checkpoint import DEFAULT_WEIGHTS, bundled_weights
 
 PER_SIGMA = re.compile(r"^sigma(\d+)$")  # per-sigma models are bundled as sigma<N>.safetensors
+# A per-sigma model serves noise levels within this of its own; farther (or where none is bundled) blind runs: a model
+# fine-tuned at one level is worse than blind far from it (half the 15/25/35/50 spacing, which leaves 5 and 60 blind).
+PER_SIGMA_REACH = 7.5
 
 
 def bundled_models(folder: Path | None = None) -> list[str]:
@@ -29,7 +32,7 @@ def per_sigma_models(folder: Path | None = None) -> dict[float, str]:
 
 def choose_weights(model: str | None, weights: Path | None, sigma: float | None, folder: Path | None = None) -> Path:
     """The weights a command runs: --weights, else --model by name, else the per-sigma model nearest a known --sigma
-    (ties go to the lower sigma), else the blind default."""
+    if within PER_SIGMA_REACH of it (ties go to the lower sigma), else the blind default."""
     folder = folder or bundled_weights().parent
     if weights is not None and model is not None:
         raise ValueError("--model and --weights both name the weights: give one")
@@ -43,7 +46,8 @@ def choose_weights(model: str | None, weights: Path | None, sigma: float | None,
     levels = per_sigma_models(folder)
     if sigma is not None and levels:
         nearest = min(levels, key=lambda s: (abs(s - sigma), s))
-        return folder / f"{levels[nearest]}.safetensors"
+        if abs(nearest - sigma) <= PER_SIGMA_REACH:
+            return folder / f"{levels[nearest]}.safetensors"
     return folder / DEFAULT_WEIGHTS
 
 

@@ -24,8 +24,9 @@ def test_choose_weights_by_name_path_and_nearest_sigma(zoo, tmp_path):
     assert per_sigma_models(zoo) == {15.0: "sigma15", 25.0: "sigma25", 50.0: "sigma50"}
     pick = lambda **kw: choose_weights(kw.get("model"), kw.get("weights"), kw.get("sigma"), zoo).stem  # noqa: E731
     assert pick() == "blind"
-    assert pick(sigma=5) == "sigma15" and pick(sigma=30) == "sigma25" and pick(sigma=40) == "sigma50"
+    assert pick(sigma=10) == "sigma15" and pick(sigma=30) == "sigma25" and pick(sigma=45) == "sigma50"
     assert pick(sigma=20) == "sigma15"  # a tie goes to the lower level
+    assert pick(sigma=5) == pick(sigma=40) == pick(sigma=60) == "blind"  # beyond PER_SIGMA_REACH of every level
     assert pick(sigma=70, model="joint-classify") == "joint-classify"
     assert choose_weights(None, tmp_path / "mine.safetensors", 25, zoo) == tmp_path / "mine.safetensors"
     with pytest.raises(ValueError, match="not bundled; choose one of blind"):

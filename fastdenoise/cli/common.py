@@ -217,7 +217,7 @@ def skipped_peer(peer: str) -> bool:
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
     "Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind."))]
 ModelNameOpt = Annotated[str | None, typer.Option("--model", help=(
-    "Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model nearest "
+    "Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model within 7.5 of "
     "--sigma where bundled, else blind)."))]
 EnsembleOpt = Annotated[bool, typer.Option(
     help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")]
