@@ -16,7 +16,6 @@ MAX_MODULE_LINES = 400
 # Over the limits today, each held at its size so it can only shrink. Entries go when they fit.
 OVERSIZED_FUNCTIONS: dict[str, int] = {}
 OVERSIZED_MODULES = {
-    "fastdenoise/joint.py": 520,
     "fastdenoise/report.py": 402,
 }
 # Modules at the bottom: they import nothing of the package but each other.
