@@ -13,11 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fastdenoise"
 MAX_FUNCTION_LINES = 60
 MAX_MODULE_LINES = 400
-# Over the limits today, each held at its size so it can only shrink. Entries go when they fit.
+# Exceptions to the limits, each held at its size so it can only shrink (none today: everything fits).
 OVERSIZED_FUNCTIONS: dict[str, int] = {}
-OVERSIZED_MODULES = {
-    "fastdenoise/report.py": 402,
-}
+OVERSIZED_MODULES: dict[str, int] = {}
 # Modules at the bottom: they import nothing of the package but each other.
 FOUNDATION = {"devices", "files", "datasets", "metrics", "noise", "model", "images", "stats", "progress"}
 # The modules above the library: nothing below them may import them.
