@@ -1,7 +1,9 @@
-"""Training batches: random clean patches with dihedral augmentation and Gaussian noise drawn on the fly."""
+"""Training batches: random clean patches (with labels or masks for a head) with flips, rotations and Gaussian noise
+drawn on the fly."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,16 +41,28 @@ def load_folder(root: Path, limit: int | None = None) -> list[np.ndarray]:
 
 
 class PatchSampler:
-    """Infinite iterator of `Batch`es; its whole state is one torch.Generator, so a resumed run repeats exactly."""
+    """Infinite iterator of `Batch`es: random patches, each one of the 8 flips/rotations (rotate=False: flipped
+    left-right or not, for heads that know which way is up), Gaussian noise of a sigma uniform in the range per patch.
+    target: (N,) `labels` of the picked images, (N, P, P) crops of their `masks` (augmented alike), or None. Its whole
+    state is one torch.Generator, so a resumed run repeats exactly."""
 
-    def __init__(self, images: list[np.ndarray], patch: int, batch: int, sigma: tuple[float, float], seed: int,
-                 names: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(self, images: Sequence[np.ndarray], patch: int, batch: int, sigma: tuple[float, float], seed: int,
+                 names: Sequence[str] | None = None, labels: Sequence[int] | None = None,
+                 masks: Sequence[np.ndarray] | None = None, rotate: bool = True) -> None:  # fmt: skip
+        if labels is not None and masks is not None:
+            raise ValueError("give labels (classification) or masks (segmentation), not both")
+        for name, items in (("labels", labels), ("masks", masks)):
+            if items is not None and len(items) != len(images):
+                raise ValueError(f"{len(images)} images but {len(items)} {name}")
         small = [i for i, im in enumerate(images) if min(im.shape[:2]) < patch]
         if small:
             h, w = images[small[0]].shape[:2]
             first = f"{names[small[0]]}, {w}x{h}" if names else f"index {small[0]}"
             raise ValueError(f"{len(small)} training images are smaller than the {patch}px patch (first: {first})")
+        if masks is not None and any(m.shape != im.shape[:2] for m, im in zip(masks, images)):
+            raise ValueError("every mask must have its image's height and width")
         self.images, self.patch, self.batch, self.sigma = images, patch, batch, sigma
+        self.labels, self.masks, self.rotate = labels, masks, rotate
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> PatchSampler:
@@ -58,18 +72,23 @@ class PatchSampler:
         g, p, n = self.generator, self.patch, self.batch
         picks = torch.randint(len(self.images), (n,), generator=g).tolist()
         clean = torch.empty(n, 3, p, p)
+        masks = torch.empty(n, p, p, dtype=torch.long) if self.masks is not None else None
         for k, i in enumerate(picks):
             image = self.images[i]
             y = int(torch.randint(image.shape[0] - p + 1, (1,), generator=g))
             x = int(torch.randint(image.shape[1] - p + 1, (1,), generator=g))
-            crop = torch.from_numpy(image[y : y + p, x : x + p]).permute(2, 0, 1)
-            d = int(torch.randint(8, (1,), generator=g))  # one of the 8 flips/rotations
-            crop = torch.rot90(crop, d % 4, (1, 2))
-            clean[k] = (crop.flip(2) if d >= 4 else crop).float() / 255.0
+            d = int(torch.randint(8 if self.rotate else 2, (1,), generator=g))  # one of the 8 flips/rotations, or 2
+            turns, flip = (d % 4, d >= 4) if self.rotate else (0, d == 1)
+            crop = torch.rot90(torch.from_numpy(image[y : y + p, x : x + p]).permute(2, 0, 1), turns, (1, 2))
+            clean[k] = (crop.flip(2) if flip else crop).float() / 255.0
+            if masks is not None:
+                mask = torch.rot90(torch.from_numpy(self.masks[i][y : y + p, x : x + p]), turns, (0, 1))  # type: ignore[index]
+                masks[k] = mask.flip(1) if flip else mask
         lo, hi = self.sigma
         sigma = lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)
         noisy = clean + torch.randn(clean.shape, generator=g) * (sigma / 255.0)
-        return Batch(noisy, clean)
+        labels = torch.tensor([self.labels[i] for i in picks]) if self.labels is not None else None
+        return Batch(noisy, clean, labels if labels is not None else masks)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -15,20 +15,19 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastdenoise.checkpoint import load_denoiser, save_weights
 from fastdenoise.data import Batch
-from fastdenoise.distributed import shard_from_env
-from fastdenoise.datasets import load_mask, read_labels
 from fastdenoise.devices import resolve_device
+from fastdenoise.distributed import shard_from_env
 from fastdenoise.heads import TORCHVISION, head_names, load_head
 from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.model import Denoiser, DenoiserSpec
+from fastdenoise.task_data import CropSampler, check_masks, load_classification, load_segmentation
 from fastdenoise.train import TrainConfig, fit, psnr_validator
 
 
@@ -299,121 +298,7 @@ def joint_loss(
     return JointLoss(heads, GradientBalance(weights, balance is not None, decay), target, ignore_index)
 
 
-# ---- batches -------------------------------------------------------------------------------------------------------
-
-
-class CropSampler:
-    """Infinite iterator of Batch(noisy, clean, target) crops for a head; like data.PatchSampler its whole state is
-    one torch.Generator. Random crop position, random horizontal flip (no rotations: heads know which way is up),
-    sigma uniform in the range per sample, noise drawn on the fly. target: (N,) labels, (N, P, P) masks or None."""
-
-    def __init__(
-        self,
-        images: Sequence[np.ndarray],
-        crop: int,
-        batch: int,
-        sigma: tuple[float, float],
-        seed: int,
-        labels: Sequence[int] | None = None,
-        masks: Sequence[np.ndarray] | None = None,
-    ) -> None:
-        if labels is not None and masks is not None:
-            raise ValueError("give labels (classification) or masks (segmentation), not both")
-        for name, items in (("labels", labels), ("masks", masks)):
-            if items is not None and len(items) != len(images):
-                raise ValueError(f"{len(images)} images but {len(items)} {name}")
-        small = [i for i, im in enumerate(images) if min(im.shape[:2]) < crop]
-        if small:
-            raise ValueError(f"{len(small)} images are smaller than the {crop}px crop (first: index {small[0]})")
-        if masks is not None and any(m.shape != im.shape[:2] for m, im in zip(masks, images)):
-            raise ValueError("every mask must have its image's height and width")
-        self.images, self.crop, self.batch, self.sigma = images, crop, batch, sigma
-        self.labels, self.masks = labels, masks
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __iter__(self) -> CropSampler:
-        return self
-
-    def __next__(self) -> Batch:
-        g, p, n = self.generator, self.crop, self.batch
-        picks = torch.randint(len(self.images), (n,), generator=g).tolist()
-        clean = torch.empty(n, 3, p, p)
-        masks = torch.empty(n, p, p, dtype=torch.long) if self.masks is not None else None
-        for k, i in enumerate(picks):
-            image = self.images[i]
-            y = int(torch.randint(image.shape[0] - p + 1, (1,), generator=g))
-            x = int(torch.randint(image.shape[1] - p + 1, (1,), generator=g))
-            flip = bool(torch.randint(2, (1,), generator=g))
-            crop = torch.from_numpy(image[y : y + p, x : x + p]).permute(2, 0, 1)
-            clean[k] = (crop.flip(2) if flip else crop).float() / 255.0
-            if masks is not None:
-                mask = torch.from_numpy(self.masks[i][y : y + p, x : x + p])  # type: ignore[index]
-                masks[k] = mask.flip(1) if flip else mask
-        lo, hi = self.sigma
-        sigma = lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)
-        noisy = clean + torch.randn(clean.shape, generator=g) * (sigma / 255.0)
-        labels = torch.tensor([self.labels[i] for i in picks]) if self.labels is not None else None
-        return Batch(noisy, clean, labels if labels is not None else masks)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-
-
-# ---- data on disk --------------------------------------------------------------------------------------------------
-
-
-def load_classification(root: Path, labels_csv: Path | None, num_classes: int, short_side: int | None) -> tuple[list[np.ndarray], list[int]]:
-    """Images and class indices from a `file,index` CSV (files relative to root) or from class sub-folders
-    (sorted folder i = class i, as torchvision's ImageFolder: all num_classes folders must be there)."""
-    root = Path(root)
-    if labels_csv is not None:
-        pairs = [(root / name, index) for name, index in read_labels(labels_csv)]
-    else:
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-        if len(folders) != num_classes:
-            raise ValueError(f"{root}: {len(folders)} class folders for a {num_classes}-class head; pass a labels CSV instead")
-        pairs = [(path, index) for index, folder in enumerate(folders) for path in list_images(folder)]
-    if not pairs:
-        raise FileNotFoundError(f"{root}: no labelled images found")
-    bad = [index for _, index in pairs if not 0 <= index < num_classes]
-    if bad:
-        raise ValueError(f"class index {bad[0]} outside 0..{num_classes - 1} of the head")
-    images = [load_rgb(path) for path, _ in pairs]
-    if short_side is not None:
-        images = [resize_short_side(im, short_side) for im in images]
-    return images, [index for _, index in pairs]
-
-
-def load_segmentation(root: Path, mask_root: Path, short_side: int | None) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Images and their masks (same file stem, single-channel class indices), resized alike."""
-    images_paths = list_images(Path(root))
-    if not images_paths:
-        raise FileNotFoundError(f"{root}: no images found")
-    by_stem = {p.relative_to(mask_root).with_suffix("").as_posix(): p for p in list_images(Path(mask_root))}
-    stems = [p.relative_to(root).with_suffix("").as_posix() for p in images_paths]
-    missing = [s for s in stems if s not in by_stem]
-    if missing:
-        raise FileNotFoundError(f"{mask_root}: no mask for {len(missing)} images (first: {missing[0]})")
-    images, masks = [], []
-    for path, stem in zip(images_paths, stems):
-        image = load_rgb(path)
-        mask = load_mask(by_stem[stem], image.shape[:2])
-        if short_side is not None:
-            image, mask = resize_short_side(image, short_side), resize_short_side(mask, short_side, nearest=True)
-        images.append(image)
-        masks.append(mask)
-    return images, masks
-
-
-def check_masks(masks: Sequence[np.ndarray], num_classes: int, ignore_index: int) -> None:
-    """Every mask value must be a class of the head or ignore_index."""
-    values = np.unique(np.concatenate([np.unique(m) for m in masks]))
-    bad = [int(v) for v in values if v >= num_classes and v != ignore_index]
-    if bad:
-        raise ValueError(f"mask values {bad} are neither classes of the {num_classes}-class head nor ignore_index ({ignore_index})")
+# ---- batches and training -----------------------------------------------------------------------------------------
 
 
 def joint_sampler(cfg: JointConfig, head: nn.Module) -> CropSampler:

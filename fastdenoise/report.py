@@ -27,9 +27,8 @@ STATUS_STYLE = {"pass": "green", "fail": "bold red", "no-baseline": "yellow", "e
 
 def save_result(result: dict, folder: Path) -> Path:
     """Write <profile>.json into folder (usually bench/results/<machine>/); returns its path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{result['profile']}.json"
+    path = Path(folder) / f"{result['profile']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1, default=str) + "\n")
     return path
 
@@ -171,9 +170,7 @@ def render(result: dict) -> Group:
         parts.append(quality_table(result))
     if result.get("accuracy"):
         parts.append(accuracy_table(result))
-        parts += [
-            Text(r["message"], style=STATUS_STYLE[r["status"]]) for r in result["accuracy"] if r["status"] != "pass"
-        ]
+        parts += [Text(r["message"], style=STATUS_STYLE[r["status"]]) for r in result["accuracy"] if r["status"] != "pass"]
     return Group(*parts)
 
 

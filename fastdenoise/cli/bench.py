@@ -43,16 +43,8 @@ def bench(
     with starting():
         from rich.console import Console
 
-        from fastdenoise.benchmark import SECTIONS, BenchConfig, get_profile, run_benchmark
-        from fastdenoise.report import (
-            accuracy_failed,
-            compare_results,
-            compare_table,
-            load_result,
-            plot_result,
-            render,
-            write_outputs,
-        )
+        from fastdenoise.benchmark import SECTIONS, BenchConfig
+        from fastdenoise.report import accuracy_failed, compare_results, compare_table, load_result, render
 
     console = Console()
     try:
@@ -65,24 +57,12 @@ def bench(
                 baselines=str(baselines) if baselines else None,
                 cache=str(cache) if cache else None, sections=("accuracy",) if accuracy_only else SECTIONS,
             )  # fmt: skip
-            chosen = get_profile(profile)
-            if "quality" in cfg.sections:  # a peer whose package is missing is left out now, not after minutes
-                chosen = replace(chosen, peers=tuple(p for p in chosen.peers if not skipped_peer(p)))
-            with console.status(f"bench --profile {profile}") as status:
-                result = run_benchmark(cfg, log=status.update, profile=chosen)
+            result = measure(cfg, console)
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise fail(str(err)) from err
     console.print(render(result))
-    if report:
-        written = plot_result(result, report.parent)
-    elif not accuracy_only:
-        from fastdenoise.engines.export import default_cache_dir
-
-        written = write_outputs(result, out or default_cache_dir() / "bench")
-    else:
-        written = []
-    if written:
-        typer.echo("wrote " + ", ".join(str(p) for p in written))  # not rich: a path is not wrapped
+    if report or not accuracy_only:
+        write_files(result, report, out)
     failed = bool(accuracy_failed(result))
     if saved is not None:
         changes = compare_results(result, saved, threshold)
@@ -90,3 +70,30 @@ def bench(
         failed |= any(c.failed for c in changes)
     if failed:
         raise typer.Exit(1)
+
+
+def measure(cfg, console):
+    """Run the profile's sections under a status line; a peer whose package is missing is left out now, not after
+    minutes."""
+    from fastdenoise.benchmark import get_profile, run_benchmark
+
+    chosen = get_profile(cfg.profile)
+    if "quality" in cfg.sections:
+        chosen = replace(chosen, peers=tuple(p for p in chosen.peers if not skipped_peer(p)))
+    with console.status(f"bench --profile {cfg.profile}") as status:
+        return run_benchmark(cfg, log=status.update, profile=chosen)
+
+
+def write_files(result: dict, report: Path | None, out: Path | None) -> None:
+    """--report: redraw the saved result's plots beside it; else write the result's JSON, text and plots under OUT
+    (default: the cache's bench/). Says what it wrote."""
+    from fastdenoise.report import plot_result, write_outputs
+
+    if report:
+        written = plot_result(result, report.parent)
+    else:
+        from fastdenoise.engines.export import default_cache_dir
+
+        written = write_outputs(result, out or default_cache_dir() / "bench")
+    if written:
+        typer.echo("wrote " + ", ".join(str(p) for p in written))  # not rich: a path is not wrapped

@@ -97,31 +97,13 @@ def build_engine_cmd(
     with starting():
         import torch
 
-        from fastdenoise.engines.build import (
-            BuildConfig,
-            EngineError,
-            Profile,
-            build_engine,
-            current_target,
-            list_engines,
-        )
+        from fastdenoise.engines.build import BuildConfig, EngineError, build_engine, current_target
     precision, hardware_compatibility = precision.value, hardware_compatibility.value  # the library's str
 
     if list_engines_:
-        infos = list_engines(cache_dir)
-        for info in infos:
-            typer.echo(info.describe())
-        if not infos:
-            typer.echo("no engines cached")
-        return
+        return print_engines(cache_dir)
     try:
-        shapes = (min_shape, opt_shape, max_shape)
-        if any(shapes) and not all(shapes):
-            raise ValueError("--min, --opt and --max go together")
-        if all(shapes):
-            profile = Profile.parse(f"{min_shape}:{opt_shape}:{max_shape}")
-        else:
-            profile = Profile.for_tiles(tile, batch)
+        profile = engine_profile(tile, batch, min_shape, opt_shape, max_shape)
         cfg = BuildConfig(
             profile=profile, workspace_mib=workspace, optimization_level=optimization_level,
             hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
@@ -130,14 +112,42 @@ def build_engine_cmd(
         cuda = torch.device(device)
         current_target(cuda)  # TensorRT and a GPU are there, before minutes of ONNX export
         if onnx_file is None:
-            from fastdenoise.backends import Precision, resolve_precision
-            from fastdenoise.checkpoint import load_denoiser
-            from fastdenoise.engines.export import cached_denoiser_onnx, default_cache_dir
-
-            dtype = resolve_precision(Precision(precision), cuda)
-            onnx_file = cached_denoiser_onnx(load_denoiser(weights), dtype, default_cache_dir() / "onnx")
+            onnx_file = exported_onnx(weights, precision, cuda)
         path = build_engine(onnx_file, cfg, cache_dir=cache_dir, device=cuda, rebuild=rebuild)
     except (EngineError, ValueError, ImportError) as err:  # CheckpointError is a ValueError too
         raise fail(str(err)) from err
     typer.echo(f"engine: {path} (profile {profile.text})")
     typer.echo(f"use: fastdenoise run IN OUT --backend tensorrt --engine {path}  (images/tiles must fit the profile)")
+
+
+def print_engines(cache_dir: Path | None) -> None:
+    """--list: one line per cached engine."""
+    from fastdenoise.engines.build import list_engines
+
+    infos = list_engines(cache_dir)
+    for info in infos:
+        typer.echo(info.describe())
+    if not infos:
+        typer.echo("no engines cached")
+
+
+def engine_profile(tile: int, batch: int, min_shape: str | None, opt_shape: str | None, max_shape: str | None):
+    """The engine's shape profile: --min/--opt/--max together, else the one of `run --tile --batch`."""
+    from fastdenoise.engines.build import Profile
+
+    shapes = (min_shape, opt_shape, max_shape)
+    if any(shapes) and not all(shapes):
+        raise ValueError("--min, --opt and --max go together")
+    if all(shapes):
+        return Profile.parse(f"{min_shape}:{opt_shape}:{max_shape}")
+    return Profile.for_tiles(tile, batch)
+
+
+def exported_onnx(weights: Path | None, precision: str, cuda) -> Path:
+    """The denoiser's ONNX at the precision resolved on this GPU (exported once, then from the cache)."""
+    from fastdenoise.backends import Precision, resolve_precision
+    from fastdenoise.checkpoint import load_denoiser
+    from fastdenoise.engines.export import cached_denoiser_onnx, default_cache_dir
+
+    dtype = resolve_precision(Precision(precision), cuda)
+    return cached_denoiser_onnx(load_denoiser(weights), dtype, default_cache_dir() / "onnx")

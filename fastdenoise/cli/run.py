@@ -91,15 +91,11 @@ def run(
     SIGINT / SIGTERM; 4 the Ray pipeline failed as a whole. After 1, 3, 4, 130, 143 or a kill, the same command again
     does only what is left. Under torchrun (RANK / WORLD_SIZE set) each process takes its share of the files; with
     --executor ray, Ray Data spreads them over the cluster (INPUT and OUTPUT at the same path on every node)."""
-    import threading
-
     with starting():
         from fastdenoise import distributed
         from fastdenoise.autoselect import describe_backend
-        from fastdenoise.cluster import ClusterError
-        from fastdenoise.predictions import TaskConfig, load_predictor
-        from fastdenoise.runner import MANIFEST, RunConfig, check_folders, denoise_folder, plan_run, stop_on_signals
-        from fastdenoise.selection import list_inputs
+        from fastdenoise.predictions import TaskConfig
+        from fastdenoise.runner import RunConfig, check_folders, plan_run
         from fastdenoise.zoo import choose_weights
     backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
@@ -121,45 +117,12 @@ def run(
     if plan is not None:
         typer.echo(plan.line())
         return
-    total = sum(1 for _ in distributed.take(list_inputs(input, cfg.include, cfg.exclude), shard))
     network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
                                         model, level, ensemble, trust_engine,
                                         build=not on_ray)  # on Ray: a BackendConfig, built by each actor
     router = sigma_router(denoiser, backend, precision, ensemble, model, weights) if auto else None
-    predictor = None
-    if task_cfg is not None:
-        try:
-            predictor = load_predictor(task_cfg, "cpu" if on_ray else denoiser.device)  # on Ray, each actor moves it
-        except (ValueError, FileNotFoundError, ImportError) as err:
-            raise fail(str(err)) from err
-    if on_ray:
-        from fastdenoise.cluster import ClusterConfig, connect, denoise_on_cluster
-
-        try:
-            connect(address)  # before the signal handlers below, so Ray's own do not replace them
-        except (ImportError, ValueError) as err:
-            raise fail(str(err)) from err
-    stop = threading.Event()
-    with distributed.process_group(shard), stop_on_signals(stop) as received:
-        with progress_bar(disabled=shard.rank > 0) as bar:
-            progress = bar.add_task("run", total=total, last="")
-            on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])
-            try:
-                if on_ray:
-                    summary = denoise_on_cluster(input, output, network, denoiser, cfg, on_image, stop=stop,
-                                                 predictor=predictor, cluster=ClusterConfig(address))  # fmt: skip
-                else:
-                    summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard,
-                                             predictor=predictor, router=router)
-            except ClusterError as err:
-                raise fail(f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest",
-                           code=4) from err
-            except ImportError as err:
-                raise fail(f"loader {loader!r} is not available here: {err}") from err
-            except ValueError as err:
-                raise fail(str(err)) from err
-            except OSError as err:
-                raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
+    predictor = task_predictor(task_cfg, "cpu" if on_ray else denoiser.device)  # on Ray, each actor moves it
+    summary, received = execute(input, output, network, denoiser, cfg, shard, predictor, router, on_ray, address)
     prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
     where = denoiser.device if not on_ray else "the Ray workers"
     ran = (f"backend: {describe_backend(denoiser, backend)} on {where}; "
@@ -171,6 +134,61 @@ def run(
         raise typer.Exit(3)
     if summary.failed and (strict or fail_fast):
         raise typer.Exit(1)
+
+
+def task_predictor(task_cfg, device):
+    """The head of --task on `device` (None without --task); a head that cannot load is one line, exit 2."""
+    from fastdenoise.predictions import load_predictor
+
+    if task_cfg is None:
+        return None
+    try:
+        return load_predictor(task_cfg, device)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        raise fail(str(err)) from err
+
+
+def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor, router, on_ray: bool,
+            address: str | None):  # fmt: skip
+    """Denoise this process's share of INPUT under the signal handlers and the progress bar, here or on Ray. Returns
+    the summary and the signals received; expected failures are one line: exit 2, 3 when the output cannot be written,
+    4 when the Ray pipeline fails as a whole."""
+    import threading
+
+    from fastdenoise import distributed
+    from fastdenoise.cluster import ClusterConfig, ClusterError, connect, denoise_on_cluster
+    from fastdenoise.progress import progress_bar
+    from fastdenoise.runner import MANIFEST, denoise_folder, stop_on_signals
+    from fastdenoise.selection import list_inputs
+
+    total = sum(1 for _ in distributed.take(list_inputs(input, cfg.include, cfg.exclude), shard))
+    if on_ray:
+        try:
+            connect(address)  # before the signal handlers below, so Ray's own do not replace them
+        except (ImportError, ValueError) as err:
+            raise fail(str(err)) from err
+    stop = threading.Event()
+    with (distributed.process_group(shard), stop_on_signals(stop) as received,
+          progress_bar("denoise", enabled=shard.rank == 0) as bar):  # fmt: skip
+        progress = bar.add_task("run", total=total, last="")
+        on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])
+        try:
+            if on_ray:
+                summary = denoise_on_cluster(input, output, network, denoiser, cfg, on_image, stop=stop,
+                                             predictor=predictor, cluster=ClusterConfig(address))  # fmt: skip
+            else:
+                summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard,
+                                         predictor=predictor, router=router)
+        except ClusterError as err:
+            raise fail(f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest",
+                       code=4) from err
+        except ImportError as err:
+            raise fail(f"loader {cfg.loader!r} is not available here: {err}") from err
+        except ValueError as err:
+            raise fail(str(err)) from err
+        except OSError as err:
+            raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
+    return summary, received
 
 
 def sigma_option(text: str | None) -> tuple[bool, float | None]:
@@ -216,16 +234,6 @@ def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, model: 
     )
     router.built[choose_weights(model, weights, None)] = denoiser
     return router
-
-
-def progress_bar(disabled: bool):
-    """The run's bar: images done of those listed, the last one's name, elapsed and remaining time."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.progress import TimeRemainingColumn
-
-    columns = (TextColumn("[bold]denoise"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[last]}"),
-               TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
-    return Progress(*columns, transient=True, disable=disabled)
 
 
 def report(summary, output: Path, prefix: str, ran: str, task_cfg) -> None:

@@ -112,18 +112,8 @@ def train(
         from fastdenoise.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
         from fastdenoise.train import TrainConfig, train_denoiser
 
-    if (out / "last.pt").exists() and not resume:
-        raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
-    stored = json.loads((out / "config.json").read_text()) if resume and (out / "config.json").is_file() else None
-    if data is None and stored is None:
-        raise fail("missing DATA: the folder of clean training images "
-                   "(only --resume of a run with a config.json may omit it)")
-    if stored is not None and task is None and (out / "joint.json").is_file():
-        raise fail(f"{out}: a joint run; resume it with its --task, --head ... options as in {out / 'joint.json'}")
     joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
-    if task is None and any(joint_only):
-        raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
-                   "training: add --task")
+    stored = stored_config(out, data, resume, task, any(joint_only))
     try:
         tasks = parse_tasks(task) if task is not None else ()
     except ValueError as err:
@@ -155,6 +145,23 @@ def train(
     except KeyboardInterrupt as err:
         raise stopped(err, out) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
+
+
+def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, joint_options: bool) -> dict | None:
+    """The run folder's config.json when resuming (else None); one line, exit 2, for a folder that holds a run not to
+    be resumed, a missing DATA, or options of joint training without --task."""
+    if (out / "last.pt").exists() and not resume:
+        raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+    stored = json.loads((out / "config.json").read_text()) if resume and (out / "config.json").is_file() else None
+    if data is None and stored is None:
+        raise fail("missing DATA: the folder of clean training images "
+                   "(only --resume of a run with a config.json may omit it)")
+    if stored is not None and task is None and (out / "joint.json").is_file():
+        raise fail(f"{out}: a joint run; resume it with its --task, --head ... options as in {out / 'joint.json'}")
+    if task is None and joint_options:
+        raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
+                   "training: add --task")
+    return stored
 
 
 def found_head_weights(heads: tuple[str, ...], paths: list[Path] | None, data: Path) -> tuple[str | None, ...]:

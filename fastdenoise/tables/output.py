@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdenoise import progress
 from fastdenoise.tables.arms import CLEAN, ProgressFn
 from fastdenoise.tables.cells import TableResult
 
@@ -201,12 +202,7 @@ def metric_lines_plot(plt, table: TableResult, colours: dict, full: int | None):
 
 @contextmanager
 def progress_bar(label: str, enabled: bool = True) -> Iterator[ProgressFn]:
-    """A rich progress bar (transient) as a ProgressFn: images and sigmas done, the last one, elapsed and left."""
-    from rich import progress as rp
-
-    columns = (rp.TextColumn(f"[bold]{label}"), rp.BarColumn(), rp.MofNCompleteColumn(), rp.TextColumn("{task.fields[last]}"),
-               rp.TimeElapsedColumn(), rp.TimeRemainingColumn())  # fmt: skip
-    with rp.Progress(*columns, transient=True, disable=not enabled) as bar:
+    """The shared progress bar (transient) as a ProgressFn: images and sigmas done, the last one, elapsed and left."""
+    with progress.progress_bar(label, enabled=enabled) as bar:
         task = bar.add_task(label, total=None, last="")
         yield lambda done, total, text: bar.update(task, completed=done, total=total, last=text[-48:])
-
