@@ -32,8 +32,8 @@ def run(
     weights: WeightsOpt = None,
     model: ModelNameOpt = None,
     sigma: Annotated[str | None, typer.Option(metavar="S|auto", help=(
-        "Noise level of the inputs (0-255), if known: picks the bundled per-sigma model nearest it. auto: each image's "
-        "level is estimated (manifest: sigma_est) and the model nearest it runs that image."))] = None,
+        "Noise level of the inputs (0-255), if known: picks the bundled per-sigma model within 7.5 of it, else blind. "
+        "auto: each image's level is estimated (manifest: sigma_est) and chosen for the same way."))] = None,
     ensemble: EnsembleOpt = False,
     backend: BackendOpt = BackendKind.auto,
     device: DeviceOpt = "auto",
