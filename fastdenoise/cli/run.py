@@ -169,7 +169,7 @@ def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor,
             raise fail(str(err)) from err
     stop = threading.Event()
     with (distributed.process_group(shard), stop_on_signals(stop) as received,
-          progress_bar("denoise", enabled=shard.rank == 0) as bar):  # fmt: skip
+          progress_bar("denoise", markup=False, enabled=shard.rank == 0) as bar):  # fmt: skip
         progress = bar.add_task("run", total=total, last="")
         on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])
         try:
