@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, machine_name  # noqa: E402
+from machine import machine_facts, machine_name
 
-from fastdenoise.autoselect import AutoBackend  # noqa: E402
-from fastdenoise.backends import BackendConfig, TorchBackend, make_backend  # noqa: E402
-from fastdenoise.checkpoint import load_denoiser  # noqa: E402
-from fastdenoise.devices import cpu_has_bf16  # noqa: E402
-from fastdenoise.runner import RunConfig, denoise_folder  # noqa: E402
-from fastdenoise.throughput import gflop_per_mp, measure_peak  # noqa: E402
+from fastdenoise.autoselect import AutoBackend
+from fastdenoise.backends import BackendConfig, TorchBackend, make_backend
+from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.devices import cpu_has_bf16
+from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.throughput import gflop_per_mp, measure_peak
 
 REFERENCE = "default (eager bf16|fp32 auto)"
 

@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, machine_name  # noqa: E402
+from machine import machine_facts, machine_name
 
-from fastdenoise.backends import BackendConfig, make_backend  # noqa: E402
-from fastdenoise.checkpoint import load_denoiser  # noqa: E402
-from fastdenoise.evaluate import backend_denoiser, evaluate  # noqa: E402
-from fastdenoise.images import list_images, load_rgb, save_rgb  # noqa: E402
-from fastdenoise.noise import to_uint8  # noqa: E402
-from fastdenoise.runner import RunConfig, denoise_folder  # noqa: E402
+from fastdenoise.backends import BackendConfig, make_backend
+from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.evaluate import backend_denoiser, evaluate
+from fastdenoise.images import list_images, load_rgb, save_rgb
+from fastdenoise.noise import to_uint8
+from fastdenoise.runner import RunConfig, denoise_folder
 
 
 def naive_loop(model: torch.nn.Module, paths: list[Path], out: Path) -> float:

@@ -23,7 +23,7 @@ class Batch:
     target: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)
         return Batch(move(self.noisy), move(self.clean), move(self.target))
 
 

@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from typer.testing import CliRunner
 
 from fastdenoise.cli import app
 from fastdenoise.images import save_rgb
-from conftest import ROOT
 
 runner = CliRunner()
 

@@ -3,12 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_files import broken_samples, format_samples
 from PIL import Image
 
 import fastdenoise.loaders as loaders
 from fastdenoise.images import load_rgb
 from fastdenoise.loaders import DaliLoader, PilLoader, make_loader
-from image_files import broken_samples, format_samples
 
 needs_dali = pytest.mark.skipif(
     not loaders.dali_available(), reason="nvidia-dali not installed (pip install nvidia-dali-cuda130)"

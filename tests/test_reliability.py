@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, random_image
+from image_files import bad_tree, snapshot
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,8 +23,6 @@ from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.loaders import dali_available
 from fastdenoise.manifest import MANIFEST
 from fastdenoise.runner import RunConfig, check_folders, denoise_folder
-from conftest import ROOT, random_image
-from image_files import bad_tree, snapshot
 
 needs_dali = pytest.mark.skipif(
     not dali_available(), reason="nvidia-dali not installed (pip install nvidia-dali-cuda130)"

@@ -40,7 +40,7 @@ def test_summary_names_failed_and_ignored_files_up_to_ten_and_what_ran(tmp_path,
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line]  # the transient progress bar leaves a blank line
     rows = rows_of(dst)
-    assert lines[0].startswith(f"2 denoised, 0 skipped, 1 failed, 12 not images; 0.00 MP in ")
+    assert lines[0].startswith("2 denoised, 0 skipped, 1 failed, 12 not images; 0.00 MP in ")
     named = [line for line in lines if line.startswith(("  failed: ", "  ignored: "))]
     expected = {f"  failed: broken.png: {rows['broken.png']['error']}"}
     expected |= {f"  ignored: n{i:02d}.txt: not an image extension (.txt)" for i in range(12)}

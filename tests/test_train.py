@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL
 
 from fastdenoise.checkpoint import load_checkpoint, load_denoiser
 from fastdenoise.data import PatchSampler, load_folder
-from fastdenoise.model import Denoiser
 from fastdenoise.images import save_rgb
+from fastdenoise.model import Denoiser
 from fastdenoise.train import LOSSES, TrainConfig, TrainingStopped, fit, mse_loss, train_denoiser
-from helpers import SMALL
 
 
 @pytest.fixture
@@ -98,8 +98,9 @@ def test_config_validation(tmp_path):
 
 
 def test_init_starts_from_given_weights(image_folder, tmp_path):
-    from fastdenoise.checkpoint import save_weights
     from helpers import randomize_bn
+
+    from fastdenoise.checkpoint import save_weights
 
     torch.manual_seed(7)
     start = randomize_bn(Denoiser(SMALL))
@@ -114,8 +115,9 @@ def test_init_starts_from_given_weights(image_folder, tmp_path):
 
 @pytest.mark.parametrize("freeze_bn", [True, False])
 def test_a_zero_lr_fine_tune_reproduces_its_init_only_with_frozen_batchnorm(image_folder, tmp_path, freeze_bn):
-    from fastdenoise.checkpoint import save_weights
     from helpers import randomize_bn
+
+    from fastdenoise.checkpoint import save_weights
 
     torch.manual_seed(5)
     start = randomize_bn(Denoiser(SMALL)).eval()

@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
+
 from fastdenoise.engines.export import (
     INPUT,
     OUTPUT,
@@ -24,8 +26,6 @@ from fastdenoise.engines.export import (
     onnx_session,
     verify_onnx,
 )
-from torch import nn
-
 from fastdenoise.model import Denoiser, fold_bn
 
 ODD_SHAPES = [(2, 3, 37, 53), (1, 3, 32, 48), (3, 3, 17, 9), (1, 3, 1, 6), (2, 3, 70, 41)]

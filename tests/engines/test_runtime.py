@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from fastdenoise.engines.build import EngineError
 from fastdenoise.engines.export import export_denoiser
 from fastdenoise.engines.runtime import OnnxRuntimeBackend, TensorRTBackend
-
 from fastdenoise.model import Denoiser, fold_bn
 
 from .conftest import has_tensorrt, random_denoiser
