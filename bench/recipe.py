@@ -66,13 +66,19 @@ def run_arm(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     seconds = time.perf_counter() - start
     model = load_denoiser(out / "model.safetensors")
     backend = make_backend(model, BackendConfig(device="cpu", precision="fp32"))
-    scores = evaluate(backend_denoiser(backend), args.val, args.sigmas, seed=0, method=name, with_ssim=False, limit=args.images)
+    scores = evaluate(
+        backend_denoiser(backend), args.val, args.sigmas, seed=0, method=name, with_ssim=False, limit=args.images
+    )
     curve = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     result = {
-        "arm": name, "config": asdict(cfg), "steps": steps, "pixels": steps * settings["batch"] * settings["patch"] ** 2,
-        "train_seconds": seconds, "rows": scores.rows,
+        "arm": name,
+        "config": asdict(cfg),
+        "steps": steps,
+        "pixels": steps * settings["batch"] * settings["patch"] ** 2,
+        "train_seconds": seconds,
+        "rows": scores.rows,
         "curve": [{"gpx": r.get("gpx_seen"), "psnr": r["val_psnr"]} for r in curve if "val_psnr" in r],
-    }  # fmt: skip
+    }
     result_path.write_text(json.dumps(result, indent=1))
     return result
 
@@ -115,7 +121,9 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="training photos (e.g. CBSD432)")
     parser.add_argument("val", type=Path, help="validation photos (e.g. CBSD68); never a test set")
     parser.add_argument("--out", type=Path, default=Path("runs/recipe"))
-    parser.add_argument("--init", type=Path, default=Path(__file__).parents[1] / "fastdenoise/weights/blind.safetensors")
+    parser.add_argument(
+        "--init", type=Path, default=Path(__file__).parents[1] / "fastdenoise/weights/blind.safetensors"
+    )
     parser.add_argument("--budget-mpx", type=float, default=40.0, help="training pixels per arm, millions")
     parser.add_argument("--images", type=int, default=24, help="validation images scored per arm")
     parser.add_argument("--sigmas", type=lambda t: [float(s) for s in t.split(",")], default=[25.0, 50.0])

@@ -50,7 +50,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             seconds = naive_loop(model, paths, Path(tmp) / f"naive{r}")
-            rows.append({"method": "naive eager fp32 loop", "repeat": r, "seconds": seconds, "mp_per_s": megapixels / seconds})
+            rows.append(
+                {"method": "naive eager fp32 loop", "repeat": r, "seconds": seconds, "mp_per_s": megapixels / seconds}
+            )
             print(rows[-1], flush=True)
             for kind in args.backends.split(","):
                 for precision in ("fp32", "auto"):
@@ -58,7 +60,9 @@ def main() -> None:
                     if kind == "compiled":  # compile once outside the timed run, at the folder's sizes
                         for shape in {load_rgb(p).shape for p in paths}:
                             backend(torch.rand(4, 3, shape[0], shape[1]))
-                    summary = denoise_folder(args.data, Path(tmp) / f"{kind}-{precision}-{r}", backend, RunConfig(batch=4))
+                    summary = denoise_folder(
+                        args.data, Path(tmp) / f"{kind}-{precision}-{r}", backend, RunConfig(batch=4)
+                    )
                     rows.append({"method": f"fastdenoise run --backend {kind} --precision {precision}", "repeat": r,
                                  "seconds": summary.seconds, "mp_per_s": summary.mp_per_s, "stages": dict(summary.stages)})  # fmt: skip
                     print(rows[-1], flush=True)

@@ -68,7 +68,9 @@ def main() -> None:
     summary = []
     for mode in modes:
         mpx = statistics.median(x["mpx_per_s"] for x in runs[mode])
-        summary.append({"mode": mode, "mpx_per_s": mpx, "vs_first": mpx / base, "rounds": [x["mpx_per_s"] for x in runs[mode]]})
+        summary.append(
+            {"mode": mode, "mpx_per_s": mpx, "vs_first": mpx / base, "rounds": [x["mpx_per_s"] for x in runs[mode]]}
+        )
     print("| mode | Mpx/s (median) | vs " + modes[0] + " |\n|---|---|---|")
     for s in summary:
         print(f"| {s['mode']} | {s['mpx_per_s']:.4f} | {s['vs_first']:.2f}x |")

@@ -142,8 +142,12 @@ def judge(check: AccuracyCheck, psnr: float, weights_sha256: str | None = None) 
 def record_baselines(path: Path, psnrs: dict[str, float], weights_sha256: str | None, facts: dict) -> None:
     """Write measured PSNRs into the baselines file (other entries and fields kept), rounded to 0.001 dB."""
     payload = json.loads(Path(path).read_text())
-    stamp = {"date": datetime.now(timezone.utc).date().isoformat(), "machine": machine_name(facts), "commit": facts.get("commit"),
-             "torch": facts["versions"].get("torch")}  # fmt: skip
+    stamp = {
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "machine": machine_name(facts),
+        "commit": facts.get("commit"),
+        "torch": facts["versions"].get("torch"),
+    }
     for key, value in psnrs.items():
         entry = payload["checks"][key]
         entry["psnr"] = round(value, 3)

@@ -162,7 +162,9 @@ def write(
             row, errno = tree.error_row(item, str(batch["error"][k])), None
         else:
             top, labels = batch["top"][k], batch["labels"][k]
-            prediction = None if head is None else Prediction(json.loads(top) if top else None, labels if labels.size else None)
+            prediction = (
+                None if head is None else Prediction(json.loads(top) if top else None, labels if labels.size else None)
+            )
             row, errno = tree.save(item, np.asarray(batch["image"][k]), prediction)
         rows.append(json.dumps(row, ensure_ascii=False))
         fatal.append(errno or 0)

@@ -37,14 +37,18 @@ class ConvBnAct(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, *, bn: bool = True, act: bool = True) -> None:
         conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=not bn)
-        super().__init__(conv, nn.BatchNorm2d(cout) if bn else nn.Identity(), nn.ReLU(inplace=True) if act else nn.Identity())
+        super().__init__(
+            conv, nn.BatchNorm2d(cout) if bn else nn.Identity(), nn.ReLU(inplace=True) if act else nn.Identity()
+        )
 
 
 class DeconvBnAct(nn.Sequential):
     """4x4 stride-2 transposed conv (exact 2x upsampling) -> BN -> ReLU."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(nn.ConvTranspose2d(cin, cout, 4, 2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.ConvTranspose2d(cin, cout, 4, 2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        )
 
 
 class Bottleneck(nn.Module):

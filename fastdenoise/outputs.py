@@ -99,7 +99,9 @@ class OutputTree:
     """A run's output folder: rows name files relative to it; outputs (and masks) are written atomically and never
     through a folder that leads outside it. `head` is the predictor's key (None without --task)."""
 
-    def __init__(self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None) -> None:
+    def __init__(
+        self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None
+    ) -> None:
         self.dst, self.quality, self.head, self.palette = Path(dst), quality, head, palette
         self.safe_folders: set[Path] = set()
 
@@ -175,7 +177,9 @@ def reference_scores(ref: Path, rel: str, image: np.ndarray) -> dict:
     from fastdenoise.metrics import psnr, ssim
 
     base = Path(ref) / rel
-    found = [base] if base.is_file() else [base.with_suffix(e) for e in sorted(EXTENSIONS) if base.with_suffix(e).is_file()]
+    found = (
+        [base] if base.is_file() else [base.with_suffix(e) for e in sorted(EXTENSIONS) if base.with_suffix(e).is_file()]
+    )
     if not found:
         return {"ref_error": f"no reference image for {rel} under {ref}"}
     try:
@@ -183,5 +187,7 @@ def reference_scores(ref: Path, rel: str, image: np.ndarray) -> dict:
     except ImageError as err:
         return {"ref_error": str(err)}
     if clean.shape != image.shape:
-        return {"ref_error": f"{found[0]}: reference is {clean.shape[1]}x{clean.shape[0]}, output {image.shape[1]}x{image.shape[0]}"}
+        return {
+            "ref_error": f"{found[0]}: reference is {clean.shape[1]}x{clean.shape[0]}, output {image.shape[1]}x{image.shape[0]}"
+        }
     return {"psnr": round(psnr(image, clean), 4), "ssim": round(ssim(image, clean), 5)}

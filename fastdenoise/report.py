@@ -77,8 +77,10 @@ def roofline_line(result: dict) -> str:
     peaks = ", ".join(f"{k} {v:,.0f}" for k, v in peak.items())
     fraction = peak_fraction(best, peak)
     share = f" = {fraction:.0%} of the {best['precision']} peak" if fraction is not None else ""
-    return (f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; best {best['name']}: {fmt(best['mp_per_s'])} MP/s = "
-            f"{fmt(best['gflops'])} GFLOP/s achieved{share}; measured matmul peak (GFLOP/s): {peaks}")  # fmt: skip
+    return (
+        f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; best {best['name']}: {fmt(best['mp_per_s'])} MP/s = "
+        f"{fmt(best['gflops'])} GFLOP/s achieved{share}; measured matmul peak (GFLOP/s): {peaks}"
+    )
 
 
 def fmt(value: float) -> str:
@@ -133,9 +135,13 @@ def quality_table(result: dict) -> Table:
     for row in rows:
         gflop = row.get("gflop_per_mp")
         table.add_row(
-            row["method"], str(row["images"]), f"{row['psnr']:.2f}", fmt(row["mp_per_s"]), f"{gflop:,.0f}" if gflop else "-",
+            row["method"],
+            str(row["images"]),
+            f"{row['psnr']:.2f}",
+            fmt(row["mp_per_s"]),
+            f"{gflop:,.0f}" if gflop else "-",
             f"{row['mp_per_s'] / naive:.2f}" if naive else "-",
-        )  # fmt: skip
+        )
     return table
 
 
@@ -155,8 +161,10 @@ def header(result: dict) -> str:
     gpu = f", GPU {m['gpu']['name']} (driver {m['gpu'].get('driver', '?')})" if m.get("gpu") else ""
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k != "fastdenoise")
     commit = (m.get("commit") or "?")[:10] + (" (dirty)" if m.get("dirty") else "")
-    return (f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']} ({m['cores']} cores, "
-            f"{m['torch_threads']} torch threads){gpu}; commit {commit}; {versions}; {result.get('seconds', 0):.0f} s")  # fmt: skip
+    return (
+        f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']} ({m['cores']} cores, "
+        f"{m['torch_threads']} torch threads){gpu}; commit {commit}; {versions}; {result.get('seconds', 0):.0f} s"
+    )
 
 
 def render(result: dict) -> Group:
@@ -170,7 +178,9 @@ def render(result: dict) -> Group:
         parts.append(quality_table(result))
     if result.get("accuracy"):
         parts.append(accuracy_table(result))
-        parts += [Text(r["message"], style=STATUS_STYLE[r["status"]]) for r in result["accuracy"] if r["status"] != "pass"]
+        parts += [
+            Text(r["message"], style=STATUS_STYLE[r["status"]]) for r in result["accuracy"] if r["status"] != "pass"
+        ]
     return Group(*parts)
 
 
@@ -346,7 +356,9 @@ def plot_quality(result: dict, path: Path) -> Path:
     def crowd(i: int) -> int:
         """Labels already placed near point i (close PSNR, MP/s within 4x): stack this one above them."""
         here = rows[i]
-        return sum(abs(r["psnr"] - here["psnr"]) < 0.15 and here["mp_per_s"] / max(r["mp_per_s"], 1e-12) < 4 for r in rows[:i])
+        return sum(
+            abs(r["psnr"] - here["psnr"]) < 0.15 and here["mp_per_s"] / max(r["mp_per_s"], 1e-12) < 4 for r in rows[:i]
+        )
 
     for i, row in enumerate(rows):
         marker, colour, group = style.get(row["key"], ("s", "tab:blue", "peers"))

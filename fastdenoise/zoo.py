@@ -55,7 +55,11 @@ def estimate_sigma(image: np.ndarray) -> float:
     """Noise level (0-255 units) of an 8-bit image with additive white Gaussian noise: the PCA estimate, mapped
     through CALIBRATION (clipping to 0-255 lowers the raw estimate at high sigma, texture raises it at low sigma)."""
     raw = raw_sigma(image)
-    return float(np.interp(raw, *CALIBRATION)) if raw <= CALIBRATION[0][-1] else raw + CALIBRATION[1][-1] - CALIBRATION[0][-1]
+    return (
+        float(np.interp(raw, *CALIBRATION))
+        if raw <= CALIBRATION[0][-1]
+        else raw + CALIBRATION[1][-1] - CALIBRATION[0][-1]
+    )
 
 
 def raw_sigma(image: np.ndarray, patch: int = 7, samples: int = 60_000, seed: int = 0) -> float:

@@ -267,7 +267,10 @@ def test_auto_runs_tiny_batches_eagerly_without_a_probe(model, tmp_path, monkeyp
 
     auto(x)
 
-    assert auto.description == "auto: eager float32 (1 batches); chosen: b2-64x64: eager, under 0.05 MP a batch: not probed"
+    assert (
+        auto.description
+        == "auto: eager float32 (1 batches); chosen: b2-64x64: eager, under 0.05 MP a batch: not probed"
+    )
     assert not (tmp_path / "auto.json").exists()
 
 

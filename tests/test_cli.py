@@ -23,7 +23,9 @@ def photos(tmp_path, make_image) -> Path:
 
 def test_run_writes_outputs_and_summary(photos, tmp_path, weights):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(photos), str(out), "--weights", str(weights), "--device", "cpu", "--precision", "fp32"])
+    result = runner.invoke(
+        app, ["run", str(photos), str(out), "--weights", str(weights), "--device", "cpu", "--precision", "fp32"]
+    )
     assert result.exit_code == 0, result.output
     assert "3 denoised, 0 skipped, 0 failed" in result.output and "MP/s" in result.output
     assert sorted(p.name for p in out.glob("*.png")) == ["p0.png", "p1.png", "p2.png"]
@@ -104,7 +106,10 @@ def test_train_then_resume_via_cli(photos, tmp_path):
     resumed = runner.invoke(app, [*base, "--steps", "3", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert (out / "model.safetensors").exists()
-    tuned = runner.invoke(app, [*base[:2], "--out", str(tmp_path / "ft"), *base[4:], "--steps", "1", "--init", str(out / "model.safetensors")])
+    tuned = runner.invoke(
+        app,
+        [*base[:2], "--out", str(tmp_path / "ft"), *base[4:], "--steps", "1", "--init", str(out / "model.safetensors")],
+    )
     assert tuned.exit_code == 0, tuned.output
     frozen = [json.loads((folder / "config.json").read_text())["freeze_bn"] for folder in (out, tmp_path / "ft")]
     assert frozen == [False, True]  # a fine-tune keeps its init's BatchNorm statistics unless --batch-bn
@@ -192,12 +197,16 @@ def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path)
 def test_models_by_name_and_self_ensemble(photos, tmp_path):
     bad = runner.invoke(app, ["eval", str(photos), "--sigma", "25", "--model", "sigma99", "-o", str(tmp_path / "e")])
     assert bad.exit_code == 2 and "not bundled; choose one of" in bad.output and "Traceback" not in bad.output
-    both = runner.invoke(app, ["run", str(photos), str(tmp_path / "o"), "--model", "blind", "--weights", str(photos / "p0.png")])
+    both = runner.invoke(
+        app, ["run", str(photos), str(tmp_path / "o"), "--model", "blind", "--weights", str(photos / "p0.png")]
+    )
     assert both.exit_code == 2 and "give one" in both.output
     runs = {}
     for extra in ([], ["--ensemble"]):
         out = tmp_path / f"e{len(extra)}"
-        result = runner.invoke(app, ["eval", str(photos), "--sigma", "30", "--model", "blind", "--limit", "2", "-o", str(out), *extra])
+        result = runner.invoke(
+            app, ["eval", str(photos), "--sigma", "30", "--model", "blind", "--limit", "2", "-o", str(out), *extra]
+        )
         assert result.exit_code == 0, result.output
         runs[len(extra)] = json.loads((out / "eval.json").read_text())
     assert runs[1]["meta"]["ensemble"] and runs[1]["meta"]["weights"]["30"].endswith("blind.safetensors")

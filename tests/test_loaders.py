@@ -60,7 +60,9 @@ def test_dali_and_pil_loaders_give_identical_pixels(samples, monkeypatch):
     pil = by_name(PilLoader()(items))
     fallbacks = []
     load = loaders.timed_load
-    monkeypatch.setattr(loaders, "timed_load", lambda path, *rest: (fallbacks.append(Path(path).name), load(path, *rest))[1])
+    monkeypatch.setattr(
+        loaders, "timed_load", lambda path, *rest: (fallbacks.append(Path(path).name), load(path, *rest))[1]
+    )
     dali = by_name(DaliLoader(batch=3, workers=2, chunk=8)(items))
     assert set(dali) == set(pil)
     for name in pil:

@@ -91,7 +91,9 @@ def test_split_is_even_and_odd_rows_and_writes_the_training_half(tmp_path):
 
 
 def test_top1_and_top5_against_a_hand_computed_case():
-    logits = torch.tensor([[0.1, 0.5, 0.2, 0.9, 0.0, 0.3, 0.4], [0.1, 0.5, 0.2, 0.9, 0.0, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]])
+    logits = torch.tensor(
+        [[0.1, 0.5, 0.2, 0.9, 0.0, 0.3, 0.4], [0.1, 0.5, 0.2, 0.9, 0.0, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]]
+    )
     # ranking of the first two rows: 3, 1, 6, 5, 2 | 0, 4
     assert [s["top1"] for s in classification_scores(logits, 3)] == [1, 1, 0]
     assert [(s["top1"], s["top5"]) for s in classification_scores(logits, 2)][:2] == [(0, 1), (0, 1)]
@@ -224,7 +226,11 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     with open(data / "labels.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([("file", "index"), *[(p.name, i % 7) for i, p in enumerate(paths)]])
     trained_here = {"config": {"train": {"data": str(data)}}}  # a `train --task` card: flagged as held-in
-    arms = task_arms(separate=weights_file(tmp_path / "sep.safetensors", 2), extra=[("other", weights_file(tmp_path / "o.safetensors", 5, trained_here))], device="cpu")
+    arms = task_arms(
+        separate=weights_file(tmp_path / "sep.safetensors", 2),
+        extra=[("other", weights_file(tmp_path / "o.safetensors", 5, trained_here))],
+        device="cpu",
+    )
     cfg = Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", seeds=(3, 4), draws=300)
     result = table2(cfg, arms, head=LinearClassifier().eval())
     assert len(result.rows) == 6 + 6 * 3 * 2  # clean once, every arm under both seeds
@@ -232,7 +238,9 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     noisy = [r for r in result.rows if r["arm"] == NOISY]
     assert result.cell(NOISY, 30.0)["top1"] == pytest.approx(np.mean([r["top1"] for r in noisy]))
     assert (result.cell(NOISY, 30.0)["images"], result.cell(NOISY, 30.0)["samples"]) == (6, 12)
-    assert {(t["arm"], t["metric"]) for t in result.tests} == {(a, m) for a in (NOISY, "other") for m in ("top1", "top5")}
+    assert {(t["arm"], t["metric"]) for t in result.tests} == {
+        (a, m) for a in (NOISY, "other") for m in ("top1", "top5")
+    }
     test = next(t for t in result.tests if t["arm"] == NOISY and t["metric"] == "top1")
     separate = {(r["position"], r["seed"]): r["top1"] for r in result.rows if r["arm"] == "separate"}
     b = sum(r["top1"] and not separate[(r["position"], r["seed"])] for r in noisy)
@@ -245,7 +253,11 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     assert "(n=" not in text  # every arm ran on every image
     assert result.meta["held_in"] == ["other"] and "trained on photos of this folder" in text
     with pytest.raises(ValueError, match="control arm 'joint' is not in the table"):
-        table2(Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", control="joint", limit=1), arms, head=LinearClassifier().eval())
+        table2(
+            Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", control="joint", limit=1),
+            arms,
+            head=LinearClassifier().eval(),
+        )
     with pytest.raises(ValueError, match="seeds must be distinct"):
         Table2Config(str(data), seeds=(1, 1))
 
@@ -273,7 +285,11 @@ def test_table3_clean_is_perfect_for_an_oracle_head_and_noise_lowers_it(tmp_path
     assert result.cell(NOISY, 30.0, subset=1)["miou"] == pytest.approx(first[0]["miou"])  # one image: its own mIoU
     assert set(clean["iou"]) == {"red", "green", "blue"}
     assert "confusion" not in result.rows[0]
-    scaled = table3(Table3Config(str(images), str(masks), sigmas=(30.0,), scale=1.5, ignore_index=9, device="cpu", limit=1), [Arm(NOISY)], head=LargestChannel())
+    scaled = table3(
+        Table3Config(str(images), str(masks), sigmas=(30.0,), scale=1.5, ignore_index=9, device="cpu", limit=1),
+        [Arm(NOISY)],
+        head=LargestChannel(),
+    )
     assert scaled.cell(CLEAN, None)["pixel_acc"] > 0.9  # resized up and back: nearly the same prediction
     written = write_table(result, tmp_path / "out")
     assert "(n=1)" in written[0].read_text() and written[2].stat().st_size > 10_000
@@ -291,7 +307,9 @@ def test_table2_and_table3_on_two_real_images(data_dir, tmp_path):
     assert result.cell(CLEAN, None)["top5"] == 1.0  # tench and great white shark: the README measures clean top-5 0.975
     camvid = data_dir / "camvid"
     weights = data_dir / "weights" / "espnetv2" / "espnetv2_s_2.0_city_1024x512.pth"
-    cfg = Table3Config(str(camvid / "val"), str(camvid / "valannot"), sigmas=(30.0,), limit=1, head_weights=str(weights), device="cpu")
+    cfg = Table3Config(
+        str(camvid / "val"), str(camvid / "valannot"), sigmas=(30.0,), limit=1, head_weights=str(weights), device="cpu"
+    )
     result = table3(cfg, [Arm(NOISY)])
     assert result.cell(CLEAN, None)["pixel_acc"] > 0.75  # 0.864 over all of val (heads note)
     assert 0 < result.cell(NOISY, 30.0)["miou"] <= 1

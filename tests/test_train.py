@@ -162,7 +162,9 @@ def test_signal_then_resume_is_bit_identical(image_folder, tmp_path, signum):
     assert not list((tmp_path / "split").glob("*.part"))
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (
+        signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
 
 
 def test_weight_average_is_what_is_returned_and_validated(image_folder, tmp_path):

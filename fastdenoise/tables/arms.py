@@ -82,7 +82,9 @@ def model_arm(name: str, weights: Path | None, device: str = "auto") -> Arm:
     from fastdenoise.evaluate import backend_denoiser
 
     backend = make_backend(load_denoiser(weights), BackendConfig(device=device, precision="fp32"))
-    return Arm(name, backend_denoiser(backend), source=str(weights or bundled_weights()), trained_on=training_folder(weights))
+    return Arm(
+        name, backend_denoiser(backend), source=str(weights or bundled_weights()), trained_on=training_folder(weights)
+    )
 
 
 def training_folder(weights: Path | None) -> str | None:
@@ -127,7 +129,9 @@ def per_sigma_dncnn(data_root: Path, device: str = "auto") -> Denoise:
     return denoise
 
 
-def peer_arm(name: str, data_root: Path, device: str = "auto", cbm3d_limit: int | None = None, cache_dir: Path | None = None) -> Arm:
+def peer_arm(
+    name: str, data_root: Path, device: str = "auto", cbm3d_limit: int | None = None, cache_dir: Path | None = None
+) -> Arm:
     """A peer as an arm: CNN weights from data_root/weights (see the data README), CBM3D with its on-disk cache."""
     from fastdenoise.devices import resolve_device
     from fastdenoise.peers import LABELS, TRAINED_SIGMA, WEIGHT_FILES, PeerKind, make_peer

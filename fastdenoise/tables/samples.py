@@ -94,7 +94,11 @@ def noisy_input(clean: np.ndarray, sigma: float, seed: int, index: int, quantize
 
 def arm_outputs(noisy: np.ndarray, sigma: float, arms: Sequence[Arm], position: int) -> dict[str, np.ndarray]:
     """The head's uint8 input per arm running on this image and sigma: the noisy image or the denoised one, rounded."""
-    return {a.name: to_uint8(noisy if a.denoise is None else a.denoise(noisy, sigma)) for a in arms if a.runs(sigma, position)}
+    return {
+        a.name: to_uint8(noisy if a.denoise is None else a.denoise(noisy, sigma))
+        for a in arms
+        if a.runs(sigma, position)
+    }
 
 
 def arm_images(
@@ -145,14 +149,18 @@ def pixel_accuracy(counts: Tensor | np.ndarray) -> float:
     return float(counts.diag().sum() / counts.sum().clamp(min=1))
 
 
-def frozen_head(head: nn.Module | None, name: str, weights: str | None, task: str, device: str) -> tuple[nn.Module, torch.device]:
+def frozen_head(
+    head: nn.Module | None, name: str, weights: str | None, task: str, device: str
+) -> tuple[nn.Module, torch.device]:
     """The given head, or `name` loaded, in eval mode on the device; ValueError if it does not do `task`."""
     from fastdenoise.devices import resolve_device
     from fastdenoise.heads import load_head
 
     head = head if head is not None else load_head(name, Path(weights) if weights else None)
     if head.task != task:
-        raise ValueError(f"head {name!r} is a {head.task} network; this table needs a {'classifier' if task == 'classify' else 'segmenter'}")
+        raise ValueError(
+            f"head {name!r} is a {head.task} network; this table needs a {'classifier' if task == 'classify' else 'segmenter'}"
+        )
     target = resolve_device(device)
     return head.eval().to(target), target
 
@@ -170,7 +178,9 @@ def score_stream(
 ) -> list[dict]:
     """A row per image, sigma and arm: `score(sample, head inputs of the arms)` gives each arm's metrics."""
     total, rows = count * (len(sigmas) + clean), []
-    for done, (position, sample, sigma, images) in enumerate(arm_images(samples, arms, sigmas, seed, quantize, clean), 1):
+    for done, (position, sample, sigma, images) in enumerate(
+        arm_images(samples, arms, sigmas, seed, quantize, clean), 1
+    ):
         for arm, metrics in zip(images, score(sample, list(images.values()))):
             rows.append({"arm": arm, "sigma": sigma, "image": sample.name, "position": position, "index": sample.index, "seed": seed, **metrics})
         if progress:
@@ -180,8 +190,12 @@ def score_stream(
 
 def quantize_text(quantize: bool) -> str:
     if quantize:
-        return ("the noisy image is clipped and rounded to 8 bits, and that same image is what every arm starts from (the noisy "
-                "arm feeds it to the head; denoisers denoise it); denoised outputs are clipped and rounded to uint8 before the head.")  # fmt: skip
-    return ("denoisers get the unclipped float noisy image (the project's noise protocol); the noisy arm feeds the head that "
-            "image clipped and rounded to 8 bits; denoised outputs are clipped and rounded to uint8 before the head.")  # fmt: skip
+        return (
+            "the noisy image is clipped and rounded to 8 bits, and that same image is what every arm starts from (the noisy "
+            "arm feeds it to the head; denoisers denoise it); denoised outputs are clipped and rounded to uint8 before the head."
+        )
+    return (
+        "denoisers get the unclipped float noisy image (the project's noise protocol); the noisy arm feeds the head that "
+        "image clipped and rounded to 8 bits; denoised outputs are clipped and rounded to uint8 before the head."
+    )
 

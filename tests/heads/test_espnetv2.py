@@ -112,7 +112,9 @@ def test_merged_classes_sum_the_probabilities_of_their_members():
     fixed = Fixed()
     merged = MergeClasses(fixed, CITYSCAPES_TO_CAMVID, tuple(f"c{i}" for i in range(11)))
     probs = fixed.logits.softmax(1)
-    kept = torch.stack([probs[:, [i for i, c in enumerate(CITYSCAPES_TO_CAMVID) if c == k]].sum(1) for k in range(11)], 1)
+    kept = torch.stack(
+        [probs[:, [i for i, c in enumerate(CITYSCAPES_TO_CAMVID) if c == k]].sum(1) for k in range(11)], 1
+    )
     assert torch.allclose(merged(torch.rand(1)).softmax(1), kept / kept.sum(1, keepdim=True), atol=1e-6)
     with pytest.raises(ValueError, match="entries"):
         MergeClasses(fixed, (0, 1), ("a", "b"))
