@@ -256,7 +256,9 @@ def run_pipeline(
         .map_batches(decode, batch_size=cfg.batch, num_cpus=1, fn_args=(cfg.loader, cfg.workers, cfg.max_pixels))
         .map_batches(Denoise, batch_size=cfg.batch, compute=ray.data.ActorPoolStrategy(size=actors),
                      fn_constructor_args=(model, backend, cfg, predictor), **resources)
-        .map_batches(write, batch_size=cfg.batch, num_cpus=1, fn_args=(str(dst), cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None))
+        .map_batches(write, batch_size=cfg.batch, num_cpus=1,
+                     fn_args=(str(dst), cfg.quality, predictor.key if predictor else None,
+                              predictor.palette if predictor else None))
     )  # fmt: skip
     stages, stop = record.summary.stages, record.stop
     rows = data.iter_rows()

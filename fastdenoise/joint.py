@@ -257,7 +257,13 @@ class JointLoss:
     GradientBalance. Gradients w.r.t. D's output are taken per term (each head's backward runs once); the returned
     loss has the value of the sum and, w.r.t. D's parameters, the gradient J^T (g_mse + sum_k w_k g_k)."""
 
-    def __init__(self, heads: Sequence[nn.Module], balance: GradientBalance, target: TaskTarget = TaskTarget.LABELS, ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        heads: Sequence[nn.Module],
+        balance: GradientBalance,
+        target: TaskTarget = TaskTarget.LABELS,
+        ignore_index: int = 255,
+    ) -> None:
         if len(heads) != len(balance.targets):
             raise ValueError(f"{len(heads)} heads but {len(balance.targets)} weights")
         for head in heads:
@@ -320,7 +326,8 @@ def joint_loss(
 
 
 def joint_sampler(cfg: JointConfig, head: nn.Module) -> CropSampler:
-    """The CropSampler for cfg: labelled (one head) or label-free, classification or segmentation, from cfg.train.data."""
+    """The CropSampler for cfg: labelled (one head) or label-free, classification or segmentation, from
+    cfg.train.data."""
     t, data = cfg.train, Path(cfg.train.data)
     labels, masks = None, None
     if cfg.target != TaskTarget.LABELS.value:
@@ -390,7 +397,11 @@ def train_joint(
         heads, GradientBalance(cfg.task_weights, balanced, cfg.balance_decay), TaskTarget(cfg.target), cfg.ignore_index
     )
     trained = fit(model, loss_fn, sampler, t, validate, progress)
-    save_weights(trained.cpu(), out / "model.safetensors", {"config": asdict(cfg), "objective": cfg.objective()})  # type: ignore[arg-type]
+    save_weights(
+        trained.cpu(),  # type: ignore[arg-type]
+        out / "model.safetensors",
+        {"config": asdict(cfg), "objective": cfg.objective()},
+    )
     return trained  # type: ignore[return-value]
 
 

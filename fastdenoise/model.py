@@ -120,7 +120,12 @@ def macs_per_pixel(spec: DenoiserSpec | None = None) -> int:
     """Multiply-accumulates per input pixel (x2 for FLOPs; 441 GFLOP per megapixel for the defaults)."""
     s = spec or DenoiserSpec()
     full = 25 * s.in_channels * s.c0 + 9 * (s.up1 + s.c0) * s.in_channels
-    half = 9 * s.c0 * s.c1 + (2 * s.c1 * s.mid + 9 * s.mid**2) + 9 * (s.up2 + s.c1) * s.c3 + (2 * s.c3 * s.mid3 + 9 * s.mid3**2)
+    half = (
+        9 * s.c0 * s.c1
+        + (2 * s.c1 * s.mid + 9 * s.mid**2)
+        + 9 * (s.up2 + s.c1) * s.c3
+        + (2 * s.c3 * s.mid3 + 9 * s.mid3**2)
+    )
     quarter = 9 * s.c1 * s.c2 + (2 * s.c2 * s.mid + 9 * s.mid**2)
     # A 4x4 stride-2 deconv costs 16 * cin * cout MACs per *input* pixel.
     deconv = 16 * s.c3 * s.up1 / 4 + 16 * s.c2 * s.up2 / 16

@@ -78,8 +78,9 @@ def roofline_line(result: dict) -> str:
     fraction = peak_fraction(best, peak)
     share = f" = {fraction:.0%} of the {best['precision']} peak" if fraction is not None else ""
     return (
-        f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; best {best['name']}: {fmt(best['mp_per_s'])} MP/s = "
-        f"{fmt(best['gflops'])} GFLOP/s achieved{share}; measured matmul peak (GFLOP/s): {peaks}"
+        f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; "
+        f"best {best['name']}: {fmt(best['mp_per_s'])} MP/s = {fmt(best['gflops'])} GFLOP/s achieved{share}; "
+        f"measured matmul peak (GFLOP/s): {peaks}"
     )
 
 
@@ -151,8 +152,13 @@ def accuracy_table(result: dict) -> Table:
     )
     for row in result["accuracy"]:
         psnr, base = row["psnr"], row["baseline"]
-        table.add_row(row["key"], f"{psnr:.3f}" if psnr is not None else "-", f"{base:.3f}" if base is not None else "not recorded",
-                      f"{row['tolerance_db']:g}", Text(row["status"], style=STATUS_STYLE.get(row["status"], "")))  # fmt: skip
+        table.add_row(
+            row["key"],
+            f"{psnr:.3f}" if psnr is not None else "-",
+            f"{base:.3f}" if base is not None else "not recorded",
+            f"{row['tolerance_db']:g}",
+            Text(row["status"], style=STATUS_STYLE.get(row["status"], "")),
+        )
     return table
 
 
@@ -249,7 +255,10 @@ def compare_results(current: dict, saved: dict, threshold: float = 0.10, psnr_to
 
 
 def compare_table(changes: list[Change], current: dict, saved: dict, threshold: float) -> Group:
-    title = f"Against {saved.get('machine_name', '?')} {saved.get('created', '')} (fail: speed < {1 - threshold:.0%} of saved, PSNR drop)"
+    title = (
+        f"Against {saved.get('machine_name', '?')} {saved.get('created', '')} "
+        f"(fail: speed < {1 - threshold:.0%} of saved, PSNR drop)"
+    )
     table = Table("section", "name", "metric", "saved", "now", "ratio", title=title, title_justify="left")
     for c in changes:
         ratio = f"{c.current - c.saved:+.3f} dB" if c.metric == "psnr" else f"{c.ratio:.2f}x"
@@ -259,7 +268,8 @@ def compare_table(changes: list[Change], current: dict, saved: dict, threshold: 
     if current.get("machine_name") != saved.get("machine_name"):
         parts.append(
             Text(
-                f"note: different machines ({current.get('machine_name')} vs {saved.get('machine_name')}): speeds are not comparable",
+                f"note: different machines ({current.get('machine_name')} vs {saved.get('machine_name')}): "
+                "speeds are not comparable",
                 style="yellow",
             )
         )

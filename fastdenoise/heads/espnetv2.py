@@ -33,7 +33,9 @@ CITYSCAPES_CLASSES = (
     "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation", "terrain",
     "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle", "background",
 )  # fmt: skip
-CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist")
+CAMVID_CLASSES = (
+    "Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist",
+)  # fmt: skip
 CAMVID_VOID = 11
 # Mask colours (RGB) of each class, as the datasets draw them: CamVid's SegNet colours (void black), Cityscapes' own.
 CAMVID_PALETTE = (
@@ -348,7 +350,8 @@ class MergeClasses(nn.Module):
         self.groups = [[old for old, new in enumerate(mapping) if new == c] for c in range(len(class_names))]
         if not all(self.groups):
             raise ValueError(
-                f"every merged class needs a source class; empty: {[class_names[c] for c, g in enumerate(self.groups) if not g]}"
+                "every merged class needs a source class; "
+                f"empty: {[class_names[c] for c, g in enumerate(self.groups) if not g]}"
             )
         self.head, self.num_classes, self.class_names, self.palette = head, len(class_names), class_names, palette
 
@@ -370,13 +373,17 @@ def default_weights(name: str) -> Path:
 def espnetv2_voc(weights: Path | None = None) -> ESPNetv2:
     """ESPNetv2 s=2.0 trained on Pascal VOC 2012 at 384x384 (21 classes), eval mode."""
     model = ESPNetv2(len(VOC_CLASSES), VOC_CLASSES)
-    return load_strict(model, weights if weights is not None else default_weights(VOC_WEIGHTS))  # type: ignore[return-value]
+    return load_strict(  # type: ignore[return-value]
+        model, weights if weights is not None else default_weights(VOC_WEIGHTS)
+    )
 
 
 def espnetv2_cityscapes(weights: Path | None = None) -> ESPNetv2:
     """ESPNetv2 s=2.0 trained on Cityscapes at 1024x512 (19 classes + background), eval mode."""
     model = ESPNetv2(len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
-    return load_strict(model, weights if weights is not None else default_weights(CITYSCAPES_WEIGHTS))  # type: ignore[return-value]
+    return load_strict(  # type: ignore[return-value]
+        model, weights if weights is not None else default_weights(CITYSCAPES_WEIGHTS)
+    )
 
 
 def espnetv2_camvid(weights: Path | None = None) -> MergeClasses:
@@ -385,7 +392,8 @@ def espnetv2_camvid(weights: Path | None = None) -> MergeClasses:
 
 
 def default_segmenter_weights(head: str, data_root: Path) -> Path | None:
-    """The EdgeNets file under data_root/weights/espnetv2 for an espnetv2-* head; None for other heads (their default)."""
+    """The EdgeNets file under data_root/weights/espnetv2 for an espnetv2-* head; None for other heads (their
+    default)."""
     files = {
         "espnetv2-voc": VOC_WEIGHTS,
         "espnetv2-cityscapes": CITYSCAPES_WEIGHTS,

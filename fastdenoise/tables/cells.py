@@ -76,8 +76,8 @@ def confusion_cells(rows: Iterable[dict], class_names: Sequence[str] | None = No
         miou, iou = mean_iou(torch.as_tensor(counts))
         names = class_names or [str(c) for c in range(len(iou))]
         per_class = {n: (None if math.isnan(v) else v) for n, v in zip(names, iou.tolist())}
-        cells.append({"arm": arm, "sigma": sigma, "images": images, "miou": miou, "pixel_acc": pixel_accuracy(counts), "iou": per_class,
-                      "confusion": np.asarray(counts).tolist()})  # fmt: skip
+        cells.append({"arm": arm, "sigma": sigma, "images": images, "miou": miou, "pixel_acc": pixel_accuracy(counts),
+                      "iou": per_class, "confusion": np.asarray(counts).tolist()})  # fmt: skip
     return cells
 
 
@@ -131,7 +131,12 @@ def with_intervals(cells: list[dict], rows: list[dict], metrics: Sequence[str], 
 
 
 def paired_tests(
-    rows: list[dict], arms: Sequence[Arm], sigmas: Sequence[float], control: str | None, metrics: Sequence[str], draws: int
+    rows: list[dict],
+    arms: Sequence[Arm],
+    sigmas: Sequence[float],
+    control: str | None,
+    metrics: Sequence[str],
+    draws: int,
 ) -> list[dict]:
     """Per arm other than the control, sigma and metric: the difference arm - control on the images both ran on, its
     paired bootstrap interval and p; top-1 also McNemar's exact test over (image, seed) pairs. Control None: the arm
@@ -159,13 +164,19 @@ def paired_tests(
                 order = sorted(ours)
                 test = paired_bootstrap(np.stack([ours[p] for p in order]), np.stack([theirs[p] for p in order]),
                                         CONFUSION_METRICS.get(metric, mean_reduce), draws)  # fmt: skip
-                entry = {"arm": arm, "control": control, "sigma": sigma, "metric": metric, "images": len(order), "pairs": len(pairs),
-                         "test": "paired bootstrap", "draws": draws, **test}  # fmt: skip
+                entry = {"arm": arm, "control": control, "sigma": sigma, "metric": metric, "images": len(order),
+                         "pairs": len(pairs), "test": "paired bootstrap", "draws": draws, **test}  # fmt: skip
                 if metric == "top1":
                     exact = mcnemar_exact(
                         np.array([a["top1"] for a, _ in pairs]), np.array([b["top1"] for _, b in pairs])
                     )
-                    entry |= {"test": "McNemar exact", "p": exact["p"], "bootstrap_p": test["p"], "b": exact["b"], "c": exact["c"]}
+                    entry |= {
+                        "test": "McNemar exact",
+                        "p": exact["p"],
+                        "bootstrap_p": test["p"],
+                        "b": exact["b"],
+                        "c": exact["c"],
+                    }
                 tests.append(entry)
     return tests
 

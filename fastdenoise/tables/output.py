@@ -14,7 +14,14 @@ from fastdenoise import progress
 from fastdenoise.tables.arms import CLEAN, ProgressFn
 from fastdenoise.tables.cells import TableResult
 
-METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "top1": "top-1", "top5": "top-5", "miou": "mIoU", "pixel_acc": "pixel accuracy"}
+METRIC_LABELS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "top1": "top-1",
+    "top5": "top-5",
+    "miou": "mIoU",
+    "pixel_acc": "pixel accuracy",
+}
 
 
 DIGITS = {"psnr": 2, "ssim": 4}  # others: 3
@@ -116,7 +123,8 @@ def markdown(table: TableResult) -> str:
         notes.append("clean: the head on the clean image (no noise), the same value in every column.")
     if table.meta.get("held_in"):
         notes.append(
-            f"trained on photos of this folder (their cards say so; check the split): {', '.join(table.meta['held_in'])}."
+            "trained on photos of this folder (their cards say so; check the split): "
+            f"{', '.join(table.meta['held_in'])}."
         )
     if any(c["images"] != full for c in table.cells if c.get("subset") is None):
         notes.append(f"(n=K): measured on the first K of the {full} images only.")
@@ -142,8 +150,9 @@ def write_table(table: TableResult, out: Path, meta: dict | None = None) -> list
     """OUT/<name>.md, OUT/<name>.json (cells, per-image rows, config) and OUT/<name>.png; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"table": table.name, "title": table.title, "metrics": table.metrics, "arms": table.arms, "sigmas": table.sigmas,
-               "meta": {**table.meta, **(meta or {})}, "cells": table.cells, "tests": table.tests, "rows": table.rows}  # fmt: skip
+    payload = {"table": table.name, "title": table.title, "metrics": table.metrics, "arms": table.arms,
+               "sigmas": table.sigmas, "meta": {**table.meta, **(meta or {})}, "cells": table.cells,
+               "tests": table.tests, "rows": table.rows}  # fmt: skip
     paths = [out / f"{table.name}.md", out / f"{table.name}.json", out / f"{table.name}.png"]
     paths[0].write_text(markdown(table))
     paths[1].write_text(json.dumps(finite(payload), indent=1, allow_nan=False))
@@ -178,7 +187,13 @@ def psnr_bars(plt, table: TableResult, colours: dict, full: int | None):
         for bar, (_, c) in zip(bars, present):
             bar.set_hatch("//" if c["images"] != full else "")
         for i, (_, c) in enumerate(present):
-            ax.text(c["psnr"], i, f" {c['psnr']:.2f}" + (f" (n={c['images']})" if c["images"] != full else ""), va="center", fontsize=8)
+            ax.text(
+                c["psnr"],
+                i,
+                f" {c['psnr']:.2f}" + (f" (n={c['images']})" if c["images"] != full else ""),
+                va="center",
+                fontsize=8,
+            )
         ax.set_yticks(list(y), [a for a, _ in present], fontsize=9)
         ax.invert_yaxis()
         if values:
@@ -203,8 +218,9 @@ def metric_lines_plot(plt, table: TableResult, colours: dict, full: int | None):
         clean = table.cell(CLEAN, None)
         if clean is not None:
             ax.axhline(clean[metric], color="black", linestyle="--", linewidth=1, label="clean")
-            ax.annotate(f"clean {format_value(metric, clean[metric])}", (1, clean[metric]), xycoords=("axes fraction", "data"),
-                        xytext=(-4, 4), textcoords="offset points", ha="right", fontsize=8)  # fmt: skip
+            ax.annotate(f"clean {format_value(metric, clean[metric])}", (1, clean[metric]),
+                        xycoords=("axes fraction", "data"), xytext=(-4, 4), textcoords="offset points", ha="right",
+                        fontsize=8)  # fmt: skip
         for arm in arms:
             points = [(s, c) for s in table.sigmas if (c := table.cell(arm, s))]
             xs, ys = [s + dodge[arm] for s, _ in points], [c[metric] for _, c in points]
@@ -216,7 +232,14 @@ def metric_lines_plot(plt, table: TableResult, colours: dict, full: int | None):
             for x, y, (_, c), sub in zip(xs, ys, points, subset):
                 if sub:
                     ax.plot(x, y, markerfacecolor="white", zorder=3, **style)
-                    ax.annotate(f"n={c['images']}", (x, y), textcoords="offset points", xytext=(5, -11), fontsize=7, color=colours[arm])
+                    ax.annotate(
+                        f"n={c['images']}",
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(5, -11),
+                        fontsize=7,
+                        color=colours[arm],
+                    )
         ax.set_xticks(table.sigmas, [f"{s:g}" for s in table.sigmas])
         ax.set_xlim(table.sigmas[0] - 0.4 * gap, table.sigmas[-1] + 0.4 * gap)
         ax.set_xlabel("noise sigma (0-255)")

@@ -128,7 +128,8 @@ class Table3Config:
 
 
 def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None = None) -> TableResult:
-    """Mean PSNR (and SSIM) per arm and sigma on cfg.data, through `fastdenoise.evaluate` (image i noised with [seed, i])."""
+    """Mean PSNR (and SSIM) per arm and sigma on cfg.data, through `fastdenoise.evaluate` (image i noised with
+    [seed, i])."""
     check_arms(arms)
     count = len(list_images(Path(cfg.data))[: cfg.limit])
     if not count:
@@ -154,10 +155,16 @@ def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None =
                 rows += [{"arm": arm.name, "position": i % n, "seed": seed, **r} for i, r in enumerate(result.rows)]
     metrics = ("psnr", "ssim") if cfg.ssim else ("psnr",)
     noise = (
-        "Gaussian noise, image i of the sorted folder gets numpy default_rng([seed, i]); the noisy input is not clipped; "
-        "outputs are clipped and rounded to uint8; PSNR over all RGB pixels."
+        "Gaussian noise, image i of the sorted folder gets numpy default_rng([seed, i]); "
+        "the noisy input is not clipped; outputs are clipped and rounded to uint8; PSNR over all RGB pixels."
     )
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": count, "data": cfg.data, "noise": noise}
+    meta = {
+        "config": asdict(cfg),
+        "arms": [a.record() for a in arms],
+        "images": count,
+        "data": cfg.data,
+        "noise": noise,
+    }
     title = f"Table 1: denoising PSNR on {Path(cfg.data).name} ({count} images, {seeds_text(cfg.seeds)})"
     cells = with_intervals(with_subsets(rows, arms, count, lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws)
     tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
@@ -200,14 +207,18 @@ def table2(
     )
     tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
     noise = (
-        f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the crop, image i "
-        f"(row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}"
+        f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the crop, "
+        f"image i (row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}"
     )
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data, "labels": str(labels),
-            "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop, "noise": noise,
+    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data,
+            "labels": str(labels), "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop,
+            "noise": noise,
             "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row",
             "held_in": held_in(arms, cfg.data)}  # fmt: skip
-    title = f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+    title = (
+        f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} "
+        f"({len(entries)} images, {seeds_text(cfg.seeds)})"
+    )
     return TableResult("table2", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
 
@@ -224,7 +235,9 @@ def table3(
     entries = segmentation_entries(Path(cfg.images), Path(cfg.masks), cfg.limit)
 
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
-        return segmentation_scores(head_logits(head, images, device, cfg.scale), sample.target, cfg.ignore_index)  # type: ignore[arg-type]
+        return segmentation_scores(
+            head_logits(head, images, device, cfg.scale), sample.target, cfg.ignore_index  # type: ignore[arg-type]
+        )
 
     rows = []
     for k, seed in enumerate(cfg.seeds):
@@ -237,17 +250,19 @@ def table3(
         with_subsets(rows, arms, len(entries), lambda r: confusion_cells(r, head.class_names)), rows, metrics, cfg.draws
     )
     tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
-    rows = [
-        {k: v for k, v in r.items() if k != "confusion"} for r in rows
-    ]  # per-image confusions live on in the cells' sums
+    # per-image confusions live on in the cells' sums
+    rows = [{k: v for k, v in r.items() if k != "confusion"} for r in rows]
     noise = (
         f"Gaussian noise at the native size, image i of the sorted folder gets numpy default_rng([seed, i]); "
-        f"{quantize_text(cfg.quantize)} The head sees that image resized by {cfg.scale:g} (PIL bicubic); its logits are "
-        f"resized back (bilinear) and scored on the original masks, value {cfg.ignore_index} ignored; mIoU from the "
-        "confusion summed over all images, over classes present in ground truth or prediction."
+        f"{quantize_text(cfg.quantize)} The head sees that image resized by {cfg.scale:g} (PIL bicubic); "
+        f"its logits are resized back (bilinear) and scored on the original masks, value {cfg.ignore_index} ignored; "
+        "mIoU from the confusion summed over all images, over classes present in ground truth or prediction."
     )
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images, "head": cfg.head, "noise": noise,
-            "held_in": held_in(arms, cfg.images)}  # fmt: skip
-    title = f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images,
+            "head": cfg.head, "noise": noise, "held_in": held_in(arms, cfg.images)}  # fmt: skip
+    title = (
+        f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} "
+        f"({len(entries)} images, {seeds_text(cfg.seeds)})"
+    )
     return TableResult("table3", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 

@@ -31,7 +31,8 @@ class Sample:
 
 
 def write_split_labels(labels: Path, split: Split | str, out: Path) -> int:
-    """Write the rows of one split of a labels CSV (e.g. the train half for `fastdenoise train --labels`); returns rows."""
+    """Write the rows of one split of a labels CSV (e.g. the train half for `fastdenoise train --labels`); returns
+    rows."""
     rows = read_labels(Path(labels))
     keep = [rows[p] for p in split_positions(len(rows), split)]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,12 @@ def arm_outputs(noisy: np.ndarray, sigma: float, arms: Sequence[Arm], position: 
 
 
 def arm_images(
-    samples: Iterable[Sample], arms: Sequence[Arm], sigmas: Sequence[float], seed: int, quantize: bool, clean: bool = True
+    samples: Iterable[Sample],
+    arms: Sequence[Arm],
+    sigmas: Sequence[float],
+    seed: int,
+    quantize: bool,
+    clean: bool = True,
 ) -> Iterator[tuple[int, Sample, float | None, dict[str, np.ndarray]]]:
     """Per image (and its position in the table): the clean image (sigma None) if `clean`, then per sigma every
     running arm's uint8 head input."""
@@ -159,7 +165,8 @@ def frozen_head(
     head = head if head is not None else load_head(name, Path(weights) if weights else None)
     if head.task != task:
         raise ValueError(
-            f"head {name!r} is a {head.task} network; this table needs a {'classifier' if task == 'classify' else 'segmenter'}"
+            f"head {name!r} is a {head.task} network; "
+            f"this table needs a {'classifier' if task == 'classify' else 'segmenter'}"
         )
     target = resolve_device(device)
     return head.eval().to(target), target
@@ -182,7 +189,17 @@ def score_stream(
         arm_images(samples, arms, sigmas, seed, quantize, clean), 1
     ):
         for arm, metrics in zip(images, score(sample, list(images.values()))):
-            rows.append({"arm": arm, "sigma": sigma, "image": sample.name, "position": position, "index": sample.index, "seed": seed, **metrics})
+            rows.append(
+                {
+                    "arm": arm,
+                    "sigma": sigma,
+                    "image": sample.name,
+                    "position": position,
+                    "index": sample.index,
+                    "seed": seed,
+                    **metrics,
+                }
+            )
         if progress:
             progress(done, total, f"seed {seed} {sample.name} sigma {sigma if sigma is not None else 'clean'}")
     return rows
@@ -191,11 +208,13 @@ def score_stream(
 def quantize_text(quantize: bool) -> str:
     if quantize:
         return (
-            "the noisy image is clipped and rounded to 8 bits, and that same image is what every arm starts from (the noisy "
-            "arm feeds it to the head; denoisers denoise it); denoised outputs are clipped and rounded to uint8 before the head."
+            "the noisy image is clipped and rounded to 8 bits, and that same image is what every arm starts from "
+            "(the noisy arm feeds it to the head; denoisers denoise it); "
+            "denoised outputs are clipped and rounded to uint8 before the head."
         )
     return (
-        "denoisers get the unclipped float noisy image (the project's noise protocol); the noisy arm feeds the head that "
-        "image clipped and rounded to 8 bits; denoised outputs are clipped and rounded to uint8 before the head."
+        "denoisers get the unclipped float noisy image (the project's noise protocol); "
+        "the noisy arm feeds the head that image clipped and rounded to 8 bits; "
+        "denoised outputs are clipped and rounded to uint8 before the head."
     )
 
