@@ -154,8 +154,9 @@ def main() -> None:
                     row["mp_per_s"] for row in rows if row["arm"] == arm.name
                     and (row["batch"], row["height"], row["width"]) == against
                 )  # fmt: skip
-                end_to_end.append({"arm": arm.name, "repeat": r, "mp_per_s": summary.mp_per_s, "seconds": summary.seconds,
-                                   "model_only_mp_per_s": model_only, "fraction_of_model_only": summary.mp_per_s / model_only,
+                end_to_end.append({"arm": arm.name, "repeat": r, "mp_per_s": summary.mp_per_s,
+                                   "seconds": summary.seconds, "model_only_mp_per_s": model_only,
+                                   "fraction_of_model_only": summary.mp_per_s / model_only,
                                    "stages": dict(summary.stages)})  # fmt: skip
                 print(
                     f"run {arm.name}: {summary.mp_per_s:.3f} MP/s ({summary.mp_per_s / model_only:.2f} of model-only)",

@@ -69,7 +69,8 @@ def kodak_means(payload: dict, arm: str | None) -> dict:
 
 
 def joint_fields(run: Path, log: list[dict]) -> dict:
-    """What a joint run adds to the card (nothing for an MSE run): objective, head, lambda, target, init, final losses."""
+    """What a joint run adds to the card (nothing for an MSE run): objective, head, lambda, target, init, final
+    losses."""
     path = run / "joint.json"
     last = next((r for r in reversed(log) if "loss" in r), {})
     if not path.is_file():
@@ -85,7 +86,12 @@ def joint_fields(run: Path, log: list[dict]) -> dict:
             if joint["target"] == "labels"
             else f"label-free ({joint['target']} of the head on the clean crop)"
         )
-        facts = {"objective": f"MSE + {lam} * {task_loss} of the frozen {joint['head']} on D(x)", "task": joint["task"], "head": joint["head"], "lam": lam}
+        facts = {
+            "objective": f"MSE + {lam} * {task_loss} of the frozen {joint['head']} on D(x)",
+            "task": joint["task"],
+            "head": joint["head"],
+            "lam": lam,
+        }
     tasks = [k for k in last if k.startswith("task")]
     return {
         **facts, "target": joint["target"], "init": joint["init"],

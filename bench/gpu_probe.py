@@ -154,7 +154,8 @@ def main() -> None:
                     mp_per_s = batch * h * w / 1e6 / median
                     result["model_only"].append({
                         "arm": name, "batch": batch, "height": h, "width": w, "mp_per_s": mp_per_s,
-                        "gflops": mp_per_s * gflop, "fraction_of_bf16_peak": mp_per_s * gflop / result["peak_gflops"]["bf16"],
+                        "gflops": mp_per_s * gflop,
+                        "fraction_of_bf16_peak": mp_per_s * gflop / result["peak_gflops"]["bf16"],
                         "seconds": seconds, "warmup_seconds": warm,
                     })  # fmt: skip
                     best[name] = max(best.get(name, 0.0), mp_per_s)

@@ -58,8 +58,8 @@ def run_arm(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     settings = {**BASE, **overrides}
     steps = math.ceil(args.budget_mpx * 1e6 / (settings["batch"] * settings["patch"] ** 2))
     cfg = TrainConfig(
-        data=str(args.data), out=str(out), val=str(args.val), val_images=8, val_every=max(1, steps // 4), val_sigma=35.0,
-        steps=steps, ckpt_every=max(1, steps // 4), log_every=10, seed=args.seed, **settings,
+        data=str(args.data), out=str(out), val=str(args.val), val_images=8, val_every=max(1, steps // 4),
+        val_sigma=35.0, steps=steps, ckpt_every=max(1, steps // 4), log_every=10, seed=args.seed, **settings,
     )  # fmt: skip
     start = time.perf_counter()
     train_denoiser(cfg, progress=False, init=str(args.init))
@@ -140,7 +140,12 @@ def main() -> None:
         print(table, flush=True)
         if args.doc:
             args.doc.mkdir(parents=True, exist_ok=True)
-            meta = {"budget_mpx": args.budget_mpx, "init": str(args.init), "images": args.images, "torch": torch.__version__}
+            meta = {
+                "budget_mpx": args.budget_mpx,
+                "init": str(args.init),
+                "images": args.images,
+                "torch": torch.__version__,
+            }
             (args.doc / "recipe.json").write_text(json.dumps({"meta": meta, "arms": results}, indent=1))
             (args.doc / "recipe.md").write_text(table + "\n")
             plot(results, args.doc / "recipe.png")

@@ -64,7 +64,8 @@ def main() -> None:
                         args.data, Path(tmp) / f"{kind}-{precision}-{r}", backend, RunConfig(batch=4)
                     )
                     rows.append({"method": f"fastdenoise run --backend {kind} --precision {precision}", "repeat": r,
-                                 "seconds": summary.seconds, "mp_per_s": summary.mp_per_s, "stages": dict(summary.stages)})  # fmt: skip
+                                 "seconds": summary.seconds, "mp_per_s": summary.mp_per_s,
+                                 "stages": dict(summary.stages)})  # fmt: skip
                     print(rows[-1], flush=True)
     best = {}
     for row in rows:

@@ -30,7 +30,8 @@ def main() -> None:
                 [estimate_sigma(to_uint8(add_noise(load_rgb(p), sigma, 0, i))) - sigma for i, p in enumerate(paths)]
             )
             print(
-                f"| {folder.name} ({len(paths)}) | {sigma:g} | {err.mean():+.2f} | {np.abs(err).mean():.2f} | {np.percentile(np.abs(err), 95):.2f} |",
+                f"| {folder.name} ({len(paths)}) | {sigma:g} | {err.mean():+.2f} | {np.abs(err).mean():.2f} "
+                f"| {np.percentile(np.abs(err), 95):.2f} |",
                 flush=True,
             )
 
