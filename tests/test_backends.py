@@ -216,7 +216,8 @@ def test_auto_probes_once_then_reads_the_cache(model, cache, tmp_path, monkeypat
 
 
 def scripted_auto(model, tmp_path, monkeypatch, winners: list[BackendKind]) -> tuple:
-    """An AutoBackend whose probes declare `winners` in turn (each kind runs the model itself); and the probes' inputs."""
+    """An AutoBackend whose probes declare `winners` in turn (each kind runs the model itself); and the probes'
+    inputs."""
     from fastdenoise.autoselect import AutoBackend
 
     left, probes = iter(winners), []

@@ -138,7 +138,8 @@ def test_train_joint_label_free(tmp_path, make_image):
     for i in range(3):
         save_rgb(make_image(64, 80), tmp_path / "photos" / f"{i}.png")
     args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify", "--target", "softmax",
-            "--patch", "32", "--batch", "2", "--steps", "2", "--device", "cpu", "--amp", "off", "--compile", "off"]  # fmt: skip
+            "--patch", "32", "--batch", "2", "--steps", "2", "--device", "cpu", "--amp", "off",
+            "--compile", "off"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "joint.json").is_file() and (tmp_path / "run" / "model.safetensors").is_file()
@@ -151,8 +152,8 @@ def test_joint_options_need_task(photos, tmp_path):
 
 def test_resume_restores_the_runs_own_settings(photos, tmp_path):
     out = tmp_path / "run"
-    first = ["train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2", "--sigma", "5-50", "--amp", "off",
-             "--steps", "2", "--schedule", "constant", "--ema", "0.9", "--loss", "l1"]  # fmt: skip
+    first = ["train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2", "--sigma", "5-50",
+             "--amp", "off", "--steps", "2", "--schedule", "constant", "--ema", "0.9", "--loss", "l1"]  # fmt: skip
     assert runner.invoke(app, first).exit_code == 0
     resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--lr", "5e-4"])
     assert resumed.exit_code == 0, resumed.output
@@ -177,8 +178,8 @@ def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path)
     import time
 
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2",
-            "--amp", "off", "--steps", "100000", "--ckpt-every", "100000"]  # fmt: skip
+    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16",
+            "--batch", "2", "--amp", "off", "--steps", "100000", "--ckpt-every", "100000"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     log = out / "log.jsonl"
@@ -248,9 +249,9 @@ def test_train_one_denoiser_against_both_heads_label_free_and_balanced(tmp_path,
         pytest.skip("no ESPNetv2 weights under the shared data")
     for i in range(2):
         save_rgb(make_image(40, 48), tmp_path / "photos" / f"{i}.png")
-    args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify,segment", "--target", "argmax",
-            "--balance", "0.3", "--balance", "1.0", "--patch", "32", "--batch", "1", "--steps", "1", "--device", "cpu", "--amp", "off",
-            "--compile", "off"]  # fmt: skip
+    args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify,segment",
+            "--target", "argmax", "--balance", "0.3", "--balance", "1.0", "--patch", "32", "--batch", "1",
+            "--steps", "1", "--device", "cpu", "--amp", "off", "--compile", "off"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     joint = json.loads((tmp_path / "run" / "joint.json").read_text())
@@ -263,6 +264,6 @@ def test_train_one_denoiser_against_both_heads_label_free_and_balanced(tmp_path,
 def test_train_rejects_an_unknown_task_and_mismatched_weights(photos, tmp_path):
     result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,detect"])
     assert result.exit_code == 2 and "--task" in result.output and "detect" in result.output
-    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,segment", "--target", "argmax",
-                                 "--lam", "1", "--balance", "1"])  # fmt: skip
+    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,segment",
+                                 "--target", "argmax", "--lam", "1", "--balance", "1"])  # fmt: skip
     assert result.exit_code == 2 and "not both" in result.output

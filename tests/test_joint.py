@@ -1,4 +1,5 @@
-"""Joint training: the frozen-head invariant, label-free targets, crop samplers, configs and a tiny run through `fit`."""
+"""Joint training: the frozen-head invariant, label-free targets, crop samplers, configs and a tiny run through
+`fit`."""
 
 from __future__ import annotations
 
@@ -54,8 +55,8 @@ class TinyHead(nn.Module):
 
 def train_config(tmp_path: Path, data: Path, **overrides) -> TrainConfig:
     base = TrainConfig(
-        data=str(data), out=str(tmp_path / "run"), patch=32, batch=4, steps=3, lr=3e-3, warmup=1, log_every=1, ckpt_every=100,
-        device="cpu", amp="off", compile="off", spec=asdict(TINY), seed=3,
+        data=str(data), out=str(tmp_path / "run"), patch=32, batch=4, steps=3, lr=3e-3, warmup=1, log_every=1,
+        ckpt_every=100, device="cpu", amp="off", compile="off", spec=asdict(TINY), seed=3,
     )  # fmt: skip
     return replace(base, **overrides)
 
@@ -182,7 +183,13 @@ def realized_ratios(tmp_path: Path, make_image, heads: list[nn.Module], steps: i
     sampler = CropSampler(images, 32, 4, (20.0, 40.0), seed=5)
     out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
     cfg = train_config(tmp_path, tmp_path, out=str(out), steps=steps, lr=1e-3, channels_last=False)
-    fit(Denoiser(TINY), joint_loss([freeze(h) for h in heads], target=TaskTarget.SOFTMAX, **weights), sampler, cfg, progress=False)
+    fit(
+        Denoiser(TINY),
+        joint_loss([freeze(h) for h in heads], target=TaskTarget.SOFTMAX, **weights),
+        sampler,
+        cfg,
+        progress=False,
+    )
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
@@ -192,7 +199,14 @@ def test_balance_reaches_the_requested_ratio_whatever_the_heads_scale(tmp_path, 
         rows = realized_ratios(tmp_path, make_image, [TinyHead("classify", 6, gain)], balance=0.2, decay=0.5)
         assert rows[0]["ratio"] == pytest.approx(0.2, rel=1e-6)  # the first step calibrates exactly
         medians.append(geometric_mean([r["ratio"] for r in rows]))
-        raw.append(geometric_mean([r["ratio"] for r in realized_ratios(tmp_path, make_image, [TinyHead("classify", 6, gain)], steps=3, lam=0.2)]))
+        raw.append(
+            geometric_mean(
+                [
+                    r["ratio"]
+                    for r in realized_ratios(tmp_path, make_image, [TinyHead("classify", 6, gain)], steps=3, lam=0.2)
+                ]
+            )
+        )
     assert all(0.2 / 1.5 < m < 0.2 * 1.5 for m in medians), medians
     assert raw[1] > 10 * raw[0], raw  # without the balance the same lam means a different pull per head
 

@@ -74,8 +74,8 @@ def test_dali_and_pil_loaders_give_identical_pixels(samples, monkeypatch):
             assert a.image.shape == b.image.shape and np.array_equal(a.image, b.image), name
     # DALI really decoded the common cases (JPEG incl. every EXIF orientation, PNG, grey, palette, WebP, BMP, PNM);
     # Pillow only got the cases routed to it and the batches DALI failed on.
-    routed = {"rgba.png", "grey_alpha.png", "palette_transparent.png", "grey16.png", "dark16.png", "rgb16.png", "cmyk.jpg",
-              "alpha.webp", "plain_tiff.tif", "zero.jpg", "text.jpg"}  # fmt: skip
+    routed = {"rgba.png", "grey_alpha.png", "palette_transparent.png", "grey16.png", "dark16.png", "rgb16.png",
+              "cmyk.jpg", "alpha.webp", "plain_tiff.tif", "zero.jpg", "text.jpg"}  # fmt: skip
     decoded_by_dali = set(pil) - set(fallbacks)
     assert {
         "q90.jpg",

@@ -1,4 +1,5 @@
-"""Bad input, interrupted runs, full disks: every input accounted for, nothing lost, nothing written where it must not be."""
+"""Bad input, interrupted runs, full disks: every input accounted for, nothing lost, nothing written where it must not
+be."""
 
 import errno
 import json
@@ -240,8 +241,9 @@ def test_cli_disk_full_exit_code_and_message(tmp_path, weights, monkeypatch):
 
 
 def cli_command(src: Path, dst: Path, weights: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fastdenoise", "run", str(src), str(dst), "--weights", str(weights), "--device", "cpu",
-            "--precision", "fp32", "--batch", "2", "--workers", "1", "--loader", "pil", *extra]  # fmt: skip
+    return [sys.executable, "-m", "fastdenoise", "run", str(src), str(dst), "--weights", str(weights),
+            "--device", "cpu", "--precision", "fp32", "--batch", "2", "--workers", "1", "--loader", "pil",
+            *extra]  # fmt: skip
 
 
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
@@ -495,7 +497,9 @@ def test_disk_full_inside_a_manifest_row_leaves_whole_rows_and_resumes_exactly(t
 
 def mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode == 0
+    return subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    ).returncode == 0
 
 
 def test_a_really_full_small_disk_then_room_made_gives_one_row_per_input(tmp_path, weights):

@@ -151,7 +151,12 @@ def test_table1_psnr_subset_and_missing_sigma_cells(tmp_path, make_image):
     clean = [np.array(Image.open(p)) for p in paths]
     expected = np.mean([psnr(to_uint8(add_noise(c, 25.0, 0, i)), c) for i, c in enumerate(clean[:2])])
     cell = result.cell("identity", 25.0)
-    assert {k: cell[k] for k in ("arm", "sigma", "images", "psnr")} == {"arm": "identity", "sigma": 25.0, "images": 2, "psnr": pytest.approx(expected)}
+    assert {k: cell[k] for k in ("arm", "sigma", "images", "psnr")} == {
+        "arm": "identity",
+        "sigma": 25.0,
+        "images": 2,
+        "psnr": pytest.approx(expected),
+    }
     assert cell["psnr_ci"][0] <= cell["psnr"] <= cell["psnr_ci"][1]
     assert result.cell("identity", 50.0) is None
     expected = np.mean([psnr(to_uint8(add_noise(c, 50.0, 0, i) * 0.9 + 0.05), c) for i, c in enumerate(clean)])
@@ -160,7 +165,12 @@ def test_table1_psnr_subset_and_missing_sigma_cells(tmp_path, make_image):
     cell = result.cell("ours", 25.0, subset=2)
     assert (cell["images"], cell["subset"], cell["psnr"]) == (2, 2, pytest.approx(same))
     text = markdown(result)
-    assert "(n=2)" in text and "| identity |" in text and "–" in text and "On the first 2 images only, where identity ran" in text
+    assert (
+        "(n=2)" in text
+        and "| identity |" in text
+        and "–" in text
+        and "On the first 2 images only, where identity ran" in text
+    )
     assert f"**{result.cell('ours', 50.0)['psnr']:.2f}**" in text  # the only full arm at 50 is the best
 
 
@@ -188,7 +198,8 @@ def test_table2_scores_match_a_hand_computation_and_exclude_the_training_rows(tm
     data = tmp_path / "samples"
     paths = write_images(data, make_image, 6)
     head = LinearClassifier().eval()
-    # labels: the head's clean prediction for rows 1 and 3 (top-1 right), a wrong one for row 5; rows 0, 2, 4 are "train"
+    # labels: the head's clean prediction for rows 1 and 3 (top-1 right), a wrong one for row 5;
+    # rows 0, 2, 4 are "train"
     preds = {i: predict(head, crop_by_hand(paths[i], 36, 32)) for i in range(6)}
     labels = {i: preds[i] if i in (1, 3) else (preds[i] + 1) % 7 for i in range(6)}
     with open(data / "labels.csv", "w", newline="") as handle:
@@ -337,8 +348,9 @@ def test_cli_table1_with_two_seeds_and_a_control(tmp_path, make_image):
     folder = tmp_path / "kodak"
     write_images(folder, make_image, 3)
     a, b = weights_file(tmp_path / "a.safetensors", 1), weights_file(tmp_path / "b.safetensors", 2)
-    args = ["tables", "table1", str(folder), "-m", f"a={a}", "-m", f"b={b}", "--peers", "", "--sigma", "25", "--seeds", "0,1",
-            "--control", "a", "--draws", "200", "--device", "cpu", "-o", str(tmp_path / "out")]  # fmt: skip
+    args = ["tables", "table1", str(folder), "-m", f"a={a}", "-m", f"b={b}", "--peers", "", "--sigma", "25",
+            "--seeds", "0,1", "--control", "a", "--draws", "200", "--device", "cpu",
+            "-o", str(tmp_path / "out")]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads((tmp_path / "out" / "table1.json").read_text())

@@ -26,7 +26,8 @@ def image_folder(tmp_path, make_image) -> Path:
 def config(folder: Path, out: Path, steps: int, **kw) -> TrainConfig:
     return TrainConfig(
         data=str(folder), out=str(out), val=str(folder), sigma=(10, 40), patch=24, batch=4, steps=steps, lr=3e-3,
-        warmup=2, val_every=6, val_images=2, ckpt_every=3, log_every=1, amp="off", compile="off", spec=asdict(SMALL), **kw,
+        warmup=2, val_every=6, val_images=2, ckpt_every=3, log_every=1, amp="off", compile="off", spec=asdict(SMALL),
+        **kw,
     )  # fmt: skip
 
 
@@ -122,7 +123,14 @@ def test_a_zero_lr_fine_tune_reproduces_its_init_only_with_frozen_batchnorm(imag
     torch.manual_seed(5)
     start = randomize_bn(Denoiser(SMALL)).eval()
     save_weights(start, tmp_path / "start.safetensors")
-    cfg = TrainConfig(**{**asdict(config(image_folder, tmp_path / "run", steps=4)), "lr": 0.0, "schedule": "constant", "freeze_bn": freeze_bn})
+    cfg = TrainConfig(
+        **{
+            **asdict(config(image_folder, tmp_path / "run", steps=4)),
+            "lr": 0.0,
+            "schedule": "constant",
+            "freeze_bn": freeze_bn,
+        }
+    )
     tuned = train_denoiser(cfg, progress=False, init=str(tmp_path / "start.safetensors"))
     same = [torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values())]
     x = torch.rand(2, 3, 20, 28)

@@ -186,7 +186,8 @@ def test_cascade_denoiser_to_head_is_one_graph_matching_eager(denoiser: Denoiser
 def test_engines_import_neither_trainer_nor_cli_nor_heavy_optional_packages() -> None:
     code = (
         "import sys, fastdenoise.engines.export, fastdenoise.engines.build, fastdenoise.engines.runtime\n"
-        "bad = [m for m in ('fastdenoise.train', 'fastdenoise.cli', 'tensorrt', 'onnxruntime', 'onnx') if m in sys.modules]\n"
+        "bad = [m for m in ('fastdenoise.train', 'fastdenoise.cli', 'tensorrt', 'onnxruntime', 'onnx') "
+        "if m in sys.modules]\n"
         "print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

