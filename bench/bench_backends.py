@@ -22,14 +22,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, machine_name  # noqa: E402
+from machine import machine_facts, machine_name
 
-from fastdenoise.autoselect import AutoBackend  # noqa: E402
-from fastdenoise.backends import BackendConfig, TorchBackend, make_backend  # noqa: E402
-from fastdenoise.checkpoint import load_denoiser  # noqa: E402
-from fastdenoise.devices import cpu_has_bf16  # noqa: E402
-from fastdenoise.runner import RunConfig, denoise_folder  # noqa: E402
-from fastdenoise.throughput import gflop_per_mp, measure_peak  # noqa: E402
+from fastdenoise.autoselect import AutoBackend
+from fastdenoise.backends import BackendConfig, TorchBackend, make_backend
+from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.devices import cpu_has_bf16
+from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.throughput import gflop_per_mp, measure_peak
 
 REFERENCE = "default (eager bf16|fp32 auto)"
 
@@ -154,8 +154,9 @@ def main() -> None:
                     row["mp_per_s"] for row in rows if row["arm"] == arm.name
                     and (row["batch"], row["height"], row["width"]) == against
                 )  # fmt: skip
-                end_to_end.append({"arm": arm.name, "repeat": r, "mp_per_s": summary.mp_per_s, "seconds": summary.seconds,
-                                   "model_only_mp_per_s": model_only, "fraction_of_model_only": summary.mp_per_s / model_only,
+                end_to_end.append({"arm": arm.name, "repeat": r, "mp_per_s": summary.mp_per_s,
+                                   "seconds": summary.seconds, "model_only_mp_per_s": model_only,
+                                   "fraction_of_model_only": summary.mp_per_s / model_only,
                                    "stages": dict(summary.stages)})  # fmt: skip
                 print(
                     f"run {arm.name}: {summary.mp_per_s:.3f} MP/s ({summary.mp_per_s / model_only:.2f} of model-only)",

@@ -15,12 +15,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, machine_name  # noqa: E402
+from machine import machine_facts, machine_name
 
-from fastdenoise.backends import BackendConfig, make_backend  # noqa: E402
-from fastdenoise.checkpoint import load_denoiser  # noqa: E402
-from fastdenoise.cluster import denoise_on_cluster  # noqa: E402
-from fastdenoise.runner import RunConfig, denoise_folder  # noqa: E402
+from fastdenoise.backends import BackendConfig, make_backend
+from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.cluster import denoise_on_cluster
+from fastdenoise.runner import RunConfig, denoise_folder
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ import torch.nn.functional as F
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="kernel benchmarks need a CUDA GPU")
 triton = pytest.importorskip("triton")
 
-from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend  # noqa: E402
-from fastdenoise.kernels import conv2d, deconv2x  # noqa: E402
-from fastdenoise.model import Denoiser, DenoiserSpec  # noqa: E402
+from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend
+from fastdenoise.kernels import conv2d, deconv2x
+from fastdenoise.model import Denoiser, DenoiserSpec
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 DTYPE_NAME = os.environ.get("BENCH_DTYPE", "bf16")
@@ -121,10 +121,10 @@ def layer_ops(layer: Layer, dtype: torch.dtype, device: torch.device) -> dict[st
     compiled = torch.compile(torch_layer, dynamic=False)
     if layer.transposed:
         packed = deconv2x.pack_weight(weight)
-        fused = lambda: deconv2x.deconv2x(x, packed, bias, relu=layer.relu)  # noqa: E731
+        fused = lambda: deconv2x.deconv2x(x, packed, bias, relu=layer.relu)
     else:
         packed = conv2d.pack_weight(weight)
-        fused = lambda: conv2d.conv2d(  # noqa: E731
+        fused = lambda: conv2d.conv2d(
             x, packed, bias, stride=layer.stride, relu=layer.relu, residual=residual
         )
     return {

@@ -110,8 +110,10 @@ def main() -> None:
             print(result["rows"][-1], flush=True)
             summary = denoise_folder(src, Path(tmp) / f"run{r}", backend, cfg, loader=run_loader)
             assert summary.ok == len(paths)
-            result["rows"].append({"method": f"fastdenoise run (loader {cfg.loader}: {run_name}, batch {cfg.batch})", "repeat": r}
-                                  | summary_dict(summary))  # fmt: skip
+            result["rows"].append(
+                {"method": f"fastdenoise run (loader {cfg.loader}: {run_name}, batch {cfg.batch})", "repeat": r}
+                | summary_dict(summary)
+            )
             print(result["rows"][-1], flush=True)
     best: dict[str, float] = {}
     for row in result["rows"]:

@@ -69,7 +69,8 @@ def kodak_means(payload: dict, arm: str | None) -> dict:
 
 
 def joint_fields(run: Path, log: list[dict]) -> dict:
-    """What a joint run adds to the card (nothing for an MSE run): objective, head, lambda, target, init, final losses."""
+    """What a joint run adds to the card (nothing for an MSE run): objective, head, lambda, target, init, final
+    losses."""
     path = run / "joint.json"
     last = next((r for r in reversed(log) if "loss" in r), {})
     if not path.is_file():
@@ -80,8 +81,17 @@ def joint_fields(run: Path, log: list[dict]) -> dict:
         facts = {"objective": joint["objective"], "tasks": joint["tasks"], "heads": joint["heads"], **weights}
     else:  # a run from before multi-head training
         lam = joint["lam"] if joint["lam"] is not None else {"classify": 0.25, "segment": 0.5}[joint["task"]]
-        task_loss = "CE to the label" if joint["target"] == "labels" else f"label-free ({joint['target']} of the head on the clean crop)"
-        facts = {"objective": f"MSE + {lam} * {task_loss} of the frozen {joint['head']} on D(x)", "task": joint["task"], "head": joint["head"], "lam": lam}
+        task_loss = (
+            "CE to the label"
+            if joint["target"] == "labels"
+            else f"label-free ({joint['target']} of the head on the clean crop)"
+        )
+        facts = {
+            "objective": f"MSE + {lam} * {task_loss} of the frozen {joint['head']} on D(x)",
+            "task": joint["task"],
+            "head": joint["head"],
+            "lam": lam,
+        }
     tasks = [k for k in last if k.startswith("task")]
     return {
         **facts, "target": joint["target"], "init": joint["init"],

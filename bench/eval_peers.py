@@ -42,7 +42,8 @@ def main() -> None:
         results.append(result)
         means = ", ".join(f"sigma {s:g}: {result.mean(s):.2f} dB" for s in sigmas)
         print(
-            f"{LABELS[kind]:12s} {means}  ({megapixels / seconds:.3f} MP/s denoising, {time.perf_counter() - start:.0f} s)",
+            f"{LABELS[kind]:12s} {means}  "
+            f"({megapixels / seconds:.3f} MP/s denoising, {time.perf_counter() - start:.0f} s)",
             flush=True,
         )
     write_results(

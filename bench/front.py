@@ -13,7 +13,9 @@ from pathlib import Path
 
 
 def cell(payload: dict, arm: str, sigma: float) -> dict | None:
-    return next((c for c in payload["cells"] if c["arm"] == arm and c["sigma"] == sigma and c.get("subset") is None), None)
+    return next(
+        (c for c in payload["cells"] if c["arm"] == arm and c["sigma"] == sigma and c.get("subset") is None), None
+    )
 
 
 def front_points(psnr_table: dict, task_table: dict, metric: str, psnr_sigma: float, task_sigma: float) -> list[dict]:
@@ -22,7 +24,15 @@ def front_points(psnr_table: dict, task_table: dict, metric: str, psnr_sigma: fl
     for arm in psnr_table["arms"]:
         a, b = cell(psnr_table, arm, psnr_sigma), cell(task_table, arm, task_sigma)
         if a is not None and b is not None:
-            points.append({"arm": arm, "psnr": a["psnr"], "psnr_ci": a.get("psnr_ci"), metric: b[metric], f"{metric}_ci": b.get(f"{metric}_ci")})
+            points.append(
+                {
+                    "arm": arm,
+                    "psnr": a["psnr"],
+                    "psnr_ci": a.get("psnr_ci"),
+                    metric: b[metric],
+                    f"{metric}_ci": b.get(f"{metric}_ci"),
+                }
+            )
     return points
 
 
@@ -38,7 +48,10 @@ def main() -> None:
     psnr_table, task_table = (json.loads(p.read_text()) for p in (args.psnr_table, args.task_table))
     points = front_points(psnr_table, task_table, args.metric, args.psnr_sigma, args.task_sigma)
     if not points:
-        raise SystemExit(f"no arm is in both tables at sigma {args.psnr_sigma:g} / {args.task_sigma:g}: {psnr_table['arms']} vs {task_table['arms']}")
+        raise SystemExit(
+            f"no arm is in both tables at sigma {args.psnr_sigma:g} / {args.task_sigma:g}: "
+            f"{psnr_table['arms']} vs {task_table['arms']}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
 
     def interval(ci: list | None, digits: int) -> str:
@@ -46,7 +59,10 @@ def main() -> None:
 
     lines = [f"| arm | PSNR sigma {args.psnr_sigma:g} | {args.metric} sigma {args.task_sigma:g} |", "|---|---|---|"]
     for p in points:
-        lines.append(f"| {p['arm']} | {p['psnr']:.2f}{interval(p['psnr_ci'], 2)} | {p[args.metric]:.3f}{interval(p[f'{args.metric}_ci'], 3)} |")
+        lines.append(
+            f"| {p['arm']} | {p['psnr']:.2f}{interval(p['psnr_ci'], 2)} "
+            f"| {p[args.metric]:.3f}{interval(p[f'{args.metric}_ci'], 3)} |"
+        )
     (args.out / "front.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

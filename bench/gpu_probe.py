@@ -25,12 +25,12 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts  # noqa: E402
+from machine import machine_facts
 
-from fastdenoise.backends import TorchBackend  # noqa: E402
-from fastdenoise.checkpoint import load_denoiser  # noqa: E402
-from fastdenoise.model import fold_bn  # noqa: E402
-from fastdenoise.throughput import gflop_per_mp, measure_peak, time_rounds  # noqa: E402
+from fastdenoise.backends import TorchBackend
+from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.model import fold_bn
+from fastdenoise.throughput import gflop_per_mp, measure_peak, time_rounds
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -154,7 +154,8 @@ def main() -> None:
                     mp_per_s = batch * h * w / 1e6 / median
                     result["model_only"].append({
                         "arm": name, "batch": batch, "height": h, "width": w, "mp_per_s": mp_per_s,
-                        "gflops": mp_per_s * gflop, "fraction_of_bf16_peak": mp_per_s * gflop / result["peak_gflops"]["bf16"],
+                        "gflops": mp_per_s * gflop,
+                        "fraction_of_bf16_peak": mp_per_s * gflop / result["peak_gflops"]["bf16"],
                         "seconds": seconds, "warmup_seconds": warm,
                     })  # fmt: skip
                     best[name] = max(best.get(name, 0.0), mp_per_s)

@@ -58,21 +58,27 @@ def run_arm(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     settings = {**BASE, **overrides}
     steps = math.ceil(args.budget_mpx * 1e6 / (settings["batch"] * settings["patch"] ** 2))
     cfg = TrainConfig(
-        data=str(args.data), out=str(out), val=str(args.val), val_images=8, val_every=max(1, steps // 4), val_sigma=35.0,
-        steps=steps, ckpt_every=max(1, steps // 4), log_every=10, seed=args.seed, **settings,
+        data=str(args.data), out=str(out), val=str(args.val), val_images=8, val_every=max(1, steps // 4),
+        val_sigma=35.0, steps=steps, ckpt_every=max(1, steps // 4), log_every=10, seed=args.seed, **settings,
     )  # fmt: skip
     start = time.perf_counter()
     train_denoiser(cfg, progress=False, init=str(args.init))
     seconds = time.perf_counter() - start
     model = load_denoiser(out / "model.safetensors")
     backend = make_backend(model, BackendConfig(device="cpu", precision="fp32"))
-    scores = evaluate(backend_denoiser(backend), args.val, args.sigmas, seed=0, method=name, with_ssim=False, limit=args.images)
+    scores = evaluate(
+        backend_denoiser(backend), args.val, args.sigmas, seed=0, method=name, with_ssim=False, limit=args.images
+    )
     curve = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     result = {
-        "arm": name, "config": asdict(cfg), "steps": steps, "pixels": steps * settings["batch"] * settings["patch"] ** 2,
-        "train_seconds": seconds, "rows": scores.rows,
+        "arm": name,
+        "config": asdict(cfg),
+        "steps": steps,
+        "pixels": steps * settings["batch"] * settings["patch"] ** 2,
+        "train_seconds": seconds,
+        "rows": scores.rows,
         "curve": [{"gpx": r.get("gpx_seen"), "psnr": r["val_psnr"]} for r in curve if "val_psnr" in r],
-    }  # fmt: skip
+    }
     result_path.write_text(json.dumps(result, indent=1))
     return result
 
@@ -115,7 +121,9 @@ def main() -> None:
     parser.add_argument("data", type=Path, help="training photos (e.g. CBSD432)")
     parser.add_argument("val", type=Path, help="validation photos (e.g. CBSD68); never a test set")
     parser.add_argument("--out", type=Path, default=Path("runs/recipe"))
-    parser.add_argument("--init", type=Path, default=Path(__file__).parents[1] / "fastdenoise/weights/blind.safetensors")
+    parser.add_argument(
+        "--init", type=Path, default=Path(__file__).parents[1] / "fastdenoise/weights/blind.safetensors"
+    )
     parser.add_argument("--budget-mpx", type=float, default=40.0, help="training pixels per arm, millions")
     parser.add_argument("--images", type=int, default=24, help="validation images scored per arm")
     parser.add_argument("--sigmas", type=lambda t: [float(s) for s in t.split(",")], default=[25.0, 50.0])
@@ -132,7 +140,12 @@ def main() -> None:
         print(table, flush=True)
         if args.doc:
             args.doc.mkdir(parents=True, exist_ok=True)
-            meta = {"budget_mpx": args.budget_mpx, "init": str(args.init), "images": args.images, "torch": torch.__version__}
+            meta = {
+                "budget_mpx": args.budget_mpx,
+                "init": str(args.init),
+                "images": args.images,
+                "torch": torch.__version__,
+            }
             (args.doc / "recipe.json").write_text(json.dumps({"meta": meta, "arms": results}, indent=1))
             (args.doc / "recipe.md").write_text(table + "\n")
             plot(results, args.doc / "recipe.png")

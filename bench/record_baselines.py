@@ -1,8 +1,9 @@
-"""(Re)record accuracy baselines in fastdenoise/baselines.json (package data): measure each check's PSNR now and write it, with the
-weights' SHA-256 and a stamp (date, machine, commit). By default every entry of the bundled model; peers with --keys.
+"""(Re)record accuracy baselines in fastdenoise/baselines.json (package data): measure each check's PSNR now and write
+it, with the weights' SHA-256 and a stamp (date, machine, commit). By default every entry of the bundled model; peers
+with --keys.
 
-    nice -n 15 python bench/record_baselines.py                                  # all bundled-model entries (~5 min CPU)
-    nice -n 15 python bench/record_baselines.py --keys kodak24-first4-sigma25    # the CI subset only (~30 s)
+    nice -n 15 python bench/record_baselines.py                                # all bundled-model entries (~5 min CPU)
+    nice -n 15 python bench/record_baselines.py --keys kodak24-first4-sigma25  # the CI subset only (~30 s)
     nice -n 15 python bench/record_baselines.py --weights runs/blind/model.safetensors --dry-run
 
 Review the diff before committing: a recorded baseline is what CI holds the bundled model to.

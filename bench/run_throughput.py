@@ -15,14 +15,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, machine_name  # noqa: E402
+from machine import machine_facts, machine_name
 
-from fastdenoise.backends import BackendConfig, make_backend  # noqa: E402
-from fastdenoise.checkpoint import load_denoiser  # noqa: E402
-from fastdenoise.evaluate import backend_denoiser, evaluate  # noqa: E402
-from fastdenoise.images import list_images, load_rgb, save_rgb  # noqa: E402
-from fastdenoise.noise import to_uint8  # noqa: E402
-from fastdenoise.runner import RunConfig, denoise_folder  # noqa: E402
+from fastdenoise.backends import BackendConfig, make_backend
+from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.evaluate import backend_denoiser, evaluate
+from fastdenoise.images import list_images, load_rgb, save_rgb
+from fastdenoise.noise import to_uint8
+from fastdenoise.runner import RunConfig, denoise_folder
 
 
 def naive_loop(model: torch.nn.Module, paths: list[Path], out: Path) -> float:
@@ -50,7 +50,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.repeat):
             seconds = naive_loop(model, paths, Path(tmp) / f"naive{r}")
-            rows.append({"method": "naive eager fp32 loop", "repeat": r, "seconds": seconds, "mp_per_s": megapixels / seconds})
+            rows.append(
+                {"method": "naive eager fp32 loop", "repeat": r, "seconds": seconds, "mp_per_s": megapixels / seconds}
+            )
             print(rows[-1], flush=True)
             for kind in args.backends.split(","):
                 for precision in ("fp32", "auto"):
@@ -58,9 +60,12 @@ def main() -> None:
                     if kind == "compiled":  # compile once outside the timed run, at the folder's sizes
                         for shape in {load_rgb(p).shape for p in paths}:
                             backend(torch.rand(4, 3, shape[0], shape[1]))
-                    summary = denoise_folder(args.data, Path(tmp) / f"{kind}-{precision}-{r}", backend, RunConfig(batch=4))
+                    summary = denoise_folder(
+                        args.data, Path(tmp) / f"{kind}-{precision}-{r}", backend, RunConfig(batch=4)
+                    )
                     rows.append({"method": f"fastdenoise run --backend {kind} --precision {precision}", "repeat": r,
-                                 "seconds": summary.seconds, "mp_per_s": summary.mp_per_s, "stages": dict(summary.stages)})  # fmt: skip
+                                 "seconds": summary.seconds, "mp_per_s": summary.mp_per_s,
+                                 "stages": dict(summary.stages)})  # fmt: skip
                     print(rows[-1], flush=True)
     best = {}
     for row in rows:

@@ -26,8 +26,14 @@ def main() -> None:
     for folder in args.folders:
         paths = list_images(folder)[: args.limit]
         for sigma in (float(s) for s in args.levels.split(",")):
-            err = np.array([estimate_sigma(to_uint8(add_noise(load_rgb(p), sigma, 0, i))) - sigma for i, p in enumerate(paths)])
-            print(f"| {folder.name} ({len(paths)}) | {sigma:g} | {err.mean():+.2f} | {np.abs(err).mean():.2f} | {np.percentile(np.abs(err), 95):.2f} |", flush=True)
+            err = np.array(
+                [estimate_sigma(to_uint8(add_noise(load_rgb(p), sigma, 0, i))) - sigma for i, p in enumerate(paths)]
+            )
+            print(
+                f"| {folder.name} ({len(paths)}) | {sigma:g} | {err.mean():+.2f} | {np.abs(err).mean():.2f} "
+                f"| {np.percentile(np.abs(err), 95):.2f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
-"""Training throughput of the real loop (`fit`) per mode: plain fp32 against channels_last, bf16 autocast and
+r"""Training throughput of the real loop (`fit`) per mode: plain fp32 against channels_last, bf16 autocast and
 torch.compile, as Mpx/s and steps/s read from fit's own log, modes interleaved over rounds (ratios in one run).
 
 Usage (repo root; pin to one core so the number is the per-core rate a campaign gets):
-    OMP_NUM_THREADS=1 taskset -c 1 python bench/train_throughput.py --rounds 2 --out bench/results/<machine>/train_throughput.json
+    OMP_NUM_THREADS=1 taskset -c 1 python bench/train_throughput.py --rounds 2 \
+        --out bench/results/<machine>/train_throughput.json
 """
 
 from __future__ import annotations
@@ -36,14 +37,20 @@ def measure(mode: str, images: list[np.ndarray], args: argparse.Namespace) -> di
     amp, channels_last, compile = MODES[mode]
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(
-            data="in-memory", out=out, patch=args.patch, batch=args.batch, steps=args.warmup + args.steps, log_every=args.warmup,
-            amp=amp, channels_last=channels_last, compile=compile, device="cpu", schedule="constant", lr=1e-4,
+            data="in-memory", out=out, patch=args.patch, batch=args.batch, steps=args.warmup + args.steps,
+            log_every=args.warmup, amp=amp, channels_last=channels_last, compile=compile, device="cpu",
+            schedule="constant", lr=1e-4,
         )  # fmt: skip
         torch.manual_seed(0)
         fit(Denoiser(), mse_loss, PatchSampler(images, args.patch, args.batch, (5.0, 60.0), 0), cfg, progress=False)
         rows = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
     timed = rows[1:]  # the first window holds warm-up (and compilation)
-    return {"mode": mode, "mpx_per_s": statistics.median(r["mpx_per_s"] for r in timed), "steps_per_s": statistics.median(r["steps_per_s"] for r in timed), "config": asdict(cfg)}
+    return {
+        "mode": mode,
+        "mpx_per_s": statistics.median(r["mpx_per_s"] for r in timed),
+        "steps_per_s": statistics.median(r["steps_per_s"] for r in timed),
+        "config": asdict(cfg),
+    }
 
 
 def main() -> None:
@@ -68,14 +75,17 @@ def main() -> None:
     summary = []
     for mode in modes:
         mpx = statistics.median(x["mpx_per_s"] for x in runs[mode])
-        summary.append({"mode": mode, "mpx_per_s": mpx, "vs_first": mpx / base, "rounds": [x["mpx_per_s"] for x in runs[mode]]})
+        summary.append(
+            {"mode": mode, "mpx_per_s": mpx, "vs_first": mpx / base, "rounds": [x["mpx_per_s"] for x in runs[mode]]}
+        )
     print("| mode | Mpx/s (median) | vs " + modes[0] + " |\n|---|---|---|")
     for s in summary:
         print(f"| {s['mode']} | {s['mpx_per_s']:.4f} | {s['vs_first']:.2f}x |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"cpu": platform.processor() or platform.machine(), "bf16_native": cpu_has_bf16(), "threads": torch.get_num_threads(),
-                "torch": torch.__version__, "patch": args.patch, "batch": args.batch, "steps": args.steps}  # fmt: skip
+        meta = {"cpu": platform.processor() or platform.machine(), "bf16_native": cpu_has_bf16(),
+                "threads": torch.get_num_threads(), "torch": torch.__version__, "patch": args.patch,
+                "batch": args.batch, "steps": args.steps}  # fmt: skip
         args.out.write_text(json.dumps({"meta": meta, "summary": summary}, indent=1))
 
 

@@ -65,7 +65,8 @@ class Profile:
 
     @classmethod
     def for_tiles(cls, tile: int = 1024, batch: int = 4) -> Profile:
-        """What `fastdenoise run --tile T --batch B` feeds a backend: up to B images or tiles of at most T+3 px a side."""
+        """What `fastdenoise run --tile T --batch B` feeds a backend: up to B images or tiles of at most T+3 px a
+        side."""
         if tile < 1 or batch < 1:
             raise ValueError(f"tile ({tile}) and batch ({batch}) must be positive")
         edge = tile + STRIDE - 1  # the last tile of a row ends at the border, up to STRIDE - 1 px longer
@@ -139,7 +140,8 @@ class EngineInfo:
         size = self.path.stat().st_size / 2**20
         return (
             f"{self.path.name}  [{self.status}]  {m['gpu']} sm{m['compute_capability']}  TensorRT {m['tensorrt']}  "
-            f"{m['precision']}  profile {m['profile']}  {m.get('kind', '?')} onnx {m['onnx_sha256'][:12]}  {size:.1f} MiB"
+            f"{m['precision']}  profile {m['profile']}  {m.get('kind', '?')} onnx {m['onnx_sha256'][:12]}  "
+            f"{size:.1f} MiB"
         )
 
 

@@ -166,7 +166,8 @@ class TensorRTBackend:
 
 
 class OnnxRuntimeBackend:
-    """onnxruntime on the CPU, or on CUDA with tensors bound in place (IO binding) where onnxruntime-gpu is installed."""
+    """onnxruntime on the CPU, or on CUDA with tensors bound in place (IO binding) where onnxruntime-gpu is
+    installed."""
 
     def __init__(
         self,

@@ -125,8 +125,10 @@ def judge(check: AccuracyCheck, psnr: float, weights_sha256: str | None = None) 
     """Pass unless psnr < baseline - tolerance; no-baseline when none is recorded."""
     what = f"{check.key}: {check.method} on {check.subset}, sigma {check.sigma:g}, seed {check.seed}"
     if check.psnr is None:
-        return AccuracyOutcome(check.key, check.method, psnr, None, check.tolerance_db, "no-baseline",
-                               f"{what}: {psnr:.3f} dB; no baseline recorded (python bench/record_baselines.py)")  # fmt: skip
+        return AccuracyOutcome(
+            check.key, check.method, psnr, None, check.tolerance_db, "no-baseline",
+            f"{what}: {psnr:.3f} dB; no baseline recorded (python bench/record_baselines.py)",
+        )  # fmt: skip
     delta = psnr - check.psnr
     status = "fail" if delta < -check.tolerance_db else "pass"
     message = (
@@ -142,8 +144,12 @@ def judge(check: AccuracyCheck, psnr: float, weights_sha256: str | None = None) 
 def record_baselines(path: Path, psnrs: dict[str, float], weights_sha256: str | None, facts: dict) -> None:
     """Write measured PSNRs into the baselines file (other entries and fields kept), rounded to 0.001 dB."""
     payload = json.loads(Path(path).read_text())
-    stamp = {"date": datetime.now(timezone.utc).date().isoformat(), "machine": machine_name(facts), "commit": facts.get("commit"),
-             "torch": facts["versions"].get("torch")}  # fmt: skip
+    stamp = {
+        "date": datetime.now(timezone.utc).date().isoformat(),
+        "machine": machine_name(facts),
+        "commit": facts.get("commit"),
+        "torch": facts["versions"].get("torch"),
+    }
     for key, value in psnrs.items():
         entry = payload["checks"][key]
         entry["psnr"] = round(value, 3)
@@ -155,7 +161,8 @@ def record_baselines(path: Path, psnrs: dict[str, float], weights_sha256: str | 
 
 
 class Scorer:
-    """Mean PSNR and MP/s of denoisers on data[:limit], each (method, precision, data, limit, sigma, seed) scored once."""
+    """Mean PSNR and MP/s of denoisers on data[:limit], each (method, precision, data, limit, sigma, seed) scored
+    once."""
 
     def __init__(
         self, data_root: Path, model: Denoiser, device: torch.device, cache_dir: Path | None = None, log: Log = print
@@ -203,7 +210,8 @@ class Scorer:
             macs_per_pixel(self.model.spec) if method in ("bundled", "naive") else MACS_PER_PIXEL.get(PeerKind(method))
         )
         self.done[key] = {
-            "method": label, "key": method, "precision": precision, "data": data, "images": len(paths), "sigma": sigma, "seed": seed,
+            "method": label, "key": method, "precision": precision, "data": data, "images": len(paths), "sigma": sigma,
+            "seed": seed,
             "psnr": result.mean(sigma), "seconds": seconds, "mp_per_s": megapixels / seconds if seconds else math.nan,
             "gflop_per_mp": 2 * macs / 1e3 if macs else None,
         }  # fmt: skip

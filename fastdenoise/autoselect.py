@@ -147,7 +147,8 @@ class AutoBackend:
             self.why[shape] = f"as {first} (the same {timed} probe input)"
         elif kind is not None and kind in self.kinds and not isinstance(self.build(kind), str):
             self.why[shape] = f"cached probe ({speeds_text(known[key].get('mp_per_s', {}))}; {self.cache})"
-        elif sum(self.probed.values()) >= PROBE_CLASSES:  # a folder of many sizes: probes would cost more than they save
+        elif sum(self.probed.values()) >= PROBE_CLASSES:
+            # a folder of many sizes: probes would cost more than they save
             kind = self.probed.most_common(1)[0][0]
             self.why[shape] = f"most chosen by this run's {sum(self.probed.values())} probes: not probed"
         else:

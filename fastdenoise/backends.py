@@ -62,7 +62,9 @@ class BackendConfig:
             if not Path(self.engine).is_file():
                 raise ValueError(f"{self.engine}: no such engine file")
             if self.kind not in ENGINE_KINDS:
-                raise ValueError(f"--engine is for the {', '.join(k.value for k in ENGINE_KINDS)} backends, not {self.kind.value}")
+                raise ValueError(
+                    f"--engine is for the {', '.join(k.value for k in ENGINE_KINDS)} backends, not {self.kind.value}"
+                )
 
 
 def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype:
@@ -75,7 +77,9 @@ def resolve_precision(precision: Precision, device: torch.device) -> torch.dtype
 class TorchBackend:
     """PyTorch with BN folded, channels_last and autocast; optionally torch.compile'd (dynamic shapes)."""
 
-    def __init__(self, model: nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool, compile: bool) -> None:
+    def __init__(
+        self, model: nn.Module, device: torch.device, dtype: torch.dtype, channels_last: bool, compile: bool
+    ) -> None:
         self.device, self.dtype, self.channels_last = device, dtype, channels_last
         self.model = model.to(device).eval()
         if channels_last:

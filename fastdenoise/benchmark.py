@@ -80,14 +80,15 @@ class BenchProfile:
 PROFILES = {
     # CI-sized CPU run: a few minutes on 2 cores.
     "quick": BenchProfile(
-        "quick", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"), precisions=("fp32", "bf16"),
-        batches=(1, 4), sizes=((256, 256),), rounds=3, train_modes=(TrainMode(),), train_batch=4, train_patch=64, train_rounds=2,
+        "quick", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"),
+        precisions=("fp32", "bf16"), batches=(1, 4), sizes=((256, 256),), rounds=3, train_modes=(TrainMode(),),
+        train_batch=4, train_patch=64, train_rounds=2,
         quality_images=2, ours=("fp32", "bf16"), peers=("cdncnn-b", "ffdnet", "cbm3d"), cbm3d_images=1,
         accuracy=("kodak24-first4-sigma25",), matmul_size=2048,
     ),
     "full": BenchProfile(
-        "full", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"), precisions=("fp32", "bf16"),
-        batches=(1, 4), sizes=((256, 256), (512, 512), (1024, 1024)), rounds=5,
+        "full", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"),
+        precisions=("fp32", "bf16"), batches=(1, 4), sizes=((256, 256), (512, 512), (1024, 1024)), rounds=5,
         train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")), train_batch=16, train_patch=64,
         quality_images=None, ours=("fp32", "bf16"), peers=("cdncnn-b", "cdncnn-25", "ffdnet", "cbm3d"), cbm3d_images=4,
         accuracy=("kodak24-first4-sigma25", "kodak24-sigma25", "kodak24-sigma50", "cdncnn-b-kodak24-sigma25",
@@ -159,9 +160,11 @@ def run_benchmark(cfg: BenchConfig, log: Log = print, profile: BenchProfile | No
     weights_sha = weights_digest(Path(cfg.weights) if cfg.weights else None)
     result: dict = {
         "schema": SCHEMA, "profile": profile.name, "config": asdict(profile), "sections": list(cfg.sections),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": facts, "machine_name": machine_name(facts),
-        "device": str(device), "weights": {"path": cfg.weights or "bundled", "sha256": weights_sha}, "data": str(data_root),
-        "gflop_per_mp": gflop_per_mp(model), "peak": {}, "throughput": [], "training": [], "skipped": [], "quality": [], "accuracy": [],
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": facts,
+        "machine_name": machine_name(facts), "device": str(device),
+        "weights": {"path": cfg.weights or "bundled", "sha256": weights_sha}, "data": str(data_root),
+        "gflop_per_mp": gflop_per_mp(model), "peak": {}, "throughput": [], "training": [], "skipped": [], "quality": [],
+        "accuracy": [],
     }  # fmt: skip
     if "peak" in cfg.sections:
         log(f"matmul peak {profile.matmul_size}^3")

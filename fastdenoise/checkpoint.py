@@ -49,7 +49,8 @@ def load_denoiser(path: Path | None = None) -> Denoiser:
         ckpt = load_checkpoint(path)
         if "model" not in ckpt:
             raise CheckpointError(f"{path}: not a fastdenoise checkpoint (no 'model' entry)")
-        state, spec = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"], ckpt.get("spec", {})  # the average is the model
+        # the average is the model
+        state, spec = ckpt["ema"] if ckpt.get("ema") is not None else ckpt["model"], ckpt.get("spec", {})
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{path}: its 'model' entry is not a state dict of tensors")
     try:

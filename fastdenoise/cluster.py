@@ -162,7 +162,9 @@ def write(
             row, errno = tree.error_row(item, str(batch["error"][k])), None
         else:
             top, labels = batch["top"][k], batch["labels"][k]
-            prediction = None if head is None else Prediction(json.loads(top) if top else None, labels if labels.size else None)
+            prediction = (
+                None if head is None else Prediction(json.loads(top) if top else None, labels if labels.size else None)
+            )
             row, errno = tree.save(item, np.asarray(batch["image"][k]), prediction)
         rows.append(json.dumps(row, ensure_ascii=False))
         fatal.append(errno or 0)
@@ -254,7 +256,9 @@ def run_pipeline(
         .map_batches(decode, batch_size=cfg.batch, num_cpus=1, fn_args=(cfg.loader, cfg.workers, cfg.max_pixels))
         .map_batches(Denoise, batch_size=cfg.batch, compute=ray.data.ActorPoolStrategy(size=actors),
                      fn_constructor_args=(model, backend, cfg, predictor), **resources)
-        .map_batches(write, batch_size=cfg.batch, num_cpus=1, fn_args=(str(dst), cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None))
+        .map_batches(write, batch_size=cfg.batch, num_cpus=1,
+                     fn_args=(str(dst), cfg.quality, predictor.key if predictor else None,
+                              predictor.palette if predictor else None))
     )  # fmt: skip
     stages, stop = record.summary.stages, record.stop
     rows = data.iter_rows()

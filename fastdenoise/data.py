@@ -23,7 +23,7 @@ class Batch:
     target: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)
         return Batch(move(self.noisy), move(self.clean), move(self.target))
 
 
@@ -82,7 +82,9 @@ class PatchSampler:
             crop = torch.rot90(torch.from_numpy(image[y : y + p, x : x + p]).permute(2, 0, 1), turns, (1, 2))
             clean[k] = (crop.flip(2) if flip else crop).float() / 255.0
             if masks is not None:
-                mask = torch.rot90(torch.from_numpy(self.masks[i][y : y + p, x : x + p]), turns, (0, 1))  # type: ignore[index]
+                mask = torch.rot90(
+                    torch.from_numpy(self.masks[i][y : y + p, x : x + p]), turns, (0, 1)  # type: ignore[index]
+                )
                 masks[k] = mask.flip(1) if flip else mask
         lo, hi = self.sigma
         sigma = lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)

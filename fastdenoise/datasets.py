@@ -33,7 +33,9 @@ def require_data_root(near: Path | None = None) -> Path:
     root = data_root(near)
     if root is None:
         where = Path(near if near is not None else Path.cwd())
-        raise FileNotFoundError(f"{where}: no shared data folder (SHA256SUMS or weights/) here or above; set {DATA_ENV}")
+        raise FileNotFoundError(
+            f"{where}: no shared data folder (SHA256SUMS or weights/) here or above; set {DATA_ENV}"
+        )
     return root
 
 

@@ -29,5 +29,12 @@ def run_demo(denoise: Denoise, out: Path, sigma: float = 25.0, seed: int = 0) ->
         noisy8, denoised = to_uint8(noisy), to_uint8(denoise(noisy, sigma))
         gap = np.full((clean.shape[0], 8, 3), 255, np.uint8)
         save_rgb(np.concatenate([noisy8, gap, denoised, gap, clean], axis=1), out / f"{name}.png")
-        rows.append({"image": name, "size": f"{clean.shape[1]}x{clean.shape[0]}", "noisy_psnr": psnr(noisy8, clean), "psnr": psnr(denoised, clean)})
+        rows.append(
+            {
+                "image": name,
+                "size": f"{clean.shape[1]}x{clean.shape[0]}",
+                "noisy_psnr": psnr(noisy8, clean),
+                "psnr": psnr(denoised, clean),
+            }
+        )
     return rows

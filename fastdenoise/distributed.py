@@ -106,7 +106,8 @@ def rank_seed(seed: int, shard: Shard) -> int:
 
 
 def from_rank0(make: Callable[[], T], shard: Shard) -> T:
-    """make() on rank 0 alone; its result, or the exception it raised, handed to every rank (a pickle over the group)."""
+    """make() on rank 0 alone; its result, or the exception it raised, handed to every rank (a pickle over the
+    group)."""
     if shard.world == 1:
         return make()
     import torch.distributed as dist

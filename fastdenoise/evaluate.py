@@ -65,7 +65,12 @@ def evaluate(
             clean = load_rgb(path)
             noisy = add_noise(clean, sigma, seed, i)
             out = to_uint8(denoise(noisy, sigma))
-            row = {"image": path.name, "sigma": sigma, "psnr": psnr(out, clean), "noisy_psnr": psnr(to_uint8(noisy), clean)}
+            row = {
+                "image": path.name,
+                "sigma": sigma,
+                "psnr": psnr(out, clean),
+                "noisy_psnr": psnr(to_uint8(noisy), clean),
+            }
             if with_ssim:
                 row["ssim"] = ssim(out, clean)
             result.rows.append(row)
@@ -90,13 +95,24 @@ def write_results(results: list[EvalResult], out: Path, meta: dict | None = None
     payload = {
         "meta": meta or {},
         "results": [
-            {"method": r.method, "data": r.data, "seed": r.seed, "mean": {str(s): {"psnr": r.mean(s), **({"ssim": r.mean(s, "ssim")} if "ssim" in r.rows[0] else {})} for s in r.sigmas}, "rows": r.rows}
+            {
+                "method": r.method,
+                "data": r.data,
+                "seed": r.seed,
+                "mean": {
+                    str(s): {"psnr": r.mean(s), **({"ssim": r.mean(s, "ssim")} if "ssim" in r.rows[0] else {})}
+                    for s in r.sigmas
+                },
+                "rows": r.rows,
+            }
             for r in results
         ],
     }
     (out / "eval.json").write_text(json.dumps(payload, indent=1))
-    parts = [f"# Evaluation on {results[0].data}", "", "Noise: Gaussian, per-image seed [seed, i], noisy input not clipped; "
-             f"output clipped and rounded to uint8; PSNR over RGB. Seed {results[0].seed}.", "", "## PSNR (dB)", "", markdown_table(results)]
+    parts = [f"# Evaluation on {results[0].data}", "",
+             "Noise: Gaussian, per-image seed [seed, i], noisy input not clipped; "
+             f"output clipped and rounded to uint8; PSNR over RGB. Seed {results[0].seed}.",
+             "", "## PSNR (dB)", "", markdown_table(results)]
     if "ssim" in results[0].rows[0]:
         parts += ["", "## SSIM", "", markdown_table(results, "ssim")]
     (out / "eval.md").write_text("\n".join(parts) + "\n")

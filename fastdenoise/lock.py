@@ -1,5 +1,6 @@
 """The output lock: one run per OUTPUT (per rank under torchrun), held as an flock on OUTPUT/.fastdenoise.rank<N>.lock
-that the kernel drops when its holder dies however it dies; the file records pid, host and start time for the message."""
+that the kernel drops when its holder dies however it dies; the file records pid, host and start time for the
+message."""
 
 from __future__ import annotations
 

@@ -67,8 +67,12 @@ def machine_facts() -> dict:
     }
     if torch.cuda.is_available():
         props = torch.cuda.get_device_properties(0)
-        facts["gpu"] = {"name": props.name, "capability": f"{props.major}.{props.minor}", "memory_gib": props.total_memory / 2**30,
-                        "cuda": torch.version.cuda}  # fmt: skip
+        facts["gpu"] = {
+            "name": props.name,
+            "capability": f"{props.major}.{props.minor}",
+            "memory_gib": props.total_memory / 2**30,
+            "cuda": torch.version.cuda,
+        }
         try:
             facts["gpu"]["driver"] = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],

@@ -1,7 +1,8 @@
 """The run manifest: one JSON row per input in OUTPUT/manifest.jsonl. While a run goes, each process appends its rows
 to its own part (`manifest.part<rank>.jsonl`, each row one whole write, so a kill loses nothing written and a full disk
-leaves no half row); at the end the parts are merged into manifest.jsonl. A run started again reads the manifest and any parts left by a killed run and skips
-every input whose row still vouches for its output (same input size and mtime, same output size and mtime)."""
+leaves no half row); at the end the parts are merged into manifest.jsonl. A run started again reads the manifest and
+any parts left by a killed run and skips every input whose row still vouches for its output (same input size and
+mtime, same output size and mtime)."""
 
 from __future__ import annotations
 
@@ -56,9 +57,9 @@ class Voucher:
     def from_row(cls, row: dict) -> Voucher | None:
         try:
             top = json.dumps(row["top"], ensure_ascii=False) if row.get("top") is not None else None
-            return cls(row["output"], row["input_size"], row["input_mtime_ns"], row["output_size"], row["output_mtime_ns"],
-                       row["height"], row["width"], row.get("head"), top, row.get("mask"), row.get("mask_size"),
-                       row.get("mask_mtime_ns"))  # fmt: skip
+            return cls(row["output"], row["input_size"], row["input_mtime_ns"], row["output_size"],
+                       row["output_mtime_ns"], row["height"], row["width"], row.get("head"), top, row.get("mask"),
+                       row.get("mask_size"), row.get("mask_mtime_ns"))  # fmt: skip
         except (KeyError, TypeError):
             return None
 
@@ -85,8 +86,9 @@ class Voucher:
         return True
 
     def fields(self) -> dict:
-        facts = {"height": self.height, "width": self.width, "input_size": self.input_size, "input_mtime_ns": self.input_mtime_ns,
-                 "output_size": self.output_size, "output_mtime_ns": self.output_mtime_ns}  # fmt: skip
+        facts = {"height": self.height, "width": self.width, "input_size": self.input_size,
+                 "input_mtime_ns": self.input_mtime_ns, "output_size": self.output_size,
+                 "output_mtime_ns": self.output_mtime_ns}  # fmt: skip
         if self.head is not None:
             facts["head"] = self.head
         if self.top is not None:

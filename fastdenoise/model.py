@@ -37,14 +37,18 @@ class ConvBnAct(nn.Sequential):
 
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1, *, bn: bool = True, act: bool = True) -> None:
         conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=not bn)
-        super().__init__(conv, nn.BatchNorm2d(cout) if bn else nn.Identity(), nn.ReLU(inplace=True) if act else nn.Identity())
+        super().__init__(
+            conv, nn.BatchNorm2d(cout) if bn else nn.Identity(), nn.ReLU(inplace=True) if act else nn.Identity()
+        )
 
 
 class DeconvBnAct(nn.Sequential):
     """4x4 stride-2 transposed conv (exact 2x upsampling) -> BN -> ReLU."""
 
     def __init__(self, cin: int, cout: int) -> None:
-        super().__init__(nn.ConvTranspose2d(cin, cout, 4, 2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+        super().__init__(
+            nn.ConvTranspose2d(cin, cout, 4, 2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+        )
 
 
 class Bottleneck(nn.Module):
@@ -116,7 +120,12 @@ def macs_per_pixel(spec: DenoiserSpec | None = None) -> int:
     """Multiply-accumulates per input pixel (x2 for FLOPs; 441 GFLOP per megapixel for the defaults)."""
     s = spec or DenoiserSpec()
     full = 25 * s.in_channels * s.c0 + 9 * (s.up1 + s.c0) * s.in_channels
-    half = 9 * s.c0 * s.c1 + (2 * s.c1 * s.mid + 9 * s.mid**2) + 9 * (s.up2 + s.c1) * s.c3 + (2 * s.c3 * s.mid3 + 9 * s.mid3**2)
+    half = (
+        9 * s.c0 * s.c1
+        + (2 * s.c1 * s.mid + 9 * s.mid**2)
+        + 9 * (s.up2 + s.c1) * s.c3
+        + (2 * s.c3 * s.mid3 + 9 * s.mid3**2)
+    )
     quarter = 9 * s.c1 * s.c2 + (2 * s.c2 * s.mid + 9 * s.mid**2)
     # A 4x4 stride-2 deconv costs 16 * cin * cout MACs per *input* pixel.
     deconv = 16 * s.c3 * s.up1 / 4 + 16 * s.c2 * s.up2 / 16

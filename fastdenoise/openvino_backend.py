@@ -200,7 +200,8 @@ class OpenVinoBackend:
         self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
 
     def request(self, shape: tuple[int, ...]) -> Any:
-        """An infer request of a model compiled for `shape` (static) or for any shape (dynamic), compiled on first use."""
+        """An infer request of a model compiled for `shape` (static) or for any shape (dynamic), compiled on first
+        use."""
         ov = import_openvino()
         key = shape if self.static else ()
         if key not in self.compiled:

@@ -29,7 +29,8 @@ FATAL_WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """An image to denoise: where it is, where its output (and mask) goes, and the input's size and mtime when listed."""
+    """An image to denoise: where it is, where its output (and mask) goes, and the input's size and mtime when
+    listed."""
 
     entry: Entry
     out: Path
@@ -76,7 +77,9 @@ class Recorder:
         self, journal: Journal, summary: RunSummary, stop: threading.Event, on_image: Callable[[dict], None] | None,
         fail_fast: bool,
     ) -> None:  # fmt: skip
-        self.journal, self.summary, self.stop, self.on_image, self.fail_fast = journal, summary, stop, on_image, fail_fast
+        self.journal, self.summary, self.stop, self.on_image, self.fail_fast = (
+            journal, summary, stop, on_image, fail_fast
+        )
         self.lock = threading.Lock()
 
     def halt(self, reason: str, cause: str) -> None:
@@ -99,7 +102,9 @@ class OutputTree:
     """A run's output folder: rows name files relative to it; outputs (and masks) are written atomically and never
     through a folder that leads outside it. `head` is the predictor's key (None without --task)."""
 
-    def __init__(self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None) -> None:
+    def __init__(
+        self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None
+    ) -> None:
         self.dst, self.quality, self.head, self.palette = Path(dst), quality, head, palette
         self.safe_folders: set[Path] = set()
 
@@ -135,9 +140,9 @@ class OutputTree:
         except ValueError as err:
             return self.error_row(item, f"cannot encode output: {err}"), None
         h, w = image.shape[:2]
-        return {"input": item.entry.rel, "status": "ok", "output": self.relative(item.out), "error": None, "height": h, "width": w,
-                "input_size": item.size, "input_mtime_ns": item.mtime_ns, "output_size": st.st_size,
-                "output_mtime_ns": st.st_mtime_ns} | facts | routed(item), None  # fmt: skip
+        return {"input": item.entry.rel, "status": "ok", "output": self.relative(item.out), "error": None,
+                "height": h, "width": w, "input_size": item.size, "input_mtime_ns": item.mtime_ns,
+                "output_size": st.st_size, "output_mtime_ns": st.st_mtime_ns} | facts | routed(item), None  # fmt: skip
 
 
 def routed(item: Item) -> dict:
@@ -175,7 +180,9 @@ def reference_scores(ref: Path, rel: str, image: np.ndarray) -> dict:
     from fastdenoise.metrics import psnr, ssim
 
     base = Path(ref) / rel
-    found = [base] if base.is_file() else [base.with_suffix(e) for e in sorted(EXTENSIONS) if base.with_suffix(e).is_file()]
+    found = (
+        [base] if base.is_file() else [base.with_suffix(e) for e in sorted(EXTENSIONS) if base.with_suffix(e).is_file()]
+    )
     if not found:
         return {"ref_error": f"no reference image for {rel} under {ref}"}
     try:
@@ -183,5 +190,8 @@ def reference_scores(ref: Path, rel: str, image: np.ndarray) -> dict:
     except ImageError as err:
         return {"ref_error": str(err)}
     if clean.shape != image.shape:
-        return {"ref_error": f"{found[0]}: reference is {clean.shape[1]}x{clean.shape[0]}, output {image.shape[1]}x{image.shape[0]}"}
+        return {
+            "ref_error": f"{found[0]}: reference is {clean.shape[1]}x{clean.shape[0]}, "
+            f"output {image.shape[1]}x{image.shape[0]}"
+        }
     return {"psnr": round(psnr(image, clean), 4), "ssim": round(ssim(image, clean), 5)}

@@ -52,7 +52,8 @@ class Prediction:
 
 def classifier_input(x: Tensor, short_side: int, crop: int) -> Tensor:
     """(N, 3, H, W) in [0, 1] -> (N, 3, crop, crop): short side resized (bicubic, antialiased, as Pillow does for
-    `tables`), then the central window (the odd pixel goes to the bottom/right margin, as `heads.geometry.centre_crop`)."""
+    `tables`), then the central window (the odd pixel goes to the bottom/right margin, as
+    `heads.geometry.centre_crop`)."""
     h, w = x.shape[-2:]
     scale = short_side / min(h, w)
     size = (max(short_side, round(h * scale)), max(short_side, round(w * scale)))

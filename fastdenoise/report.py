@@ -77,8 +77,9 @@ def roofline_line(result: dict) -> str:
     peaks = ", ".join(f"{k} {v:,.0f}" for k, v in peak.items())
     fraction = peak_fraction(best, peak)
     share = f" = {fraction:.0%} of the {best['precision']} peak" if fraction is not None else ""
-    return (f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; best {best['name']}: {fmt(best['mp_per_s'])} MP/s = "
-            f"{fmt(best['gflops'])} GFLOP/s achieved{share}; measured matmul peak (GFLOP/s): {peaks}")  # fmt: skip
+    return (f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; best {best['name']}: "
+            f"{fmt(best['mp_per_s'])} MP/s = {fmt(best['gflops'])} GFLOP/s achieved{share}; "
+            f"measured matmul peak (GFLOP/s): {peaks}")  # fmt: skip
 
 
 def fmt(value: float) -> str:
@@ -133,8 +134,8 @@ def quality_table(result: dict) -> Table:
     for row in rows:
         gflop = row.get("gflop_per_mp")
         table.add_row(
-            row["method"], str(row["images"]), f"{row['psnr']:.2f}", fmt(row["mp_per_s"]), f"{gflop:,.0f}" if gflop else "-",
-            f"{row['mp_per_s'] / naive:.2f}" if naive else "-",
+            row["method"], str(row["images"]), f"{row['psnr']:.2f}", fmt(row["mp_per_s"]),
+            f"{gflop:,.0f}" if gflop else "-", f"{row['mp_per_s'] / naive:.2f}" if naive else "-",
         )  # fmt: skip
     return table
 
@@ -145,8 +146,9 @@ def accuracy_table(result: dict) -> Table:
     )
     for row in result["accuracy"]:
         psnr, base = row["psnr"], row["baseline"]
-        table.add_row(row["key"], f"{psnr:.3f}" if psnr is not None else "-", f"{base:.3f}" if base is not None else "not recorded",
-                      f"{row['tolerance_db']:g}", Text(row["status"], style=STATUS_STYLE.get(row["status"], "")))  # fmt: skip
+        table.add_row(row["key"], f"{psnr:.3f}" if psnr is not None else "-",
+                      f"{base:.3f}" if base is not None else "not recorded", f"{row['tolerance_db']:g}",
+                      Text(row["status"], style=STATUS_STYLE.get(row["status"], "")))  # fmt: skip
     return table
 
 
@@ -156,7 +158,8 @@ def header(result: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k != "fastdenoise")
     commit = (m.get("commit") or "?")[:10] + (" (dirty)" if m.get("dirty") else "")
     return (f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']} ({m['cores']} cores, "
-            f"{m['torch_threads']} torch threads){gpu}; commit {commit}; {versions}; {result.get('seconds', 0):.0f} s")  # fmt: skip
+            f"{m['torch_threads']} torch threads){gpu}; commit {commit}; {versions}; "
+            f"{result.get('seconds', 0):.0f} s")  # fmt: skip
 
 
 def render(result: dict) -> Group:
@@ -170,7 +173,8 @@ def render(result: dict) -> Group:
         parts.append(quality_table(result))
     if result.get("accuracy"):
         parts.append(accuracy_table(result))
-        parts += [Text(r["message"], style=STATUS_STYLE[r["status"]]) for r in result["accuracy"] if r["status"] != "pass"]
+        parts += [Text(r["message"], style=STATUS_STYLE[r["status"]])
+                  for r in result["accuracy"] if r["status"] != "pass"]
     return Group(*parts)
 
 
@@ -239,7 +243,8 @@ def compare_results(current: dict, saved: dict, threshold: float = 0.10, psnr_to
 
 
 def compare_table(changes: list[Change], current: dict, saved: dict, threshold: float) -> Group:
-    title = f"Against {saved.get('machine_name', '?')} {saved.get('created', '')} (fail: speed < {1 - threshold:.0%} of saved, PSNR drop)"
+    title = (f"Against {saved.get('machine_name', '?')} {saved.get('created', '')} "
+             f"(fail: speed < {1 - threshold:.0%} of saved, PSNR drop)")
     table = Table("section", "name", "metric", "saved", "now", "ratio", title=title, title_justify="left")
     for c in changes:
         ratio = f"{c.current - c.saved:+.3f} dB" if c.metric == "psnr" else f"{c.ratio:.2f}x"
@@ -247,12 +252,8 @@ def compare_table(changes: list[Change], current: dict, saved: dict, threshold: 
         table.add_row(c.section, c.name, c.metric, fmt(c.saved), fmt(c.current), Text(ratio, style=style))
     parts: list = [table]
     if current.get("machine_name") != saved.get("machine_name"):
-        parts.append(
-            Text(
-                f"note: different machines ({current.get('machine_name')} vs {saved.get('machine_name')}): speeds are not comparable",
-                style="yellow",
-            )
-        )
+        parts.append(Text(f"note: different machines ({current.get('machine_name')} vs {saved.get('machine_name')}): "
+                          "speeds are not comparable", style="yellow"))
     failed = [c for c in changes if c.failed]
     parts.append(
         Text(f"{len(failed)} of {len(changes)} metrics past the threshold", style="bold red" if failed else "green")
@@ -346,7 +347,8 @@ def plot_quality(result: dict, path: Path) -> Path:
     def crowd(i: int) -> int:
         """Labels already placed near point i (close PSNR, MP/s within 4x): stack this one above them."""
         here = rows[i]
-        return sum(abs(r["psnr"] - here["psnr"]) < 0.15 and here["mp_per_s"] / max(r["mp_per_s"], 1e-12) < 4 for r in rows[:i])
+        return sum(abs(r["psnr"] - here["psnr"]) < 0.15 and here["mp_per_s"] / max(r["mp_per_s"], 1e-12) < 4
+                   for r in rows[:i])
 
     for i, row in enumerate(rows):
         marker, colour, group = style.get(row["key"], ("s", "tab:blue", "peers"))

@@ -53,7 +53,9 @@ def percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bootstrap_interval(parts: np.ndarray, reduce: Reduce, draws: int = DRAWS, level: float = LEVEL, seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    parts: np.ndarray, reduce: Reduce, draws: int = DRAWS, level: float = LEVEL, seed: int = 0
+) -> tuple[float, float]:
     """Percentile bootstrap interval of reduce(sum of parts over images); parts: (images, k)."""
     parts = np.asarray(parts, dtype=np.float64)
     return percentiles(reduce(resample_counts(len(parts), draws, seed) @ parts), level)

@@ -12,7 +12,8 @@ PROBLEMS_KEPT = 10  # failed and ignored files named in the summary; the manifes
 
 @dataclass
 class RunSummary:
-    """What a folder run did: counts per status, megapixels and seconds per stage, why it stopped, its first problems."""
+    """What a folder run did: counts per status, megapixels and seconds per stage, why it stopped, its first
+    problems."""
 
     ok: int = 0
     skipped: int = 0

@@ -22,7 +22,9 @@ class CropSampler(PatchSampler):
         super().__init__(images, crop, batch, sigma, seed, labels=labels, masks=masks, rotate=False)
 
 
-def load_classification(root: Path, labels_csv: Path | None, num_classes: int, short_side: int | None) -> tuple[list[np.ndarray], list[int]]:
+def load_classification(
+    root: Path, labels_csv: Path | None, num_classes: int, short_side: int | None
+) -> tuple[list[np.ndarray], list[int]]:
     """Images and class indices from a `file,index` CSV (files relative to root) or from class sub-folders
     (sorted folder i = class i, as torchvision's ImageFolder: all num_classes folders must be there)."""
     root = Path(root)
@@ -31,7 +33,9 @@ def load_classification(root: Path, labels_csv: Path | None, num_classes: int, s
     else:
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if len(folders) != num_classes:
-            raise ValueError(f"{root}: {len(folders)} class folders for a {num_classes}-class head; pass a labels CSV instead")
+            raise ValueError(
+                f"{root}: {len(folders)} class folders for a {num_classes}-class head; pass a labels CSV instead"
+            )
         pairs = [(path, index) for index, folder in enumerate(folders) for path in list_images(folder)]
     if not pairs:
         raise FileNotFoundError(f"{root}: no labelled images found")
@@ -70,4 +74,6 @@ def check_masks(masks: Sequence[np.ndarray], num_classes: int, ignore_index: int
     values = np.unique(np.concatenate([np.unique(m) for m in masks]))
     bad = [int(v) for v in values if v >= num_classes and v != ignore_index]
     if bad:
-        raise ValueError(f"mask values {bad} are neither classes of the {num_classes}-class head nor ignore_index ({ignore_index})")
+        raise ValueError(
+            f"mask values {bad} are neither classes of the {num_classes}-class head nor ignore_index ({ignore_index})"
+        )

@@ -155,7 +155,10 @@ class Loop:
     def step(self, received: int | None) -> tuple[float, dict[str, float], int | None]:
         """One optimizer step on the next batch: the loss averaged over the ranks, its logs, and the agreed stop."""
         state, loss_fn = self.state, stateful(self.loss_fn)
-        self.undo = (self.batches.state_dict(), loss_fn.state_dict() if loss_fn is not None else None)  # type: ignore[attr-defined]
+        self.undo = (
+            self.batches.state_dict(),  # type: ignore[attr-defined]
+            loss_fn.state_dict() if loss_fn is not None else None,
+        )
         batch = next(self.batches).to(self.device)
         if self.cfg.channels_last:
             batch.noisy = batch.noisy.contiguous(memory_format=torch.channels_last)

@@ -25,7 +25,9 @@ class TrainConfig:
     lr: float = 1e-3
     lr_min: float = 1e-5
     warmup: int = 200
-    schedule: str = "cosine"  # cosine: warm-up then cosine to lr_min at `steps`; constant: warm-up then flat (campaigns)
+    schedule: str = (
+        "cosine"  # cosine: warm-up then cosine to lr_min at `steps`; constant: warm-up then flat (campaigns)
+    )
     ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); validated and saved when on
     loss: str = "mse"  # mse | l1 | charbonnier: the reconstruction loss of separate training
     weight_decay: float = 0.0

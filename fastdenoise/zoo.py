@@ -55,7 +55,11 @@ def estimate_sigma(image: np.ndarray) -> float:
     """Noise level (0-255 units) of an 8-bit image with additive white Gaussian noise: the PCA estimate, mapped
     through CALIBRATION (clipping to 0-255 lowers the raw estimate at high sigma, texture raises it at low sigma)."""
     raw = raw_sigma(image)
-    return float(np.interp(raw, *CALIBRATION)) if raw <= CALIBRATION[0][-1] else raw + CALIBRATION[1][-1] - CALIBRATION[0][-1]
+    return (
+        float(np.interp(raw, *CALIBRATION))
+        if raw <= CALIBRATION[0][-1]
+        else raw + CALIBRATION[1][-1] - CALIBRATION[0][-1]
+    )
 
 
 def raw_sigma(image: np.ndarray, patch: int = 7, samples: int = 60_000, seed: int = 0) -> float:
@@ -127,6 +131,7 @@ class SelfEnsemble:
 # Mean raw estimate at true sigma 0, 5, ..., 90 on 24 CBSD432 training photos (noise clipped and rounded to 8 bits):
 # made by `python bench/calibrate_sigma.py ../shared/data/cbsd432 --images 24` (seed 1).
 CALIBRATION = (
-    (5.90, 7.88, 11.71, 16.01, 20.50, 24.95, 29.37, 33.72, 37.89, 42.00, 45.91, 49.66, 53.25, 56.71, 60.00, 63.07, 66.01, 68.75, 71.36),
+    (5.90, 7.88, 11.71, 16.01, 20.50, 24.95, 29.37, 33.72, 37.89, 42.00, 45.91, 49.66, 53.25, 56.71, 60.00, 63.07,
+     66.01, 68.75, 71.36),
     (0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90),
 )

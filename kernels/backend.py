@@ -93,7 +93,7 @@ class TritonBackend:
         # 12 bytes per pixel; folding the replicate padding into conv0's loads would save this copy.
         y = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
         hp, wp = h + pad_h, w + pad_w
-        nhwc = lambda t: t.permute(0, 2, 3, 1)  # noqa: E731 - a view: NCHW memory read through NHWC strides
+        nhwc = lambda t: t.permute(0, 2, 3, 1)  # a view: NCHW memory read through NHWC strides
 
         cat0 = torch.empty((batch, hp, wp, s.up1 + s.c0), device=x.device, dtype=self.dtype)  # [up1(g1), f0]
         cat1 = torch.empty((batch, hp // 2, wp // 2, s.up2 + s.c1), device=x.device, dtype=self.dtype)  # [up2(f2), f1]

@@ -166,7 +166,7 @@ def conv2d(
 
     r = residual if residual is not None else out  # never read when HAS_RESIDUAL is False
     precision, upcast = dot_settings(weight.dtype)
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]),)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]),)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         conv2d_kernel[grid](
             x, weight, bias, r, out,

@@ -138,7 +138,7 @@ def deconv2x(x: Tensor, weight: Tensor, bias: Tensor, *, relu: bool = True, out:
         return out
 
     precision, upcast = dot_settings(weight.dtype)
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]), 4)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]), 4)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         deconv2x_kernel[grid](
             x, weight, bias, out,

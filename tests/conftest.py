@@ -88,9 +88,10 @@ def one_torch_thread():
 @pytest.fixture
 def backend():
     """The eager fp32 backend around a small random denoiser (non-trivial BN statistics)."""
+    from helpers import SMALL, randomize_bn
+
     from fastdenoise.backends import BackendConfig, make_backend
     from fastdenoise.model import Denoiser
-    from helpers import SMALL, randomize_bn
 
     return make_backend(randomize_bn(Denoiser(SMALL)), BackendConfig(device="cpu", precision="fp32"))
 
@@ -98,9 +99,10 @@ def backend():
 @pytest.fixture
 def weights(tmp_path) -> Path:
     """A small random denoiser saved as safetensors, for CLI and subprocess runs."""
+    from helpers import SMALL, randomize_bn
+
     from fastdenoise.checkpoint import save_weights
     from fastdenoise.model import Denoiser
-    from helpers import SMALL, randomize_bn
 
     path = tmp_path / "small.safetensors"
     save_weights(randomize_bn(Denoiser(SMALL)), path)

@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import random_image
+from PIL import Image
 
 
 def exif(orientation: int) -> Image.Exif:

@@ -24,7 +24,8 @@ def test_bundled_model_holds_its_kodak24_baseline(data_dir: Path) -> None:
     assert (check.method, check.data, check.limit, check.sigma, check.seed) == ("bundled", "kodak24", 4, 25.0, 0)
     if check.psnr is None:
         pytest.skip(
-            f"{KEY}: no baseline recorded in {DEFAULT_BASELINES.name} yet (python bench/record_baselines.py --keys {KEY})"
+            f"{KEY}: no baseline recorded in {DEFAULT_BASELINES.name} yet "
+            f"(python bench/record_baselines.py --keys {KEY})"
         )
     scorer = Scorer(data_dir, load_denoiser(), torch.device("cpu"), log=lambda message: None)
     (outcome,) = run_accuracy(scorer, [check], weights_digest(None))

@@ -15,13 +15,13 @@ import torch
 if not torch.cuda.is_available():  # read when a kernel file is imported (see tests/kernels/conftest.py)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-from helpers import SMALL, randomize_bn  # noqa: E402
-from typer.testing import CliRunner  # noqa: E402
+from helpers import SMALL, randomize_bn
+from typer.testing import CliRunner
 
-from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend  # noqa: E402
-from fastdenoise.cli import app  # noqa: E402
-from fastdenoise.images import save_rgb  # noqa: E402
-from fastdenoise.model import Denoiser  # noqa: E402
+from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend
+from fastdenoise.cli import app
+from fastdenoise.images import save_rgb
+from fastdenoise.model import Denoiser
 
 # max |backend - eager fp32| over outputs with |residual| ~ 0.3: fp32 is reordering noise; bf16 keeps 8 mantissa bits
 # through 16 layers (measured <= 6e-3 with oneDNN and OpenVINO).
@@ -216,7 +216,8 @@ def test_auto_probes_once_then_reads_the_cache(model, cache, tmp_path, monkeypat
 
 
 def scripted_auto(model, tmp_path, monkeypatch, winners: list[BackendKind]) -> tuple:
-    """An AutoBackend whose probes declare `winners` in turn (each kind runs the model itself); and the probes' inputs."""
+    """An AutoBackend whose probes declare `winners` in turn (each kind runs the model itself); and the probes'
+    inputs."""
     from fastdenoise.autoselect import AutoBackend
 
     left, probes = iter(winners), []
@@ -267,7 +268,10 @@ def test_auto_runs_tiny_batches_eagerly_without_a_probe(model, tmp_path, monkeyp
 
     auto(x)
 
-    assert auto.description == "auto: eager float32 (1 batches); chosen: b2-64x64: eager, under 0.05 MP a batch: not probed"
+    assert (
+        auto.description
+        == "auto: eager float32 (1 batches); chosen: b2-64x64: eager, under 0.05 MP a batch: not probed"
+    )
     assert not (tmp_path / "auto.json").exists()
 
 

@@ -51,7 +51,8 @@ QUIET = lambda message: None
 
 def speed_row(name: str, backend: str, precision: str, mp_per_s: float, batch: int = 4, size: int = 64) -> dict:
     return {"name": name, "backend": backend, "precision": precision, "batch": batch, "height": size, "width": size,
-            "mp_per_s": mp_per_s, "images_per_s": mp_per_s / (size * size / 1e6), "gflops": mp_per_s * 441.0}  # fmt: skip
+            "mp_per_s": mp_per_s, "images_per_s": mp_per_s / (size * size / 1e6),
+            "gflops": mp_per_s * 441.0}  # fmt: skip
 
 
 def synthetic_result(speed: float = 1.0, psnr_shift: float = 0.0, machine: str = "test-box") -> dict:
@@ -67,17 +68,19 @@ def synthetic_result(speed: float = 1.0, psnr_shift: float = 0.0, machine: str =
             speed_row("eager fp32 b4 64x64", "eager", "fp32", 0.05 * speed),
             speed_row("eager bf16 b4 64x64", "eager", "bf16", 0.2 * speed),
         ],
-        "training": [{"name": "train eager fp32 b8 64x64", "samples_per_s": 3.0 * speed, "mp_per_s": 0.0123 * speed, "gflops": 16.3 * speed}],
-        "skipped": [{"name": "triton fp32 b4 64x64", "reason": "interpreter only"}, {"name": "train compiled amp bf16 b8 64x64", "reason": "no compiler"}],
+        "training": [{"name": "train eager fp32 b8 64x64", "samples_per_s": 3.0 * speed, "mp_per_s": 0.0123 * speed,
+                      "gflops": 16.3 * speed}],
+        "skipped": [{"name": "triton fp32 b4 64x64", "reason": "interpreter only"},
+                    {"name": "train compiled amp bf16 b8 64x64", "reason": "no compiler"}],
         "quality": [
-            {"method": "fastdenoise eager fp32", "key": "bundled", "images": 4, "data": "kodak24", "sigma": 25.0, "seed": 0,
-             "psnr": 32.0 + psnr_shift, "mp_per_s": 0.04 * speed, "gflop_per_mp": 441.0},
-            {"method": "naive loop fp32", "key": "naive", "images": 4, "data": "kodak24", "sigma": 25.0, "seed": 0,
-             "psnr": 32.0 + psnr_shift, "mp_per_s": 0.02 * speed, "gflop_per_mp": 441.0},
-            {"method": "CDnCNN-B", "key": "cdncnn-b", "images": 4, "data": "kodak24", "sigma": 25.0, "seed": 0,
-             "psnr": 31.5, "mp_per_s": 0.015 * speed, "gflop_per_mp": 1334.0},
-            {"method": "CBM3D", "key": "cbm3d", "images": 1, "data": "kodak24", "sigma": 25.0, "seed": 0,
-             "psnr": 30.1, "mp_per_s": 0.01 * speed, "gflop_per_mp": None},
+            {"method": "fastdenoise eager fp32", "key": "bundled", "images": 4, "data": "kodak24", "sigma": 25.0,
+             "seed": 0, "psnr": 32.0 + psnr_shift, "mp_per_s": 0.04 * speed, "gflop_per_mp": 441.0},
+            {"method": "naive loop fp32", "key": "naive", "images": 4, "data": "kodak24", "sigma": 25.0,
+             "seed": 0, "psnr": 32.0 + psnr_shift, "mp_per_s": 0.02 * speed, "gflop_per_mp": 441.0},
+            {"method": "CDnCNN-B", "key": "cdncnn-b", "images": 4, "data": "kodak24", "sigma": 25.0,
+             "seed": 0, "psnr": 31.5, "mp_per_s": 0.015 * speed, "gflop_per_mp": 1334.0},
+            {"method": "CBM3D", "key": "cbm3d", "images": 1, "data": "kodak24", "sigma": 25.0,
+             "seed": 0, "psnr": 30.1, "mp_per_s": 0.01 * speed, "gflop_per_mp": None},
         ],
         "accuracy": [{"key": "kodak24-first4-sigma25", "method": "bundled", "psnr": 32.0 + psnr_shift, "baseline": None,
                       "tolerance_db": 0.05, "status": "no-baseline", "message": "no baseline recorded"}],
@@ -89,8 +92,9 @@ def synthetic_result(speed: float = 1.0, psnr_shift: float = 0.0, machine: str =
 
 def test_table_shows_every_section_ratios_and_roofline() -> None:
     text = render_text(synthetic_result(), width=200)
-    for expected in ("eager bf16 b4 64x64", "train eager fp32 b8 64x64", "CDnCNN-B", "kodak24-first4-sigma25", "not recorded",
-                     "skipped triton fp32 b4 64x64: interpreter only", "skipped train compiled amp bf16 b8 64x64: no compiler"):  # fmt: skip
+    for expected in ("eager bf16 b4 64x64", "train eager fp32 b8 64x64", "CDnCNN-B", "kodak24-first4-sigma25",
+                     "not recorded", "skipped triton fp32 b4 64x64: interpreter only",
+                     "skipped train compiled amp bf16 b8 64x64: no compiler"):  # fmt: skip
         assert expected in text
     eager_bf16 = next(line for line in text.splitlines() if "eager bf16 b4 64x64" in line)
     assert "20.00" in eager_bf16  # x naive: 0.2 / 0.01
@@ -327,9 +331,9 @@ def test_tiny_run_end_to_end(tmp_path: Path, rng: np.random.Generator) -> None:
     baselines = tmp_path / "baselines.json"
     baselines.write_text(json.dumps({"checks": {"tiny": {"limit": 2, "psnr": 99.0}}}))
     profile = replace(
-        PROFILES["quick"], name="tiny", backends=("eager", "triton"), precisions=("fp32",), batches=(1, 2), sizes=((16, 16),),
-        rounds=1, train_modes=(TrainMode(),), train_batch=1, train_patch=16, train_rounds=1, quality_images=2, ours=("fp32",),
-        peers=(), accuracy=("tiny",), matmul_size=64,
+        PROFILES["quick"], name="tiny", backends=("eager", "triton"), precisions=("fp32",), batches=(1, 2),
+        sizes=((16, 16),), rounds=1, train_modes=(TrainMode(),), train_batch=1, train_patch=16, train_rounds=1,
+        quality_images=2, ours=("fp32",), peers=(), accuracy=("tiny",), matmul_size=64,
     )  # fmt: skip
     cfg = BenchConfig(data=str(root), weights=str(weights), baselines=str(baselines))
     result = run_benchmark(cfg, log=QUIET, profile=profile)

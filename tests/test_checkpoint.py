@@ -3,10 +3,17 @@ import pickle
 
 import pytest
 import torch
-
-from fastdenoise.checkpoint import CheckpointError, load_checkpoint, load_denoiser, read_card, save_checkpoint, save_weights
-from fastdenoise.model import Denoiser
 from helpers import SMALL
+
+from fastdenoise.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    load_denoiser,
+    read_card,
+    save_checkpoint,
+    save_weights,
+)
+from fastdenoise.model import Denoiser
 
 
 def test_weights_round_trip_with_spec_and_card(tmp_path):

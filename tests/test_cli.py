@@ -5,11 +5,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 from typer.testing import CliRunner
 
 from fastdenoise.cli import app
 from fastdenoise.images import save_rgb
-from conftest import ROOT
 
 runner = CliRunner()
 
@@ -23,7 +23,9 @@ def photos(tmp_path, make_image) -> Path:
 
 def test_run_writes_outputs_and_summary(photos, tmp_path, weights):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["run", str(photos), str(out), "--weights", str(weights), "--device", "cpu", "--precision", "fp32"])
+    result = runner.invoke(
+        app, ["run", str(photos), str(out), "--weights", str(weights), "--device", "cpu", "--precision", "fp32"]
+    )
     assert result.exit_code == 0, result.output
     assert "3 denoised, 0 skipped, 0 failed" in result.output and "MP/s" in result.output
     assert sorted(p.name for p in out.glob("*.png")) == ["p0.png", "p1.png", "p2.png"]
@@ -104,7 +106,10 @@ def test_train_then_resume_via_cli(photos, tmp_path):
     resumed = runner.invoke(app, [*base, "--steps", "3", "--resume"])
     assert resumed.exit_code == 0, resumed.output
     assert (out / "model.safetensors").exists()
-    tuned = runner.invoke(app, [*base[:2], "--out", str(tmp_path / "ft"), *base[4:], "--steps", "1", "--init", str(out / "model.safetensors")])
+    tuned = runner.invoke(
+        app,
+        [*base[:2], "--out", str(tmp_path / "ft"), *base[4:], "--steps", "1", "--init", str(out / "model.safetensors")],
+    )
     assert tuned.exit_code == 0, tuned.output
     frozen = [json.loads((folder / "config.json").read_text())["freeze_bn"] for folder in (out, tmp_path / "ft")]
     assert frozen == [False, True]  # a fine-tune keeps its init's BatchNorm statistics unless --batch-bn
@@ -133,7 +138,8 @@ def test_train_joint_label_free(tmp_path, make_image):
     for i in range(3):
         save_rgb(make_image(64, 80), tmp_path / "photos" / f"{i}.png")
     args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify", "--target", "softmax",
-            "--patch", "32", "--batch", "2", "--steps", "2", "--device", "cpu", "--amp", "off", "--compile", "off"]  # fmt: skip
+            "--patch", "32", "--batch", "2", "--steps", "2", "--device", "cpu", "--amp", "off",
+            "--compile", "off"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "joint.json").is_file() and (tmp_path / "run" / "model.safetensors").is_file()
@@ -146,8 +152,8 @@ def test_joint_options_need_task(photos, tmp_path):
 
 def test_resume_restores_the_runs_own_settings(photos, tmp_path):
     out = tmp_path / "run"
-    first = ["train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2", "--sigma", "5-50", "--amp", "off",
-             "--steps", "2", "--schedule", "constant", "--ema", "0.9", "--loss", "l1"]  # fmt: skip
+    first = ["train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2", "--sigma", "5-50",
+             "--amp", "off", "--steps", "2", "--schedule", "constant", "--ema", "0.9", "--loss", "l1"]  # fmt: skip
     assert runner.invoke(app, first).exit_code == 0
     resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--lr", "5e-4"])
     assert resumed.exit_code == 0, resumed.output
@@ -172,8 +178,8 @@ def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path)
     import time
 
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2",
-            "--amp", "off", "--steps", "100000", "--ckpt-every", "100000"]  # fmt: skip
+    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16",
+            "--batch", "2", "--amp", "off", "--steps", "100000", "--ckpt-every", "100000"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     log = out / "log.jsonl"
@@ -192,12 +198,16 @@ def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path)
 def test_models_by_name_and_self_ensemble(photos, tmp_path):
     bad = runner.invoke(app, ["eval", str(photos), "--sigma", "25", "--model", "sigma99", "-o", str(tmp_path / "e")])
     assert bad.exit_code == 2 and "not bundled; choose one of" in bad.output and "Traceback" not in bad.output
-    both = runner.invoke(app, ["run", str(photos), str(tmp_path / "o"), "--model", "blind", "--weights", str(photos / "p0.png")])
+    both = runner.invoke(
+        app, ["run", str(photos), str(tmp_path / "o"), "--model", "blind", "--weights", str(photos / "p0.png")]
+    )
     assert both.exit_code == 2 and "give one" in both.output
     runs = {}
     for extra in ([], ["--ensemble"]):
         out = tmp_path / f"e{len(extra)}"
-        result = runner.invoke(app, ["eval", str(photos), "--sigma", "30", "--model", "blind", "--limit", "2", "-o", str(out), *extra])
+        result = runner.invoke(
+            app, ["eval", str(photos), "--sigma", "30", "--model", "blind", "--limit", "2", "-o", str(out), *extra]
+        )
         assert result.exit_code == 0, result.output
         runs[len(extra)] = json.loads((out / "eval.json").read_text())
     assert runs[1]["meta"]["ensemble"] and runs[1]["meta"]["weights"]["30"].endswith("blind.safetensors")
@@ -239,9 +249,9 @@ def test_train_one_denoiser_against_both_heads_label_free_and_balanced(tmp_path,
         pytest.skip("no ESPNetv2 weights under the shared data")
     for i in range(2):
         save_rgb(make_image(40, 48), tmp_path / "photos" / f"{i}.png")
-    args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify,segment", "--target", "argmax",
-            "--balance", "0.3", "--balance", "1.0", "--patch", "32", "--batch", "1", "--steps", "1", "--device", "cpu", "--amp", "off",
-            "--compile", "off"]  # fmt: skip
+    args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify,segment",
+            "--target", "argmax", "--balance", "0.3", "--balance", "1.0", "--patch", "32", "--batch", "1",
+            "--steps", "1", "--device", "cpu", "--amp", "off", "--compile", "off"]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     joint = json.loads((tmp_path / "run" / "joint.json").read_text())
@@ -254,6 +264,6 @@ def test_train_one_denoiser_against_both_heads_label_free_and_balanced(tmp_path,
 def test_train_rejects_an_unknown_task_and_mismatched_weights(photos, tmp_path):
     result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,detect"])
     assert result.exit_code == 2 and "--task" in result.output and "detect" in result.output
-    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,segment", "--target", "argmax",
-                                 "--lam", "1", "--balance", "1"])  # fmt: skip
+    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,segment",
+                                 "--target", "argmax", "--lam", "1", "--balance", "1"])  # fmt: skip
     assert result.exit_code == 2 and "not both" in result.output

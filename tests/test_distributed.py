@@ -4,14 +4,14 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, random_image
+from helpers import SMALL, randomize_bn
 
 from fastdenoise.checkpoint import save_weights
 from fastdenoise.distributed import Shard, shard_from_env, take
 from fastdenoise.images import iter_entries, load_rgb, save_rgb
 from fastdenoise.manifest import MANIFEST
 from fastdenoise.model import Denoiser
-from conftest import ROOT, random_image
-from helpers import SMALL, randomize_bn
 
 
 def test_shards_partition_the_listing_and_balance():

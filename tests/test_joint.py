@@ -1,4 +1,5 @@
-"""Joint training: the frozen-head invariant, label-free targets, crop samplers, configs and a tiny run through `fit`."""
+"""Joint training: the frozen-head invariant, label-free targets, crop samplers, configs and a tiny run through
+`fit`."""
 
 from __future__ import annotations
 
@@ -43,7 +44,9 @@ class TinyHead(nn.Module):
     def __init__(self, task: str, num_classes: int, gain: float = 1.0) -> None:
         super().__init__()
         self.task, self.num_classes, self.class_names, self.gain = task, num_classes, None, gain
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, num_classes, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, num_classes, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.gain * self.body(x)
@@ -52,8 +55,8 @@ class TinyHead(nn.Module):
 
 def train_config(tmp_path: Path, data: Path, **overrides) -> TrainConfig:
     base = TrainConfig(
-        data=str(data), out=str(tmp_path / "run"), patch=32, batch=4, steps=3, lr=3e-3, warmup=1, log_every=1, ckpt_every=100,
-        device="cpu", amp="off", compile="off", spec=asdict(TINY), seed=3,
+        data=str(data), out=str(tmp_path / "run"), patch=32, batch=4, steps=3, lr=3e-3, warmup=1, log_every=1,
+        ckpt_every=100, device="cpu", amp="off", compile="off", spec=asdict(TINY), seed=3,
     )  # fmt: skip
     return replace(base, **overrides)
 
@@ -180,7 +183,13 @@ def realized_ratios(tmp_path: Path, make_image, heads: list[nn.Module], steps: i
     sampler = CropSampler(images, 32, 4, (20.0, 40.0), seed=5)
     out = tmp_path / f"run{len(list(tmp_path.iterdir()))}"
     cfg = train_config(tmp_path, tmp_path, out=str(out), steps=steps, lr=1e-3, channels_last=False)
-    fit(Denoiser(TINY), joint_loss([freeze(h) for h in heads], target=TaskTarget.SOFTMAX, **weights), sampler, cfg, progress=False)
+    fit(
+        Denoiser(TINY),
+        joint_loss([freeze(h) for h in heads], target=TaskTarget.SOFTMAX, **weights),
+        sampler,
+        cfg,
+        progress=False,
+    )
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
@@ -190,7 +199,14 @@ def test_balance_reaches_the_requested_ratio_whatever_the_heads_scale(tmp_path, 
         rows = realized_ratios(tmp_path, make_image, [TinyHead("classify", 6, gain)], balance=0.2, decay=0.5)
         assert rows[0]["ratio"] == pytest.approx(0.2, rel=1e-6)  # the first step calibrates exactly
         medians.append(geometric_mean([r["ratio"] for r in rows]))
-        raw.append(geometric_mean([r["ratio"] for r in realized_ratios(tmp_path, make_image, [TinyHead("classify", 6, gain)], steps=3, lam=0.2)]))
+        raw.append(
+            geometric_mean(
+                [
+                    r["ratio"]
+                    for r in realized_ratios(tmp_path, make_image, [TinyHead("classify", 6, gain)], steps=3, lam=0.2)
+                ]
+            )
+        )
     assert all(0.2 / 1.5 < m < 0.2 * 1.5 for m in medians), medians
     assert raw[1] > 10 * raw[0], raw  # without the balance the same lam means a different pull per head
 
@@ -207,11 +223,17 @@ def test_one_balance_per_head_when_training_against_several(tmp_path, make_image
 
 def test_train_joint_against_two_heads_label_free(tmp_path, make_image):
     write_images(tmp_path / "data", make_image, 3)
-    cfg = JointConfig(train_config(tmp_path, tmp_path / "data"), tasks=("classify", "segment"), target="argmax", balance=(0.1, 0.2))
+    cfg = JointConfig(
+        train_config(tmp_path, tmp_path / "data"), tasks=("classify", "segment"), target="argmax", balance=(0.1, 0.2)
+    )
     heads = [TinyHead("classify", 4), TinyHead("segment", 3)]
     train_joint(cfg, heads=heads, progress=False)
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
-    assert len(rows) == 3 and rows[0]["ratio_0"] == pytest.approx(0.1, rel=1e-6) and rows[0]["ratio_1"] == pytest.approx(0.2, rel=1e-6)
+    assert (
+        len(rows) == 3
+        and rows[0]["ratio_0"] == pytest.approx(0.1, rel=1e-6)
+        and rows[0]["ratio_1"] == pytest.approx(0.2, rel=1e-6)
+    )
     saved = json.loads((tmp_path / "run" / "joint.json").read_text())
     assert saved["tasks"] == ["classify", "segment"] and saved["balance"] == [0.1, 0.2]
     with pytest.raises(ValueError, match="is a segment network, not a classify one"):
@@ -227,7 +249,11 @@ def test_crop_sampler_keeps_masks_aligned_with_the_crop_and_flip(make_image):
     sampler = CropSampler(images, 24, 6, (10.0, 40.0), seed=1, masks=masks)
     for _ in range(4):
         batch = next(sampler)
-        assert batch.clean.shape == (6, 3, 24, 24) and batch.target.shape == (6, 24, 24) and batch.target.dtype == torch.long
+        assert (
+            batch.clean.shape == (6, 3, 24, 24)
+            and batch.target.shape == (6, 24, 24)
+            and batch.target.dtype == torch.long
+        )
         red = torch.round(batch.clean[:, 0] * 255).long()
         assert torch.equal(batch.target, red // 32)
         assert not torch.equal(batch.noisy, batch.clean)
@@ -335,7 +361,9 @@ def test_train_joint_leaves_the_head_bit_identical_and_out_of_the_optimizer(tmp_
     data = tmp_path / "data"
     paths = write_images(data, make_image, 4)
     if task == "classify":
-        (tmp_path / "labels.csv").write_text("file,index\n" + "".join(f"{p.name},{i % 3}\n" for i, p in enumerate(paths)))
+        (tmp_path / "labels.csv").write_text(
+            "file,index\n" + "".join(f"{p.name},{i % 3}\n" for i, p in enumerate(paths))
+        )
         extra = {"labels": str(tmp_path / "labels.csv")}
     else:
         write_masks(data, tmp_path / "ann", rng, classes=3, void=11)
@@ -367,7 +395,10 @@ def test_train_joint_refuses_a_head_of_the_other_task(tmp_path, make_image):
 def test_a_joint_run_with_lam_0_takes_the_plain_mse_trainers_steps(tmp_path, make_image):
     images = [make_image(40, 40) for _ in range(4)]
     models = []
-    for name, loss_fn in (("joint", joint_loss(freeze(TinyHead("classify", 6, gain=5.0)), 0.0, target=TaskTarget.SOFTMAX)), ("mse", mse_loss)):
+    for name, loss_fn in (
+        ("joint", joint_loss(freeze(TinyHead("classify", 6, gain=5.0)), 0.0, target=TaskTarget.SOFTMAX)),
+        ("mse", mse_loss),
+    ):
         torch.manual_seed(0)
         model = Denoiser(TINY)
         cfg = train_config(tmp_path, tmp_path, out=str(tmp_path / name), steps=4, channels_last=False)
@@ -383,8 +414,12 @@ def test_a_resumed_balanced_run_keeps_its_balance_instead_of_recalibrating(tmp_p
 
     def run(out: str, steps: int) -> list[dict]:
         torch.manual_seed(0)
-        cfg = train_config(tmp_path, tmp_path, out=str(tmp_path / out), steps=steps, schedule="constant", channels_last=False)
-        loss_fn = joint_loss(freeze(TinyHead("classify", 6, gain=5.0)), target=TaskTarget.SOFTMAX, balance=0.3, decay=0.5)
+        cfg = train_config(
+            tmp_path, tmp_path, out=str(tmp_path / out), steps=steps, schedule="constant", channels_last=False
+        )
+        loss_fn = joint_loss(
+            freeze(TinyHead("classify", 6, gain=5.0)), target=TaskTarget.SOFTMAX, balance=0.3, decay=0.5
+        )
         fit(Denoiser(TINY), loss_fn, CropSampler(images, 32, 4, (20.0, 40.0), seed=5), cfg, progress=False)
         return [json.loads(line) for line in (tmp_path / out / "log.jsonl").read_text().splitlines()]
 

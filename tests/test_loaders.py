@@ -3,12 +3,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from image_files import broken_samples, format_samples
 from PIL import Image
 
 import fastdenoise.loaders as loaders
 from fastdenoise.images import load_rgb
 from fastdenoise.loaders import DaliLoader, PilLoader, make_loader
-from image_files import broken_samples, format_samples
 
 needs_dali = pytest.mark.skipif(
     not loaders.dali_available(), reason="nvidia-dali not installed (pip install nvidia-dali-cuda130)"
@@ -60,7 +60,9 @@ def test_dali_and_pil_loaders_give_identical_pixels(samples, monkeypatch):
     pil = by_name(PilLoader()(items))
     fallbacks = []
     load = loaders.timed_load
-    monkeypatch.setattr(loaders, "timed_load", lambda path, *rest: (fallbacks.append(Path(path).name), load(path, *rest))[1])
+    monkeypatch.setattr(
+        loaders, "timed_load", lambda path, *rest: (fallbacks.append(Path(path).name), load(path, *rest))[1]
+    )
     dali = by_name(DaliLoader(batch=3, workers=2, chunk=8)(items))
     assert set(dali) == set(pil)
     for name in pil:
@@ -72,8 +74,8 @@ def test_dali_and_pil_loaders_give_identical_pixels(samples, monkeypatch):
             assert a.image.shape == b.image.shape and np.array_equal(a.image, b.image), name
     # DALI really decoded the common cases (JPEG incl. every EXIF orientation, PNG, grey, palette, WebP, BMP, PNM);
     # Pillow only got the cases routed to it and the batches DALI failed on.
-    routed = {"rgba.png", "grey_alpha.png", "palette_transparent.png", "grey16.png", "dark16.png", "rgb16.png", "cmyk.jpg",
-              "alpha.webp", "plain_tiff.tif", "zero.jpg", "text.jpg"}  # fmt: skip
+    routed = {"rgba.png", "grey_alpha.png", "palette_transparent.png", "grey16.png", "dark16.png", "rgb16.png",
+              "cmyk.jpg", "alpha.webp", "plain_tiff.tif", "zero.jpg", "text.jpg"}  # fmt: skip
     decoded_by_dali = set(pil) - set(fallbacks)
     assert {
         "q90.jpg",

@@ -8,12 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
+from test_reliability import ENV, assert_outputs_valid, cli_command, photos, rows_of, start_and_wait_for_rows
 
 from fastdenoise.lock import LockError, OutputLock, lock_name
 from fastdenoise.manifest import MANIFEST
 from fastdenoise.runner import RunConfig, denoise_folder
-from conftest import ROOT
-from test_reliability import ENV, assert_outputs_valid, cli_command, photos, rows_of, start_and_wait_for_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
+from helpers import SMALL, randomize_bn
 
 from fastdenoise.model import Denoiser, DenoiserSpec, count_parameters, fold_bn, macs_per_pixel
-from helpers import SMALL, randomize_bn
+
 
 def test_released_network_size_and_cost():
     model = Denoiser()

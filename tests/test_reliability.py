@@ -1,4 +1,5 @@
-"""Bad input, interrupted runs, full disks: every input accounted for, nothing lost, nothing written where it must not be."""
+"""Bad input, interrupted runs, full disks: every input accounted for, nothing lost, nothing written where it must not
+be."""
 
 import errno
 import json
@@ -12,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, random_image
+from image_files import bad_tree, snapshot
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -21,8 +24,6 @@ from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.loaders import dali_available
 from fastdenoise.manifest import MANIFEST
 from fastdenoise.runner import RunConfig, check_folders, denoise_folder
-from conftest import ROOT, random_image
-from image_files import bad_tree, snapshot
 
 needs_dali = pytest.mark.skipif(
     not dali_available(), reason="nvidia-dali not installed (pip install nvidia-dali-cuda130)"
@@ -240,8 +241,9 @@ def test_cli_disk_full_exit_code_and_message(tmp_path, weights, monkeypatch):
 
 
 def cli_command(src: Path, dst: Path, weights: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fastdenoise", "run", str(src), str(dst), "--weights", str(weights), "--device", "cpu",
-            "--precision", "fp32", "--batch", "2", "--workers", "1", "--loader", "pil", *extra]  # fmt: skip
+    return [sys.executable, "-m", "fastdenoise", "run", str(src), str(dst), "--weights", str(weights),
+            "--device", "cpu", "--precision", "fp32", "--batch", "2", "--workers", "1", "--loader", "pil",
+            *extra]  # fmt: skip
 
 
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
@@ -384,7 +386,8 @@ def test_an_image_larger_than_the_tile_goes_through_tiles_and_matches_whole(tmp_
     assert denoise_folder(src, tmp_path / "tiled", tiled, RunConfig(tile=96, overlap=16, loader="pil")).ok == 1
     assert denoise_folder(src, tmp_path / "whole", whole, RunConfig(tile=256, overlap=16, loader="pil")).ok == 1
     assert whole.shapes == [(150, 230)] and len(tiled.shapes) > 1
-    assert all(h <= 96 + 3 and w <= 96 + 3 for h, w in tiled.shapes)  # never more than a tile (the last: < stride longer)
+    # never more than a tile (the last: < stride longer)
+    assert all(h <= 96 + 3 and w <= 96 + 3 for h, w in tiled.shapes)
     a = load_rgb(tmp_path / "tiled" / "big.png").astype(int)
     b = load_rgb(tmp_path / "whole" / "big.png").astype(int)
     diff = np.abs(a - b)  # blended tiles ~ the whole image (as tests/test_tiling.py: max 2e-2, mean 1e-3 of the range)
@@ -433,7 +436,9 @@ def test_a_planted_folder_link_creates_nothing_outside(tmp_path, backend):
     summary = denoise_folder(src, dst, backend, RunConfig(loader="pil"))
     assert list(elsewhere.iterdir()) == []
     rows = {r["input"]: r for r in rows_of(dst / MANIFEST)}
-    assert rows["a/deep/er/x.png"]["status"] == "error" and "outside the output folder" in rows["a/deep/er/x.png"]["error"]
+    assert (
+        rows["a/deep/er/x.png"]["status"] == "error" and "outside the output folder" in rows["a/deep/er/x.png"]["error"]
+    )
     assert rows["b/y.png"]["status"] == "ok" and (summary.ok, summary.failed) == (1, 1)
 
 
@@ -441,7 +446,9 @@ def test_a_torn_last_row_is_cut_and_the_resume_duplicates_nothing(tmp_path, back
     src, dst = tmp_path / "in", tmp_path / "out"
     paths = photos(src, 12)
     stop = __import__("threading").Event()
-    denoise_folder(src, dst, backend, RunConfig(batch=2, loader="pil"), lambda row: row["status"] == "ok" and stop.set(), stop=stop)
+    denoise_folder(
+        src, dst, backend, RunConfig(batch=2, loader="pil"), lambda row: row["status"] == "ok" and stop.set(), stop=stop
+    )
     # what a full disk left before: the parts of an unmerged run, the last row cut in the middle
     merged = (dst / MANIFEST).read_bytes()
     (dst / MANIFEST).unlink()
@@ -490,7 +497,9 @@ def test_disk_full_inside_a_manifest_row_leaves_whole_rows_and_resumes_exactly(t
 
 def mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True).returncode == 0
+    return subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+    ).returncode == 0
 
 
 def test_a_really_full_small_disk_then_room_made_gives_one_row_per_input(tmp_path, weights):
@@ -526,11 +535,18 @@ def test_images_over_the_pixel_budget_get_an_error_row_undecoded(tmp_path, backe
     flat_png(src / "huge.png", 1500, 1400, (90, 140, 200))
     decoded = []
     load = images_module.np.array
-    monkeypatch.setattr(images_module.np, "array", lambda a, *args, **kw: (decoded.append(getattr(a, "size", None)), load(a, *args, **kw))[1])
+    monkeypatch.setattr(
+        images_module.np,
+        "array",
+        lambda a, *args, **kw: (decoded.append(getattr(a, "size", None)), load(a, *args, **kw))[1],
+    )
     summary = denoise_folder(src, dst, backend, RunConfig(loader="pil", max_pixels=2_000_000))
     monkeypatch.undo()
     rows = {r["input"]: r for r in rows_of(dst / MANIFEST)}
-    assert rows["huge.png"]["status"] == "error" and "1400x1500 = 2.1 MP is over the pixel budget of 2 MP" in rows["huge.png"]["error"]
+    assert (
+        rows["huge.png"]["status"] == "error"
+        and "1400x1500 = 2.1 MP is over the pixel budget of 2 MP" in rows["huge.png"]["error"]
+    )
     assert (1400, 1500) not in decoded and summary.ok == 2
     assert denoise_folder(src, dst, backend, RunConfig(loader="pil", max_pixels=2_100_000)).ok == 1  # within budget
 
@@ -627,7 +643,9 @@ def test_non_finite_outputs_are_errors_not_black_images(tmp_path, backend):
     src, dst = tmp_path / "in", tmp_path / "out"
     rng = np.random.default_rng(4)
     for k, level in enumerate((40, 200, 60, 220)):
-        save_rgb(np.clip(random_image(rng, 16, 16).astype(int) // 4 + level - 32, 0, 255).astype(np.uint8), src / f"{k}.png")
+        save_rgb(
+            np.clip(random_image(rng, 16, 16).astype(int) // 4 + level - 32, 0, 255).astype(np.uint8), src / f"{k}.png"
+        )
     summary = denoise_folder(src, dst, NaNFor(backend, 0.5), RunConfig(batch=4, loader="pil"))
     rows = {r["input"]: r for r in rows_of(dst / MANIFEST)}
     assert [rows[f"{k}.png"]["status"] for k in range(4)] == ["ok", "error", "ok", "error"], rows
@@ -642,5 +660,7 @@ def test_an_output_below_a_file_is_a_one_line_error_not_a_resume_hint(tmp_path, 
     (tmp_path / "afile").write_text("x")
     with pytest.raises(ValueError, match="afile is a file, not a folder"):
         check_folders(src, tmp_path / "afile" / "out")
-    result = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "afile" / "out"), "--weights", str(weights), "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["run", str(src), str(tmp_path / "afile" / "out"), "--weights", str(weights), "--device", "cpu"]
+    )
     assert result.exit_code == 2 and "again" not in result.output and "not a folder" in result.output

@@ -40,7 +40,7 @@ def test_summary_names_failed_and_ignored_files_up_to_ten_and_what_ran(tmp_path,
     assert result.exit_code == 1, result.output
     lines = [line for line in result.output.splitlines() if line]  # the transient progress bar leaves a blank line
     rows = rows_of(dst)
-    assert lines[0].startswith(f"2 denoised, 0 skipped, 1 failed, 12 not images; 0.00 MP in ")
+    assert lines[0].startswith("2 denoised, 0 skipped, 1 failed, 12 not images; 0.00 MP in ")
     named = [line for line in lines if line.startswith(("  failed: ", "  ignored: "))]
     expected = {f"  failed: broken.png: {rows['broken.png']['error']}"}
     expected |= {f"  ignored: n{i:02d}.txt: not an image extension (.txt)" for i in range(12)}
@@ -107,11 +107,17 @@ def test_dry_run_counts_images_and_megapixels_and_writes_nothing(tmp_path, make_
     (src / "notes.txt").write_text("notes")
     result = run(src, dst, weights, "--dry-run")
     assert result.exit_code == 0, result.output
-    assert result.output == "dry run: 2 images to denoise (0.07 MP), 0 done earlier, 0 would fail, 1 not images; nothing written\n"
+    assert (
+        result.output
+        == "dry run: 2 images to denoise (0.07 MP), 0 done earlier, 0 would fail, 1 not images; nothing written\n"
+    )
     assert not dst.exists()
     assert run(src, dst, weights, "--include", "sub/*").exit_code == 0
     again = run(src, dst, weights, "--dry-run")
-    assert again.output == "dry run: 1 images to denoise (0.06 MP), 1 done earlier, 0 would fail, 1 not images; nothing written\n"
+    assert (
+        again.output
+        == "dry run: 1 images to denoise (0.06 MP), 1 done earlier, 0 would fail, 1 not images; nothing written\n"
+    )
 
 
 def test_ref_reports_psnr_and_ssim_per_image_and_overall(tmp_path, make_image, weights):

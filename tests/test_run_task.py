@@ -1,4 +1,5 @@
-"""`fastdenoise run --task classify|segment`: a frozen head on every denoised image, kept across resumed and sharded runs."""
+"""`fastdenoise run --task classify|segment`: a frozen head on every denoised image, kept across resumed and sharded
+runs."""
 
 import csv
 import json

@@ -18,7 +18,13 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def tree(tmp_path, make_image) -> Path:
     src = tmp_path / "in"
-    sizes = {"a.png": (32, 48), "b.jpg": (32, 48), "sub/c.png": (17, 23), "sub/deeper/d.png": (32, 48), "big.png": (150, 90)}
+    sizes = {
+        "a.png": (32, 48),
+        "b.jpg": (32, 48),
+        "sub/c.png": (17, 23),
+        "sub/deeper/d.png": (32, 48),
+        "big.png": (150, 90),
+    }
     for name, (h, w) in sizes.items():
         save_rgb(make_image(h, w), src / name)
     Image.fromarray(make_image(20, 30)[..., 0]).save(src / "sub" / "grey.png")  # greyscale
@@ -35,7 +41,16 @@ def test_folder_run_mirrors_tree_and_reports_every_input(tree, tmp_path, backend
     dst = tmp_path / "out"
     summary = denoise_folder(tree, dst, backend, RunConfig(batch=2, tile=64, overlap=16))
     rows = {r["input"]: r for r in manifest(dst)}
-    assert set(rows) == {"a.png", "b.jpg", "sub/c.png", "sub/deeper/d.png", "big.png", "sub/grey.png", "broken.png", "notes.txt"}
+    assert set(rows) == {
+        "a.png",
+        "b.jpg",
+        "sub/c.png",
+        "sub/deeper/d.png",
+        "big.png",
+        "sub/grey.png",
+        "broken.png",
+        "notes.txt",
+    }
     assert rows["broken.png"]["status"] == "error" and "broken.png" in rows["broken.png"]["error"]
     assert rows["notes.txt"]["status"] == "ignored" and ".txt" in rows["notes.txt"]["error"]
     assert (summary.ok, summary.failed, summary.skipped, summary.ignored) == (6, 1, 0, 1)

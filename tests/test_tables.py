@@ -91,7 +91,9 @@ def test_split_is_even_and_odd_rows_and_writes_the_training_half(tmp_path):
 
 
 def test_top1_and_top5_against_a_hand_computed_case():
-    logits = torch.tensor([[0.1, 0.5, 0.2, 0.9, 0.0, 0.3, 0.4], [0.1, 0.5, 0.2, 0.9, 0.0, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]])
+    logits = torch.tensor(
+        [[0.1, 0.5, 0.2, 0.9, 0.0, 0.3, 0.4], [0.1, 0.5, 0.2, 0.9, 0.0, 0.3, 0.4], [0.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0]]
+    )
     # ranking of the first two rows: 3, 1, 6, 5, 2 | 0, 4
     assert [s["top1"] for s in classification_scores(logits, 3)] == [1, 1, 0]
     assert [(s["top1"], s["top5"]) for s in classification_scores(logits, 2)][:2] == [(0, 1), (0, 1)]
@@ -149,7 +151,12 @@ def test_table1_psnr_subset_and_missing_sigma_cells(tmp_path, make_image):
     clean = [np.array(Image.open(p)) for p in paths]
     expected = np.mean([psnr(to_uint8(add_noise(c, 25.0, 0, i)), c) for i, c in enumerate(clean[:2])])
     cell = result.cell("identity", 25.0)
-    assert {k: cell[k] for k in ("arm", "sigma", "images", "psnr")} == {"arm": "identity", "sigma": 25.0, "images": 2, "psnr": pytest.approx(expected)}
+    assert {k: cell[k] for k in ("arm", "sigma", "images", "psnr")} == {
+        "arm": "identity",
+        "sigma": 25.0,
+        "images": 2,
+        "psnr": pytest.approx(expected),
+    }
     assert cell["psnr_ci"][0] <= cell["psnr"] <= cell["psnr_ci"][1]
     assert result.cell("identity", 50.0) is None
     expected = np.mean([psnr(to_uint8(add_noise(c, 50.0, 0, i) * 0.9 + 0.05), c) for i, c in enumerate(clean)])
@@ -158,7 +165,12 @@ def test_table1_psnr_subset_and_missing_sigma_cells(tmp_path, make_image):
     cell = result.cell("ours", 25.0, subset=2)
     assert (cell["images"], cell["subset"], cell["psnr"]) == (2, 2, pytest.approx(same))
     text = markdown(result)
-    assert "(n=2)" in text and "| identity |" in text and "–" in text and "On the first 2 images only, where identity ran" in text
+    assert (
+        "(n=2)" in text
+        and "| identity |" in text
+        and "–" in text
+        and "On the first 2 images only, where identity ran" in text
+    )
     assert f"**{result.cell('ours', 50.0)['psnr']:.2f}**" in text  # the only full arm at 50 is the best
 
 
@@ -186,7 +198,8 @@ def test_table2_scores_match_a_hand_computation_and_exclude_the_training_rows(tm
     data = tmp_path / "samples"
     paths = write_images(data, make_image, 6)
     head = LinearClassifier().eval()
-    # labels: the head's clean prediction for rows 1 and 3 (top-1 right), a wrong one for row 5; rows 0, 2, 4 are "train"
+    # labels: the head's clean prediction for rows 1 and 3 (top-1 right), a wrong one for row 5;
+    # rows 0, 2, 4 are "train"
     preds = {i: predict(head, crop_by_hand(paths[i], 36, 32)) for i in range(6)}
     labels = {i: preds[i] if i in (1, 3) else (preds[i] + 1) % 7 for i in range(6)}
     with open(data / "labels.csv", "w", newline="") as handle:
@@ -224,7 +237,11 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     with open(data / "labels.csv", "w", newline="") as handle:
         csv.writer(handle).writerows([("file", "index"), *[(p.name, i % 7) for i, p in enumerate(paths)]])
     trained_here = {"config": {"train": {"data": str(data)}}}  # a `train --task` card: flagged as held-in
-    arms = task_arms(separate=weights_file(tmp_path / "sep.safetensors", 2), extra=[("other", weights_file(tmp_path / "o.safetensors", 5, trained_here))], device="cpu")
+    arms = task_arms(
+        separate=weights_file(tmp_path / "sep.safetensors", 2),
+        extra=[("other", weights_file(tmp_path / "o.safetensors", 5, trained_here))],
+        device="cpu",
+    )
     cfg = Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", seeds=(3, 4), draws=300)
     result = table2(cfg, arms, head=LinearClassifier().eval())
     assert len(result.rows) == 6 + 6 * 3 * 2  # clean once, every arm under both seeds
@@ -232,7 +249,9 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     noisy = [r for r in result.rows if r["arm"] == NOISY]
     assert result.cell(NOISY, 30.0)["top1"] == pytest.approx(np.mean([r["top1"] for r in noisy]))
     assert (result.cell(NOISY, 30.0)["images"], result.cell(NOISY, 30.0)["samples"]) == (6, 12)
-    assert {(t["arm"], t["metric"]) for t in result.tests} == {(a, m) for a in (NOISY, "other") for m in ("top1", "top5")}
+    assert {(t["arm"], t["metric"]) for t in result.tests} == {
+        (a, m) for a in (NOISY, "other") for m in ("top1", "top5")
+    }
     test = next(t for t in result.tests if t["arm"] == NOISY and t["metric"] == "top1")
     separate = {(r["position"], r["seed"]): r["top1"] for r in result.rows if r["arm"] == "separate"}
     b = sum(r["top1"] and not separate[(r["position"], r["seed"])] for r in noisy)
@@ -245,7 +264,11 @@ def test_table2_pools_noise_seeds_and_tests_every_arm_against_the_control(tmp_pa
     assert "(n=" not in text  # every arm ran on every image
     assert result.meta["held_in"] == ["other"] and "trained on photos of this folder" in text
     with pytest.raises(ValueError, match="control arm 'joint' is not in the table"):
-        table2(Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", control="joint", limit=1), arms, head=LinearClassifier().eval())
+        table2(
+            Table2Config(str(data), sigmas=(30.0,), resize=36, crop=32, device="cpu", control="joint", limit=1),
+            arms,
+            head=LinearClassifier().eval(),
+        )
     with pytest.raises(ValueError, match="seeds must be distinct"):
         Table2Config(str(data), seeds=(1, 1))
 
@@ -273,7 +296,11 @@ def test_table3_clean_is_perfect_for_an_oracle_head_and_noise_lowers_it(tmp_path
     assert result.cell(NOISY, 30.0, subset=1)["miou"] == pytest.approx(first[0]["miou"])  # one image: its own mIoU
     assert set(clean["iou"]) == {"red", "green", "blue"}
     assert "confusion" not in result.rows[0]
-    scaled = table3(Table3Config(str(images), str(masks), sigmas=(30.0,), scale=1.5, ignore_index=9, device="cpu", limit=1), [Arm(NOISY)], head=LargestChannel())
+    scaled = table3(
+        Table3Config(str(images), str(masks), sigmas=(30.0,), scale=1.5, ignore_index=9, device="cpu", limit=1),
+        [Arm(NOISY)],
+        head=LargestChannel(),
+    )
     assert scaled.cell(CLEAN, None)["pixel_acc"] > 0.9  # resized up and back: nearly the same prediction
     written = write_table(result, tmp_path / "out")
     assert "(n=1)" in written[0].read_text() and written[2].stat().st_size > 10_000
@@ -291,7 +318,9 @@ def test_table2_and_table3_on_two_real_images(data_dir, tmp_path):
     assert result.cell(CLEAN, None)["top5"] == 1.0  # tench and great white shark: the README measures clean top-5 0.975
     camvid = data_dir / "camvid"
     weights = data_dir / "weights" / "espnetv2" / "espnetv2_s_2.0_city_1024x512.pth"
-    cfg = Table3Config(str(camvid / "val"), str(camvid / "valannot"), sigmas=(30.0,), limit=1, head_weights=str(weights), device="cpu")
+    cfg = Table3Config(
+        str(camvid / "val"), str(camvid / "valannot"), sigmas=(30.0,), limit=1, head_weights=str(weights), device="cpu"
+    )
     result = table3(cfg, [Arm(NOISY)])
     assert result.cell(CLEAN, None)["pixel_acc"] > 0.75  # 0.864 over all of val (heads note)
     assert 0 < result.cell(NOISY, 30.0)["miou"] <= 1
@@ -319,8 +348,9 @@ def test_cli_table1_with_two_seeds_and_a_control(tmp_path, make_image):
     folder = tmp_path / "kodak"
     write_images(folder, make_image, 3)
     a, b = weights_file(tmp_path / "a.safetensors", 1), weights_file(tmp_path / "b.safetensors", 2)
-    args = ["tables", "table1", str(folder), "-m", f"a={a}", "-m", f"b={b}", "--peers", "", "--sigma", "25", "--seeds", "0,1",
-            "--control", "a", "--draws", "200", "--device", "cpu", "-o", str(tmp_path / "out")]  # fmt: skip
+    args = ["tables", "table1", str(folder), "-m", f"a={a}", "-m", f"b={b}", "--peers", "", "--sigma", "25",
+            "--seeds", "0,1", "--control", "a", "--draws", "200", "--device", "cpu",
+            "-o", str(tmp_path / "out")]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads((tmp_path / "out" / "table1.json").read_text())

@@ -1,10 +1,10 @@
 import pytest
 import torch
+from helpers import SMALL, randomize_bn
 
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.model import Denoiser
 from fastdenoise.tiling import denoise_tiled, tile_spans
-from helpers import SMALL, randomize_bn
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(301, 128, 32), (100, 128, 32), (130, 128, 32), (517, 64, 16)])

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import SMALL
 
 from fastdenoise.checkpoint import load_checkpoint, load_denoiser
 from fastdenoise.data import PatchSampler, load_folder
-from fastdenoise.model import Denoiser
 from fastdenoise.images import save_rgb
+from fastdenoise.model import Denoiser
 from fastdenoise.train import LOSSES, TrainConfig, TrainingStopped, fit, mse_loss, train_denoiser
-from helpers import SMALL
 
 
 @pytest.fixture
@@ -26,7 +26,8 @@ def image_folder(tmp_path, make_image) -> Path:
 def config(folder: Path, out: Path, steps: int, **kw) -> TrainConfig:
     return TrainConfig(
         data=str(folder), out=str(out), val=str(folder), sigma=(10, 40), patch=24, batch=4, steps=steps, lr=3e-3,
-        warmup=2, val_every=6, val_images=2, ckpt_every=3, log_every=1, amp="off", compile="off", spec=asdict(SMALL), **kw,
+        warmup=2, val_every=6, val_images=2, ckpt_every=3, log_every=1, amp="off", compile="off", spec=asdict(SMALL),
+        **kw,
     )  # fmt: skip
 
 
@@ -98,8 +99,9 @@ def test_config_validation(tmp_path):
 
 
 def test_init_starts_from_given_weights(image_folder, tmp_path):
-    from fastdenoise.checkpoint import save_weights
     from helpers import randomize_bn
+
+    from fastdenoise.checkpoint import save_weights
 
     torch.manual_seed(7)
     start = randomize_bn(Denoiser(SMALL))
@@ -114,13 +116,21 @@ def test_init_starts_from_given_weights(image_folder, tmp_path):
 
 @pytest.mark.parametrize("freeze_bn", [True, False])
 def test_a_zero_lr_fine_tune_reproduces_its_init_only_with_frozen_batchnorm(image_folder, tmp_path, freeze_bn):
-    from fastdenoise.checkpoint import save_weights
     from helpers import randomize_bn
+
+    from fastdenoise.checkpoint import save_weights
 
     torch.manual_seed(5)
     start = randomize_bn(Denoiser(SMALL)).eval()
     save_weights(start, tmp_path / "start.safetensors")
-    cfg = TrainConfig(**{**asdict(config(image_folder, tmp_path / "run", steps=4)), "lr": 0.0, "schedule": "constant", "freeze_bn": freeze_bn})
+    cfg = TrainConfig(
+        **{
+            **asdict(config(image_folder, tmp_path / "run", steps=4)),
+            "lr": 0.0,
+            "schedule": "constant",
+            "freeze_bn": freeze_bn,
+        }
+    )
     tuned = train_denoiser(cfg, progress=False, init=str(tmp_path / "start.safetensors"))
     same = [torch.equal(a, b) for a, b in zip(tuned.state_dict().values(), start.state_dict().values())]
     x = torch.rand(2, 3, 20, 28)
@@ -160,7 +170,9 @@ def test_signal_then_resume_is_bit_identical(image_folder, tmp_path, signum):
     assert not list((tmp_path / "split").glob("*.part"))
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    assert signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert (
+        signal.getsignal(signal.SIGTERM) is not None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    )
 
 
 def test_weight_average_is_what_is_returned_and_validated(image_folder, tmp_path):

@@ -77,9 +77,10 @@ def test_torchrun_train_stops_on_sigterm_and_resumes(tmp_path, rng):
     for i in range(3):
         save_rgb(random_image(rng, 32 + 4 * i, 40), data / f"img{i}.png")
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "fastdenoise"]  # fmt: skip
-    train = ["train", str(data), "--out", str(out), "--patch", "16", "--batch", "4", "--ckpt-every", "2", "--device", "cpu",
-             "--amp", "off", "--compile", "off", "--schedule", "constant"]  # fmt: skip
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "fastdenoise"]  # fmt: skip
+    train = ["train", str(data), "--out", str(out), "--patch", "16", "--batch", "4", "--ckpt-every", "2",
+             "--device", "cpu", "--amp", "off", "--compile", "off", "--schedule", "constant"]  # fmt: skip
     first = subprocess.Popen([*torchrun, *train, "--steps", "100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)  # fmt: skip
     try:
@@ -98,8 +99,8 @@ def test_torchrun_train_stops_on_sigterm_and_resumes(tmp_path, rng):
     assert f"stopped at step {stopped['step']}: " in output  # what rank 0 wrote is where it stopped
 
     goal = stopped["step"] + 3
-    again = subprocess.run([*torchrun, *train, "--resume", "--steps", str(goal)], check=False, cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=300)  # fmt: skip
+    again = subprocess.run([*torchrun, *train, "--resume", "--steps", str(goal)], check=False, cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert load_checkpoint(out / "last.pt")["step"] == goal
     steps = [r["step"] for r in read_rows(out / "log.jsonl") if "loss" in r]

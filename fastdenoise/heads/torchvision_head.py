@@ -30,7 +30,9 @@ def import_torchvision() -> Any:
     try:
         import torchvision
     except ImportError as err:
-        raise ImportError("torchvision:<model> heads need torchvision: pip install torchvision (matching your torch)") from err
+        raise ImportError(
+            "torchvision:<model> heads need torchvision: pip install torchvision (matching your torch)"
+        ) from err
     return torchvision
 
 
@@ -44,7 +46,9 @@ def torchvision_head(name: str, weights: Path | None = None, pretrained: bool = 
     segmenters = set(models.list_models(module=models.segmentation))
     classifiers = set(models.list_models(module=models)) - segmenters
     if name not in segmenters | classifiers:
-        raise ValueError(f"torchvision has no classifier or segmenter named {name!r}; see torchvision.models.list_models()")
+        raise ValueError(
+            f"torchvision has no classifier or segmenter named {name!r}; see torchvision.models.list_models()"
+        )
     task = "segment" if name in segmenters else "classify"
     tv_weights = models.get_model_weights(name).DEFAULT if pretrained and weights is None else None
     extra = {"weights_backbone": None} if task == "segment" and tv_weights is None else {}

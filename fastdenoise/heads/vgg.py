@@ -89,7 +89,9 @@ def vgg16(weights: Path | None = None) -> VGG16:
     return load_strict(model, weights) if weights is not None else model.eval()  # type: ignore[return-value]
 
 
-def deeplab_largefov(num_classes: int = 21, weights: Path | None = None, backbone: Path | None = None) -> DeepLabLargeFOV:
+def deeplab_largefov(
+    num_classes: int = 21, weights: Path | None = None, backbone: Path | None = None
+) -> DeepLabLargeFOV:
     """DeepLab-LargeFOV in eval mode: all weights from `weights`, or only the conv layers from a torchvision VGG-16
     file (`backbone`, fc6-fc8 left random, for training it), or random init when both are None."""
     model = DeepLabLargeFOV(num_classes)

@@ -56,7 +56,13 @@ class Arm:
         return (self.limit is None or position < self.limit) and (self.sigmas is None or sigma in self.sigmas)
 
     def record(self) -> dict:
-        return {"name": self.name, "source": self.source, "limit": self.limit, "sigmas": self.sigmas, "trained_on": self.trained_on}
+        return {
+            "name": self.name,
+            "source": self.source,
+            "limit": self.limit,
+            "sigmas": self.sigmas,
+            "trained_on": self.trained_on,
+        }
 
 
 def check_arms(arms: Sequence[Arm]) -> None:
@@ -82,7 +88,9 @@ def model_arm(name: str, weights: Path | None, device: str = "auto") -> Arm:
     from fastdenoise.evaluate import backend_denoiser
 
     backend = make_backend(load_denoiser(weights), BackendConfig(device=device, precision="fp32"))
-    return Arm(name, backend_denoiser(backend), source=str(weights or bundled_weights()), trained_on=training_folder(weights))
+    return Arm(
+        name, backend_denoiser(backend), source=str(weights or bundled_weights()), trained_on=training_folder(weights)
+    )
 
 
 def training_folder(weights: Path | None) -> str | None:
@@ -101,11 +109,17 @@ def training_folder(weights: Path | None) -> str | None:
 def held_in(arms: Sequence[Arm], data: str) -> list[str]:
     """Arms whose weights were trained on photos of the evaluated folder (same folder, or the same last two parts)."""
     target = Path(data).resolve()
-    return [a.name for a in arms if a.trained_on and (Path(a.trained_on).resolve() == target or Path(a.trained_on).parts[-2:] == target.parts[-2:])]
+    return [
+        a.name
+        for a in arms
+        if a.trained_on
+        and (Path(a.trained_on).resolve() == target or Path(a.trained_on).parts[-2:] == target.parts[-2:])
+    ]
 
 
 
-PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")  # cdncnn: the one trained for the sigma
+# cdncnn: the one trained for the sigma
+PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")
 
 
 
@@ -127,7 +141,9 @@ def per_sigma_dncnn(data_root: Path, device: str = "auto") -> Denoise:
     return denoise
 
 
-def peer_arm(name: str, data_root: Path, device: str = "auto", cbm3d_limit: int | None = None, cache_dir: Path | None = None) -> Arm:
+def peer_arm(
+    name: str, data_root: Path, device: str = "auto", cbm3d_limit: int | None = None, cache_dir: Path | None = None
+) -> Arm:
     """A peer as an arm: CNN weights from data_root/weights (see the data README), CBM3D with its on-disk cache."""
     from fastdenoise.devices import resolve_device
     from fastdenoise.peers import LABELS, TRAINED_SIGMA, WEIGHT_FILES, PeerKind, make_peer
@@ -135,11 +151,21 @@ def peer_arm(name: str, data_root: Path, device: str = "auto", cbm3d_limit: int 
     if name not in PEERS:
         raise ValueError(f"unknown peer {name!r}; choose from {', '.join(PEERS)}")
     if name == "cdncnn":
-        return Arm("CDnCNN", per_sigma_dncnn(data_root, device), sigmas=tuple(sorted(TRAINED_SIGMA.values())), source=f"{data_root}/weights/dncnn/color_sigma=*.mat")
+        return Arm(
+            "CDnCNN",
+            per_sigma_dncnn(data_root, device),
+            sigmas=tuple(sorted(TRAINED_SIGMA.values())),
+            source=f"{data_root}/weights/dncnn/color_sigma=*.mat",
+        )
     kind = PeerKind(name)
     denoise = make_peer(kind, data_root, resolve_device(device), cache_dir)
     if kind is PeerKind.cbm3d:
-        return Arm(LABELS[kind], denoise, limit=cbm3d_limit, source=f"bm3d {getattr(denoise, 'version', '')}, cache {getattr(denoise, 'cache_dir', '')}")
+        return Arm(
+            LABELS[kind],
+            denoise,
+            limit=cbm3d_limit,
+            source=f"bm3d {getattr(denoise, 'version', '')}, cache {getattr(denoise, 'cache_dir', '')}",
+        )
     trained = (TRAINED_SIGMA[kind],) if kind in TRAINED_SIGMA else None
     return Arm(LABELS[kind], denoise, sigmas=trained, source=str(Path(data_root) / WEIGHT_FILES[kind]))
 

@@ -41,7 +41,9 @@ class TableResult:
         """The cell of an arm at a sigma (over all images, or the first `subset`); the clean arm has one cell (sigma
         None), returned for every sigma."""
         sigma = None if arm == CLEAN else sigma
-        return next((c for c in self.cells if c["arm"] == arm and c["sigma"] == sigma and c.get("subset") == subset), None)
+        return next(
+            (c for c in self.cells if c["arm"] == arm and c["sigma"] == sigma and c.get("subset") == subset), None
+        )
 
     @property
     def subsets(self) -> list[int]:
@@ -74,12 +76,14 @@ def confusion_cells(rows: Iterable[dict], class_names: Sequence[str] | None = No
         miou, iou = mean_iou(torch.as_tensor(counts))
         names = class_names or [str(c) for c in range(len(iou))]
         per_class = {n: (None if math.isnan(v) else v) for n, v in zip(names, iou.tolist())}
-        cells.append({"arm": arm, "sigma": sigma, "images": images, "miou": miou, "pixel_acc": pixel_accuracy(counts), "iou": per_class,
-                      "confusion": np.asarray(counts).tolist()})  # fmt: skip
+        cells.append({"arm": arm, "sigma": sigma, "images": images, "miou": miou, "pixel_acc": pixel_accuracy(counts),
+                      "iou": per_class, "confusion": np.asarray(counts).tolist()})  # fmt: skip
     return cells
 
 
-def with_subsets(rows: list[dict], arms: Sequence[Arm], count: int, reduce: Callable[[list[dict]], list[dict]]) -> list[dict]:
+def with_subsets(
+    rows: list[dict], arms: Sequence[Arm], count: int, reduce: Callable[[list[dict]], list[dict]]
+) -> list[dict]:
     """The cells over all images, then, for each arm run on only its first K images, every arm's cells over those same
     K images, marked "subset": K (so a CBM3D subset is compared on equal terms)."""
     cells = reduce(rows)
@@ -101,7 +105,11 @@ def image_parts(rows: Iterable[dict], metric: str) -> dict[int, np.ndarray]:
     """Per image position, the parts of a metric summed over its rows (noise seeds): the confusion, or [sum, count]."""
     parts: dict[int, np.ndarray] = {}
     for r in rows:
-        value = np.asarray(r["confusion"], dtype=np.float64).ravel() if metric in CONFUSION_METRICS else np.array([r[metric], 1.0])
+        value = (
+            np.asarray(r["confusion"], dtype=np.float64).ravel()
+            if metric in CONFUSION_METRICS
+            else np.array([r[metric], 1.0])
+        )
         parts[r["position"]] = parts.get(r["position"], 0) + value
     return parts
 
@@ -110,7 +118,11 @@ def with_intervals(cells: list[dict], rows: list[dict], metrics: Sequence[str], 
     """Each cell with `<metric>_ci`: the 95% percentile bootstrap interval, images resampled (their seeds together)."""
     for cell in cells:
         subset = cell.get("subset")
-        mine = [r for r in rows if r["arm"] == cell["arm"] and r["sigma"] == cell["sigma"] and (subset is None or r["position"] < subset)]
+        mine = [
+            r
+            for r in rows
+            if r["arm"] == cell["arm"] and r["sigma"] == cell["sigma"] and (subset is None or r["position"] < subset)
+        ]
         for metric in metrics:
             parts = image_parts(mine, metric)
             stacked = np.stack([parts[p] for p in sorted(parts)])
@@ -119,7 +131,12 @@ def with_intervals(cells: list[dict], rows: list[dict], metrics: Sequence[str], 
 
 
 def paired_tests(
-    rows: list[dict], arms: Sequence[Arm], sigmas: Sequence[float], control: str | None, metrics: Sequence[str], draws: int
+    rows: list[dict],
+    arms: Sequence[Arm],
+    sigmas: Sequence[float],
+    control: str | None,
+    metrics: Sequence[str],
+    draws: int,
 ) -> list[dict]:
     """Per arm other than the control, sigma and metric: the difference arm - control on the images both ran on, its
     paired bootstrap interval and p; top-1 also McNemar's exact test over (image, seed) pairs. Control None: the arm
@@ -135,8 +152,11 @@ def paired_tests(
     tests = []
     for arm in (n for n in names if n != control):
         for sigma in sigmas:
-            pairs = [(r, by_key[(control, sigma, r["position"], r["seed"])]) for r in rows
-                     if r["arm"] == arm and r["sigma"] == sigma and (control, sigma, r["position"], r["seed"]) in by_key]  # fmt: skip
+            pairs = [
+                (r, by_key[(control, sigma, r["position"], r["seed"])])
+                for r in rows
+                if r["arm"] == arm and r["sigma"] == sigma and (control, sigma, r["position"], r["seed"]) in by_key
+            ]
             if not pairs:
                 continue
             for metric in metrics:
@@ -144,11 +164,19 @@ def paired_tests(
                 order = sorted(ours)
                 test = paired_bootstrap(np.stack([ours[p] for p in order]), np.stack([theirs[p] for p in order]),
                                         CONFUSION_METRICS.get(metric, mean_reduce), draws)  # fmt: skip
-                entry = {"arm": arm, "control": control, "sigma": sigma, "metric": metric, "images": len(order), "pairs": len(pairs),
-                         "test": "paired bootstrap", "draws": draws, **test}  # fmt: skip
+                entry = {"arm": arm, "control": control, "sigma": sigma, "metric": metric, "images": len(order),
+                         "pairs": len(pairs), "test": "paired bootstrap", "draws": draws, **test}  # fmt: skip
                 if metric == "top1":
-                    exact = mcnemar_exact(np.array([a["top1"] for a, _ in pairs]), np.array([b["top1"] for _, b in pairs]))
-                    entry |= {"test": "McNemar exact", "p": exact["p"], "bootstrap_p": test["p"], "b": exact["b"], "c": exact["c"]}
+                    exact = mcnemar_exact(
+                        np.array([a["top1"] for a, _ in pairs]), np.array([b["top1"] for _, b in pairs])
+                    )
+                    entry |= {
+                        "test": "McNemar exact",
+                        "p": exact["p"],
+                        "bootstrap_p": test["p"],
+                        "b": exact["b"],
+                        "c": exact["c"],
+                    }
                 tests.append(entry)
     return tests
 

@@ -14,7 +14,14 @@ from fastdenoise import progress
 from fastdenoise.tables.arms import CLEAN, ProgressFn
 from fastdenoise.tables.cells import TableResult
 
-METRIC_LABELS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "top1": "top-1", "top5": "top-5", "miou": "mIoU", "pixel_acc": "pixel accuracy"}
+METRIC_LABELS = {
+    "psnr": "PSNR (dB)",
+    "ssim": "SSIM",
+    "top1": "top-1",
+    "top5": "top-5",
+    "miou": "mIoU",
+    "pixel_acc": "pixel accuracy",
+}
 
 
 DIGITS = {"psnr": 2, "ssim": 4}  # others: 3
@@ -29,10 +36,15 @@ def metric_lines(table: TableResult, metric: str, subset: int | None = None) -> 
     """One Markdown table: a row per arm, a column per sigma; the best value per column in bold among the arms measured
     on every image; `(n=K)` marks a cell measured on fewer images, – a sigma the arm does not run at."""
     full = subset or table.meta.get("images")
-    lines = ["| arm | " + " | ".join(f"sigma {s:g}" for s in table.sigmas) + " |", "|---" * (len(table.sigmas) + 1) + "|"]
+    lines = [
+        "| arm | " + " | ".join(f"sigma {s:g}" for s in table.sigmas) + " |",
+        "|---" * (len(table.sigmas) + 1) + "|",
+    ]
     best = {}
     for s in table.sigmas:
-        values = [c[metric] for a in table.arms if a != CLEAN and (c := table.cell(a, s, subset)) and c["images"] == full]
+        values = [
+            c[metric] for a in table.arms if a != CLEAN and (c := table.cell(a, s, subset)) and c["images"] == full
+        ]
         best[s] = max(values) if values else None
     for arm in table.arms:
         cells = []
@@ -56,23 +68,37 @@ def test_lines(table: TableResult) -> list[str]:
     if not table.tests:
         return []
     control = table.tests[0]["control"]
-    lines = [f"## Paired tests against `{control}`", "",
-             "arm - control [95% paired bootstrap interval], p: McNemar's exact test for top-1 (b/c: images only the arm / "
-             "only the control got right, over images x seeds), paired bootstrap over images otherwise.", ""]  # fmt: skip
+    lines = [
+        f"## Paired tests against `{control}`",
+        "",
+        "arm - control [95% paired bootstrap interval], p: McNemar's exact test for top-1 (b/c: images only the arm / "
+        "only the control got right, over images x seeds), paired bootstrap over images otherwise.",
+        "",
+    ]
     for metric in table.metrics:
-        lines += [f"{METRIC_LABELS.get(metric, metric)}:", "", "| arm | " + " | ".join(f"sigma {s:g}" for s in table.sigmas) + " |",
-                  "|---" * (len(table.sigmas) + 1) + "|"]  # fmt: skip
+        lines += [
+            f"{METRIC_LABELS.get(metric, metric)}:",
+            "",
+            "| arm | " + " | ".join(f"sigma {s:g}" for s in table.sigmas) + " |",
+            "|---" * (len(table.sigmas) + 1) + "|",
+        ]
         for arm in dict.fromkeys(t["arm"] for t in table.tests):
             cells = []
             for sigma in table.sigmas:
-                t = next((t for t in table.tests if t["arm"] == arm and t["sigma"] == sigma and t["metric"] == metric), None)
+                t = next(
+                    (t for t in table.tests if t["arm"] == arm and t["sigma"] == sigma and t["metric"] == metric), None
+                )
                 if t is None:
                     cells.append("–")
                     continue
                 digits = DIGITS.get(metric, 3)
                 p = f"p < {1 / t['draws']:.2g}" if t["p"] == 0 else f"p {t['p']:.3g}"  # no resample crossed 0
                 text = f"{t['diff']:+.{digits}f} [{t['lo']:+.{digits}f}, {t['hi']:+.{digits}f}], {p}"
-                cells.append(text + (f" (b/c {t['b']}/{t['c']})" if "b" in t else "") + (f" (n={t['images']})" if t["images"] != table.meta.get("images") else ""))
+                cells.append(
+                    text
+                    + (f" (b/c {t['b']}/{t['c']})" if "b" in t else "")
+                    + (f" (n={t['images']})" if t["images"] != table.meta.get("images") else "")
+                )
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
@@ -85,7 +111,9 @@ def markdown(table: TableResult) -> str:
     for metric in table.metrics:
         lines += [f"## {METRIC_LABELS.get(metric, metric)}", "", *metric_lines(table, metric), ""]
     for k in table.subsets:
-        arms = ", ".join(a for a in table.arms if (c := next((c for c in table.cells if c["arm"] == a), None)) and c["images"] == k)
+        arms = ", ".join(
+            a for a in table.arms if (c := next((c for c in table.cells if c["arm"] == a), None)) and c["images"] == k
+        )
         lines += [f"## On the first {k} images only, where {arms} ran: every arm on the same images", ""]
         for metric in table.metrics:
             lines += [f"{METRIC_LABELS.get(metric, metric)}:", "", *metric_lines(table, metric, k), ""]
@@ -94,7 +122,10 @@ def markdown(table: TableResult) -> str:
     if CLEAN in table.arms:
         notes.append("clean: the head on the clean image (no noise), the same value in every column.")
     if table.meta.get("held_in"):
-        notes.append(f"trained on photos of this folder (their cards say so; check the split): {', '.join(table.meta['held_in'])}.")
+        notes.append(
+            "trained on photos of this folder (their cards say so; check the split): "
+            f"{', '.join(table.meta['held_in'])}."
+        )
     if any(c["images"] != full for c in table.cells if c.get("subset") is None):
         notes.append(f"(n=K): measured on the first K of the {full} images only.")
     if any(table.cell(a, s) is None for a in table.arms for s in table.sigmas):
@@ -119,8 +150,9 @@ def write_table(table: TableResult, out: Path, meta: dict | None = None) -> list
     """OUT/<name>.md, OUT/<name>.json (cells, per-image rows, config) and OUT/<name>.png; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"table": table.name, "title": table.title, "metrics": table.metrics, "arms": table.arms, "sigmas": table.sigmas,
-               "meta": {**table.meta, **(meta or {})}, "cells": table.cells, "tests": table.tests, "rows": table.rows}  # fmt: skip
+    payload = {"table": table.name, "title": table.title, "metrics": table.metrics, "arms": table.arms,
+               "sigmas": table.sigmas, "meta": {**table.meta, **(meta or {})}, "cells": table.cells,
+               "tests": table.tests, "rows": table.rows}  # fmt: skip
     paths = [out / f"{table.name}.md", out / f"{table.name}.json", out / f"{table.name}.png"]
     paths[0].write_text(markdown(table))
     paths[1].write_text(json.dumps(finite(payload), indent=1, allow_nan=False))
@@ -155,7 +187,13 @@ def psnr_bars(plt, table: TableResult, colours: dict, full: int | None):
         for bar, (_, c) in zip(bars, present):
             bar.set_hatch("//" if c["images"] != full else "")
         for i, (_, c) in enumerate(present):
-            ax.text(c["psnr"], i, f" {c['psnr']:.2f}" + (f" (n={c['images']})" if c["images"] != full else ""), va="center", fontsize=8)
+            ax.text(
+                c["psnr"],
+                i,
+                f" {c['psnr']:.2f}" + (f" (n={c['images']})" if c["images"] != full else ""),
+                va="center",
+                fontsize=8,
+            )
         ax.set_yticks(list(y), [a for a, _ in present], fontsize=9)
         ax.invert_yaxis()
         if values:
@@ -169,7 +207,9 @@ def psnr_bars(plt, table: TableResult, colours: dict, full: int | None):
 
 def metric_lines_plot(plt, table: TableResult, colours: dict, full: int | None):
     """Tables 2-3's figure: a panel per metric, a line per arm against sigma, the clean value as a dashed line."""
-    fig, axes = plt.subplots(1, len(table.metrics), figsize=(5.2 * len(table.metrics) + 1.5, 4.2), layout="constrained", squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(table.metrics), figsize=(5.2 * len(table.metrics) + 1.5, 4.2), layout="constrained", squeeze=False
+    )
     arms = [a for a in table.arms if a != CLEAN]
     gap = min(b - a for a, b in zip(table.sigmas, table.sigmas[1:])) if len(table.sigmas) > 1 else 10.0
     dodge = {a: (k - (len(arms) - 1) / 2) * 0.04 * gap for k, a in enumerate(arms)}  # equal values stay apart
@@ -178,18 +218,28 @@ def metric_lines_plot(plt, table: TableResult, colours: dict, full: int | None):
         clean = table.cell(CLEAN, None)
         if clean is not None:
             ax.axhline(clean[metric], color="black", linestyle="--", linewidth=1, label="clean")
-            ax.annotate(f"clean {format_value(metric, clean[metric])}", (1, clean[metric]), xycoords=("axes fraction", "data"),
-                        xytext=(-4, 4), textcoords="offset points", ha="right", fontsize=8)  # fmt: skip
+            ax.annotate(f"clean {format_value(metric, clean[metric])}", (1, clean[metric]),
+                        xycoords=("axes fraction", "data"), xytext=(-4, 4), textcoords="offset points", ha="right",
+                        fontsize=8)  # fmt: skip
         for arm in arms:
             points = [(s, c) for s in table.sigmas if (c := table.cell(arm, s))]
             xs, ys = [s + dodge[arm] for s, _ in points], [c[metric] for _, c in points]
             subset = [c["images"] != full for _, c in points]
             style = {"color": colours[arm], "marker": markers[arm], "markersize": 6}
-            ax.plot(xs, ys, label=arm + (" (subset)" if any(subset) else ""), linestyle=":" if any(subset) else "-", **style)
+            ax.plot(
+                xs, ys, label=arm + (" (subset)" if any(subset) else ""), linestyle=":" if any(subset) else "-", **style
+            )
             for x, y, (_, c), sub in zip(xs, ys, points, subset):
                 if sub:
                     ax.plot(x, y, markerfacecolor="white", zorder=3, **style)
-                    ax.annotate(f"n={c['images']}", (x, y), textcoords="offset points", xytext=(5, -11), fontsize=7, color=colours[arm])
+                    ax.annotate(
+                        f"n={c['images']}",
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(5, -11),
+                        fontsize=7,
+                        color=colours[arm],
+                    )
         ax.set_xticks(table.sigmas, [f"{s:g}" for s in table.sigmas])
         ax.set_xlim(table.sigmas[0] - 0.4 * gap, table.sigmas[-1] + 0.4 * gap)
         ax.set_xlabel("noise sigma (0-255)")

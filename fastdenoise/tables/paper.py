@@ -128,7 +128,8 @@ class Table3Config:
 
 
 def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None = None) -> TableResult:
-    """Mean PSNR (and SSIM) per arm and sigma on cfg.data, through `fastdenoise.evaluate` (image i noised with [seed, i])."""
+    """Mean PSNR (and SSIM) per arm and sigma on cfg.data, through `fastdenoise.evaluate` (image i noised with
+    [seed, i])."""
     check_arms(arms)
     count = len(list_images(Path(cfg.data))[: cfg.limit])
     if not count:
@@ -147,12 +148,23 @@ def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None =
         for arm, sigmas, n in plan:
             if sigmas:
                 denoise = arm.denoise or (lambda noisy, sigma: noisy)
-                result = evaluate(denoise, Path(cfg.data), sigmas, seed, arm.name, with_ssim=cfg.ssim, limit=n, progress=tick)
-                rows += [{"arm": arm.name, "position": i % n, "seed": seed, **r} for i, r in enumerate(result.rows)]  # per sigma, images in order
+                result = evaluate(
+                    denoise, Path(cfg.data), sigmas, seed, arm.name, with_ssim=cfg.ssim, limit=n, progress=tick
+                )
+                # per sigma, images in order
+                rows += [{"arm": arm.name, "position": i % n, "seed": seed, **r} for i, r in enumerate(result.rows)]
     metrics = ("psnr", "ssim") if cfg.ssim else ("psnr",)
-    noise = ("Gaussian noise, image i of the sorted folder gets numpy default_rng([seed, i]); the noisy input is not clipped; "
-             "outputs are clipped and rounded to uint8; PSNR over all RGB pixels.")  # fmt: skip
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": count, "data": cfg.data, "noise": noise}
+    noise = (
+        "Gaussian noise, image i of the sorted folder gets numpy default_rng([seed, i]); "
+        "the noisy input is not clipped; outputs are clipped and rounded to uint8; PSNR over all RGB pixels."
+    )
+    meta = {
+        "config": asdict(cfg),
+        "arms": [a.record() for a in arms],
+        "images": count,
+        "data": cfg.data,
+        "noise": noise,
+    }
     title = f"Table 1: denoising PSNR on {Path(cfg.data).name} ({count} images, {seeds_text(cfg.seeds)})"
     cells = with_intervals(with_subsets(rows, arms, count, lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws)
     tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
@@ -160,7 +172,11 @@ def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None =
 
 
 def table2(
-    cfg: Table2Config, arms: Sequence[Arm], head: nn.Module | None = None, clean: bool = True, progress: ProgressFn | None = None
+    cfg: Table2Config,
+    arms: Sequence[Arm],
+    head: nn.Module | None = None,
+    clean: bool = True,
+    progress: ProgressFn | None = None,
 ) -> TableResult:
     """Top-1/top-5 of a frozen classifier per arm and sigma; the noise goes onto the centre crop (image i: [seed, i],
     i its row in labels.csv whatever the split). `head` None: load cfg.head."""
@@ -174,27 +190,44 @@ def table2(
         raise ValueError(f"{labels}: class index {bad[0]} outside 0..{head.num_classes - 1} of the head")
 
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
-        return [{"label": sample.target, **s} for s in classification_scores(head_logits(head, images, device), int(sample.target))]
+        return [
+            {"label": sample.target, **s}
+            for s in classification_scores(head_logits(head, images, device), int(sample.target))
+        ]
 
     rows = []
     for k, seed in enumerate(cfg.seeds):
         samples = (load_classification_sample(e, resize, crop) for e in entries)
-        rows += score_stream(samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress)
+        rows += score_stream(
+            samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress
+        )
     metrics = ("top1", "top5")
-    cells = with_intervals(with_subsets(rows, arms, len(entries), lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws)
+    cells = with_intervals(
+        with_subsets(rows, arms, len(entries), lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws
+    )
     tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
-    noise = (f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the crop, image i "
-             f"(row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}")  # fmt: skip
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data, "labels": str(labels),
-            "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop, "noise": noise,
+    noise = (
+        f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the crop, "
+        f"image i (row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}"
+    )
+    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data,
+            "labels": str(labels), "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop,
+            "noise": noise,
             "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row",
             "held_in": held_in(arms, cfg.data)}  # fmt: skip
-    title = f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+    title = (
+        f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} "
+        f"({len(entries)} images, {seeds_text(cfg.seeds)})"
+    )
     return TableResult("table2", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
 
 def table3(
-    cfg: Table3Config, arms: Sequence[Arm], head: nn.Module | None = None, clean: bool = True, progress: ProgressFn | None = None
+    cfg: Table3Config,
+    arms: Sequence[Arm],
+    head: nn.Module | None = None,
+    clean: bool = True,
+    progress: ProgressFn | None = None,
 ) -> TableResult:
     """Dataset mIoU (confusions summed over images) of a frozen segmenter per arm and sigma; noise at native size."""
     check_arms(arms)
@@ -202,22 +235,34 @@ def table3(
     entries = segmentation_entries(Path(cfg.images), Path(cfg.masks), cfg.limit)
 
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
-        return segmentation_scores(head_logits(head, images, device, cfg.scale), sample.target, cfg.ignore_index)  # type: ignore[arg-type]
+        return segmentation_scores(
+            head_logits(head, images, device, cfg.scale), sample.target, cfg.ignore_index  # type: ignore[arg-type]
+        )
 
     rows = []
     for k, seed in enumerate(cfg.seeds):
         samples = stream_masks(entries, head.num_classes, cfg.ignore_index)
-        rows += score_stream(samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress)
+        rows += score_stream(
+            samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress
+        )
     metrics = ("miou", "pixel_acc")
-    cells = with_intervals(with_subsets(rows, arms, len(entries), lambda r: confusion_cells(r, head.class_names)), rows, metrics, cfg.draws)
+    cells = with_intervals(
+        with_subsets(rows, arms, len(entries), lambda r: confusion_cells(r, head.class_names)), rows, metrics, cfg.draws
+    )
     tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
-    rows = [{k: v for k, v in r.items() if k != "confusion"} for r in rows]  # per-image confusions live on in the cells' sums
-    noise = (f"Gaussian noise at the native size, image i of the sorted folder gets numpy default_rng([seed, i]); "
-             f"{quantize_text(cfg.quantize)} The head sees that image resized by {cfg.scale:g} (PIL bicubic); its logits are "
-             f"resized back (bilinear) and scored on the original masks, value {cfg.ignore_index} ignored; mIoU from the "
-             "confusion summed over all images, over classes present in ground truth or prediction.")  # fmt: skip
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images, "head": cfg.head, "noise": noise,
-            "held_in": held_in(arms, cfg.images)}  # fmt: skip
-    title = f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+    # per-image confusions live on in the cells' sums
+    rows = [{k: v for k, v in r.items() if k != "confusion"} for r in rows]
+    noise = (
+        f"Gaussian noise at the native size, image i of the sorted folder gets numpy default_rng([seed, i]); "
+        f"{quantize_text(cfg.quantize)} The head sees that image resized by {cfg.scale:g} (PIL bicubic); "
+        f"its logits are resized back (bilinear) and scored on the original masks, value {cfg.ignore_index} ignored; "
+        "mIoU from the confusion summed over all images, over classes present in ground truth or prediction."
+    )
+    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images,
+            "head": cfg.head, "noise": noise, "held_in": held_in(arms, cfg.images)}  # fmt: skip
+    title = (
+        f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} "
+        f"({len(entries)} images, {seeds_text(cfg.seeds)})"
+    )
     return TableResult("table3", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 

@@ -31,7 +31,8 @@ class Sample:
 
 
 def write_split_labels(labels: Path, split: Split | str, out: Path) -> int:
-    """Write the rows of one split of a labels CSV (e.g. the train half for `fastdenoise train --labels`); returns rows."""
+    """Write the rows of one split of a labels CSV (e.g. the train half for `fastdenoise train --labels`); returns
+    rows."""
     rows = read_labels(Path(labels))
     keep = [rows[p] for p in split_positions(len(rows), split)]
     Path(out).parent.mkdir(parents=True, exist_ok=True)
@@ -94,11 +95,20 @@ def noisy_input(clean: np.ndarray, sigma: float, seed: int, index: int, quantize
 
 def arm_outputs(noisy: np.ndarray, sigma: float, arms: Sequence[Arm], position: int) -> dict[str, np.ndarray]:
     """The head's uint8 input per arm running on this image and sigma: the noisy image or the denoised one, rounded."""
-    return {a.name: to_uint8(noisy if a.denoise is None else a.denoise(noisy, sigma)) for a in arms if a.runs(sigma, position)}
+    return {
+        a.name: to_uint8(noisy if a.denoise is None else a.denoise(noisy, sigma))
+        for a in arms
+        if a.runs(sigma, position)
+    }
 
 
 def arm_images(
-    samples: Iterable[Sample], arms: Sequence[Arm], sigmas: Sequence[float], seed: int, quantize: bool, clean: bool = True
+    samples: Iterable[Sample],
+    arms: Sequence[Arm],
+    sigmas: Sequence[float],
+    seed: int,
+    quantize: bool,
+    clean: bool = True,
 ) -> Iterator[tuple[int, Sample, float | None, dict[str, np.ndarray]]]:
     """Per image (and its position in the table): the clean image (sigma None) if `clean`, then per sigma every
     running arm's uint8 head input."""
@@ -145,14 +155,19 @@ def pixel_accuracy(counts: Tensor | np.ndarray) -> float:
     return float(counts.diag().sum() / counts.sum().clamp(min=1))
 
 
-def frozen_head(head: nn.Module | None, name: str, weights: str | None, task: str, device: str) -> tuple[nn.Module, torch.device]:
+def frozen_head(
+    head: nn.Module | None, name: str, weights: str | None, task: str, device: str
+) -> tuple[nn.Module, torch.device]:
     """The given head, or `name` loaded, in eval mode on the device; ValueError if it does not do `task`."""
     from fastdenoise.devices import resolve_device
     from fastdenoise.heads import load_head
 
     head = head if head is not None else load_head(name, Path(weights) if weights else None)
     if head.task != task:
-        raise ValueError(f"head {name!r} is a {head.task} network; this table needs a {'classifier' if task == 'classify' else 'segmenter'}")
+        raise ValueError(
+            f"head {name!r} is a {head.task} network; "
+            f"this table needs a {'classifier' if task == 'classify' else 'segmenter'}"
+        )
     target = resolve_device(device)
     return head.eval().to(target), target
 
@@ -170,9 +185,21 @@ def score_stream(
 ) -> list[dict]:
     """A row per image, sigma and arm: `score(sample, head inputs of the arms)` gives each arm's metrics."""
     total, rows = count * (len(sigmas) + clean), []
-    for done, (position, sample, sigma, images) in enumerate(arm_images(samples, arms, sigmas, seed, quantize, clean), 1):
+    for done, (position, sample, sigma, images) in enumerate(
+        arm_images(samples, arms, sigmas, seed, quantize, clean), 1
+    ):
         for arm, metrics in zip(images, score(sample, list(images.values()))):
-            rows.append({"arm": arm, "sigma": sigma, "image": sample.name, "position": position, "index": sample.index, "seed": seed, **metrics})
+            rows.append(
+                {
+                    "arm": arm,
+                    "sigma": sigma,
+                    "image": sample.name,
+                    "position": position,
+                    "index": sample.index,
+                    "seed": seed,
+                    **metrics,
+                }
+            )
         if progress:
             progress(done, total, f"seed {seed} {sample.name} sigma {sigma if sigma is not None else 'clean'}")
     return rows
@@ -180,8 +207,14 @@ def score_stream(
 
 def quantize_text(quantize: bool) -> str:
     if quantize:
-        return ("the noisy image is clipped and rounded to 8 bits, and that same image is what every arm starts from (the noisy "
-                "arm feeds it to the head; denoisers denoise it); denoised outputs are clipped and rounded to uint8 before the head.")  # fmt: skip
-    return ("denoisers get the unclipped float noisy image (the project's noise protocol); the noisy arm feeds the head that "
-            "image clipped and rounded to 8 bits; denoised outputs are clipped and rounded to uint8 before the head.")  # fmt: skip
+        return (
+            "the noisy image is clipped and rounded to 8 bits, and that same image is what every arm starts from "
+            "(the noisy arm feeds it to the head; denoisers denoise it); "
+            "denoised outputs are clipped and rounded to uint8 before the head."
+        )
+    return (
+        "denoisers get the unclipped float noisy image (the project's noise protocol); "
+        "the noisy arm feeds the head that image clipped and rounded to 8 bits; "
+        "denoised outputs are clipped and rounded to uint8 before the head."
+    )
 

@@ -84,11 +84,10 @@ def test_a_bad_number_names_the_option(tmp_path):
 
 
 def test_the_cli_choices_agree_with_the_library():
-    from fastdenoise.engines.build import HARDWARE_COMPATIBILITY
-
     from fastdenoise import backends, images, joint, loaders, tables
     from fastdenoise.cli.engines import HardwareCompatibility
     from fastdenoise.cluster import Executor
+    from fastdenoise.engines.build import HARDWARE_COMPATIBILITY
     from fastdenoise.train import LOSSES, TrainConfig
 
     def values(enum):

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import randomize_bn
 
 from fastdenoise.model import Denoiser
-from helpers import randomize_bn
 
 
 def random_denoiser(seed: int) -> Denoiser:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import onnx
 import pytest
+from onnx import TensorProto, helper
+
 from fastdenoise.engines.build import (
     BuildConfig,
     EngineError,
@@ -27,7 +29,6 @@ from fastdenoise.engines.build import (
     verify_engine,
     write_engine,
 )
-from onnx import TensorProto, helper
 
 from .conftest import has_tensorrt
 from .test_cascade_export import camvid_stand_in, lite_stand_in
@@ -216,6 +217,7 @@ def test_cascade_engine_builds_from_the_exported_onnx_and_matches_onnxruntime(
     """The file `export-onnx --head` writes is what build-engine builds; its engine gives onnxruntime's logits."""
     import tensorrt as trt
     import torch
+
     from fastdenoise.engines.build import file_sha256
     from fastdenoise.engines.export import INPUT, OUTPUT, export_cascade, onnx_session
 

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from fastdenoise.engines.export import INPUT, OUTPUT, Cascade, onnx_session
 from helpers import randomize_bn
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
 from fastdenoise.checkpoint import load_denoiser
 from fastdenoise.cli import app
+from fastdenoise.engines.export import INPUT, OUTPUT, Cascade, onnx_session
 from fastdenoise.heads import load_head
 from fastdenoise.heads.efficientnet_lite import LiteBlock, SameConv2d, batch_norm
 from fastdenoise.heads.espnetv2 import CAMVID_CLASSES, CITYSCAPES_TO_CAMVID, MergeClasses, PyramidPool

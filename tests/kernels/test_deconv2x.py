@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastdenoise.kernels.deconv2x import deconv2x, pack_weight, reference  # noqa: E402
+from fastdenoise.kernels.deconv2x import deconv2x, pack_weight, reference
 
 # (C_in, C_out, H, W, relu): odd sizes, a 1x1 input (every tap but one is padding), C_out above one tile.
 CASES = {"odd": (8, 4, 5, 7, True), "wide_k": (40, 8, 3, 4, True), "single_pixel": (5, 36, 1, 1, False)}
