@@ -66,9 +66,9 @@ def main() -> None:
     (args.out / "front.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
-    from fastdenoise.report import _pyplot
+    from fastdenoise.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
     for p in points:
         x, y = p["psnr"], p[args.metric]

@@ -19,6 +19,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
+from fastdenoise.plotting import plain_log_ticks, pyplot
+
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "no-baseline": "yellow", "error": "bold red"}
 
 
@@ -264,29 +266,9 @@ def compare_table(changes: list[Change], current: dict, saved: dict, threshold: 
 # --------------------------------------------------------------------------------------------------------- plots
 
 
-def _pyplot():
-    try:
-        import matplotlib
-    except ImportError as err:
-        raise ImportError("plots need matplotlib: pip install matplotlib (or fastdenoise[plot])") from err
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _plain_log_ticks(axis) -> None:
-    """Ticks at 1, 2, 5 x 10^k labelled as plain numbers (0.02, 0.05, 0.1) instead of 2 x 10^-2."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
-
-    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    axis.set_minor_formatter(NullFormatter())
-
-
 def plot_throughput(result: dict, path: Path) -> Path:
     """Horizontal bars of MP/s per case, coloured by backend, hatched for bf16/fp16, with the matmul roofs marked."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted(result["throughput"], key=lambda r: (r["height"] * r["width"], r["batch"], r["mp_per_s"]))
     backends = list(dict.fromkeys(r["backend"] for r in rows))
     colours = dict(zip(backends, plt.get_cmap("tab10").colors))
@@ -312,7 +294,7 @@ def plot_throughput(result: dict, path: Path) -> Path:
     values = [r["mp_per_s"] for r in rows] + list(roofs.values())
     if max(values) / min(values) > 30:
         ax.set_xscale("log")
-        _plain_log_ticks(ax.xaxis)
+        plain_log_ticks(ax.xaxis)
     for i, (precision, roof) in enumerate(roofs.items()):
         ax.axvline(roof, color="black", linestyle=("--", ":", "-.")[i % 3], linewidth=1)
         ax.text(
@@ -337,7 +319,7 @@ def plot_throughput(result: dict, path: Path) -> Path:
 
 def plot_quality(result: dict, path: Path) -> Path:
     """PSNR against MP/s (log scale) for ours, the naive loop and the peers: the quality/speed plot."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = sorted(result["quality"], key=lambda r: r["mp_per_s"])
     first = result["quality"][0]
     style = {"bundled": ("o", "tab:red", "fastdenoise"), "naive": ("o", "tab:orange", "naive loop (ours, unfolded)")}
@@ -376,7 +358,7 @@ def plot_quality(result: dict, path: Path) -> Path:
     psnrs = [r["psnr"] for r in rows]
     margin = max(0.3, 0.08 * (max(psnrs) - min(psnrs)))
     ax.set_ylim(min(psnrs) - margin, max(psnrs) + margin)
-    _plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.xaxis)
     ax.set_xlabel("megapixels per second (log scale; one image per call)")
     ax.set_ylabel("PSNR (dB)")
     images = f"{first['images']} image" + ("s" if first["images"] != 1 else "")

@@ -18,9 +18,9 @@ MAX_MODULE_LINES = 400
 # Exceptions to the limits, each held at its size so it can only shrink. report.py: 399 lines before its long lines
 # were wrapped to the 120-character limit.
 OVERSIZED_FUNCTIONS: dict[str, int] = {}
-OVERSIZED_MODULES: dict[str, int] = {"fastdenoise/report.py": 401}
+OVERSIZED_MODULES: dict[str, int] = {}
 # Modules at the bottom: they import nothing of the package but each other.
-FOUNDATION = {"devices", "files", "datasets", "metrics", "noise", "model", "images", "stats", "progress"}
+FOUNDATION = {"devices", "files", "datasets", "metrics", "noise", "model", "images", "stats", "progress", "plotting"}
 # The modules above the library: nothing below them may import them.
 UPPER = {"cli", "train", "train_config", "train_state", "stopping", "runner", "tables", "benchmark", "report", "joint",
          "cluster", "demo"}

@@ -163,9 +163,9 @@ def write_table(table: TableResult, out: Path, meta: dict | None = None) -> list
 def plot_table(table: TableResult, path: Path) -> Path:
     """Table 1: a panel per sigma of PSNR bars per arm (zoomed x axis); Tables 2-3: a panel per metric, a line per arm
     against sigma, the clean value as a dashed line. Hatched bars, hollow markers and `n=K` flag subset cells."""
-    from fastdenoise.report import _pyplot
+    from fastdenoise.plotting import pyplot
 
-    plt = _pyplot()
+    plt = pyplot()
     colours = dict(zip([a for a in table.arms if a != CLEAN], plt.get_cmap("tab10").colors * 3))
     full = table.meta.get("images")
     fig = (psnr_bars if table.name == "table1" else metric_lines_plot)(plt, table, colours, full)
