@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.checkpoint import bundled_weights
+from fastdenoise.checkpoint import bundled_weights, load_denoiser
 from fastdenoise.evaluate import Denoise, EvalResult, backend_denoiser, evaluate
 from fastdenoise.files import sha256_file
 from fastdenoise.images import list_images
@@ -22,6 +22,7 @@ from fastdenoise.machine import machine_name
 from fastdenoise.model import Denoiser, macs_per_pixel
 from fastdenoise.peers import LABELS, MACS_PER_PIXEL, PeerKind, make_peer, timed
 from fastdenoise.throughput import Log, naive_loop
+from fastdenoise.zoo import bundled_models
 
 # Shipped with the package (package data), so an installed copy finds them too; `--baselines` points elsewhere.
 DEFAULT_BASELINES = Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
@@ -80,6 +81,7 @@ class AccuracyCheck:
 
     key: str
     method: str = "bundled"  # "bundled" (the shipped weights, or --weights) or a peer (fastdenoise.peers.PeerKind)
+    model: str | None = None  # "bundled" only: the bundled weights by name (sigma25, ...); None: blind or --weights
     data: str = "kodak24"
     limit: int | None = None
     sigma: float = 25.0
@@ -93,12 +95,18 @@ class AccuracyCheck:
     def __post_init__(self) -> None:
         if self.method != "bundled":
             PeerKind(self.method)
+            if self.model is not None:
+                raise ValueError(f"{self.key}: model {self.model!r} is for method 'bundled' only, not {self.method!r}")
         if self.tolerance_db < 0:
             raise ValueError(f"{self.key}: tolerance_db must be >= 0")
 
     @property
     def subset(self) -> str:
         return f"{self.data}[:{self.limit}]" if self.limit else self.data
+
+    @property
+    def label(self) -> str:
+        return f"{self.method} {self.model}" if self.model else self.method
 
 
 @dataclass(frozen=True)
@@ -110,6 +118,8 @@ class AccuracyOutcome:
     tolerance_db: float
     status: str  # pass | fail | no-baseline | error
     message: str
+    model: str | None = None  # the bundled weights by name; None: blind or --weights (method "bundled")
+    weights_sha256: str | None = None  # of the weights file the check ran ("bundled" only)
 
 
 def load_baselines(path: Path = DEFAULT_BASELINES) -> dict[str, AccuracyCheck]:
@@ -123,11 +133,12 @@ def load_baselines(path: Path = DEFAULT_BASELINES) -> dict[str, AccuracyCheck]:
 
 def judge(check: AccuracyCheck, psnr: float, weights_sha256: str | None = None) -> AccuracyOutcome:
     """Pass unless psnr < baseline - tolerance; no-baseline when none is recorded."""
-    what = f"{check.key}: {check.method} on {check.subset}, sigma {check.sigma:g}, seed {check.seed}"
+    what = f"{check.key}: {check.label} on {check.subset}, sigma {check.sigma:g}, seed {check.seed}"
+    ran = {"model": check.model, "weights_sha256": weights_sha256}
     if check.psnr is None:
         return AccuracyOutcome(
             check.key, check.method, psnr, None, check.tolerance_db, "no-baseline",
-            f"{what}: {psnr:.3f} dB; no baseline recorded (python bench/record_baselines.py)",
+            f"{what}: {psnr:.3f} dB; no baseline recorded (python bench/record_baselines.py)", **ran,
         )  # fmt: skip
     delta = psnr - check.psnr
     status = "fail" if delta < -check.tolerance_db else "pass"
@@ -138,11 +149,12 @@ def judge(check: AccuracyCheck, psnr: float, weights_sha256: str | None = None) 
         message += (
             f"; baseline recorded with weights sha256 {check.weights_sha256[:12]}, these are {weights_sha256[:12]}"
         )
-    return AccuracyOutcome(check.key, check.method, psnr, check.psnr, check.tolerance_db, status, message)
+    return AccuracyOutcome(check.key, check.method, psnr, check.psnr, check.tolerance_db, status, message, **ran)
 
 
-def record_baselines(path: Path, psnrs: dict[str, float], weights_sha256: str | None, facts: dict) -> None:
-    """Write measured PSNRs into the baselines file (other entries and fields kept), rounded to 0.001 dB."""
+def record_baselines(path: Path, psnrs: dict[str, float], weights_sha256: dict[str, str | None], facts: dict) -> None:
+    """Write measured PSNRs into the baselines file (other entries and fields kept), rounded to 0.001 dB; each bundled
+    entry with the SHA-256 of the weights it was measured with (weights_sha256, by key)."""
     payload = json.loads(Path(path).read_text())
     stamp = {
         "date": datetime.now(timezone.utc).date().isoformat(),
@@ -155,29 +167,50 @@ def record_baselines(path: Path, psnrs: dict[str, float], weights_sha256: str | 
         entry["psnr"] = round(value, 3)
         entry["recorded"] = stamp
         if entry.get("method", "bundled") == "bundled":
-            entry["weights_sha256"] = weights_sha256
+            entry["weights_sha256"] = weights_sha256[key]
             entry["source"] = "bench/record_baselines.py"
     Path(path).write_text(json.dumps(payload, indent=2) + "\n")
 
 
+class ModelNotBundled(ValueError):
+    """A check names bundled weights that the weights folder does not hold."""
+
+
 class Scorer:
-    """Mean PSNR and MP/s of denoisers on data[:limit], each (method, precision, data, limit, sigma, seed) scored
-    once."""
+    """Mean PSNR and MP/s of denoisers on data[:limit], each (method, model, precision, data, limit, sigma, seed)
+    scored once. `model` runs "bundled" (blind or --weights); a check's named model is read from weights_folder."""
 
     def __init__(
-        self, data_root: Path, model: Denoiser, device: torch.device, cache_dir: Path | None = None, log: Log = print
-    ) -> None:
+        self, data_root: Path, model: Denoiser, device: torch.device, cache_dir: Path | None = None, log: Log = print,
+        weights_folder: Path | None = None,
+    ) -> None:  # fmt: skip
         self.data_root, self.model, self.device = Path(data_root), model, device
         self.cache_dir, self.log = cache_dir, log
+        self.weights_folder = Path(weights_folder) if weights_folder is not None else bundled_weights().parent
         self.done: dict[tuple, dict] = {}
+        self.named: dict[str, tuple[Denoiser, str]] = {}
 
-    def denoiser(self, method: str, precision: str) -> tuple[str, Denoise]:
-        """(label, Denoise) of 'bundled' (our eager backend), 'naive' or a peer."""
+    def bundled(self, name: str) -> tuple[Denoiser, str]:
+        """The bundled weights `name` of weights_folder and their SHA-256, loaded once."""
+        if name not in self.named:
+            names = bundled_models(self.weights_folder)
+            if name not in names:
+                raise ModelNotBundled(
+                    f"model {name!r} is not bundled in {self.weights_folder} (bundled: {', '.join(names) or 'none'})"
+                )
+            path = self.weights_folder / f"{name}.safetensors"
+            self.named[name] = load_denoiser(path), sha256_file(path)
+        return self.named[name]
+
+    def denoiser(self, method: str, precision: str, model: str | None = None) -> tuple[str, Denoise]:
+        """(label, Denoise) of 'bundled' (our eager backend; the named bundled weights if `model`), 'naive' or a
+        peer."""
+        if model is not None and method != "bundled":
+            raise ValueError(f"model {model!r} is for method 'bundled' only, not {method!r}")
         if method == "bundled":
-            backend = make_backend(
-                self.model, BackendConfig(kind="eager", device=str(self.device), precision=precision)
-            )
-            return f"fastdenoise eager {precision}", backend_denoiser(backend)
+            net = self.bundled(model)[0] if model is not None else self.model
+            backend = make_backend(net, BackendConfig(kind="eager", device=str(self.device), precision=precision))
+            return f"fastdenoise {model + ' ' if model else ''}eager {precision}", backend_denoiser(backend)
         if method == "naive":
             run = naive_loop(self.model, self.device)
 
@@ -191,13 +224,15 @@ class Scorer:
         return LABELS[kind], make_peer(kind, self.data_root, device, self.cache_dir)
 
     def score(
-        self, method: str, data: str, limit: int | None, sigma: float, seed: int, precision: str = "fp32"
-    ) -> dict:
-        key = (method, precision, data, limit, sigma, seed)
+        self, method: str, data: str, limit: int | None, sigma: float, seed: int, precision: str = "fp32",
+        model: str | None = None,
+    ) -> dict:  # fmt: skip
+        key = (method, model, precision, data, limit, sigma, seed)
         if key in self.done:
             return self.done[key]
+        net = self.bundled(model)[0] if model is not None else self.model  # a model not bundled: before the data
         paths = data_images(self.data_root, data, limit)
-        label, denoise = self.denoiser(method, precision)
+        label, denoise = self.denoiser(method, precision, model)
         if method != PeerKind.cbm3d.value:  # threads, allocator, weight layouts: not part of the per-image speed
             denoise(np.random.default_rng(0).random((64, 64, 3), dtype=np.float32), sigma)
         denoise, spent = timed(denoise)
@@ -206,12 +241,10 @@ class Scorer:
             denoise, self.data_root / data, [sigma], seed, label, with_ssim=False, limit=len(paths)
         )
         seconds, megapixels = spent()
-        macs = (
-            macs_per_pixel(self.model.spec) if method in ("bundled", "naive") else MACS_PER_PIXEL.get(PeerKind(method))
-        )
+        macs = macs_per_pixel(net.spec) if method in ("bundled", "naive") else MACS_PER_PIXEL.get(PeerKind(method))
         self.done[key] = {
-            "method": label, "key": method, "precision": precision, "data": data, "images": len(paths), "sigma": sigma,
-            "seed": seed,
+            "method": label, "key": method, "model": model, "precision": precision, "data": data, "images": len(paths),
+            "sigma": sigma, "seed": seed,
             "psnr": result.mean(sigma), "seconds": seconds, "mp_per_s": megapixels / seconds if seconds else math.nan,
             "gflop_per_mp": 2 * macs / 1e3 if macs else None,
         }  # fmt: skip
@@ -223,16 +256,28 @@ def weights_digest(weights: Path | None) -> str:
 
 
 def run_accuracy(scorer: Scorer, checks: list[AccuracyCheck], weights_sha256: str | None) -> list[AccuracyOutcome]:
-    """Score and judge each check; missing data or weights become 'error' outcomes (raised by the pytest wrappers)."""
+    """Score and judge each check; missing data or weights become 'error' outcomes (raised by the pytest wrappers),
+    except a named model not bundled for a check with no baseline yet: that one skips ('no-baseline') and says why.
+
+    weights_sha256: of the Scorer's own model (blind or --weights); a named model's is that of its own file."""
     outcomes = []
     for check in checks:
         try:
-            row = scorer.score(check.method, check.data, check.limit, check.sigma, check.seed)
+            row = scorer.score(check.method, check.data, check.limit, check.sigma, check.seed, model=check.model)
         except (FileNotFoundError, ValueError, ImportError) as err:  # DataIntegrityError is a ValueError
+            status, message = "error", str(err)
+            if isinstance(err, ModelNotBundled):  # a per-sigma model not bundled yet fails only once it has a baseline
+                status = "error" if check.psnr is not None else "no-baseline"
+                message = f"{check.key}: {err}" + ("; no baseline recorded: skipped" if status == "no-baseline" else "")
             outcomes.append(
-                AccuracyOutcome(check.key, check.method, None, check.psnr, check.tolerance_db, "error", str(err))
+                AccuracyOutcome(
+                    check.key, check.method, None, check.psnr, check.tolerance_db, status, message, check.model
+                )
             )
             continue
-        outcomes.append(judge(check, row["psnr"], weights_sha256 if check.method == "bundled" else None))
+        digest = None
+        if check.method == "bundled":
+            digest = weights_sha256 if check.model is None else scorer.bundled(check.model)[1]
+        outcomes.append(judge(check, row["psnr"], digest))
     return outcomes
 

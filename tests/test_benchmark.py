@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import SMALL
+from helpers import SMALL, synthetic_data
 
 from fastdenoise.accuracy import (
     DEFAULT_BASELINES,
@@ -26,7 +25,6 @@ from fastdenoise.accuracy import (
 )
 from fastdenoise.benchmark import PROFILES, BenchConfig, BenchProfile, run_benchmark
 from fastdenoise.checkpoint import save_weights
-from fastdenoise.images import save_rgb
 from fastdenoise.model import Denoiser
 from fastdenoise.report import (
     accuracy_failed,
@@ -229,19 +227,6 @@ def test_measure_training_and_peak_report_rates() -> None:
 # ----------------------------------------------------------------------------------------- data, baselines, accuracy
 
 
-def synthetic_data(root: Path, rng: np.random.Generator, count: int = 2, size: int = 24) -> Path:
-    """root/kodak24 with `count` random PNGs and a SHA256SUMS listing them, as in ../shared/data."""
-    folder = root / "kodak24"
-    folder.mkdir(parents=True)
-    lines = []
-    for i in range(count):
-        path = folder / f"kodim{i + 1:02d}.png"
-        save_rgb(rng.integers(0, 256, (size, size + 8, 3), dtype=np.uint8), path)
-        lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  ./kodak24/{path.name}")
-    (root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
-    return root
-
-
 def test_verify_files_names_changed_and_unlisted_files(tmp_path: Path, rng: np.random.Generator) -> None:
     root = synthetic_data(tmp_path, rng)
     paths = sorted((root / "kodak24").iterdir())
@@ -308,7 +293,7 @@ def test_record_baselines_writes_values_and_keeps_the_rest(tmp_path: Path) -> No
     path = tmp_path / "baselines.json"
     path.write_text(DEFAULT_BASELINES.read_text())
     facts = {"commit": "c0ffee", "versions": {"torch": "2.13.0"}, "cpu": "Test CPU", "cores": 2, "gpu": None}
-    record_baselines(path, {"kodak24-first4-sigma25": 31.23456}, "ab" * 32, facts)
+    record_baselines(path, {"kodak24-first4-sigma25": 31.23456}, {"kodak24-first4-sigma25": "ab" * 32}, facts)
     after, before = load_baselines(path), load_baselines(DEFAULT_BASELINES)
     recorded = after["kodak24-first4-sigma25"]
     assert recorded.psnr == 31.235 and recorded.weights_sha256 == "ab" * 32 and recorded.recorded["commit"] == "c0ffee"
