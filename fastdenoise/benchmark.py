@@ -77,6 +77,13 @@ class BenchProfile:
         ]
 
 
+# The full-Kodak24 checks of the full and gpu profiles (the per-sigma models' skip while those are not bundled).
+FULL_ACCURACY = (
+    "kodak24-first4-sigma25", "kodak24-sigma25", "kodak24-sigma50", "cdncnn-b-kodak24-sigma25",
+    "cdncnn-25-kodak24-sigma25", "ffdnet-kodak24-sigma25",
+    *(f"sigma{n}-kodak24-sigma{n}" for n in (15, 25, 35, 50)),
+)  # fmt: skip
+
 PROFILES = {
     # CI-sized CPU run: a few minutes on 2 cores.
     "quick": BenchProfile(
@@ -91,8 +98,7 @@ PROFILES = {
         precisions=("fp32", "bf16"), batches=(1, 4), sizes=((256, 256), (512, 512), (1024, 1024)), rounds=5,
         train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")), train_batch=16, train_patch=64,
         quality_images=None, ours=("fp32", "bf16"), peers=("cdncnn-b", "cdncnn-25", "ffdnet", "cbm3d"), cbm3d_images=4,
-        accuracy=("kodak24-first4-sigma25", "kodak24-sigma25", "kodak24-sigma50", "cdncnn-b-kodak24-sigma25",
-                  "cdncnn-25-kodak24-sigma25", "ffdnet-kodak24-sigma25"),
+        accuracy=FULL_ACCURACY,
         matmul_size=4096,
     ),
     "gpu": BenchProfile(
@@ -100,8 +106,7 @@ PROFILES = {
         batches=(1, 8), sizes=((512, 512), (1024, 1024), (2048, 2048)), rounds=20,
         train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")), train_batch=32, train_patch=96, train_rounds=10,
         quality_images=None, ours=("fp32", "bf16"), peers=("cdncnn-b", "cdncnn-25", "ffdnet", "cbm3d"), cbm3d_images=2,
-        accuracy=("kodak24-first4-sigma25", "kodak24-sigma25", "kodak24-sigma50", "cdncnn-b-kodak24-sigma25",
-                  "cdncnn-25-kodak24-sigma25", "ffdnet-kodak24-sigma25"),
+        accuracy=FULL_ACCURACY,
         matmul_size=8192,
     ),
 }  # fmt: skip
