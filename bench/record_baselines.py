@@ -1,8 +1,8 @@
 """(Re)record accuracy baselines in fastdenoise/baselines.json (package data): measure each check's PSNR now and write
 it, with the SHA-256 of the weights it ran and a stamp (date, machine, commit). By default every entry of a bundled
 model: those of the default (blind, or --weights) and those naming a bundled model (`"model": "sigma25"`, run from
-fastdenoise/weights/ or --weights-folder; an entry whose model is not there is left out, and says so). Peers with
---keys.
+fastdenoise/weights/ or --weights-folder; an entry whose model is not there is left out, and says so; named in
+--keys, it is refused). Peers with --keys.
 
     nice -n 15 python bench/record_baselines.py                                 # every bundled-model entry (minutes)
     nice -n 15 python bench/record_baselines.py --keys kodak24-first4-sigma25   # the CI subset only (~30 s)
@@ -52,16 +52,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     checks = load_baselines(args.baselines)
     folder = args.weights_folder or bundled_weights().parent
-    if args.keys:
-        keys = args.keys.split(",")
-        unknown = [k for k in keys if k not in checks]
-        if unknown:
-            parser.error(f"no such entries in {args.baselines}: {', '.join(unknown)}")
-    else:
-        keys, present = [k for k, c in checks.items() if c.method == "bundled"], bundled_models(folder)
-        for key in [k for k in keys if checks[k].model not in (None, *present)]:
-            print(f"{key}: left out: model {checks[key].model!r} is not bundled in {folder}")
-            keys.remove(key)
+    keys = args.keys.split(",") if args.keys else [k for k, c in checks.items() if c.method == "bundled"]
+    unknown = [k for k in keys if k not in checks]
+    if unknown:
+        parser.error(f"no such entries in {args.baselines}: {', '.join(unknown)}")
+    present = bundled_models(folder)
+    absent = [f"{k} (model {checks[k].model!r})" for k in keys if checks[k].model not in (None, *present)]
+    if absent and args.keys:
+        parser.error(f"not bundled in {folder}: {', '.join(absent)}")
+    for line in absent:
+        print(f"left out, not bundled in {folder}: {line}")
+    keys = [k for k in keys if checks[k].model in (None, *present)]
     scorer = Scorer(
         args.data or require_data_root(), load_denoiser(args.weights), torch.device("cpu"), log=print,
         weights_folder=folder,
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     outcomes = run_accuracy(scorer, [checks[k] for k in keys], weights_digest(args.weights))
     for outcome in outcomes:
         if outcome.psnr is None:
-            print(f"{outcome.key}: not measured: {outcome.message}")
+            print(f"{outcome.key}: not measured: {outcome.message.removeprefix(outcome.key + ': ')}")
         else:
             old = f"{outcome.baseline:.3f}" if outcome.baseline is not None else "none"
             print(f"{outcome.key}: {outcome.psnr:.3f} dB (was {old})", flush=True)

@@ -111,13 +111,17 @@ def test_record_script_measures_named_models_and_leaves_out_missing_ones(
     path.write_text(json.dumps({"about": "test", "checks": entries}))
     common = ["--data", str(data), "--weights-folder", str(weights), "--baselines", str(path), "--weights", str(own)]
     assert script.main(common) == 0
-    assert "gone: left out: model 'sigma35' is not bundled" in capsys.readouterr().out
+    assert f"left out, not bundled in {weights}: gone (model 'sigma35')" in capsys.readouterr().out
     after = load_baselines(path)
     assert after["a"].weights_sha256 == sha256_file(weights / "alpha.safetensors") and after["a"].psnr is not None
     assert after["own"].weights_sha256 == sha256_file(own) and after["gone"].psnr is None
     before = path.read_text()
-    assert script.main([*common, "--keys", "own,gone"]) == 1  # asked for by name: nothing written
-    assert "gone: not measured" in capsys.readouterr().out and path.read_text() == before
+    with pytest.raises(SystemExit) as refused:  # asked for by name: refused before measuring anything
+        script.main([*common, "--keys", "own,gone"])
+    assert refused.value.code == 2 and "gone (model 'sigma35')" in capsys.readouterr().err
+    (data / "kodak24" / "kodim01.png").write_bytes(b"changed")
+    assert script.main([*common, "--keys", "own,a"]) == 1  # the data fails its checksum: nothing written
+    assert "own: not measured: " in capsys.readouterr().out and path.read_text() == before
 
 
 def test_shipped_per_sigma_entries_skip_where_their_models_are_not_bundled(data: Path, weights: Path) -> None:
