@@ -97,6 +97,8 @@ class AccuracyCheck:
             PeerKind(self.method)
             if self.model is not None:
                 raise ValueError(f"{self.key}: model {self.model!r} is for method 'bundled' only, not {self.method!r}")
+        if self.model is not None and (not isinstance(self.model, str) or not self.model):
+            raise ValueError(f"{self.key}: model must name bundled weights (sigma25, ...), got {self.model!r}")
         if self.tolerance_db < 0:
             raise ValueError(f"{self.key}: tolerance_db must be >= 0")
 

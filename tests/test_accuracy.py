@@ -81,6 +81,8 @@ def test_a_model_not_bundled_errors_with_a_baseline_and_skips_without(data: Path
 def test_model_is_only_for_bundled_checks() -> None:
     with pytest.raises(ValueError, match="for method 'bundled' only"):
         AccuracyCheck("k", method="ffdnet", model="sigma25")
+    with pytest.raises(ValueError, match="must name bundled weights"):
+        AccuracyCheck("k", model=25)
     assert AccuracyCheck("k").model is None
 
 
