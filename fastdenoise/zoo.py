@@ -30,6 +30,17 @@ def per_sigma_models(folder: Path | None = None) -> dict[float, str]:
     return {float(m.group(1)): name for name in bundled_models(folder) if (m := PER_SIGMA.match(name))}
 
 
+# The task-aware model `run --task T` uses by default (where bundled; --weights/--model override): the denoiser trained
+# through the frozen heads, which measured above its MSE-only control on that task (docs/task-aware.md).
+TASK_MODELS = {"segment": "task-aware"}
+
+
+def task_model(task: str, folder: Path | None = None) -> str | None:
+    """The bundled model `run --task task` defaults to, or None (then the denoising default applies)."""
+    name = TASK_MODELS.get(task)
+    return name if name in bundled_models(folder) else None
+
+
 def choose_weights(model: str | None, weights: Path | None, sigma: float | None, folder: Path | None = None) -> Path:
     """The weights a command runs: --weights, else --model by name, else the per-sigma model nearest a known --sigma
     if within PER_SIGMA_REACH of it (ties go to the lower sigma), else the blind default."""

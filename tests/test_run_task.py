@@ -241,6 +241,29 @@ def test_cli_segment_reports_the_masks(photos, tmp_path, weights, monkeypatch):
     assert len(list(out.rglob("*.mask.png"))) == 4
 
 
+def test_cli_task_defaults_to_the_bundled_task_aware_model(photos, tmp_path, monkeypatch):
+    from fastdenoise.checkpoint import save_weights
+    from fastdenoise.model import Denoiser
+    from helpers import SMALL
+
+    zoo = tmp_path / "zoo"
+    for name in ("blind", "task-aware"):
+        save_weights(Denoiser(SMALL), zoo / f"{name}.safetensors")
+    monkeypatch.setattr("fastdenoise.zoo.bundled_weights", lambda name="blind.safetensors": zoo / name)
+    monkeypatch.setattr("fastdenoise.heads.load_head", lambda name, weights=None: TinySegmenter())
+    ran = lambda *extra: runner.invoke(  # noqa: E731
+        app, ["run", str(photos), str(tmp_path / "-".join(extra or ("default",))), "--precision", "fp32", *extra]
+    )
+    segment = ran("--task", "segment")
+    assert segment.exit_code == 0, segment.output
+    assert f"weights: {zoo / 'task-aware.safetensors'}" in segment.output
+    named = ran("--task", "segment", "--model", "blind")  # a named model (or --weights) still wins
+    assert named.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in named.output
+    monkeypatch.setattr("fastdenoise.zoo.TASK_MODELS", {})  # no recommended model: the denoising default
+    plain = ran("--task", "segment", "--sigma", "25")
+    assert plain.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in plain.output
+
+
 @pytest.mark.parametrize(
     "extra,message",
     [

@@ -96,11 +96,13 @@ def run(
         from fastdenoise.autoselect import describe_backend
         from fastdenoise.predictions import TaskConfig
         from fastdenoise.runner import RunConfig, check_folders, plan_run
-        from fastdenoise.zoo import choose_weights
+        from fastdenoise.zoo import choose_weights, task_model
     backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
     on_ray = executor is Executor.RAY
     auto, level = sigma_option(sigma)
+    if task is not None and model is None and weights is None:
+        model = task_model(task.value)  # the recommended task-aware model, where bundled
     refuse_conflicts(task, bool(head or head_weights), top_k, address, on_ray, ensemble, ref, auto, engine)
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
