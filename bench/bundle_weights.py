@@ -65,7 +65,9 @@ def kodak_means(payload: dict, arm: str | None) -> dict:
     if not cells:
         raise SystemExit(f"no arm {arm!r} in the table (arms: {', '.join(payload['arms'])})")
     mean = {str(c["sigma"]): {k: c[k] for k in ("psnr", "ssim") if k in c} for c in cells}
-    return {"seed": payload["meta"]["config"]["seed"], "mean": mean}
+    config = payload["meta"]["config"]
+    seeds = config["seeds"] if "seeds" in config else [config["seed"]]  # tables take several noise seeds now
+    return {"seed": seeds[0] if len(seeds) == 1 else seeds, "mean": mean}
 
 
 def joint_fields(run: Path, log: list[dict]) -> dict:
