@@ -76,6 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="clean photos, none of them evaluated")
     parser.add_argument("--init", type=Path, default=Path("fastdenoise/weights/blind.safetensors"))
+    parser.add_argument("--init-dir", type=Path, default=None, help="each arm from <dir>/<arm>.safetensors (a 2nd stretch)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arm", action="append", required=True)
     parser.add_argument("--classifier-weights", type=Path, default=None)
@@ -107,7 +108,8 @@ def main() -> None:
     sampler = joint_sampler(JointConfig(train=cfg, tasks=("segment",), target="softmax"), nn.Identity())
     arms = []
     for name, ratios in arms_spec:
-        state = build_state(load_denoiser(args.init), cfg, device, amp, 1)
+        init = args.init_dir / f"{name}.safetensors" if args.init_dir else args.init
+        state = build_state(load_denoiser(init), cfg, device, amp, 1)
         train_mode(state.model, cfg.freeze_bn)
         loss = (
             mse_loss

@@ -9,6 +9,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
+from fastdenoise.devices import canonical_device
 from fastdenoise.model import Denoiser, fold_bn
 
 from .build import (
@@ -81,7 +82,7 @@ class TensorRTBackend:
 
         if device.type != "cuda":
             raise ValueError(f"the tensorrt backend runs on CUDA devices, not {device}")
-        self.device = torch.device("cuda", device.index if device.index is not None else torch.cuda.current_device())
+        self.device = canonical_device(device)
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         if engine is None:  # export and build on first use; later runs find both in the cache
             onnx_path = cached_denoiser_onnx(model, dtype, cache / "onnx")

@@ -27,6 +27,15 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def canonical_device(device: torch.device | str) -> torch.device:
+    """The device with its index: 'cuda' is the current CUDA device, the one a tensor created on 'cuda' reports
+    ('cuda:0' != 'cuda' for torch, so a check of x.device against an unindexed device refuses every CUDA tensor)."""
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
 def cpu_has_bf16() -> bool:
     """True where oneDNN has native bf16 (AVX512-BF16 or AMX), so bf16 autocast is faster, not slower."""
     return bool(getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)())

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastdenoise.devices import canonical_device
 from fastdenoise.kernels import conv2d, deconv2x
 from fastdenoise.kernels._triton import DTYPES, interpreting
 from fastdenoise.model import STRIDE, Bottleneck, Denoiser
@@ -69,7 +70,7 @@ class TritonBackend:
     def __init__(self, model: Denoiser, device: torch.device, dtype: torch.dtype) -> None:
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {DTYPES}, got {dtype}")
-        device = torch.device(device)
+        device = canonical_device(device)  # 'cuda' -> 'cuda:0', what the input tensors report
         if device.type != "cuda" and not interpreting():
             raise ValueError(f"Triton kernels need a CUDA device, got {device} (TRITON_INTERPRET=1 runs them on CPU)")
         self.device, self.dtype = device, dtype

@@ -326,3 +326,15 @@ def test_run_with_a_missing_engine_exits_2_and_writes_nothing(tmp_path, make_ima
     assert result.exit_code == 2
     assert "nope.plan: no such engine file" in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_canonical_device_gives_cuda_its_index(monkeypatch):
+    """A tensor on 'cuda' reports 'cuda:N'; backends compare inputs against the canonical device, so the unindexed
+    name must become the current index (the Triton backend refused every CUDA input before, seen on an H200)."""
+    from fastdenoise.devices import canonical_device
+
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert canonical_device("cuda") == torch.device("cuda", 3)
+    assert canonical_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
+    assert canonical_device("cpu") == torch.device("cpu")
+    assert torch.device("cuda") != torch.device("cuda", 0)  # why it is needed
