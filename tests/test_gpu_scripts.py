@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SMALL
 from safetensors import safe_open
 
 from fastdenoise.checkpoint import save_weights
 from fastdenoise.images import save_rgb
 from fastdenoise.model import Denoiser
-from helpers import SMALL
 
 ROOT = Path(__file__).resolve().parents[1]
 
