@@ -361,3 +361,27 @@ def test_cli_table1_with_two_seeds_and_a_control(tmp_path, make_image):
     assert shown in (tmp_path / "out" / "table1.md").read_text()
     bad = CliRunner().invoke(app, [*args[:-2], "-o", str(tmp_path / "bad"), "--seeds", "0,x"])
     assert bad.exit_code == 2 and "--seeds" in bad.output and not (tmp_path / "bad").exists()
+
+
+def test_output_cache_gives_the_models_own_8bit_output_and_skips_the_model(tmp_path):
+    from fastdenoise.tables.arms import OutputCache, model_arm
+
+    model = randomize_bn(Denoiser(SMALL))
+    weights = tmp_path / "m.safetensors"
+    save_weights(model, weights)
+    plain = model_arm("m", weights, "cpu")
+    cached = model_arm("m", weights, "cpu", output_cache=tmp_path / "cache")
+    assert isinstance(cached.denoise, OutputCache)
+    rng = np.random.default_rng(3)
+    noisy = [add_noise(rng.integers(0, 256, (20, 28, 3), dtype=np.uint8), 45, 0, i) for i in range(2)]
+    first = [to_uint8(cached.denoise(x, 45.0)) for x in noisy]
+    assert all(np.array_equal(to_uint8(plain.denoise(x, 45.0)), f) for x, f in zip(noisy, first))  # as computed
+    calls = []
+    cached.denoise.denoise = lambda x, s: calls.append(1)  # a hit must not run the model
+    again = [to_uint8(cached.denoise(x, 45.0)) for x in noisy]
+    assert not calls and cached.denoise.hits == 2 and all(np.array_equal(a, b) for a, b in zip(first, again))
+    other = model_arm("n", weights, "cpu", output_cache=tmp_path / "cache")
+    with pytest.raises(TypeError):  # another sigma is another key: it reaches the (broken) model
+        cached.denoise(noisy[0], 25.0)
+    assert calls == [1]
+    assert to_uint8(other.denoise(noisy[0], 45.0)).tobytes() == first[0].tobytes()  # same weights: same folder

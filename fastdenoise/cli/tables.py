@@ -32,6 +32,9 @@ WithSegmenter = "with the segmenter (--task segment)"
 CacheOpt = Annotated[Path | None, typer.Option(help=(
     "CBM3D results cache (keyed by noisy image, sigma, bm3d version); default ~/.cache/fastdenoise/cbm3d or "
     "$FASTDENOISE_CACHE/cbm3d."), file_okay=False)]
+OutputCacheOpt = Annotated[Path | None, typer.Option(help=(
+    "Keep every model arm's 8-bit outputs here (by weights, noisy input, sigma): a second table over the same crops "
+    "(another --head with the same --resize/--crop) runs no denoiser."), file_okay=False)]
 QuantizeOpt = Annotated[bool, typer.Option(help=(
     "Every arm starts from the noisy image clipped and rounded to 8 bits (as the data README's reference numbers); "
     "--no-quantize: denoisers get the unclipped float noisy image."))]
@@ -152,6 +155,7 @@ def table2_cmd(
         "CBM3D arm on the first N images of the split (~3 s a 224x224 crop per sigma; cached); 0 leaves it out."),
         min=0)] = 100,
     cbm3d_cache: CacheOpt = None,
+    output_cache: OutputCacheOpt = None,
     labels: Annotated[Path | None, typer.Option(help=(
         "CSV 'file,index' (files relative to DATA); default DATA/labels.csv."), exists=True, dir_okay=False)] = None,
     split: Annotated[Split, typer.Option(help=(
@@ -194,7 +198,7 @@ def table2_cmd(
             resize=resize, crop=crop,
             quantize=quantize, device=device,
         )  # fmt: skip
-        arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache)
+        arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache, output_cache)
         return table2(cfg, arms, clean=clean, progress=progress)
 
     run_table("table 2", build, out)
@@ -211,6 +215,7 @@ def table3_cmd(
     cbm3d: Annotated[int, typer.Option(help=(
         "CBM3D arm on the first N images (~11 s a 480x360 image per sigma; cached); 0 leaves it out."), min=0)] = 25,
     cbm3d_cache: CacheOpt = None,
+    output_cache: OutputCacheOpt = None,
     subset: Annotated[str, typer.Option(help="Images in DATA/<subset>, masks in DATA/<subset>annot.")] = "val",
     head: Annotated[str, typer.Option(help=(
         "Segmenter: espnetv2-camvid (Cityscapes weights, classes merged into CamVid's 11), or another head with CamVid "
@@ -253,7 +258,7 @@ def table3_cmd(
             head_weights=str(weights) if weights else None, scale=scale, ignore_index=ignore_index, quantize=quantize,
             device=device,
         )  # fmt: skip
-        arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache)
+        arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache, output_cache)
         return table3(cfg, arms, clean=clean, progress=progress)
 
     run_table("table 3", build, out)

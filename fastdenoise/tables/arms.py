@@ -81,16 +81,48 @@ def parse_named(text: str) -> tuple[str, Path]:
     return name.strip(), Path(path)
 
 
-def model_arm(name: str, weights: Path | None, device: str = "auto") -> Arm:
-    """An arm running one of our denoisers (None: the bundled weights) in fp32, BN folded, on `device`."""
+def model_arm(name: str, weights: Path | None, device: str = "auto", output_cache: Path | None = None) -> Arm:
+    """An arm running one of our denoisers (None: the bundled weights) in fp32, BN folded, on `device`; with
+    `output_cache`, its 8-bit outputs are kept there (OutputCache) for the next table over the same images."""
     from fastdenoise.backends import BackendConfig, make_backend
     from fastdenoise.checkpoint import bundled_weights, load_denoiser
     from fastdenoise.evaluate import backend_denoiser
 
-    backend = make_backend(load_denoiser(weights), BackendConfig(device=device, precision="fp32"))
-    return Arm(
-        name, backend_denoiser(backend), source=str(weights or bundled_weights()), trained_on=training_folder(weights)
-    )
+    model = load_denoiser(weights)
+    backend = make_backend(model, BackendConfig(device=device, precision="fp32"))
+    denoise = backend_denoiser(backend)
+    if output_cache is not None:
+        from fastdenoise.engines.export import weights_sha256
+
+        denoise = OutputCache(denoise, Path(output_cache) / f"{weights_sha256(model)[:24]}-fp32-{backend.device.type}")
+    return Arm(name, denoise, source=str(weights or bundled_weights()), trained_on=training_folder(weights))
+
+
+class OutputCache:
+    """A denoiser whose outputs are kept on disk, rounded to 8 bits, by (noisy input, sigma) in a folder of one
+    model, precision and device. Every table rounds a denoised image to 8 bits before scoring it (PSNR or a head's
+    input), so a hit gives exactly what the model would: a second classifier over the same noisy photos (--head
+    efficientnet-lite1 after lite0) runs no denoiser."""
+
+    def __init__(self, denoise: Denoise, folder: Path) -> None:
+        self.denoise, self.folder, self.hits = denoise, Path(folder), 0
+
+    def __call__(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
+        import hashlib
+
+        from fastdenoise.files import atomic_write
+        from fastdenoise.noise import to_uint8
+
+        digest = hashlib.sha256(np.ascontiguousarray(noisy, dtype=np.float32).tobytes())
+        digest.update(f"{noisy.shape}|{float(sigma)!r}".encode())
+        path = self.folder / f"{digest.hexdigest()}.npy"
+        if path.is_file():
+            self.hits += 1
+            return np.load(path).astype(np.float32) / 255.0
+        out = to_uint8(self.denoise(noisy, sigma))
+        self.folder.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda handle: np.save(handle, out))
+        return out.astype(np.float32) / 255.0
 
 
 def training_folder(weights: Path | None) -> str | None:
@@ -178,6 +210,7 @@ def task_arms(
     extra: Sequence[tuple[str, Path]] = (),
     device: str = "auto",
     cache_dir: Path | None = None,
+    output_cache: Path | None = None,
 ) -> list[Arm]:
     """The rows of Tables 2 and 3 in the paper's order: noisy, CBM3D (first `cbm3d` images; 0: none), separate, joint,
     cross-task, then `extra` (name, weights); an arm whose weights are not given is left out."""
@@ -186,6 +219,6 @@ def task_arms(
         arms.append(peer_arm("cbm3d", Path("."), "cpu", cbm3d, cache_dir))
     for name, weights in (("separate", separate), ("joint", joint), ("cross-task", cross_task), *extra):
         if weights is not None:
-            arms.append(model_arm(name, Path(weights), device))
+            arms.append(model_arm(name, Path(weights), device, output_cache))
     return arms
 
