@@ -32,7 +32,7 @@ def per_sigma_models(folder: Path | None = None) -> dict[float, str]:
 
 # The task-aware model `run --task T` uses by default (where bundled; --weights/--model override): the denoiser trained
 # through the frozen heads, which measured above its MSE-only control on that task (docs/task-aware.md).
-TASK_MODELS = {"segment": "task-aware"}
+TASK_MODELS = {"classify": "task-aware", "segment": "task-aware"}
 
 
 def task_model(task: str, folder: Path | None = None) -> str | None:

@@ -257,6 +257,10 @@ def test_cli_task_defaults_to_the_bundled_task_aware_model(photos, tmp_path, mon
     segment = ran("--task", "segment")
     assert segment.exit_code == 0, segment.output
     assert f"weights: {zoo / 'task-aware.safetensors'}" in segment.output
+    from fastdenoise.zoo import task_model
+
+    assert task_model("classify", zoo) == task_model("segment", zoo) == "task-aware"  # one model for both tasks
+    assert task_model("denoise", zoo) is None
     named = ran("--task", "segment", "--model", "blind")  # a named model (or --weights) still wins
     assert named.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in named.output
     monkeypatch.setattr("fastdenoise.zoo.TASK_MODELS", {})  # no recommended model: the denoising default

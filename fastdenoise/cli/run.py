@@ -58,7 +58,7 @@ def run(
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first input that fails (exit 1).")] = False,
     task: Annotated[Task | None, typer.Option(help=(
         "Also run a frozen head on each denoised image: classify (top-k into OUTPUT/predictions.csv) or segment (a "
-        "<name>.mask.png beside each output); segment denoises with the bundled task-aware model unless --model or "
+        "<name>.mask.png beside each output); both denoise with the bundled task-aware model unless --model or "
         "--weights says otherwise."))] = None,
     head: Annotated[str | None, typer.Option(help=(
         "Head for --task (default: efficientnet-lite0 for classify, espnetv2-camvid for segment); the names of `train "
