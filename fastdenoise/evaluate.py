@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +34,14 @@ class EvalResult:
     @property
     def sigmas(self) -> list[float]:
         return sorted({r["sigma"] for r in self.rows})
+
+
+def output_key(noisy: np.ndarray, sigma: float, tag: str = "") -> str:
+    """The cache key of a denoiser's output: SHA-256 of the float32 noisy input, its shape, sigma and `tag` (what
+    else the output depends on, e.g. a package version)."""
+    digest = hashlib.sha256(np.ascontiguousarray(noisy, dtype=np.float32).tobytes())
+    digest.update(f"{noisy.shape}|{float(sigma)!r}{'|' + tag if tag else ''}".encode())
+    return digest.hexdigest()
 
 
 def backend_denoiser(backend: Backend) -> Denoise:

@@ -7,7 +7,6 @@ Each peer is used through the same `Denoise` call as our backends in `fastdenois
 from __future__ import annotations
 
 import enum
-import hashlib
 import os
 import time
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastdenoise.evaluate import Denoise
+from fastdenoise.evaluate import Denoise, output_key
 from fastdenoise.files import atomic_write
 
 
@@ -217,9 +216,7 @@ class CBM3D:
         self.hits, self.seconds, self.megapixels = 0, 0.0, 0.0
 
     def key(self, noisy: np.ndarray, sigma: float) -> str:
-        digest = hashlib.sha256(np.ascontiguousarray(noisy, dtype=np.float32).tobytes())
-        digest.update(f"{noisy.shape}|{float(sigma)!r}|bm3d {self.version}|np|opp".encode())
-        return digest.hexdigest()
+        return output_key(noisy, sigma, f"bm3d {self.version}|np|opp")
 
     def __call__(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
         path = self.cache_dir / f"{self.key(noisy, sigma)}.npz" if self.cache_dir else None

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
-from fastdenoise.evaluate import Denoise
+from fastdenoise.evaluate import Denoise, output_key
+from fastdenoise.files import atomic_write
+from fastdenoise.noise import to_uint8
 
 NOISY, CLEAN = "noisy", "clean"  # the arm without a denoiser, and the head on the clean image (no noise, sigma None)
 
@@ -108,14 +110,7 @@ class OutputCache:
         self.denoise, self.folder, self.hits = denoise, Path(folder), 0
 
     def __call__(self, noisy: np.ndarray, sigma: float) -> np.ndarray:
-        import hashlib
-
-        from fastdenoise.files import atomic_write
-        from fastdenoise.noise import to_uint8
-
-        digest = hashlib.sha256(np.ascontiguousarray(noisy, dtype=np.float32).tobytes())
-        digest.update(f"{noisy.shape}|{float(sigma)!r}".encode())
-        path = self.folder / f"{digest.hexdigest()}.npy"
+        path = self.folder / f"{output_key(noisy, sigma)}.npy"
         if path.is_file():
             self.hits += 1
             return np.load(path).astype(np.float32) / 255.0
