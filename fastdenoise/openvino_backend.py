@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fastdenoise import sigstack
 from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.engines.runtime import check_batch
 from fastdenoise.files import atomic_write
@@ -117,14 +118,15 @@ def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: P
         return xml
     nncf = import_nncf()
     nncf.set_log_level(logging.ERROR)  # its INFO lines list every node left in float
-    model = ov.Core().read_model(str(onnx_path))
     crops = calibration_crops(cal)
-    convolutions = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
-    ends = nncf.IgnoredScope(names=[convolutions[0], convolutions[-1]]) if cal.float_ends and convolutions else None
-    quantized = nncf.quantize(
-        model, nncf.Dataset(crops), subset_size=len(crops), preset=nncf.QuantizationPreset.MIXED,
-        fast_bias_correction=False, ignored_scope=ends,
-    )  # fmt: skip
+    with sigstack.kept():  # NNCF compiles on the CPU plugin to collect its statistics
+        model = ov.Core().read_model(str(onnx_path))
+        convolutions = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
+        ends = nncf.IgnoredScope(names=[convolutions[0], convolutions[-1]]) if cal.float_ends and convolutions else None
+        quantized = nncf.quantize(
+            model, nncf.Dataset(crops), subset_size=len(crops), preset=nncf.QuantizationPreset.MIXED,
+            fast_bias_correction=False, ignored_scope=ends,
+        )  # fmt: skip
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = xml.with_name(xml.stem + ".partial.xml")
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
@@ -209,7 +211,8 @@ class OpenVinoBackend:
             if self.static:
                 graph = self.graph.clone()
                 graph.reshape({graph.inputs[0]: ov.PartialShape(list(shape))})
-            self.compiled[key] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
+            with sigstack.kept():  # the first compile loads the CPU plugin, which swaps this thread's signal stack
+                self.compiled[key] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
             while len(self.compiled) > SHAPES_KEPT:
                 self.compiled.popitem(last=False)
         self.compiled.move_to_end(key)
