@@ -1,3 +1,14 @@
-from fastdenoise.cli import main
+"""`fastdenoise` and `python -m fastdenoise`: SIGINT/SIGTERM handling first (`interrupts`), then typer and the CLI."""
 
-main()
+from fastdenoise import interrupts
+
+
+def main() -> None:
+    interrupts.install()
+    from fastdenoise.cli import main as cli
+
+    cli()
+
+
+if __name__ == "__main__":
+    main()

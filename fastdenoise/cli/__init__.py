@@ -4,17 +4,11 @@ Only typer loads here; each command imports the library (and torch) when it runs
 
 from __future__ import annotations
 
-import sys
+import typer
 
-try:  # Ctrl-C while starting ends the command with one line, as it does later
-    import typer
-
-    from fastdenoise.cli.common import OneLineErrors, VersionOpt, backend_options, fail, parse_sigmas
-except KeyboardInterrupt:
-    sys.stderr.write("error: interrupted while starting\n")
-    raise SystemExit(130) from None
-
+from fastdenoise import interrupts
 from fastdenoise.cli import bench, demo, engines, evaluate, run, tables, train
+from fastdenoise.cli.common import OneLineErrors, VersionOpt, backend_options, fail, parse_sigmas
 
 __all__ = ["app", "backend_options", "fail", "main", "parse_sigmas"]
 
@@ -39,4 +33,5 @@ app.command()(demo.demo)
 
 
 def main() -> None:
+    interrupts.install()  # again for callers that reach the CLI without `fastdenoise.__main__` (idempotent)
     app()

@@ -1,3 +1,3 @@
-from fastdenoise.cli import main
+from fastdenoise.__main__ import main
 
 main()

@@ -16,6 +16,8 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from fastdenoise import interrupts
+
 try:  # typer >= 0.2x ships its own copy of click; older ones use click itself
     from typer._click.exceptions import BadParameter, ClickException, MissingParameter, NoArgsIsHelpError
     from typer.exceptions import Abort
@@ -29,12 +31,13 @@ def fail(message: str, code: int = 2) -> typer.Exit:
 
 
 @contextmanager
-def starting() -> Iterator[None]:
-    """Wrap a command's library imports: Ctrl-C while torch loads (seconds on a cold start) is one line and exit 130."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise fail("interrupted while starting", code=130) from None
+def starting(until_run: bool = False) -> Iterator[None]:
+    """Wrap a command's library imports: a signal while they load (seconds on a cold start) is one line and exit 130 /
+    143 (`interrupts`). After the block signals raise, so the command stops as it planned to; with `until_run`, the
+    command says when (`run` keeps start-up's handling through building and probing its backend)."""
+    yield
+    if not until_run:
+        interrupts.enter(None)
 
 
 QUOTE = "'"
@@ -71,6 +74,9 @@ class OneLineErrors(TyperGroup):
         except ClickException as err:
             typer.secho(f"error: {usage_error_line(err)}", err=True, fg=typer.colors.RED)
             code = err.exit_code
+        except interrupts.Terminated:
+            typer.secho("error: terminated", err=True, fg=typer.colors.RED)
+            code = 143
         except (Abort, KeyboardInterrupt):
             typer.secho("error: interrupted", err=True, fg=typer.colors.RED)
             code = 130

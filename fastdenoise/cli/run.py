@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from fastdenoise import interrupts
 from fastdenoise.cli.common import (
     BackendKind,
     BackendOpt,
@@ -92,7 +93,7 @@ def run(
     SIGINT / SIGTERM; 4 the Ray pipeline failed as a whole. After 1, 3, 4, 130, 143 or a kill, the same command again
     does only what is left. Under torchrun (RANK / WORLD_SIZE set) each process takes its share of the files; with
     --executor ray, Ray Data spreads them over the cluster (INPUT and OUTPUT at the same path on every node)."""
-    with starting():
+    with starting(until_run=True):
         from fastdenoise import distributed
         from fastdenoise.autoselect import describe_backend
         from fastdenoise.predictions import TaskConfig
@@ -191,6 +192,7 @@ def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor,
             raise fail(str(err)) from err
         except OSError as err:
             raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
+    interrupts.enter("finishing")  # the manifest is merged: a signal now ends the command at once
     return summary, received
 
 
