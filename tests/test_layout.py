@@ -157,3 +157,13 @@ if __name__ == "__main__":
     print()
     for key, lines in sorted(module_sizes().items(), key=lambda kv: -kv[1])[:count]:
         print(f"{lines:5d}  {key}")
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject lists the packages by hand (kernels/ and engines/ install under fastdenoise.): a folder missing from
+    the list is missing from every non-editable install (fastdenoise.tables once was)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
+    folders |= {f"fastdenoise.{name}" for name in ("kernels", "engines")}
+    assert folders == listed
