@@ -83,9 +83,12 @@ def precision_name(dtype: torch.dtype) -> str:
 
 
 def weights_sha256(module: nn.Module) -> str:
-    """Digest of a module's floating-point state as float32 (names, shapes, values)."""
+    """Digest of a module's floating-point state as float32 (names, shapes, values), unsaved buffers included (the
+    noise level `bind_sigma` binds)."""
     digest = hashlib.sha256()
-    for name, value in sorted(module.state_dict().items()):
+    state = dict(module.state_dict())
+    state |= {name: value for name, value in module.named_buffers() if name not in state}
+    for name, value in sorted(state.items()):
         if value.is_floating_point():
             tensor = value.detach().float().cpu().contiguous()
             digest.update(f"{name}:{tuple(tensor.shape)}".encode())

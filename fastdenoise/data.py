@@ -16,15 +16,17 @@ from fastdenoise.images import list_images, load_rgb
 
 @dataclass
 class Batch:
-    """One training batch, (N, 3, P, P) float32 in [0, 1] (noisy is not clipped); target for task losses."""
+    """One training batch, (N, 3, P, P) float32 in [0, 1] (noisy is not clipped); target for task losses; sigma (N,)
+    the noise level of each patch (0-255), which a noise-map denoiser takes."""
 
     noisy: Tensor
     clean: Tensor
     target: Tensor | None = None
+    sigma: Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         move = lambda t: None if t is None else t.to(device, non_blocking=True)
-        return Batch(move(self.noisy), move(self.clean), move(self.target))
+        return Batch(move(self.noisy), move(self.clean), move(self.target), move(self.sigma))
 
 
 def folder_images(root: Path, limit: int | None = None) -> list[Path]:
@@ -90,7 +92,7 @@ class PatchSampler:
         sigma = lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)
         noisy = clean + torch.randn(clean.shape, generator=g) * (sigma / 255.0)
         labels = torch.tensor([self.labels[i] for i in picks]) if self.labels is not None else None
-        return Batch(noisy, clean, labels if labels is not None else masks)
+        return Batch(noisy, clean, labels if labels is not None else masks, sigma.flatten())
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

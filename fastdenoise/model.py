@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +25,14 @@ class DenoiserSpec:
     c3: int = 256  # 1/2 scale decoder
     mid3: int = 64  # decoder bottleneck width
     up1: int = 64  # deconv 1/2 -> full
+    noise_map: bool = False  # one more input channel: the noise level sigma/255 at every pixel (as FFDNet takes it)
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if not isinstance(value, int) or value < 1:
+            if name == "noise_map":
+                if not isinstance(value, bool):
+                    raise ValueError(f"DenoiserSpec.noise_map must be true or false, got {value!r}")
+            elif isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"DenoiserSpec.{name} must be a positive int, got {value!r}")
 
 
@@ -65,12 +69,16 @@ class Bottleneck(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """Maps a noisy RGB batch (N, 3, H, W) in [0, 1] to its denoised estimate; any H x W."""
+    """Maps a noisy RGB batch (N, 3, H, W) in [0, 1] to its denoised estimate; any H x W. With `spec.noise_map` it also
+    takes the noise level: `sigma` (0-255 units, a number or one per image) or the level bound by `bind_sigma`."""
 
     def __init__(self, spec: DenoiserSpec | None = None) -> None:
         super().__init__()
         self.spec = s = spec or DenoiserSpec()
-        self.conv0 = ConvBnAct(s.in_channels, s.c0, 5, bn=False)
+        self.conv0 = ConvBnAct(s.in_channels + s.noise_map, s.c0, 5, bn=False)
+        if s.noise_map:  # the level bind_sigma sets: a constant of exports and backends (not saved with the weights)
+            self.register_buffer("bound_sigma", torch.full((), float("nan")), persistent=False)
+        self.bound = False
         self.down1 = ConvBnAct(s.c0, s.c1, 3, stride=2)
         self.enc1 = Bottleneck(s.c1, s.mid)
         self.down2 = ConvBnAct(s.c1, s.c2, 3, stride=2)
@@ -81,16 +89,47 @@ class Denoiser(nn.Module):
         self.up1 = DeconvBnAct(s.c3, s.up1)
         self.head = ConvBnAct(s.up1 + s.c0, s.in_channels, 3, bn=False, act=False)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, sigma: Tensor | float | None = None) -> Tensor:
         h, w = x.shape[-2:]
         pad_h, pad_w = -h % STRIDE, -w % STRIDE
         y = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        if self.spec.noise_map:
+            y = torch.cat([y, self.level_map(y, sigma)], 1)  # (N, 4, H, W)
         f0 = self.conv0(y)  # (N, 64, H, W)
         f1 = self.enc1(self.down1(f0))  # (N, 128, H/2, W/2)
         f2 = self.enc2(self.down2(f1))  # (N, 128, H/4, W/4)
         g1 = self.dec1(self.fuse1(torch.cat([self.up2(f2), f1], 1)))  # (N, 256, H/2, W/2)
         r = self.head(torch.cat([self.up1(g1), f0], 1))  # (N, 3, H, W): the residual
         return x + r[..., :h, :w]
+
+    def level_map(self, y: Tensor, sigma: Tensor | float | None) -> Tensor:
+        """(N, 1, H, W): each image's noise level / 255 at every pixel."""
+        if sigma is None and not self.bound:
+            raise ValueError("this denoiser takes the noise level: pass sigma, or bind one with bind_sigma")
+        level = self.bound_sigma if sigma is None else torch.as_tensor(sigma, device=y.device)
+        level = level.to(y.dtype).reshape(-1, 1, 1, 1) / 255.0
+        return level.expand(y.shape[0], 1, y.shape[-2], y.shape[-1])
+
+
+def bind_sigma(model: Denoiser, sigma: float) -> Denoiser:
+    """A copy of a noise-map denoiser that takes x alone and denoises at `sigma` (0-255): every backend and export runs
+    it as it runs the blind one (the level is a constant of the graph)."""
+    if not model.spec.noise_map:
+        raise ValueError("bind_sigma: this denoiser is blind (no noise-map input)")
+    bound = copy.deepcopy(model)
+    bound.bound_sigma.fill_(float(sigma))
+    bound.bound = True
+    return bound
+
+
+def with_noise_map(blind: Denoiser) -> Denoiser:
+    """The noise-map variant of a blind denoiser, computing exactly what it computes (the level's weights are zero)."""
+    model = Denoiser(replace(blind.spec, noise_map=True)).to(next(blind.parameters()).device)
+    state = blind.state_dict()
+    weight = state["conv0.0.weight"]  # (c0, 3, 5, 5) -> (c0, 4, 5, 5)
+    state["conv0.0.weight"] = torch.cat([weight, torch.zeros_like(weight[:, :1])], 1)
+    model.load_state_dict(state)
+    return model.train(blind.training)
 
 
 def fold_bn(model: Denoiser) -> Denoiser:
@@ -119,7 +158,7 @@ def count_parameters(model: nn.Module) -> int:
 def macs_per_pixel(spec: DenoiserSpec | None = None) -> int:
     """Multiply-accumulates per input pixel (x2 for FLOPs; 441 GFLOP per megapixel for the defaults)."""
     s = spec or DenoiserSpec()
-    full = 25 * s.in_channels * s.c0 + 9 * (s.up1 + s.c0) * s.in_channels
+    full = 25 * (s.in_channels + s.noise_map) * s.c0 + 9 * (s.up1 + s.c0) * s.in_channels
     half = (
         9 * s.c0 * s.c1
         + (2 * s.c1 * s.mid + 9 * s.mid**2)

@@ -26,7 +26,7 @@ from fastdenoise.devices import resolve_amp, resolve_device
 from fastdenoise.images import load_rgb
 from fastdenoise.losses import LOSSES, LossFn, mse_loss
 from fastdenoise.metrics import psnr
-from fastdenoise.model import Denoiser, DenoiserSpec
+from fastdenoise.model import Denoiser, DenoiserSpec, with_noise_map
 from fastdenoise.noise import add_noise, to_uint8
 from fastdenoise.progress import ProgressStats, progress_bar
 from fastdenoise.stopping import StopSignals, TrainingStopped, agree
@@ -222,7 +222,7 @@ def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0) -> Val
         scores = []
         for im, x in zip(clean, noisy):
             t = torch.from_numpy(x).permute(2, 0, 1)[None].to(device)
-            y = model(t)[0].permute(1, 2, 0).float().cpu().numpy()
+            y = model(t, torch.full((1,), sigma))[0].permute(1, 2, 0).float().cpu().numpy()
             scores.append(psnr(to_uint8(y), im))
         return {"psnr": float(np.mean(scores))}
 
@@ -249,6 +249,8 @@ def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: d
     model = Denoiser(DenoiserSpec(**cfg.spec))
     if init is not None:
         start = load_denoiser(Path(init))
+        if model.spec.noise_map and start.spec == replace(model.spec, noise_map=False):
+            start = with_noise_map(start)  # the blind weights, the level's input at zero: step 0 is the blind model
         if start.spec != model.spec:
             raise ValueError(f"{init}: its architecture {asdict(start.spec)} differs from train.spec {cfg.spec}")
         model.load_state_dict(start.state_dict())

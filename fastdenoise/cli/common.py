@@ -254,10 +254,16 @@ def backend_options(
     failure into a one-line error."""
     from fastdenoise.backends import BackendConfig, make_backend
     from fastdenoise.checkpoint import CheckpointError, load_denoiser
+    from fastdenoise.model import bind_sigma
     from fastdenoise.zoo import SelfEnsemble, choose_weights
 
     try:
         network = load_denoiser(choose_weights(model, weights, sigma))
+        if network.spec.noise_map:  # the level is a constant of the run: every backend and export runs it unchanged
+            if sigma is None:
+                raise ValueError(f"{choose_weights(model, weights, sigma)}: this model takes the noise level; give "
+                                 "--sigma S (0-255)")  # fmt: skip
+            network = bind_sigma(network, sigma)
         cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
                             trust_engine=trust_engine)  # fmt: skip
         if not build:

@@ -51,12 +51,15 @@ def evaluate_cmd(
         chosen = {s: choose_weights(model, weights, s) for s in sigmas}
     except ValueError as err:
         raise fail(str(err)) from err
-    denoisers = {path: backend_denoiser(backend_options(path, backend, device, precision, ensemble=ensemble)[1])
-                 for path in set(chosen.values())}  # fmt: skip
+    # A noise-map model runs bound to each sigma (the protocol's level is known); a blind one serves every sigma.
+    keys = {s: (path, s if takes_level(path) else None) for s, path in chosen.items()}
+    denoisers = {key: backend_denoiser(backend_options(key[0], backend, device, precision, sigma=key[1],
+                                                       ensemble=ensemble)[1])
+                 for key in set(keys.values())}  # fmt: skip
     console = Console()
     try:
         with console.status("evaluating") as status:
-            result = evaluate(lambda x, s: denoisers[chosen[s]](x, s), data, sigmas, seed, name, limit=limit,
+            result = evaluate(lambda x, s: denoisers[keys[s]](x, s), data, sigmas, seed, name, limit=limit,
                               progress=status.update)  # fmt: skip
     except ValueError as err:
         raise fail(str(err)) from err
@@ -70,3 +73,13 @@ def evaluate_cmd(
             "ensemble": ensemble}  # fmt: skip
     write_results([result], out, meta)
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
+
+
+def takes_level(path) -> bool:
+    """Whether the weights at `path` are a noise-map model (a file that cannot load fails later, with its error)."""
+    from fastdenoise.checkpoint import CheckpointError, load_denoiser
+
+    try:
+        return load_denoiser(path).spec.noise_map
+    except (CheckpointError, ValueError, OSError):
+        return False

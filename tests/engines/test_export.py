@@ -192,3 +192,22 @@ def test_engines_import_neither_trainer_nor_cli_nor_heavy_optional_packages() ->
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_a_bound_noise_map_denoiser_exports_with_its_level_and_matches_eager(tmp_path: Path) -> None:
+    from helpers import SMALL, randomize_bn
+
+    from fastdenoise.engines.export import weights_sha256
+    from fastdenoise.model import bind_sigma, with_noise_map
+
+    model = with_noise_map(randomize_bn(Denoiser(SMALL))).eval()
+    torch.nn.init.normal_(model.conv0[0].weight[:, 3:], std=0.5)  # the level matters, as after training
+    low, high = fold_bn(bind_sigma(model, 15.0)), fold_bn(bind_sigma(model, 50.0))
+    assert weights_sha256(low) != weights_sha256(high)  # caches keyed by the digest keep the two apart
+    path = export_denoiser(high, tmp_path / "high.onnx")
+    x = torch.rand(2, 3, 37, 53)
+    with torch.no_grad():
+        expected, other = high(x), low(x)
+    got = run_onnx(path, x)
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    assert not torch.allclose(got, other, atol=1e-3)
