@@ -196,13 +196,14 @@ def given(ctx: typer.Context, name: str) -> bool:
 
 
 def resumed_config(ctx: typer.Context, cfg: "TrainConfig", stored: dict, out: Path) -> "TrainConfig":
-    """The stored run's config, with the options given on this command line that may change (steps, LR...).
+    """The stored run's config in folder `out`, with the options given on this command line that may change (steps,
+    LR...).
 
     An option given with another value than the run was started with is refused: it would silently make another run."""
     from fastdenoise.train import RESUMABLE_CHANGES, TrainConfig
 
     fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
-    merged = dict(stored)
+    merged = {**stored, "out": str(out)}  # a run lives in --out: a stored (copied, relative) out never redirects it
     for field, value in fresh.items():
         if field not in stored or field == "out" or not given(ctx, field):
             continue

@@ -2,8 +2,10 @@
 Ctrl-C, and a too-small image named by its file."""
 
 import itertools
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -91,3 +93,28 @@ def test_ctrl_c_says_one_thing(photos, tmp_path):
     assert len(said) == 1 and re.fullmatch(
         rf"stopped at step \d+: the last checkpoint is {re.escape(str(out / 'last.pt'))}; continue with --out "
         rf"{re.escape(str(out))} --resume", said[0]), stdout + stderr  # fmt: skip
+
+
+def train_args(photos, out, steps: int, *extra: str) -> list[str]:
+    return ["train", str(photos), "-o", str(out), "--patch", "16", "--steps", str(steps), "--ckpt-every", "2", *FAST,
+            *extra]  # fmt: skip
+
+
+def test_resume_trains_in_the_out_given_never_where_config_json_points(photos, tmp_path, monkeypatch):
+    from fastdenoise.checkpoint import load_checkpoint
+
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    assert runner.invoke(app, train_args(photos, first, 2)).exit_code == 0
+    shutil.copytree(first, copy)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    resumed = runner.invoke(app, ["train", "-o", str(copy), "--resume", "--steps", "4"])
+    assert resumed.exit_code == 0, resumed.output
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before  # the run the copy came from is untouched
+    assert load_checkpoint(copy / "last.pt")["step"] == 4
+    assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
+    stored = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**stored, "out": "elsewhere"}))  # a relative out: not followed
+    monkeypatch.chdir(tmp_path)
+    again = runner.invoke(app, ["train", "-o", str(copy), "--resume", "--steps", "6"])
+    assert again.exit_code == 0, again.output
+    assert load_checkpoint(copy / "last.pt")["step"] == 6 and not (tmp_path / "elsewhere").exists()
