@@ -113,6 +113,7 @@ def train(
         from fastdenoise.train import TrainConfig, train_denoiser
 
     joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
+    hold_run_folder(ctx, out)
     stored = stored_config(out, data, resume, task, any(joint_only))
     try:
         tasks = parse_tasks(task) if task is not None else ()
@@ -145,6 +146,39 @@ def train(
     except KeyboardInterrupt as err:
         raise stopped(err, out) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
+
+
+def hold_run_folder(ctx: typer.Context, out: Path) -> None:
+    """Rank 0 holds OUT's lock (`lock.OutputLock`, as `run` does) until the command ends: a second `train` or `run` on
+    OUT stops at once naming the holder (one line, exit 2); the lock of a run that died is taken over with a note. A
+    folder made here for a command that then fails is removed again while empty."""
+    from fastdenoise import distributed
+    from fastdenoise.lock import OutputLock
+
+    if distributed.shard_from_env().rank != 0:  # the other ranks of a torchrun job write nothing to OUT
+        return
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # innermost first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = OutputLock(out)
+    except OSError as err:
+        raise fail(f"{out}: cannot use it as the run folder ({err.strerror or err})") from err
+    except ValueError as err:  # LockError: another live run; or a link planted at the lock's name
+        raise fail(str(err)) from err
+    ctx.call_on_close(lambda: let_go(lock, made))
+    if lock.taken_over:
+        typer.secho(f"note: took over the output lock of a run no longer running ({lock.taken_over})", err=True,
+                    fg=typer.colors.YELLOW)
+
+
+def let_go(lock, made: list[Path]) -> None:
+    """Release the lock; remove the folders this command made (innermost first) while they are empty."""
+    lock.release()
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: the run wrote there
+            return
 
 
 def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, joint_options: bool) -> dict | None:

@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -118,3 +119,39 @@ def test_resume_trains_in_the_out_given_never_where_config_json_points(photos, t
     again = runner.invoke(app, ["train", "-o", str(copy), "--resume", "--steps", "6"])
     assert again.exit_code == 0, again.output
     assert load_checkpoint(copy / "last.pt")["step"] == 6 and not (tmp_path / "elsewhere").exists()
+
+
+def start_training(photos, out):
+    """A long `fastdenoise train` in its own process, returned once it has logged a step."""
+    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16",
+            "--steps", "100000", "--ckpt-every", "100000", *FAST]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.2)
+    return proc
+
+
+def test_a_second_train_on_one_out_stops_at_once_naming_the_holder(photos, tmp_path):
+    out = tmp_path / "run"
+    first = start_training(photos, out)
+    try:
+        second = runner.invoke(app, train_args(photos, out, 2))
+        resumed = runner.invoke(app, ["train", "-o", str(out), "--resume", "--steps", "2"])
+    finally:
+        first.kill()
+        first.communicate()
+    host = re.escape(socket.gethostname())
+    for refused in (second, resumed):
+        assert refused.exit_code == 2, refused.output
+        assert re.fullmatch(rf"error: {re.escape(str(out))}: another run is writing here \(pid {first.pid} on {host}, "
+                            r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; lock \.fastdenoise\.rank0\.lock\); .*",
+                            refused.output.strip()), refused.output  # fmt: skip
+    assert not (out / "last.pt").exists()  # neither wrote a checkpoint
+    after = runner.invoke(app, train_args(photos, out, 2))  # the killed holder left its lock file: taken over
+    assert after.exit_code == 0, after.output
+    notes = [line for line in after.output.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and f"took over the output lock of a run no longer running (pid {first.pid} " in notes[0]
+    assert not list(out.glob(".fastdenoise.*.lock"))  # released at the end
