@@ -34,6 +34,7 @@ from fastdenoise.train_config import RESUMABLE_CHANGES, TrainConfig
 from fastdenoise.train_state import (
     TrainState,
     build_state,
+    open_log,
     optimizer_step,
     resume,
     save_state,
@@ -80,7 +81,7 @@ def fit(
     state = build_state(model, cfg, device, amp, shard.world)
     resume(state, Path(cfg.out) / "last.pt", batches, loss_fn, cfg, shard)
     loop = Loop(state, cfg, shard, wrap(state.model, cfg, device, shard.world), loss_fn, batches, device, amp, validate)
-    log = (Path(cfg.out) / "log.jsonl").open("a") if shard.rank == 0 else contextlib.nullcontext()
+    log = open_log(Path(cfg.out)) if shard.rank == 0 else contextlib.nullcontext()
     visible = progress and shard.rank == 0
     bar = progress_bar("train", "stats", remaining=False, transient=False, markup=False, enabled=visible)
     train_mode(state.model, cfg.freeze_bn)

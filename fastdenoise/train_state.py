@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from fastdenoise import distributed
 from fastdenoise.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastdenoise.data import Batch
+from fastdenoise.files import atomic_write, open_own
 from fastdenoise.losses import LossFn
 from fastdenoise.train_config import TrainConfig, lr_factor
 
@@ -69,8 +71,14 @@ def start_output(cfg: TrainConfig, device: torch.device, shard: distributed.Shar
         out.mkdir(parents=True, exist_ok=True)
         for leftover in out.glob(".*.part"):  # temporary files of a process that was killed while writing
             leftover.unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        text = json.dumps(asdict(cfg), indent=2).encode()
+        atomic_write(out / "config.json", lambda handle: handle.write(text))  # a link planted there is replaced
     return cfg
+
+
+def open_log(out: Path) -> IO[str]:
+    """OUT/log.jsonl opened to append rows, never through a link planted at its name (ValueError naming it)."""
+    return open(open_own(out / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")
 
 
 def build_state(model: nn.Module, cfg: TrainConfig, device: torch.device, amp: torch.dtype | None,

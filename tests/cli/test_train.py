@@ -155,3 +155,24 @@ def test_a_second_train_on_one_out_stops_at_once_naming_the_holder(photos, tmp_p
     notes = [line for line in after.output.splitlines() if line.startswith("note: ")]
     assert len(notes) == 1 and f"took over the output lock of a run no longer running (pid {first.pid} " in notes[0]
     assert not list(out.glob(".fastdenoise.*.lock"))  # released at the end
+
+
+def test_links_planted_in_out_are_never_written_through(photos, tmp_path, rng):
+    out, outside = tmp_path / "run", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    kept = {name: rng.bytes(64) for name in ("config.json", "log.jsonl")}
+    for name, content in kept.items():
+        (outside / name).write_bytes(content)
+        (out / name).symlink_to(outside / name)
+    for name in ("last.pt", "best.safetensors", "model.safetensors"):  # dangling: a write through them creates a file
+        (out / name).symlink_to(outside / f"new-{name}")
+    refused = runner.invoke(app, train_args(photos, out, 2, "--val", str(photos), "--val-every", "1"))
+    assert refused.exit_code == 2
+    assert refused.output.strip() == f"error: {out / 'log.jsonl'}: is a symlink, not written through; remove it"
+    (out / "log.jsonl").unlink()
+    result = runner.invoke(app, train_args(photos, out, 2, "--val", str(photos), "--val-every", "1"))
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == kept  # nothing written or made outside OUT
+    written = ("config.json", "log.jsonl", "last.pt", "best.safetensors", "model.safetensors")
+    assert all((out / name).is_file() and not (out / name).is_symlink() for name in written)
