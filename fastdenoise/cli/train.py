@@ -143,6 +143,8 @@ def train(
             train_joint(replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)))
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
+    except OSError as err:  # disk full, read-only, no permission: one line
+        raise unwritable(err, out) from None
     except KeyboardInterrupt as err:
         raise stopped(err, out) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
@@ -186,7 +188,7 @@ def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, 
     be resumed, a missing DATA, or options of joint training without --task."""
     if (out / "last.pt").exists() and not resume:
         raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
-    stored = json.loads((out / "config.json").read_text()) if resume and (out / "config.json").is_file() else None
+    stored = read_config(out / "config.json") if resume and (out / "config.json").is_file() else None
     if data is None and stored is None:
         raise fail("missing DATA: the folder of clean training images "
                    "(only --resume of a run with a config.json may omit it)")
@@ -195,6 +197,17 @@ def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, 
     if task is None and joint_options:
         raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
                    "training: add --task")
+    return stored
+
+
+def read_config(path: Path) -> dict:
+    """A run's config.json as a dict; one line, exit 2, for one that is not (damaged, or not a config)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise fail(f"{path}: unreadable run config ({err})") from err
+    if not isinstance(stored, dict):
+        raise fail(f"{path}: not a run config (a JSON {type(stored).__name__})")
     return stored
 
 
@@ -221,6 +234,28 @@ def stopped(err: KeyboardInterrupt, out: Path) -> typer.Exit:
     typer.secho(f"stopped{at}: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume",
                 err=True, fg=typer.colors.YELLOW)
     return typer.Exit(code)
+
+
+def unwritable(err: OSError, out: Path) -> typer.Exit:
+    """The one line of a run stopped by a file it could not write, and its exit code: 3, as `run`'s, for a full or
+    read-only disk, else 1. The last checkpoint, written atomically, is intact."""
+    import errno
+
+    last = out / "last.pt"
+    kept = f"{last} keeps step {last_step(last)}: make room, then continue with --out {out} --resume"
+    code = 3 if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else 1
+    return fail(f"{err.filename or out}: cannot write it ({err.strerror or err}); "
+                f"{kept if last.is_file() else 'no checkpoint was saved'}", code=code)
+
+
+def last_step(path: Path) -> str:
+    """The step a checkpoint holds, '?' if it cannot be read."""
+    from fastdenoise.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return str(load_checkpoint(path).get("step", "?"))
+    except CheckpointError:
+        return "?"
 
 
 def given(ctx: typer.Context, name: str) -> bool:

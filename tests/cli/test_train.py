@@ -1,6 +1,7 @@
 """`fastdenoise train` as a user sees it: the progress line shows only known numbers, a steady ETA, one message on
 Ctrl-C, and a too-small image named by its file."""
 
+import errno
 import itertools
 import json
 import os
@@ -13,6 +14,7 @@ import sys
 import time
 
 import pytest
+import torch
 from conftest import ROOT
 from typer.testing import CliRunner
 
@@ -176,3 +178,74 @@ def test_links_planted_in_out_are_never_written_through(photos, tmp_path, rng):
     assert {p.name: p.read_bytes() for p in outside.iterdir()} == kept  # nothing written or made outside OUT
     written = ("config.json", "log.jsonl", "last.pt", "best.safetensors", "model.safetensors")
     assert all((out / name).is_file() and not (out / name).is_symlink() for name in written)
+
+
+def tamper(saved: dict, how: str) -> None:
+    if how == "missing":
+        del saved["scaler"]
+    elif how == "wrong type":
+        saved["optimizer"] = [1.0, 2.0]
+    elif how == "float step":
+        saved["step"] = 1e9
+    else:
+        saved["step"] = 10**9  # today: the run "finishes" at once
+
+
+@pytest.mark.parametrize("how,reason", [
+    ("missing", "no 'scaler' entry"), ("wrong type", "its 'optimizer' is a list, not a dict"),
+    ("float step", "its 'step' is a float, not an int"),
+    ("huge step", "its 'step' 1000000000 is not the step its LR schedule reached (2)"),
+])  # fmt: skip
+def test_a_tampered_checkpoint_is_refused_in_one_line_before_any_work(photos, tmp_path, how, reason):
+    out = tmp_path / "run"
+    assert runner.invoke(app, train_args(photos, out, 2)).exit_code == 0
+    saved = torch.load(out / "last.pt", weights_only=True)
+    tamper(saved, how)
+    torch.save(saved, out / "last.pt")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = runner.invoke(app, ["train", "-o", str(out), "--resume", "--steps", "6"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {out / 'last.pt'}: cannot resume: {reason}"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not even config.json rewritten
+
+
+class FullDisk:
+    """A file whose writes fail with ENOSPC once `room` bytes are written, as on a full disk."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_last_one(photos, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert runner.invoke(app, train_args(photos, out, 2)).exit_code == 0
+    kept = ("last.pt", "model.safetensors")  # config.json gets --steps 4, log.jsonl the rows of steps 3 and 4
+    names, before = sorted(os.listdir(out)), {name: (out / name).read_bytes() for name in kept}
+    save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, handle: save(obj, FullDisk(handle, 4096)))
+    result = runner.invoke(app, ["train", "-o", str(out), "--resume", "--steps", "4"])
+    assert result.exit_code == 3, result.output  # as `run`: stopped because OUT cannot be written
+    said = [line for line in result.output.splitlines() if not line.startswith("train ")]  # the bar's last frame
+    last = out / "last.pt"
+    assert said == [f"error: {last}: cannot write it ({os.strerror(errno.ENOSPC)}); {last} keeps step 2: make room, "
+                    f"then continue with --out {out} --resume"], result.output  # fmt: skip
+    assert {name: (out / name).read_bytes() for name in kept} == before and sorted(os.listdir(out)) == names
+    assert torch.load(last, weights_only=True)["step"] == 2
+
+
+@pytest.mark.parametrize("text,reason", [("{not json", "unreadable run config"), ("[1, 2]", "not a run config")])
+def test_a_damaged_config_json_is_one_line_on_resume(tmp_path, text, reason):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(text)
+    result = runner.invoke(app, ["train", "-o", str(tmp_path / "run"), "--resume"])
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith(f"error: {tmp_path / 'run' / 'config.json'}: {reason}")
