@@ -237,15 +237,16 @@ def stopped(err: KeyboardInterrupt, out: Path) -> typer.Exit:
 
 
 def unwritable(err: OSError, out: Path) -> typer.Exit:
-    """The one line of a run stopped by a file it could not write, and its exit code: 3, as `run`'s, for a full or
-    read-only disk, else 1. The last checkpoint, written atomically, is intact."""
+    """The one line of a run stopped by an OSError, and its exit code: 3, as `run`'s, for a full or read-only disk
+    (the last checkpoint, written atomically, is intact), else 1."""
     import errno
 
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return fail(f"{err.filename or out}: {err.strerror or err}", code=1)
     last = out / "last.pt"
-    kept = f"{last} keeps step {last_step(last)}: make room, then continue with --out {out} --resume"
-    code = 3 if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS) else 1
-    return fail(f"{err.filename or out}: cannot write it ({err.strerror or err}); "
-                f"{kept if last.is_file() else 'no checkpoint was saved'}", code=code)
+    kept = f"{last} keeps step {last_step(last)}" if last.is_file() else "no checkpoint was saved"
+    return fail(f"{err.filename or out}: cannot write it ({err.strerror}); {kept}: continue with --out {out} --resume "
+                "once OUT can be written", code=3)
 
 
 def last_step(path: Path) -> str:

@@ -236,8 +236,8 @@ def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_last_one(photos, tm
     assert result.exit_code == 3, result.output  # as `run`: stopped because OUT cannot be written
     said = [line for line in result.output.splitlines() if not line.startswith("train ")]  # the bar's last frame
     last = out / "last.pt"
-    assert said == [f"error: {last}: cannot write it ({os.strerror(errno.ENOSPC)}); {last} keeps step 2: make room, "
-                    f"then continue with --out {out} --resume"], result.output  # fmt: skip
+    assert said == [f"error: {last}: cannot write it ({os.strerror(errno.ENOSPC)}); {last} keeps step 2: continue with "
+                    f"--out {out} --resume once OUT can be written"], result.output  # fmt: skip
     assert {name: (out / name).read_bytes() for name in kept} == before and sorted(os.listdir(out)) == names
     assert torch.load(last, weights_only=True)["step"] == 2
 
