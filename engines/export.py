@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from fastdenoise.devices import DTYPES
-from fastdenoise.files import atomic_write
+from fastdenoise.files import atomic_write, check_replaceable
 from fastdenoise.model import STRIDE, Denoiser, fold_bn
 
 INPUT, OUTPUT = "image", "output"
@@ -114,6 +114,7 @@ def export_onnx(
     check: run the graph through onnxruntime on the `probes` shapes (unlike the example's) against eager before the
     file is written. timeout: seconds the exporter may take (None: no limit; enforced in the main thread only).
     """
+    check_replaceable(Path(path))  # before minutes of export: a FIFO or device at path stays as it is
     require_onnx()
     import onnx
 

@@ -98,8 +98,14 @@ def _read_safetensors(path: Path, with_meta: bool = False) -> Any:
 
 
 def save_checkpoint(state: dict, path: Path) -> None:
-    """Atomically write a training checkpoint (tensors and plain Python values only)."""
-    atomic_write(Path(path), lambda handle: torch.save(state, handle))
+    """Atomically write a training checkpoint (tensors and plain Python values only); a write that fails (disk full)
+    raises the OSError it met, naming path, and leaves the checkpoint there before intact."""
+    try:
+        atomic_write(Path(path), lambda handle: torch.save(state, handle))
+    except RuntimeError as err:  # torch's zip writer, closing after a failed write, hides that OSError under its own
+        if not isinstance(err.__context__, OSError):
+            raise
+        raise OSError(err.__context__.errno, err.__context__.strerror, str(path)) from None
 
 
 def load_checkpoint(path: Path) -> dict:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -79,6 +80,21 @@ def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb", uniqu
     """Call write(handle) on a fresh temporary file beside path, then put it at path (see `atomic_file`)."""
     with atomic_file(path, mode, unique, **options) as handle:
         write(handle)
+
+
+SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
+                 stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+
+
+def check_replaceable(path: Path) -> None:
+    """Raise ValueError naming path unless nothing is there, or a regular file or a symlink (which an atomic write
+    replaces, never writes through): a FIFO, device, socket or folder at the name is not for us to replace."""
+    try:
+        kind = stat.S_IFMT(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return
+    if kind in SPECIAL_FILES:
+        raise ValueError(f"{path}: is {SPECIAL_FILES[kind]}, not a regular file; not replaced")
 
 
 def open_own(path: Path, flags: int) -> int:

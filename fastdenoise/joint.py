@@ -23,6 +23,7 @@ from fastdenoise.checkpoint import load_denoiser, save_weights
 from fastdenoise.data import Batch
 from fastdenoise.devices import resolve_device
 from fastdenoise.distributed import shard_from_env
+from fastdenoise.files import atomic_write
 from fastdenoise.heads import TORCHVISION, head_names, load_head
 from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.images import list_images, load_rgb
@@ -369,14 +370,13 @@ def train_joint(cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None 
         model = Denoiser(DenoiserSpec(**t.spec))
     val_sigma = t.val_sigma if t.val_sigma is not None else sum(t.sigma) / 2
     validate = psnr_validator(Path(t.val), val_sigma, t.val_images) if t.val else None
-    out = Path(t.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "joint.json").write_text(json.dumps({**asdict(cfg), "objective": cfg.objective()}, indent=2))
+    text = json.dumps({**asdict(cfg), "objective": cfg.objective()}, indent=2).encode()
+    atomic_write(Path(t.out) / "joint.json", lambda handle: handle.write(text))  # makes OUT; replaces a planted link
     balanced = bool(cfg.balance)
     loss_fn = JointLoss(heads, GradientBalance(cfg.task_weights, balanced, cfg.balance_decay), TaskTarget(cfg.target),
                         cfg.ignore_index)
     trained = fit(model, loss_fn, sampler, t, validate, progress)
-    save_weights(trained.cpu(), out / "model.safetensors",  # type: ignore[arg-type]
+    save_weights(trained.cpu(), Path(t.out) / "model.safetensors",  # type: ignore[arg-type]
                  {"config": asdict(cfg), "objective": cfg.objective()})
     return trained  # type: ignore[return-value]
 

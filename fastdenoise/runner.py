@@ -76,15 +76,15 @@ class RunConfig:
 
 
 def check_folders(src: Path, dst: Path) -> None:
-    """Raise ValueError unless src is an existing folder (or image file) and dst is neither src (the file's folder),
-    inside it, nor a folder holding it."""
+    """Raise ValueError unless src is an existing folder (or image file) and dst is neither src (the file's folder, or
+    the folder of the file a linked src points to), inside it, nor a folder holding it."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise ValueError(f"{src}: input does not exist")
     if src.is_file():
         if dst.exists() and not dst.is_dir():
             raise ValueError(f"{dst}: output exists and is not a folder")
-        if dst.resolve() == src.parent.resolve():
+        if dst.resolve() in (src.parent.resolve(), src.resolve().parent):  # a linked input: its real file's folder too
             raise ValueError(f"{dst}: output folder may not be the input file's folder: the output could overwrite it")
         return
     if not src.is_dir():

@@ -34,9 +34,11 @@ from fastdenoise.train_config import RESUMABLE_CHANGES, TrainConfig
 from fastdenoise.train_state import (
     TrainState,
     build_state,
+    open_log,
     optimizer_step,
     resume,
     save_state,
+    saved_run,
     start_output,
     stateful,
     train_mode,
@@ -73,14 +75,16 @@ def fit(
     """
     shard = distributed.group_shard()
     device = resolve_device(distributed.shard_device(cfg.device, shard))
+    saved = saved_run(Path(cfg.out) / "last.pt", shard)  # read and checked before anything is written
     cfg = start_output(cfg, device, shard)
     amp = resolve_amp(cfg.amp, device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     state = build_state(model, cfg, device, amp, shard.world)
-    resume(state, Path(cfg.out) / "last.pt", batches, loss_fn, cfg, shard)
+    if saved is not None:
+        resume(state, saved, Path(cfg.out) / "last.pt", batches, loss_fn, cfg, shard.rank)
     loop = Loop(state, cfg, shard, wrap(state.model, cfg, device, shard.world), loss_fn, batches, device, amp, validate)
-    log = (Path(cfg.out) / "log.jsonl").open("a") if shard.rank == 0 else contextlib.nullcontext()
+    log = open_log(Path(cfg.out)) if shard.rank == 0 else contextlib.nullcontext()
     visible = progress and shard.rank == 0
     bar = progress_bar("train", "stats", remaining=False, transient=False, markup=False, enabled=visible)
     train_mode(state.model, cfg.freeze_bn)

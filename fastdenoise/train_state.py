@@ -6,9 +6,10 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from torch import Tensor, nn
@@ -16,6 +17,7 @@ from torch import Tensor, nn
 from fastdenoise import distributed
 from fastdenoise.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fastdenoise.data import Batch
+from fastdenoise.files import atomic_write, open_own
 from fastdenoise.losses import LossFn
 from fastdenoise.train_config import TrainConfig, lr_factor
 
@@ -69,8 +71,14 @@ def start_output(cfg: TrainConfig, device: torch.device, shard: distributed.Shar
         out.mkdir(parents=True, exist_ok=True)
         for leftover in out.glob(".*.part"):  # temporary files of a process that was killed while writing
             leftover.unlink(missing_ok=True)
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
+        text = json.dumps(asdict(cfg), indent=2).encode()
+        atomic_write(out / "config.json", lambda handle: handle.write(text))  # a link planted there is replaced
     return cfg
+
+
+def open_log(out: Path) -> IO[str]:
+    """OUT/log.jsonl opened to append rows, never through a link planted at its name (ValueError naming it)."""
+    return open(open_own(out / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")
 
 
 def build_state(model: nn.Module, cfg: TrainConfig, device: torch.device, amp: torch.dtype | None,
@@ -95,13 +103,49 @@ def stateful(loss_fn: Any) -> Any:
     return loss_fn if hasattr(loss_fn, "state_dict") and hasattr(loss_fn, "load_state_dict") else None
 
 
-def resume(state: TrainState, path: Path, batches: Any, loss_fn: Any, cfg: TrainConfig,
-           shard: distributed.Shard) -> None:  # fmt: skip
-    """Continue the run saved at `path` if there is one (rank 0 reads it and hands it to the others)."""
-    saved = distributed.from_rank0(lambda: load_checkpoint(path) if path.exists() else None, shard)
-    if saved is not None:
-        state.step, state.best, state.pixels = restore(saved, path, state, cfg)
-        restore_streams(saved, batches, stateful(loss_fn), shard.rank)
+# What restore and restore_streams read from last.pt: entry -> (its types, what a message calls them, required)
+ENTRIES: dict[str, tuple[Any, str, bool]] = {
+    "model": (dict, "a dict", True), "optimizer": (dict, "a dict", True), "scheduler": (dict, "a dict", True),
+    "scaler": (dict, "a dict", True), "batches": (dict, "a dict", True), "torch_rng": (Tensor, "a tensor", True),
+    "step": (int, "an int", True), "best": ((int, float), "a number", True), "pixels": (int, "an int", False),
+    "ema": ((dict, type(None)), "a dict", False), "loss": ((dict, type(None)), "a dict", False),
+    "ranks": (list, "a list", False),
+}  # fmt: skip
+
+
+def saved_run(path: Path, shard: distributed.Shard) -> dict | None:
+    """The checkpoint at path, checked (`check_saved`), if there is one: rank 0 reads it and hands it to the others."""
+    return distributed.from_rank0(lambda: check_saved(load_checkpoint(path), path) if path.exists() else None, shard)
+
+
+def check_saved(saved: Any, path: Path) -> dict:
+    """saved, if it holds every entry `restore` reads, of its type, at a step its LR schedule reached; else
+    CheckpointError naming path and the reason (a damaged or tampered file is refused before any work)."""
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"{path}: cannot resume: a {type(saved).__name__}, not a training checkpoint")
+    for key, (kinds, name, required) in ENTRIES.items():
+        if key not in saved and not required:
+            continue
+        if key not in saved:
+            raise CheckpointError(f"{path}: cannot resume: no {key!r} entry")
+        if not isinstance(saved[key], kinds) or isinstance(saved[key], bool):
+            raise CheckpointError(f"{path}: cannot resume: its {key!r} is a {type(saved[key]).__name__}, not {name}")
+    reached = saved["scheduler"].get("last_epoch")  # LambdaLR steps once per optimizer step
+    if saved["step"] < 0 or saved["step"] != reached:
+        raise CheckpointError(f"{path}: cannot resume: its 'step' {saved['step']} is not the step its LR schedule "
+                              f"reached ({reached})")
+    return saved
+
+
+def resume(state: TrainState, saved: dict, path: Path, batches: Any, loss_fn: Any, cfg: TrainConfig,
+           rank: int) -> None:  # fmt: skip
+    """Continue the run `saved` (read from `path` by `saved_run`) on this rank; CheckpointError if it does not load."""
+    state.step, state.best, state.pixels = restore(saved, path, state, cfg)
+    try:
+        restore_streams(saved, batches, stateful(loss_fn), rank)
+    except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as err:
+        detail = str(err)[:200]
+        raise CheckpointError(f"{path}: cannot resume: its sampler or RNG state does not load ({detail})") from err
 
 
 def restore(saved: dict, path: Path, state: TrainState, cfg: TrainConfig) -> tuple[int, float, int]:
@@ -113,14 +157,14 @@ def restore(saved: dict, path: Path, state: TrainState, cfg: TrainConfig) -> tup
         optimizer.load_state_dict(saved["optimizer"])
         if state.average is not None:
             state.average.model.load_state_dict(saved["ema"] if saved.get("ema") is not None else saved["model"])
-    except (KeyError, RuntimeError, ValueError) as err:
+        scheduler.load_state_dict(saved["scheduler"])
+        state.scaler.load_state_dict(saved["scaler"])
+    except (KeyError, IndexError, TypeError, RuntimeError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot resume, it does not match this model ({str(err)[:200]})") from err
-    scheduler.load_state_dict(saved["scheduler"])
     scheduler.base_lrs = [cfg.lr for _ in optimizer.param_groups]
     for group in optimizer.param_groups:
         group["initial_lr"], group["lr"] = cfg.lr, cfg.lr * lr_factor(cfg)(scheduler.last_epoch)
     scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]
-    state.scaler.load_state_dict(saved["scaler"])
     return saved["step"], saved["best"], saved.get("pixels", 0)
 
 

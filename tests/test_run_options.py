@@ -88,6 +88,19 @@ def test_one_file_as_input_denoises_only_it(tmp_path, make_image, weights):
                                       "the output could overwrite it")  # fmt: skip
 
 
+def test_a_linked_input_whose_real_file_is_in_output_is_refused_and_kept(tmp_path, make_image, weights):
+    real = tmp_path / "out" / "photo.png"
+    save_rgb(make_image(20, 20), real)
+    before = real.read_bytes()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "photo.png").symlink_to(real)
+    refused = run(tmp_path / "in" / "photo.png", tmp_path / "out", weights)
+    assert refused.exit_code == 2
+    assert refused.output.strip() == (f"error: {tmp_path / 'out'}: output folder may not be the input file's folder: "
+                                      "the output could overwrite it")  # fmt: skip
+    assert real.read_bytes() == before and sorted(p.name for p in real.parent.iterdir()) == ["photo.png"]
+
+
 def test_include_and_exclude_globs_narrow_the_run(tmp_path, make_image, weights):
     src, dst = tmp_path / "in", tmp_path / "out"
     for name in ("a.png", "b.jpg", "sub/c.png", "sub/d.png"):

@@ -113,6 +113,7 @@ def train(
         from fastdenoise.train import TrainConfig, train_denoiser
 
     joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
+    hold_run_folder(ctx, out)
     stored = stored_config(out, data, resume, task, any(joint_only))
     try:
         tasks = parse_tasks(task) if task is not None else ()
@@ -142,9 +143,44 @@ def train(
             train_joint(replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)))
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
+    except OSError as err:  # disk full, read-only, no permission: one line
+        raise unwritable(err, out) from None
     except KeyboardInterrupt as err:
         raise stopped(err, out) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
+
+
+def hold_run_folder(ctx: typer.Context, out: Path) -> None:
+    """Rank 0 holds OUT's lock (`lock.OutputLock`, as `run` does) until the command ends: a second `train` or `run` on
+    OUT stops at once naming the holder (one line, exit 2); the lock of a run that died is taken over with a note. A
+    folder made here for a command that then fails is removed again while empty."""
+    from fastdenoise import distributed
+    from fastdenoise.lock import OutputLock
+
+    if distributed.shard_from_env().rank != 0:  # the other ranks of a torchrun job write nothing to OUT
+        return
+    made = [folder for folder in (out, *out.parents) if not folder.exists()]  # innermost first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = OutputLock(out)
+    except OSError as err:
+        raise fail(f"{out}: cannot use it as the run folder ({err.strerror or err})") from err
+    except ValueError as err:  # LockError: another live run; or a link planted at the lock's name
+        raise fail(str(err)) from err
+    ctx.call_on_close(lambda: let_go(lock, made))
+    if lock.taken_over:
+        typer.secho(f"note: took over the output lock of a run no longer running ({lock.taken_over})", err=True,
+                    fg=typer.colors.YELLOW)
+
+
+def let_go(lock, made: list[Path]) -> None:
+    """Release the lock; remove the folders this command made (innermost first) while they are empty."""
+    lock.release()
+    for folder in made:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: the run wrote there
+            return
 
 
 def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, joint_options: bool) -> dict | None:
@@ -152,7 +188,7 @@ def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, 
     be resumed, a missing DATA, or options of joint training without --task."""
     if (out / "last.pt").exists() and not resume:
         raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
-    stored = json.loads((out / "config.json").read_text()) if resume and (out / "config.json").is_file() else None
+    stored = read_config(out / "config.json") if resume and (out / "config.json").is_file() else None
     if data is None and stored is None:
         raise fail("missing DATA: the folder of clean training images "
                    "(only --resume of a run with a config.json may omit it)")
@@ -161,6 +197,17 @@ def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, 
     if task is None and joint_options:
         raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
                    "training: add --task")
+    return stored
+
+
+def read_config(path: Path) -> dict:
+    """A run's config.json as a dict; one line, exit 2, for one that is not (damaged, or not a config)."""
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise fail(f"{path}: unreadable run config ({err})") from err
+    if not isinstance(stored, dict):
+        raise fail(f"{path}: not a run config (a JSON {type(stored).__name__})")
     return stored
 
 
@@ -189,6 +236,29 @@ def stopped(err: KeyboardInterrupt, out: Path) -> typer.Exit:
     return typer.Exit(code)
 
 
+def unwritable(err: OSError, out: Path) -> typer.Exit:
+    """The one line of a run stopped by an OSError, and its exit code: 3, as `run`'s, for a full or read-only disk
+    (the last checkpoint, written atomically, is intact), else 1."""
+    import errno
+
+    if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return fail(f"{err.filename or out}: {err.strerror or err}", code=1)
+    last = out / "last.pt"
+    kept = f"{last} keeps step {last_step(last)}" if last.is_file() else "no checkpoint was saved"
+    return fail(f"{err.filename or out}: cannot write it ({err.strerror}); {kept}: continue with --out {out} --resume "
+                "once OUT can be written", code=3)
+
+
+def last_step(path: Path) -> str:
+    """The step a checkpoint holds, '?' if it cannot be read."""
+    from fastdenoise.checkpoint import CheckpointError, load_checkpoint
+
+    try:
+        return str(load_checkpoint(path).get("step", "?"))
+    except CheckpointError:
+        return "?"
+
+
 def given(ctx: typer.Context, name: str) -> bool:
     """Whether option `name` was typed on the command line (not a default)."""
     source = ctx.get_parameter_source(name)
@@ -196,13 +266,14 @@ def given(ctx: typer.Context, name: str) -> bool:
 
 
 def resumed_config(ctx: typer.Context, cfg: "TrainConfig", stored: dict, out: Path) -> "TrainConfig":
-    """The stored run's config, with the options given on this command line that may change (steps, LR...).
+    """The stored run's config in folder `out`, with the options given on this command line that may change (steps,
+    LR...).
 
     An option given with another value than the run was started with is refused: it would silently make another run."""
     from fastdenoise.train import RESUMABLE_CHANGES, TrainConfig
 
     fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
-    merged = dict(stored)
+    merged = {**stored, "out": str(out)}  # a run lives in --out: a stored (copied, relative) out never redirects it
     for field, value in fresh.items():
         if field not in stored or field == "out" or not given(ctx, field):
             continue

@@ -1,15 +1,20 @@
 """`fastdenoise train` as a user sees it: the progress line shows only known numbers, a steady ETA, one message on
 Ctrl-C, and a too-small image named by its file."""
 
+import errno
 import itertools
+import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 
 import pytest
+import torch
 from conftest import ROOT
 from typer.testing import CliRunner
 
@@ -91,3 +96,156 @@ def test_ctrl_c_says_one_thing(photos, tmp_path):
     assert len(said) == 1 and re.fullmatch(
         rf"stopped at step \d+: the last checkpoint is {re.escape(str(out / 'last.pt'))}; continue with --out "
         rf"{re.escape(str(out))} --resume", said[0]), stdout + stderr  # fmt: skip
+
+
+def train_args(photos, out, steps: int, *extra: str) -> list[str]:
+    return ["train", str(photos), "-o", str(out), "--patch", "16", "--steps", str(steps), "--ckpt-every", "2", *FAST,
+            *extra]  # fmt: skip
+
+
+def test_resume_trains_in_the_out_given_never_where_config_json_points(photos, tmp_path, monkeypatch):
+    from fastdenoise.checkpoint import load_checkpoint
+
+    first, copy = tmp_path / "first", tmp_path / "copy"
+    assert runner.invoke(app, train_args(photos, first, 2)).exit_code == 0
+    shutil.copytree(first, copy)
+    before = {p.name: p.read_bytes() for p in first.iterdir()}
+    resumed = runner.invoke(app, ["train", "-o", str(copy), "--resume", "--steps", "4"])
+    assert resumed.exit_code == 0, resumed.output
+    assert {p.name: p.read_bytes() for p in first.iterdir()} == before  # the run the copy came from is untouched
+    assert load_checkpoint(copy / "last.pt")["step"] == 4
+    assert json.loads((copy / "config.json").read_text())["out"] == str(copy)
+    stored = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**stored, "out": "elsewhere"}))  # a relative out: not followed
+    monkeypatch.chdir(tmp_path)
+    again = runner.invoke(app, ["train", "-o", str(copy), "--resume", "--steps", "6"])
+    assert again.exit_code == 0, again.output
+    assert load_checkpoint(copy / "last.pt")["step"] == 6 and not (tmp_path / "elsewhere").exists()
+
+
+def start_training(photos, out):
+    """A long `fastdenoise train` in its own process, returned once it has logged a step."""
+    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16",
+            "--steps", "100000", "--ckpt-every", "100000", *FAST]  # fmt: skip
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1]
+        time.sleep(0.2)
+    return proc
+
+
+def test_a_second_train_on_one_out_stops_at_once_naming_the_holder(photos, tmp_path):
+    out = tmp_path / "run"
+    first = start_training(photos, out)
+    try:
+        second = runner.invoke(app, train_args(photos, out, 2))
+        resumed = runner.invoke(app, ["train", "-o", str(out), "--resume", "--steps", "2"])
+    finally:
+        first.kill()
+        first.communicate()
+    host = re.escape(socket.gethostname())
+    for refused in (second, resumed):
+        assert refused.exit_code == 2, refused.output
+        assert re.fullmatch(rf"error: {re.escape(str(out))}: another run is writing here \(pid {first.pid} on {host}, "
+                            r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; lock \.fastdenoise\.rank0\.lock\); .*",
+                            refused.output.strip()), refused.output  # fmt: skip
+    assert not (out / "last.pt").exists()  # neither wrote a checkpoint
+    after = runner.invoke(app, train_args(photos, out, 2))  # the killed holder left its lock file: taken over
+    assert after.exit_code == 0, after.output
+    notes = [line for line in after.output.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and f"took over the output lock of a run no longer running (pid {first.pid} " in notes[0]
+    assert not list(out.glob(".fastdenoise.*.lock"))  # released at the end
+
+
+def test_links_planted_in_out_are_never_written_through(photos, tmp_path, rng):
+    out, outside = tmp_path / "run", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    kept = {name: rng.bytes(64) for name in ("config.json", "log.jsonl")}
+    for name, content in kept.items():
+        (outside / name).write_bytes(content)
+        (out / name).symlink_to(outside / name)
+    for name in ("last.pt", "best.safetensors", "model.safetensors"):  # dangling: a write through them creates a file
+        (out / name).symlink_to(outside / f"new-{name}")
+    refused = runner.invoke(app, train_args(photos, out, 2, "--val", str(photos), "--val-every", "1"))
+    assert refused.exit_code == 2
+    assert refused.output.strip() == f"error: {out / 'log.jsonl'}: is a symlink, not written through; remove it"
+    (out / "log.jsonl").unlink()
+    result = runner.invoke(app, train_args(photos, out, 2, "--val", str(photos), "--val-every", "1"))
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_bytes() for p in outside.iterdir()} == kept  # nothing written or made outside OUT
+    written = ("config.json", "log.jsonl", "last.pt", "best.safetensors", "model.safetensors")
+    assert all((out / name).is_file() and not (out / name).is_symlink() for name in written)
+
+
+def tamper(saved: dict, how: str) -> None:
+    if how == "missing":
+        del saved["scaler"]
+    elif how == "wrong type":
+        saved["optimizer"] = [1.0, 2.0]
+    elif how == "float step":
+        saved["step"] = 1e9
+    else:
+        saved["step"] = 10**9  # today: the run "finishes" at once
+
+
+@pytest.mark.parametrize("how,reason", [
+    ("missing", "no 'scaler' entry"), ("wrong type", "its 'optimizer' is a list, not a dict"),
+    ("float step", "its 'step' is a float, not an int"),
+    ("huge step", "its 'step' 1000000000 is not the step its LR schedule reached (2)"),
+])  # fmt: skip
+def test_a_tampered_checkpoint_is_refused_in_one_line_before_any_work(photos, tmp_path, how, reason):
+    out = tmp_path / "run"
+    assert runner.invoke(app, train_args(photos, out, 2)).exit_code == 0
+    saved = torch.load(out / "last.pt", weights_only=True)
+    tamper(saved, how)
+    torch.save(saved, out / "last.pt")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    result = runner.invoke(app, ["train", "-o", str(out), "--resume", "--steps", "6"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == f"error: {out / 'last.pt'}: cannot resume: {reason}"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not even config.json rewritten
+
+
+class FullDisk:
+    """A file whose writes fail with ENOSPC once `room` bytes are written, as on a full disk."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_last_one(photos, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    assert runner.invoke(app, train_args(photos, out, 2)).exit_code == 0
+    kept = ("last.pt", "model.safetensors")  # config.json gets --steps 4, log.jsonl the rows of steps 3 and 4
+    names, before = sorted(os.listdir(out)), {name: (out / name).read_bytes() for name in kept}
+    save = torch.save
+    monkeypatch.setattr(torch, "save", lambda obj, handle: save(obj, FullDisk(handle, 4096)))
+    result = runner.invoke(app, ["train", "-o", str(out), "--resume", "--steps", "4"])
+    assert result.exit_code == 3, result.output  # as `run`: stopped because OUT cannot be written
+    said = [line for line in result.output.splitlines() if not line.startswith("train ")]  # the bar's last frame
+    last = out / "last.pt"
+    assert said == [f"error: {last}: cannot write it ({os.strerror(errno.ENOSPC)}); {last} keeps step 2: continue with "
+                    f"--out {out} --resume once OUT can be written"], result.output  # fmt: skip
+    assert {name: (out / name).read_bytes() for name in kept} == before and sorted(os.listdir(out)) == names
+    assert torch.load(last, weights_only=True)["step"] == 2
+
+
+@pytest.mark.parametrize("text,reason", [("{not json", "unreadable run config"), ("[1, 2]", "not a run config")])
+def test_a_damaged_config_json_is_one_line_on_resume(tmp_path, text, reason):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(text)
+    result = runner.invoke(app, ["train", "-o", str(tmp_path / "run"), "--resume"])
+    assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
+    assert result.output.startswith(f"error: {tmp_path / 'run' / 'config.json'}: {reason}")
