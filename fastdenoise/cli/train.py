@@ -102,6 +102,9 @@ def train(
     init: Annotated[Path | None, typer.Option(help=(
         "Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run."), exists=True,
         dir_okay=False)] = None,
+    noise_map: Annotated[bool, typer.Option(help=(
+        "Give the network the noise level as a fourth input channel (then run and eval need --sigma); --init with "
+        "blind weights starts it exactly where they are."))] = False,
 ) -> None:
     """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task).
 
@@ -110,6 +113,7 @@ def train(
     with starting():
         from fastdenoise.checkpoint import CheckpointError
         from fastdenoise.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
+        from fastdenoise.model import DenoiserSpec
         from fastdenoise.train import TrainConfig, train_denoiser
 
     joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
@@ -126,7 +130,10 @@ def train(
             batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every,
             seed=seed, device=device, amp=amp.value, compile=compile.value, schedule=schedule.value, ema=ema,
             loss=loss.value, sync_bn=sync_bn, freeze_bn=freeze_bn if freeze_bn is not None else init is not None,
+            spec=asdict(DenoiserSpec(noise_map=noise_map)),
         )  # fmt: skip
+        if noise_map and tasks:
+            raise ValueError("--noise-map trains the denoiser alone; joint training (--task) takes blind denoisers")
         if stored is not None:
             cfg = resumed_config(ctx, cfg, stored, out)
             data = Path(cfg.data)

@@ -249,3 +249,23 @@ def test_a_damaged_config_json_is_one_line_on_resume(tmp_path, text, reason):
     result = runner.invoke(app, ["train", "-o", str(tmp_path / "run"), "--resume"])
     assert result.exit_code == 2 and len(result.output.splitlines()) == 1, result.output
     assert result.output.startswith(f"error: {tmp_path / 'run' / 'config.json'}: {reason}")
+
+
+def test_noise_map_training_starts_from_blind_and_run_then_needs_the_level(photos, tmp_path):
+    from fastdenoise.checkpoint import DEFAULT_WEIGHTS, bundled_weights, load_denoiser
+
+    blind = bundled_weights().parent / DEFAULT_WEIGHTS
+    out = tmp_path / "cond"
+    args = ["train", str(photos), "--out", str(out), "--noise-map", "--sigma", "0-75", "--steps", "1", "--batch", "2",
+            "--patch", "24", "--init", str(blind), "--amp", "off"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "config.json").read_text())["spec"]["noise_map"] is True
+    assert load_denoiser(out / "model.safetensors").spec.noise_map
+    refused = runner.invoke(app, ["run", str(photos), str(tmp_path / "o"), "--weights", str(out / "model.safetensors")])
+    assert refused.exit_code == 2 and "takes the noise level; give --sigma S" in refused.output
+    ran = runner.invoke(app, ["run", str(photos), str(tmp_path / "o"), "--weights", str(out / "model.safetensors"),
+                              "--sigma", "25", "--backend", "eager"])  # fmt: skip
+    assert ran.exit_code == 0, ran.output
+    joint = runner.invoke(app, [*args[:2], "--out", str(tmp_path / "j"), "--noise-map", "--task", "classify"])
+    assert joint.exit_code == 2 and "--noise-map trains the denoiser alone" in joint.output
