@@ -39,6 +39,7 @@ class Item:
     mask: Path | None = None
     sigma: float | None = None  # --sigma auto: the estimated noise level (0-255) ...
     weights: Path | None = None  # ... and the weights it chose
+    level: float | None = None  # ... and the level they are bound to, where they take one (a noise-map model)
 
     @property
     def path(self) -> Path:
@@ -149,7 +150,8 @@ def routed(item: Item) -> dict:
     """The row fields of `--sigma auto`: the estimated noise level and the weights that ran."""
     if item.sigma is None:
         return {}
-    return {"sigma_est": round(item.sigma, 2), "weights": item.weights.stem if item.weights else None}
+    level = {} if item.level is None else {"level": item.level}
+    return {"sigma_est": round(item.sigma, 2), "weights": item.weights.stem if item.weights else None} | level
 
 
 def triage(

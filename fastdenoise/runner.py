@@ -252,13 +252,13 @@ def route(run: Run, item: Item, image: np.ndarray) -> Item | None:
     where no estimate can be made)."""
     tick = time.perf_counter()
     try:
-        sigma, weights = run.router.weights(image)  # type: ignore[union-attr]
+        sigma, weights, level = run.router.weights(image)  # type: ignore[union-attr]
     except ValueError as err:
         run.error(item, f"cannot estimate its noise level ({err}); run it with --sigma S")
         return None
     finally:
         run.summary.stages["estimate"] += time.perf_counter() - tick
-    return replace(item, sigma=sigma, weights=weights)
+    return replace(item, sigma=sigma, weights=weights, level=level)
 
 
 def compute(run: Run, group: list[tuple[Item, np.ndarray]], writes: Writes) -> None:
@@ -266,7 +266,8 @@ def compute(run: Run, group: list[tuple[Item, np.ndarray]], writes: Writes) -> N
     memory, say) gives each of its images an error row and the run goes on."""
     try:
         images = [image for _, image in group]
-        backend = run.backend if run.router is None else run.router.backend(group[0][0].weights)
+        first = group[0][0]
+        backend = run.backend if run.router is None else run.router.backend(first.weights, first.level)
         results, predictions, problems = denoise_group(backend, run.predictor, images, run.cfg, run.summary.stages)
     except GroupError as err:
         for item, _ in group:
@@ -280,9 +281,10 @@ def compute(run: Run, group: list[tuple[Item, np.ndarray]], writes: Writes) -> N
 
 
 def batch_key(cfg: RunConfig) -> Callable[[tuple[Item, np.ndarray]], tuple | None]:
-    """Images batch by exact size (each gets exactly what it would alone) and weights (--sigma auto); one larger than
-    the tile goes alone."""
-    return lambda pair: None if max(pair[1].shape[:2]) > cfg.tile else (*pair[1].shape[:2], pair[0].weights)
+    """Images batch by exact size (each gets exactly what it would alone) and weights and level (--sigma auto); one
+    larger than the tile goes alone."""
+    return lambda pair: None if max(pair[1].shape[:2]) > cfg.tile else (*pair[1].shape[:2], pair[0].weights,
+                                                                         pair[0].level)  # fmt: skip
 
 
 def denoise_folder(

@@ -62,6 +62,16 @@ def choose_weights(model: str | None, weights: Path | None, sigma: float | None,
     return folder / DEFAULT_WEIGHTS
 
 
+def takes_level(weights: Path) -> bool:
+    """Whether the weights are a noise-map model (a file that cannot load says so later, where it is loaded)."""
+    from fastdenoise.checkpoint import CheckpointError, load_denoiser
+
+    try:
+        return load_denoiser(Path(weights)).spec.noise_map
+    except (CheckpointError, ValueError, OSError):
+        return False
+
+
 def estimate_sigma(image: np.ndarray) -> float:
     """Noise level (0-255 units) of an 8-bit image with additive white Gaussian noise: the PCA estimate, mapped
     through CALIBRATION (clipping to 0-255 lowers the raw estimate at high sigma, texture raises it at low sigma)."""
@@ -103,22 +113,33 @@ def raw_sigma(image: np.ndarray, patch: int = 7, samples: int = 60_000, seed: in
 
 class SigmaRouter:
     """`run --sigma auto`: each image's noise level is estimated (`estimate_sigma`) and the weights `choose(sigma)`
-    names run it (by default the bundled per-sigma model nearest the estimate, blind where none is bundled); each
-    weights file's backend is built once, on first use, by `build`."""
+    names run it (by default the bundled per-sigma model nearest the estimate, blind where none is bundled); weights
+    that `takes_level` (a noise-map model) run bound to the estimate on a LEVEL_STEP grid. Each weights file and level
+    gets its backend once, on first use, from `build(weights, level)`."""
 
-    def __init__(self, build: Callable[[Path], object], choose: Callable[[float], Path] | None = None) -> None:
-        self.build, self.built = build, {}
+    def __init__(self, build: Callable[[Path, float | None], object], choose: Callable[[float], Path] | None = None,
+                 takes_level: Callable[[Path], bool] = lambda weights: False) -> None:  # fmt: skip
+        self.build, self.built, self.takes_level = build, {}, takes_level
         self.choose = choose or (lambda sigma: choose_weights(None, None, sigma))
 
-    def weights(self, image: np.ndarray) -> tuple[float, Path]:
-        """The image's estimated noise level (0-255) and the weights chosen for it."""
+    def weights(self, image: np.ndarray) -> tuple[float, Path, float | None]:
+        """The image's estimated noise level (0-255), the weights chosen for it and the level they are bound to."""
         sigma = estimate_sigma(image)
-        return sigma, Path(self.choose(sigma))
+        weights = Path(self.choose(sigma))
+        return sigma, weights, grid_level(sigma) if self.takes_level(weights) else None
 
-    def backend(self, weights: Path):
-        if weights not in self.built:
-            self.built[weights] = self.build(weights)
-        return self.built[weights]
+    def backend(self, weights: Path, level: float | None = None):
+        if (weights, level) not in self.built:
+            self.built[weights, level] = self.build(weights, level)
+        return self.built[weights, level]
+
+
+LEVEL_STEP = 2.5  # --sigma auto binds a noise-map model to the estimate rounded to this: at most 31 backends to 75
+
+
+def grid_level(sigma: float) -> float:
+    """The estimate on the LEVEL_STEP grid, within the 0-75 a noise-map model is trained for."""
+    return min(max(round(sigma / LEVEL_STEP) * LEVEL_STEP, 0.0), 75.0)
 
 
 class SelfEnsemble:

@@ -97,7 +97,7 @@ def test_sigma_auto_routes_each_image_to_the_weights_nearest_its_estimate(zoo, m
         save_rgb(to_uint8(add_noise(make_image(96, 120), sigma, 7, i)), src / name)
     build = lambda path: make_backend(load_denoiser(path), BackendConfig(device="cpu", precision="fp32"))
     built: list[str] = []
-    router = SigmaRouter(lambda p: built.append(p.stem) or build(p), lambda s: choose_weights(None, None, s, zoo))
+    router = SigmaRouter(lambda p, level: built.append(p.stem) or build(p), lambda s: choose_weights(None, None, s, zoo))
     cfg = RunConfig(loader="pil", workers=1, batch=4)
     summary = denoise_folder(src, tmp_path / "out", build(zoo / "blind.safetensors"), cfg, router=router)
     rows = {r["input"]: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
@@ -133,3 +133,36 @@ def test_run_sigma_auto_on_the_cli_records_estimates_and_refuses_what_it_cannot_
     assert refused.output.strip() == said
     bad = CliRunner().invoke(app, [*common, "--sigma", "300"])
     assert bad.exit_code == 2 and bad.output.strip() == "error: --sigma: '300' is not a noise level in 0-255 or 'auto'"
+
+
+def test_sigma_auto_binds_a_noise_map_model_to_each_images_estimate(tmp_path, make_image):
+    """A noise-map model under --sigma auto: each image runs at its own estimate (on the LEVEL_STEP grid), and its
+    output is what `--sigma <that level>` gives it."""
+    from helpers import SMALL, randomize_bn
+    from typer.testing import CliRunner
+
+    from fastdenoise.checkpoint import save_weights
+    from fastdenoise.cli import app
+    from fastdenoise.images import load_rgb, save_rgb
+    from fastdenoise.model import Denoiser, with_noise_map
+    from fastdenoise.zoo import grid_level
+
+    model = with_noise_map(randomize_bn(Denoiser(SMALL)))
+    torch.nn.init.normal_(model.conv0[0].weight[:, 3:], std=0.5)
+    save_weights(model, tmp_path / "cond.safetensors")
+    src = tmp_path / "in"
+    for i, sigma in enumerate((10, 45)):
+        save_rgb(to_uint8(add_noise(make_image(64, 80), sigma, 3, i)), src / f"n{sigma}.png")
+    common = ["--weights", str(tmp_path / "cond.safetensors"), "--device", "cpu", "--backend", "eager", "--loader",
+              "pil", "--precision", "fp32"]  # fmt: skip
+    result = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "auto"), "--sigma", "auto", *common])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "auto" / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(r["level"] for r in rows) == sorted(grid_level(r["sigma_est"]) for r in rows)
+    assert len({r["level"] for r in rows}) == 2
+    for row in rows:
+        fixed = tmp_path / f"at-{row['level']}"
+        one = CliRunner().invoke(app, ["run", str(src / row["input"]), str(fixed), "--sigma", str(row["level"]),
+                                       *common])  # fmt: skip
+        assert one.exit_code == 0, one.output
+        assert np.array_equal(load_rgb(tmp_path / "auto" / row["output"]), load_rgb(fixed / row["output"]))

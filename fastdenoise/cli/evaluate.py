@@ -40,7 +40,7 @@ def evaluate_cmd(
         from rich.table import Table
 
         from fastdenoise.evaluate import backend_denoiser, evaluate, write_results
-        from fastdenoise.zoo import choose_weights
+        from fastdenoise.zoo import choose_weights, takes_level
     backend, precision = backend.value, precision.value  # the library's str
 
     if not data.is_dir():
@@ -74,12 +74,3 @@ def evaluate_cmd(
     write_results([result], out, meta)
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
 
-
-def takes_level(path) -> bool:
-    """Whether the weights at `path` are a noise-map model (a file that cannot load fails later, with its error)."""
-    from fastdenoise.checkpoint import CheckpointError, load_denoiser
-
-    try:
-        return load_denoiser(path).spec.noise_map
-    except (CheckpointError, ValueError, OSError):
-        return False

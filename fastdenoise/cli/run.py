@@ -98,7 +98,7 @@ def run(
         from fastdenoise.autoselect import describe_backend
         from fastdenoise.predictions import TaskConfig
         from fastdenoise.runner import RunConfig, check_folders, plan_run
-        from fastdenoise.zoo import choose_weights, task_model
+        from fastdenoise.zoo import choose_weights, takes_level, task_model
     backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
     on_ray = executor is Executor.RAY
@@ -121,6 +121,8 @@ def run(
     if plan is not None:
         typer.echo(plan.line())
         return
+    if auto and takes_level(choose_weights(model, weights, None)):
+        level = 25.0  # a noise-map model under --sigma auto: the router binds each image's level; this one is a stand-in
     network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
                                         model, level, ensemble, trust_engine,
                                         build=not on_ray)  # on Ray: a BackendConfig, built by each actor
@@ -231,13 +233,14 @@ def refuse_conflicts(
 def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, model: str | None, weights: Path | None):
     """--sigma auto: a router whose default weights' backend is the one already built; the others are built on the
     same device, backend kind and precision when an image first needs them."""
-    from fastdenoise.zoo import SigmaRouter, choose_weights
+    from fastdenoise.zoo import SigmaRouter, choose_weights, takes_level
 
     router = SigmaRouter(
-        lambda path: backend_options(path, backend, str(denoiser.device), precision, None, None, None, ensemble)[1],
-        lambda s: choose_weights(model, weights, s),
-    )
-    router.built[choose_weights(model, weights, None)] = denoiser
+        lambda path, level: backend_options(path, backend, str(denoiser.device), precision, None, None, level,
+                                            ensemble)[1],
+        lambda s: choose_weights(model, weights, s), takes_level,
+    )  # fmt: skip
+    router.built[choose_weights(model, weights, None), None] = denoiser
     return router
 
 
