@@ -122,7 +122,7 @@ def run(
         typer.echo(plan.line())
         return
     if auto and takes_level(choose_weights(model, weights, None)):
-        level = 25.0  # a noise-map model under --sigma auto: the router binds each image's level; this one is a stand-in
+        level = 25.0  # a noise-map model under --sigma auto: the router binds each image's level; this is a stand-in
     network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
                                         model, level, ensemble, trust_engine,
                                         build=not on_ray)  # on Ray: a BackendConfig, built by each actor
