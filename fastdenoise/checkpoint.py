@@ -20,11 +20,15 @@ class CheckpointError(ValueError):
     """A weights or checkpoint file that cannot be used; the message names the file and the reason."""
 
 
-def save_weights(model: Denoiser, path: Path, card: dict | None = None) -> None:
-    """Write the model's fp32 state dict as safetensors, with its spec (and an optional card) as metadata."""
+def save_weights(model: Denoiser, path: Path, card: dict | None = None, half: bool = False) -> None:
+    """Write the model's fp32 (or, `half`, fp16: half the bytes) state dict as safetensors, with its spec (and an
+    optional card) as metadata. Loading turns either into the fp32 model."""
     from safetensors.torch import save
 
-    state = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items() if v.is_floating_point()}
+    dtype = torch.float16 if half else torch.float32
+    state = {k: v.detach().to(dtype).cpu().contiguous() for k, v in model.state_dict().items() if v.is_floating_point()}
+    if half and not all(bool(torch.isfinite(v).all()) for v in state.values()):
+        raise ValueError(f"{path}: these weights overflow fp16; save them in fp32")
     meta = {"spec": json.dumps(asdict(model.spec)), "format": "fastdenoise-denoiser-v1"}
     if card:
         meta["card"] = json.dumps(card)

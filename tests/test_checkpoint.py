@@ -116,3 +116,25 @@ def test_weights_with_a_250_byte_name_are_saved(tmp_path):
     path = tmp_path / ("w" * 238 + ".safetensors")
     save_weights(Denoiser(SMALL), path)
     assert load_denoiser(path).spec == SMALL and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_half_precision_weights_are_half_the_bytes_and_load_as_the_fp32_model(tmp_path):
+    from helpers import SMALL, randomize_bn
+
+    from fastdenoise.checkpoint import load_denoiser, save_weights
+    from fastdenoise.model import Denoiser
+
+    model = randomize_bn(Denoiser(SMALL))
+    save_weights(model, tmp_path / "full.safetensors")
+    save_weights(model, tmp_path / "half.safetensors", half=True)
+    full, half = (tmp_path / "full.safetensors").stat().st_size, (tmp_path / "half.safetensors").stat().st_size
+    assert half < 0.6 * full
+    loaded = load_denoiser(tmp_path / "half.safetensors")
+    assert next(loaded.parameters()).dtype == torch.float32
+    x = torch.rand(2, 3, 20, 24)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model(x), atol=2e-3)
+    with torch.no_grad():
+        model.conv0[0].weight[0, 0, 0, 0] = 1e6  # past fp16's range
+    with pytest.raises(ValueError, match="overflow fp16"):
+        save_weights(model, tmp_path / "big.safetensors", half=True)
