@@ -11,6 +11,9 @@ Dry run on the CPU (tiny):
 On the device (data carried in an ignored folder, e.g. .gl/cbsd432 and .gl/cbsd68):
     python campaign/gpu_stretch.py --data .gl/cbsd432 --val .gl/cbsd68 --init campaign/blind/last.pt \
         --out "$OUT/gpu-blind" --seconds 420
+Issue 25's call (the noise-map model, sigma 0-75, half the patches stored as JPEG 70-95; first in line for a GPU):
+    python campaign/gpu_stretch.py --data .gl/cbsd432 --val .gl/cbsd68 --init fastdenoise/weights/blind.safetensors \
+        --noise-map --sigma 0-75 --jpeg 70-95 --out "$OUT/gpu-cond" --seconds 480
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import torch
 
 from fastdenoise.checkpoint import load_checkpoint, load_denoiser, save_weights
 from fastdenoise.data import Batch, PatchSampler, load_folder
+from fastdenoise.model import with_noise_map
 from fastdenoise.train import LOSSES, TrainConfig, TrainingStopped, fit, psnr_validator
 
 
@@ -45,7 +49,9 @@ class Prefetch:
     def fill(self) -> None:
         while True:
             batch = next(self.sampler)
-            self.queue.put(Batch(batch.noisy.pin_memory(), batch.clean.pin_memory()) if torch.cuda.is_available() else batch)
+            pinned = lambda t: None if t is None else t.pin_memory()
+            self.queue.put(Batch(*map(pinned, (batch.noisy, batch.clean, batch.target, batch.sigma)))
+                           if torch.cuda.is_available() else batch)  # fmt: skip
 
     def __iter__(self) -> Prefetch:
         return self
@@ -75,15 +81,23 @@ def main() -> None:
     parser.add_argument("--sigma", default="5-60")
     parser.add_argument("--compile", default="on")
     parser.add_argument("--val-images", type=int, default=12)
+    parser.add_argument("--noise-map", action="store_true", help="train the noise-map model (blind --init is widened)")
+    parser.add_argument("--jpeg", default=None, help="quality range lo-hi: a share of the patches stored as JPEG")
+    parser.add_argument("--jpeg-share", type=float, default=0.5)
     args = parser.parse_args()
     lo, hi = (float(v) for v in args.sigma.split("-"))
+    model = load_denoiser(args.init)  # a campaign checkpoint gives its weight average
+    if args.noise_map and not model.spec.noise_map:
+        model = with_noise_map(model)  # step 0 computes what the blind init computes
+    jpeg = tuple(int(q) for q in args.jpeg.split("-")) if args.jpeg else None
     cfg = TrainConfig(
         data=str(args.data), out=str(args.out), val=str(args.val) if args.val else None, sigma=(lo, hi), patch=args.patch,
         batch=args.batch, steps=10**9, lr=args.lr, schedule="constant", ema=args.ema, warmup=100, val_every=2000,
         val_images=args.val_images, ckpt_every=2000, log_every=50, device=args.device, amp="auto", compile=args.compile,
+        spec=asdict(model.spec), jpeg=jpeg, jpeg_share=args.jpeg_share,
     )  # fmt: skip
-    model = load_denoiser(args.init)  # a campaign checkpoint gives its weight average
-    sampler = Prefetch(PatchSampler(load_folder(args.data), cfg.patch, cfg.batch, cfg.sigma, cfg.seed))
+    sampler = Prefetch(PatchSampler(load_folder(args.data), cfg.patch, cfg.batch, cfg.sigma, cfg.seed, jpeg=jpeg,
+                                    jpeg_share=args.jpeg_share))  # fmt: skip
     validate = psnr_validator(args.val, 32.5, args.val_images) if args.val else None
     timer = threading.Timer(args.seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
     timer.daemon = True

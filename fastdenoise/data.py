@@ -3,12 +3,14 @@ drawn on the fly."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import Tensor
 
 from fastdenoise.images import list_images, load_rgb
@@ -42,15 +44,26 @@ def load_folder(root: Path, limit: int | None = None) -> list[np.ndarray]:
     return [load_rgb(p) for p in folder_images(root, limit)]
 
 
+def jpeg_roundtrip(image: Tensor, quality: int) -> Tensor:
+    """(3, H, W) in [0, 1] as a camera stores it: clipped, 8-bit, JPEG at `quality` with 4:2:0 chroma, decoded."""
+    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, subsampling=2)
+    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
+    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).float() / 255.0
+
+
 class PatchSampler:
     """Infinite iterator of `Batch`es: random patches, each one of the 8 flips/rotations (rotate=False: flipped
-    left-right or not, for heads that know which way is up), Gaussian noise of a sigma uniform in the range per patch.
+    left-right or not, for heads that know which way is up), Gaussian noise of a sigma uniform in the range per patch;
+    with `jpeg` (a quality range), a `jpeg_share` of the noisy patches then stored as JPEG (`jpeg_roundtrip`).
     target: (N,) `labels` of the picked images, (N, P, P) crops of their `masks` (augmented alike), or None. Its whole
     state is one torch.Generator, so a resumed run repeats exactly."""
 
     def __init__(self, images: Sequence[np.ndarray], patch: int, batch: int, sigma: tuple[float, float], seed: int,
                  names: Sequence[str] | None = None, labels: Sequence[int] | None = None,
-                 masks: Sequence[np.ndarray] | None = None, rotate: bool = True) -> None:  # fmt: skip
+                 masks: Sequence[np.ndarray] | None = None, rotate: bool = True,
+                 jpeg: tuple[int, int] | None = None, jpeg_share: float = 0.5) -> None:  # fmt: skip
         if labels is not None and masks is not None:
             raise ValueError("give labels (classification) or masks (segmentation), not both")
         for name, items in (("labels", labels), ("masks", masks)):
@@ -65,6 +78,7 @@ class PatchSampler:
             raise ValueError("every mask must have its image's height and width")
         self.images, self.patch, self.batch, self.sigma = images, patch, batch, sigma
         self.labels, self.masks, self.rotate = labels, masks, rotate
+        self.jpeg, self.jpeg_share = jpeg, jpeg_share
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> PatchSampler:
@@ -91,6 +105,11 @@ class PatchSampler:
         lo, hi = self.sigma
         sigma = lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)
         noisy = clean + torch.randn(clean.shape, generator=g) * (sigma / 255.0)
+        if self.jpeg is not None:  # drawn only then: a run without it keeps its random stream
+            stored = torch.rand(n, generator=g) < self.jpeg_share
+            qualities = torch.randint(self.jpeg[0], self.jpeg[1] + 1, (n,), generator=g)
+            for k in stored.nonzero().flatten().tolist():
+                noisy[k] = jpeg_roundtrip(noisy[k], int(qualities[k]))
         labels = torch.tensor([self.labels[i] for i in picks]) if self.labels is not None else None
         return Batch(noisy, clean, labels if labels is not None else masks, sigma.flatten())
 

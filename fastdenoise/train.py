@@ -259,7 +259,8 @@ def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: d
             raise ValueError(f"{init}: its architecture {asdict(start.spec)} differs from train.spec {cfg.spec}")
         model.load_state_dict(start.state_dict())
     batch, seed = distributed.rank_batch(cfg.batch, shard), distributed.rank_seed(cfg.seed, shard)
-    sampler = PatchSampler(images, cfg.patch, batch, cfg.sigma, seed, names=[str(p) for p in paths])
+    sampler = PatchSampler(images, cfg.patch, batch, cfg.sigma, seed, names=[str(p) for p in paths],
+                           jpeg=tuple(cfg.jpeg) if cfg.jpeg else None, jpeg_share=cfg.jpeg_share)  # fmt: skip
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2
     validate = psnr_validator(Path(cfg.val), val_sigma, cfg.val_images) if cfg.val and shard.rank == 0 else None
     trained = fit(model, LOSSES[cfg.loss], sampler, cfg, validate, progress)

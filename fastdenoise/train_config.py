@@ -38,6 +38,8 @@ class TrainConfig:
     ckpt_every: int = 250
     log_every: int = 10
     seed: int = 0
+    jpeg: tuple[int, int] | None = None  # JPEG quality range: a share of the noisy patches stored as JPEG (8-bit, 4:2:0)
+    jpeg_share: float = 0.5  # ... that share of them, when `jpeg` is set
     device: str = "auto"
     amp: str = "auto"  # auto | off | bf16 | fp16
     compile: str = "auto"  # auto | on | off
@@ -65,6 +67,10 @@ class TrainConfig:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"ema must be a decay in [0, 1), got {self.ema}")
+        if self.jpeg is not None and not 1 <= self.jpeg[0] <= self.jpeg[1] <= 100:
+            raise ValueError(f"jpeg must be a quality range lo-hi within 1-100, got {self.jpeg}")
+        if not 0.0 <= self.jpeg_share <= 1.0:
+            raise ValueError(f"jpeg_share must be in [0, 1], got {self.jpeg_share}")
 
 
 # Options that may change when a run is resumed; every other one is the run's identity.

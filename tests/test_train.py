@@ -212,3 +212,21 @@ def test_losses_are_selectable_and_validated(image_folder, tmp_path):
     model = Denoiser(SMALL)
     values = {name: fn(model, batch)[0].item() for name, fn in LOSSES.items()}
     assert values["mse"] < values["l1"] < values["charbonnier"] + 1e-3  # on [0, 1] errors, d^2 < |d|
+
+
+def test_jpeg_share_stores_that_share_of_noisy_patches_as_camera_jpegs(image_folder):
+    from fastdenoise.data import jpeg_roundtrip
+
+    images = load_folder(image_folder)
+    plain = next(PatchSampler(images, 24, 64, (25, 25), seed=3))
+    mixed = next(PatchSampler(images, 24, 64, (25, 25), seed=3, jpeg=(75, 75), jpeg_share=0.5))
+    assert torch.equal(plain.clean, mixed.clean)  # the same crops and noise; only the storage differs
+    changed = [not torch.equal(a, b) for a, b in zip(plain.noisy, mixed.noisy)]
+    assert 16 <= sum(changed) <= 48
+    for k in [i for i, c in enumerate(changed) if c][:4]:
+        assert torch.equal(mixed.noisy[k], jpeg_roundtrip(plain.noisy[k], 75))
+        assert mixed.noisy[k].mul(255).sub(mixed.noisy[k].mul(255).round()).abs().max() < 1e-3  # 8-bit levels
+    again = next(PatchSampler(images, 24, 64, (25, 25), seed=3, jpeg=(75, 75), jpeg_share=0.5))
+    assert torch.equal(again.noisy, mixed.noisy)  # seeded: a resumed run repeats
+    with pytest.raises(ValueError, match="jpeg must be a quality range"):
+        TrainConfig(data=".", out=".", jpeg=(90, 80))

@@ -102,6 +102,11 @@ def train(
     init: Annotated[Path | None, typer.Option(help=(
         "Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run."), exists=True,
         dir_okay=False)] = None,
+    jpeg: Annotated[str | None, typer.Option(help=(
+        "Store a share of the noisy patches as JPEG of a quality in this range (e.g. 70-95, 4:2:0 chroma), as cameras "
+        "save noisy photos."))] = None,
+    jpeg_share: Annotated[float, typer.Option(help="The share of patches --jpeg stores as JPEG.", min=0.0,
+                                              max=1.0)] = 0.5,
     noise_map: Annotated[bool, typer.Option(help=(
         "Give the network the noise level as a fourth input channel (then run and eval need --sigma); --init with "
         "blind weights starts it exactly where they are."))] = False,
@@ -131,6 +136,7 @@ def train(
             seed=seed, device=device, amp=amp.value, compile=compile.value, schedule=schedule.value, ema=ema,
             loss=loss.value, sync_bn=sync_bn, freeze_bn=freeze_bn if freeze_bn is not None else init is not None,
             spec=asdict(DenoiserSpec(noise_map=noise_map)),
+            jpeg=tuple(int(q) for q in parse_range(jpeg)) if jpeg else None, jpeg_share=jpeg_share,
         )  # fmt: skip
         if noise_map and tasks:
             raise ValueError("--noise-map trains the denoiser alone; joint training (--task) takes blind denoisers")
