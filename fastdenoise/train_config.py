@@ -38,7 +38,7 @@ class TrainConfig:
     ckpt_every: int = 250
     log_every: int = 10
     seed: int = 0
-    jpeg: tuple[int, int] | None = None  # JPEG quality range: a share of the noisy patches stored as JPEG (8-bit, 4:2:0)
+    jpeg: tuple[int, int] | None = None  # a JPEG quality range: a share of the noisy patches stored as JPEG (4:2:0)
     jpeg_share: float = 0.5  # ... that share of them, when `jpeg` is set
     device: str = "auto"
     amp: str = "auto"  # auto | off | bf16 | fp16
