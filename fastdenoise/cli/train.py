@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from fastdenoise import interrupts
 from fastdenoise.cli.common import Amp, DeviceOpt, Loss, Schedule, Switch, Target, fail, starting
 
 if TYPE_CHECKING:
@@ -18,7 +19,7 @@ def interrupt_on_sigterm() -> None:
     import signal
 
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+        raise interrupts.Terminated  # told apart from Ctrl-C: exit 143
 
     signal.signal(signal.SIGTERM, handler)
 
@@ -239,7 +240,8 @@ def stopped(err: KeyboardInterrupt, out: Path) -> typer.Exit:
     """The one message of a stopped run (SIGINT or SIGTERM) and its exit code, 128 + the signal's number."""
     import signal
 
-    code = 143 if getattr(err, "signum", None) == signal.SIGTERM else 130
+    sigterm = getattr(err, "signum", None) == signal.SIGTERM or isinstance(err, interrupts.Terminated)
+    code = 143 if sigterm else 130
     step = getattr(err, "step", None)  # TrainingStopped: fit saved a checkpoint at this step
     if step is None and not (out / "last.pt").is_file():
         return fail("interrupted before the first checkpoint", code=code)

@@ -269,3 +269,18 @@ def test_noise_map_training_starts_from_blind_and_run_then_needs_the_level(photo
     assert ran.exit_code == 0, ran.output
     joint = runner.invoke(app, [*args[:2], "--out", str(tmp_path / "j"), "--noise-map", "--task", "classify"])
     assert joint.exit_code == 2 and "--noise-map trains the denoiser alone" in joint.output
+
+
+def test_sigterm_before_the_first_checkpoint_is_exit_143_not_130(tmp_path):
+    from fastdenoise import interrupts
+    from fastdenoise.cli.train import interrupt_on_sigterm, stopped
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        interrupt_on_sigterm()
+        with pytest.raises(interrupts.Terminated) as raised:
+            signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert stopped(raised.value, tmp_path).exit_code == 143
+    assert stopped(KeyboardInterrupt(), tmp_path).exit_code == 130
