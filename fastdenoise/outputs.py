@@ -189,9 +189,10 @@ def triage(
     return Item(entry, out, st.st_size, st.st_mtime_ns, mask)
 
 
-def reference_scores(ref: Path, rel: str, image: np.ndarray) -> dict:
+def reference_scores(ref: Path, rel: str, image: np.ndarray, max_pixels: int | None = None) -> dict:
     """PSNR and SSIM of a denoised (H, W, 3) uint8 image against the clean image at the same relative path under ref
-    (or the same stem with another image extension); a `ref_error` instead when there is none or its size differs."""
+    (or the same stem with another image extension); a `ref_error` instead when there is none, it cannot be read, its
+    header says more than max_pixels (not decoded) or its size differs."""
     from fastdenoise.images import ImageError, load_rgb
     from fastdenoise.metrics import psnr, ssim
 
@@ -202,7 +203,7 @@ def reference_scores(ref: Path, rel: str, image: np.ndarray) -> dict:
     if not found:
         return {"ref_error": f"no reference image for {rel} under {ref}"}
     try:
-        clean = load_rgb(found[0])
+        clean = load_rgb(found[0], max_pixels)
     except ImageError as err:
         return {"ref_error": str(err)}
     if clean.shape != image.shape:

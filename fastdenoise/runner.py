@@ -120,9 +120,9 @@ class Writes:
     """Outputs being encoded and written by a pool of `workers` threads, oldest first. Their rows are recorded in
     order as they finish; a write that no later one can survive (disk full, read-only) halts the run."""
 
-    def __init__(self, workers: int, tree: OutputTree, record: Recorder, summary: RunSummary, ref: str | None) -> None:
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="write")
-        self.tree, self.record, self.summary, self.ref = tree, record, summary, ref
+    def __init__(self, cfg: RunConfig, tree: OutputTree, record: Recorder, summary: RunSummary) -> None:
+        self.pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="write")
+        self.tree, self.record, self.summary, self.ref, self.max_pixels = tree, record, summary, cfg.ref, cfg.max_pixels
         self.pending: deque[Future] = deque()
 
     def _save(self, item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[dict, int | None, float]:
@@ -130,7 +130,7 @@ class Writes:
         tick = time.perf_counter()
         row, fatal = self.tree.save(item, image, prediction)
         if self.ref is not None and row["status"] == "ok":
-            row |= reference_scores(Path(self.ref), item.entry.rel, image)
+            row |= reference_scores(Path(self.ref), item.entry.rel, image, self.max_pixels)
         return row, fatal, time.perf_counter() - tick
 
     def submit(self, item: Item, image: np.ndarray, prediction: Prediction | None) -> None:
@@ -319,7 +319,7 @@ def denoise_folder(
     summary = run.summary
     start, finished = time.perf_counter(), False  # finished stays False when an error ends the run
     try:
-        writes = Writes(cfg.workers, run.tree, run.record, summary, cfg.ref)
+        writes = Writes(cfg, run.tree, run.record, summary)
         try:
             with closing(prefetch(loader(listed(run, src, shard)), depth=2 * cfg.batch)) as decoded:
                 for group in batches(decoded_images(run, decoded, writes), batch_key(cfg), cfg.batch, 4 * cfg.batch):

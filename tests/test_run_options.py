@@ -169,3 +169,15 @@ def test_grey_inputs_give_grey_outputs(tmp_path, make_image, weights):
         assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2]), name
     out = load_rgb(dst / "colour.png").astype(int)
     assert np.abs(out[..., 0] - out[..., 1]).max() > 10  # colour stays colour
+
+
+def test_a_ref_image_over_max_pixels_is_a_ref_error_not_a_decode(tmp_path, make_image, weights):
+    src, dst, clean = tmp_path / "in", tmp_path / "out", tmp_path / "clean"
+    save_rgb(make_image(20, 28), src / "a.png")
+    save_rgb(make_image(40, 56), clean / "a.png")  # 2240 pixels: over the budget below, which the input is not
+    result = run(src, dst, weights, "--ref", str(clean), "--max-pixels", "1000")
+    assert result.exit_code == 0, result.output
+    row = rows_of(dst)["a.png"]
+    assert row["status"] == "ok" and "psnr" not in row
+    assert row["ref_error"] == (f"{clean / 'a.png'}: 56x40 = 0.0 MP is over the pixel budget of 0.001 MP "
+                                "(--max-pixels); not decoded")  # fmt: skip
