@@ -144,17 +144,12 @@ def recipe(network, precision: str, ensemble: bool, auto: bool, engine: Path | N
     """The `made_by` record of this run's outputs: the digest of the weights (the level bound in, for a noise-map
     model; the default weights' with --sigma auto, each row naming its own) or of the --engine file, the precision
     asked for, --ensemble; a manifest row made otherwise vouches for nothing."""
-    import hashlib
-
     from fastdenoise.engines.export import weights_sha256
+    from fastdenoise.files import sha256_file
 
     made = {"weights_sha256": weights_sha256(network), "precision": precision, "ensemble": ensemble}
     if engine is not None:
-        digest = hashlib.sha256()
-        with engine.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        made["engine_sha256"] = digest.hexdigest()
+        made["engine_sha256"] = sha256_file(engine)
     return made | ({"sigma": "auto"} if auto else {})
 
 
