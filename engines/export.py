@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from fastdenoise.devices import DTYPES
-from fastdenoise.files import atomic_write, check_replaceable
+from fastdenoise.files import atomic_write, check_replaceable, note
 from fastdenoise.model import STRIDE, Denoiser, fold_bn
 
 INPUT, OUTPUT = "image", "output"
@@ -327,9 +327,25 @@ def cached_denoiser_onnx(model: Denoiser, dtype: torch.dtype, cache_dir: Path) -
     folded = fold_bn(model)
     digest = weights_sha256(folded)
     path = Path(cache_dir) / f"denoiser_{digest[:16]}_{precision_name(dtype)}.onnx"
-    if path.is_file() and onnx_metadata(path).get("weights_sha256") == digest:
-        return path
+    if path.is_file():
+        problem = cached_problem(path, digest)
+        if problem is None:
+            return path
+        note(f"{path}: {problem}; exporting it again")
     return export_onnx(folded, path, dtype=dtype, kind="denoiser")
+
+
+def cached_problem(path: Path, digest: str) -> str | None:
+    """Why a cached ONNX file is not the export of the weights with this digest (None: it is)."""
+    try:
+        meta = onnx_metadata(path)
+    except ImportError:
+        raise
+    except Exception as err:  # protobuf's DecodeError and onnx's own errors share no base class
+        return f"not a readable ONNX file ({type(err).__name__}: {str(err).strip().splitlines()[0][:120]})"
+    if meta.get("weights_sha256") != digest:
+        return "not an export of these weights"
+    return None
 
 
 def default_cache_dir() -> Path:

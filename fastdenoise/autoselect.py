@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from fastdenoise.backends import Backend, BackendConfig, BackendKind, Precision, make_backend
-from fastdenoise.files import atomic_write
+from fastdenoise.files import atomic_write, note
 from fastdenoise.model import Denoiser
 
 PROBE_SIDE = 512  # probe inputs are cropped to at most this side: speed per pixel settles well below it
@@ -92,6 +92,7 @@ class AutoBackend:
         self.probed: Counter[BackendKind] = Counter()  # winners of this run's probes
         self.timed: dict[str, tuple[BackendKind, str]] = {}  # probe input class -> its winner, first class probed on it
         self.ran: Counter[str] = Counter()
+        self.noted = False  # said that the cache was unusable
 
     def build(self, kind: BackendKind) -> Backend | str:
         if kind not in self.built:
@@ -141,7 +142,9 @@ class AutoBackend:
         timed = shape_class(tuple(probe_input(x).shape))
         key = f"{self.prefix}|{timed}"
         known = self.read_cache()
-        kind = BackendKind(known[key]["chosen"]) if key in known else None
+        kind = cached_kind(known[key]) if key in known else None
+        if key in known and kind is None:
+            self.note(f"its entry for this machine, weights and shape ({known[key]!r:.80}) is not a probe's")
         if timed in self.timed:
             kind, first = self.timed[timed]
             self.why[shape] = f"as {first} (the same {timed} probe input)"
@@ -170,11 +173,24 @@ class AutoBackend:
         return kind
 
     def read_cache(self) -> dict:
+        """The probe cache; {} where there is none yet, or where it is not one (noted: the next probe rewrites it)."""
         try:
             known = json.loads(self.cache.read_text())
-        except (OSError, ValueError):
+        except FileNotFoundError:
             return {}
-        return known if isinstance(known, dict) else {}
+        except (OSError, ValueError) as err:
+            self.note(f"not readable as a probe cache ({type(err).__name__}: {str(err)[:80]})")
+            return {}
+        if not isinstance(known, dict):
+            self.note(f"not a probe cache (a JSON {type(known).__name__})")
+            return {}
+        return known
+
+    def note(self, problem: str) -> None:
+        """Say once per run that the cache was passed over, and why."""
+        if not self.noted:
+            self.noted = True
+            note(f"{self.cache}: {problem}; ignored, probing again (the probe rewrites it)")
 
     def __call__(self, x: Tensor) -> Tensor:
         kind = self.choose(x)
@@ -190,6 +206,16 @@ class AutoBackend:
         why = "; ".join(f"{shape}: {self.chosen[shape].value}, {reason}" for shape, reason in shown)
         more = f"; {len(self.why) - len(shown)} more shape classes" if len(self.why) > len(shown) else ""
         return f"auto: {ran or 'nothing ran'}" + (f"; chosen: {why}{more}" if why else "")
+
+
+def cached_kind(entry: object) -> BackendKind | None:
+    """The backend a probe-cache entry chose; None for one no probe wrote (garbage, a foreign or hand-made entry)."""
+    try:
+        kind = BackendKind(entry["chosen"])  # type: ignore[index]
+        speeds = entry.get("mp_per_s", {})  # type: ignore[attr-defined]
+    except (TypeError, KeyError, ValueError, AttributeError):
+        return None
+    return None if kind is BackendKind.auto or not isinstance(speeds, dict) else kind
 
 
 SHOWN_CLASSES = 4  # shape classes the summary explains; a folder of many sizes would otherwise print a page

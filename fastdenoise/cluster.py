@@ -26,7 +26,7 @@ from fastdenoise.loaders import make_loader
 from fastdenoise.model import Denoiser
 from fastdenoise.outputs import Item, OutputTree, Recorder, triage
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
-from fastdenoise.runner import RunConfig, check_run, finish, open_run
+from fastdenoise.runner import RunConfig, check_run, finish, open_run, recipe_of
 from fastdenoise.selection import list_inputs
 from fastdenoise.summary import RunSummary
 
@@ -151,10 +151,11 @@ class Denoise:
 
 
 def write(
-    batch: dict[str, np.ndarray], dst: str, quality: int, head: str | None, palette: np.ndarray | None = None
-) -> dict[str, np.ndarray]:
+    batch: dict[str, np.ndarray], dst: str, quality: int, head: str | None, palette: np.ndarray | None = None,
+    made_by: dict | None = None,
+) -> dict[str, np.ndarray]:  # fmt: skip
     """CPU task: each item's output (and mask) written atomically under dst -> its manifest row as JSON text."""
-    tree = OutputTree(Path(dst), quality, head, palette)
+    tree = OutputTree(Path(dst), quality, head, palette, made_by)
     rows, fatal, seconds = [], [], []
     for k, item in enumerate(items_of(batch)):
         tick = time.perf_counter()
@@ -258,7 +259,7 @@ def run_pipeline(
                      fn_constructor_args=(model, backend, cfg, predictor), **resources)
         .map_batches(write, batch_size=cfg.batch, num_cpus=1,
                      fn_args=(str(dst), cfg.quality, predictor.key if predictor else None,
-                              predictor.palette if predictor else None))
+                              predictor.palette if predictor else None, recipe_of(cfg)))
     )  # fmt: skip
     stages, stop = record.summary.stages, record.stop
     rows = data.iter_rows()

@@ -1,5 +1,5 @@
 """Files written whole or not at all, files opened without following planted links, and file digests: the one place
-the package writes a file atomically or hashes one."""
+the package writes a file atomically or hashes one; `note` says when a cache file was found unusable and rebuilt."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import errno
 import hashlib
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -115,3 +116,8 @@ def sha256_file(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def note(message: str) -> None:
+    """One line on stderr for something set right on the way (a corrupt cache file rebuilt, say)."""
+    print(f"note: {' '.join(message.split())}", file=sys.stderr, flush=True)

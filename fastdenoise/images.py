@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from collections.abc import Iterator
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -137,7 +139,8 @@ class Header:
 
 
 def read_header(path: Path) -> Header:
-    """Format, mode, oriented size and whether the image has transparency, from the header alone."""
+    """Format, mode, oriented size and whether the image has transparency, from the header alone (and, for a JPEG,
+    that its data is not shorter than that size needs: `check_data`)."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -146,14 +149,94 @@ def read_header(path: Path) -> Header:
             orientation = im.getexif().get(0x0112, 1)
             alpha = "A" in im.mode or "a" in im.mode or "transparency" in im.info
             fmt, mode = im.format or "", im.mode
+        check_data(path, fmt, w, h)
     except FileNotFoundError as err:
         raise ImageError(f"{path}: no such file") from err
     except UnidentifiedImageError as err:
         raise ImageError(f"{path}: not a recognised image format") from err
+    except ImageError:
+        raise
     except (OSError, SyntaxError, ValueError) as err:
         raise ImageError(f"{path}: cannot read header ({err})") from err
     h, w = (w, h) if orientation in (5, 6, 7, 8) else (h, w)
     return Header(fmt, mode, h, w, alpha)
+
+
+# A JPEG marker in entropy-coded data: 0xFF not followed by a stuffed 0x00, a restart marker (RSTn) or a fill 0xFF.
+JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended, progressive: every 8x8 block costs >= 1 bit
+
+
+def ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def jpeg_blocks(frame: bytes) -> int:
+    """8x8 blocks of every component of a start-of-frame segment (its payload)."""
+    height, width, count = int.from_bytes(frame[1:3], "big"), int.from_bytes(frame[3:5], "big"), frame[5]
+    factors = [(frame[7 + 3 * k] >> 4, frame[7 + 3 * k] & 15) for k in range(count)]
+    hmax, vmax = max(h for h, _ in factors), max(v for _, v in factors)
+    return sum(ceil_div(ceil_div(width * h, hmax), 8) * ceil_div(ceil_div(height * v, vmax), 8) for h, v in factors)
+
+
+def scan_length(handle: BinaryIO, enough: int) -> int:
+    """Bytes of entropy-coded data from here to the next marker (left unread), or to `enough` if that comes first."""
+    seen, carry = 0, b""
+    while seen < enough:
+        chunk = handle.read(1 << 16)
+        if not chunk:
+            break
+        data, carry = carry + chunk, b""
+        found = JPEG_MARKER.search(data)
+        if found:
+            handle.seek(found.start() - len(data), os.SEEK_CUR)
+            return seen + found.start()
+        if data.endswith(b"\xff"):  # perhaps the first byte of a marker
+            data, carry = data[:-1], b"\xff"
+        seen += len(data)
+    return seen
+
+
+def jpeg_data(handle: BinaryIO) -> tuple[int, int]:
+    """(bytes of entropy-coded data, counted until there are enough; bits the frame needs at least), read through
+    the first image's segments (0, 0 for frame types not checked: lossless, hierarchical, arithmetic-coded)."""
+    needed = seen = 0
+    handle.read(2)  # SOI
+    while not needed or seen * 8 < needed:
+        marker = handle.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF or marker[1] == 0xD9:  # the end, or not a marker where one belongs
+            break
+        kind = marker[1]
+        if kind == 0xFF:  # a fill byte before the marker
+            handle.seek(-1, os.SEEK_CUR)
+            continue
+        if 0xD0 <= kind <= 0xD7 or kind == 0x01:  # markers without a length
+            continue
+        length = int.from_bytes(handle.read(2), "big")
+        if kind in HUFFMAN_FRAMES:
+            needed = jpeg_blocks(handle.read(length - 2))
+            continue
+        if 0xC3 <= kind <= 0xCF and kind not in (0xC4, 0xC8, 0xCC):
+            return 0, 0
+        handle.seek(length - 2, os.SEEK_CUR)  # skipped, not read: an APP segment may be large
+        if kind == 0xDA:  # start of scan: its entropy-coded data follows
+            seen += scan_length(handle, ceil_div(needed, 8) - seen)
+    return seen, needed
+
+
+def check_data(path: Path, fmt: str, width: int, height: int) -> None:
+    """Raise ImageError where a JPEG's scans hold fewer bytes than its header's size needs (truncated, or a header
+    patched to claim more): libjpeg would fill the rest with grey and call it a whole image."""
+    if fmt not in ("JPEG", "MPO"):
+        return
+    try:
+        with open(path, "rb") as handle:
+            seen, needed = jpeg_data(handle)
+    except (IndexError, ValueError):  # a frame header cut short: the decoder says what is wrong
+        return
+    if seen * 8 < needed:
+        raise ImageError(f"{path}: the data is shorter than its header says ({width}x{height} needs at least "
+                         f"{-(-needed // 8)} bytes of image data, the file has {seen}): truncated or corrupt")
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -182,6 +265,7 @@ def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
     try:
         with Image.open(path) as im:
             check_pixels(path, im.height, im.width, max_pixels)  # Image.open reads the header only
+            check_data(path, im.format or "", im.width, im.height)
             im = ImageOps.exif_transpose(im)
             if im.mode.startswith("I"):  # 16-bit greyscale (PNG, TIFF), or 32-bit integer
                 array = np.asarray(im, dtype=np.float64)

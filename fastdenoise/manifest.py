@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -52,26 +53,33 @@ class Voucher:
     mask: str | None = None  # segment: the mask file, relative to OUTPUT, and its size and mtime
     mask_size: int | None = None
     mask_mtime_ns: int | None = None
+    made_by: str | None = None  # what made the output (weights digest, pixel-changing settings) as canonical JSON
+    kept: str | None = None  # the row's other fields (`sigma_est`, `weights`, ...) as JSON, kept by a skipped row
 
     @classmethod
     def from_row(cls, row: dict) -> Voucher | None:
         try:
             top = json.dumps(row["top"], ensure_ascii=False) if row.get("top") is not None else None
+            kept = {k: v for k, v in row.items() if k not in NOT_KEPT}
             return cls(row["output"], row["input_size"], row["input_mtime_ns"], row["output_size"],
                        row["output_mtime_ns"], row["height"], row["width"], row.get("head"), top, row.get("mask"),
-                       row.get("mask_size"), row.get("mask_mtime_ns"))  # fmt: skip
-        except (KeyError, TypeError):
+                       row.get("mask_size"), row.get("mask_mtime_ns"), recipe_text(row.get("made_by")),
+                       json.dumps(kept, ensure_ascii=False) if kept else None)  # fmt: skip
+        except (KeyError, TypeError, ValueError):
             return None
 
-    def holds(self, dst: Path, output: str, input_stat: os.stat_result, head: str | None = None) -> bool:
+    def holds(
+        self, dst: Path, output: str, input_stat: os.stat_result, head: str | None = None, made_by: str | None = None
+    ) -> bool:
         """True if the input is unchanged and the output (and mask, if the row has one) is the very file the row was
-        written for; with `head`, only if the row also holds that head's prediction."""
+        written for, made as `made_by` says (a row without that record vouches for nothing); with `head`, only if the
+        row also holds that head's prediction."""
         if output != self.output or (input_stat.st_size, input_stat.st_mtime_ns) != (
             self.input_size,
             self.input_mtime_ns,
         ):
             return False
-        if head is not None and head != self.head:
+        if (head is not None and head != self.head) or made_by != self.made_by:
             return False
         files = [(output, self.output_size, self.output_mtime_ns)]
         if self.mask is not None:
@@ -95,7 +103,20 @@ class Voucher:
             facts["top"] = json.loads(self.top)
         if self.mask is not None:
             facts |= {"mask": self.mask, "mask_size": self.mask_size, "mask_mtime_ns": self.mask_mtime_ns}
-        return facts
+        if self.made_by is not None:
+            facts["made_by"] = json.loads(self.made_by)
+        return facts | (json.loads(self.kept) if self.kept else {})
+
+
+# Fields a Voucher holds itself, and the --ref scores (which belong to the --ref folder of the run that wrote them).
+NOT_KEPT = frozenset({"input", "status", "output", "error", "height", "width", "input_size", "input_mtime_ns",
+                      "output_size", "output_mtime_ns", "head", "top", "mask", "mask_size", "mask_mtime_ns", "made_by",
+                      "psnr", "ssim", "ref_error"})  # fmt: skip
+
+
+def recipe_text(made_by: dict | None) -> str | None:
+    """A `made_by` record as canonical JSON (interned: every row of a run shares one string)."""
+    return None if made_by is None else sys.intern(json.dumps(made_by, sort_keys=True, ensure_ascii=False))
 
 
 def read_lines(path: Path) -> Iterator[tuple[int, dict]]:

@@ -80,9 +80,13 @@ class Calibration:
 
 def default_calibration() -> Calibration:
     """cbsd432 in the shared data folder (`datasets.data_root`: $FASTDENOISE_DATA, or found from the current folder)."""
-    from fastdenoise.datasets import require_data_root
+    from fastdenoise.datasets import DATA_ENV, require_data_root
 
-    return Calibration(str(require_data_root() / "cbsd432"))
+    try:
+        return Calibration(str(require_data_root() / "cbsd432"))
+    except FileNotFoundError as err:  # a ValueError: the CLI's one line, exit 2
+        raise ValueError(f"--precision int8 calibrates on the training photos in DATA/cbsd432, and {Path.cwd()} has no "
+                         f"shared data folder (SHA256SUMS or weights/) in or above it: set {DATA_ENV}=DATA") from err
 
 
 def calibration_crops(cal: Calibration) -> list[np.ndarray]:
@@ -164,8 +168,6 @@ class OpenVinoBackend:
             raise ValueError(f"the openvino backend computes in fp32, bf16 or int8, not {dtype}")
         if dtype == torch.bfloat16 and not cpu_has_bf16():
             raise ValueError("this CPU has no native bf16 (AVX512-BF16 or AMX); use --precision fp32")
-        if int8:
-            warnings.warn(INT8_COST, stacklevel=3)
         self.device, self.dtype, self.int8, self.static = device, dtype, int8, static
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         folded = fold_bn(model)
@@ -184,6 +186,8 @@ class OpenVinoBackend:
                 path = quantized_model(
                     path, weights_sha256(folded), calibration or default_calibration(), cache / "openvino"
                 )
+        if int8:  # only once it can run: a run refused before that needs no note on its cost
+            warnings.warn(INT8_COST, stacklevel=3)
         self.path = path
         self.core = ov.Core()
         # The blob cache is OpenVINO's own, keyed by the graph, the shape and these settings.

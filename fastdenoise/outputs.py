@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fastdenoise.images import EXTENSIONS, Entry, make_folders
+from fastdenoise.images import EXTENSIONS, FORMATS, Entry, make_folders
 from fastdenoise.lock import OutputLock
-from fastdenoise.manifest import Journal, Voucher, load_vouchers
+from fastdenoise.manifest import Journal, Voucher, load_vouchers, recipe_text
 from fastdenoise.predictions import MASK_SUFFIX, Prediction
 from fastdenoise.writers import output_path, write_image, write_mask
 
@@ -104,10 +104,17 @@ class OutputTree:
     through a folder that leads outside it. `head` is the predictor's key (None without --task)."""
 
     def __init__(
-        self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None
-    ) -> None:
-        self.dst, self.quality, self.head, self.palette = Path(dst), quality, head, palette
+        self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None,
+        made_by: dict | None = None,
+    ) -> None:  # fmt: skip
+        self.dst, self.quality, self.head, self.palette, self.made_by = Path(dst), quality, head, palette, made_by
         self.safe_folders: set[Path] = set()
+
+    def recipe(self, height: int, width: int) -> dict | None:
+        """What makes an output of this size: `made_by`, less tile and overlap where the image fits in one tile."""
+        if self.made_by is None or max(height, width) > self.made_by["tile"]:
+            return self.made_by
+        return {k: v for k, v in self.made_by.items() if k not in ("tile", "overlap")}
 
     def relative(self, path: Path) -> str:
         return path.relative_to(self.dst).as_posix()
@@ -141,9 +148,17 @@ class OutputTree:
         except ValueError as err:
             return self.error_row(item, f"cannot encode output: {err}"), None
         h, w = image.shape[:2]
-        return {"input": item.entry.rel, "status": "ok", "output": self.relative(item.out), "error": None,
+        return ({"input": item.entry.rel, "status": "ok", "output": self.relative(item.out), "error": None,
                 "height": h, "width": w, "input_size": item.size, "input_mtime_ns": item.mtime_ns,
-                "output_size": st.st_size, "output_mtime_ns": st.st_mtime_ns} | facts | routed(item), None  # fmt: skip
+                "output_size": st.st_size, "output_mtime_ns": st.st_mtime_ns, "made_by": self.recipe(h, w)}
+                | facts | routed(item), None)  # fmt: skip
+
+
+def output_recipe(settings: dict, fmt: str, quality: int, tile: int, overlap: int) -> dict:
+    """The `made_by` record of a run's outputs: `settings` (weights digest, precision, ...) and the run options that
+    change pixels (quality only for lossy formats; tile and overlap, dropped by `OutputTree.recipe` where unused)."""
+    lossy = {"quality": quality} if FORMATS[fmt] in (".jpg", ".webp") else {}
+    return settings | {"format": FORMATS[fmt], "tile": tile, "overlap": overlap} | lossy
 
 
 def routed(item: Item) -> dict:
@@ -169,15 +184,17 @@ def triage(
     except OSError as err:
         return {"input": entry.rel, "status": "error", "output": None, "error": f"cannot stat: {err}"}
     voucher = vouchers.pop(entry.rel, None)
-    if voucher and not overwrite and voucher.holds(tree.dst, tree.relative(out), st, tree.head):
+    made_by = recipe_text(tree.recipe(voucher.height, voucher.width)) if voucher else None
+    if voucher and not overwrite and voucher.holds(tree.dst, tree.relative(out), st, tree.head, made_by):
         return {"input": entry.rel, "status": "skipped", "output": voucher.output, "error": None} | voucher.fields()
     mask = output_path(tree.dst, entry.rel, MASK_SUFFIX, entry.keep_extension) if segment else None
     return Item(entry, out, st.st_size, st.st_mtime_ns, mask)
 
 
-def reference_scores(ref: Path, rel: str, image: np.ndarray) -> dict:
+def reference_scores(ref: Path, rel: str, image: np.ndarray, max_pixels: int | None = None) -> dict:
     """PSNR and SSIM of a denoised (H, W, 3) uint8 image against the clean image at the same relative path under ref
-    (or the same stem with another image extension); a `ref_error` instead when there is none or its size differs."""
+    (or the same stem with another image extension); a `ref_error` instead when there is none, it cannot be read, its
+    header says more than max_pixels (not decoded) or its size differs."""
     from fastdenoise.images import ImageError, load_rgb
     from fastdenoise.metrics import psnr, ssim
 
@@ -188,7 +205,7 @@ def reference_scores(ref: Path, rel: str, image: np.ndarray) -> dict:
     if not found:
         return {"ref_error": f"no reference image for {rel} under {ref}"}
     try:
-        clean = load_rgb(found[0])
+        clean = load_rgb(found[0], max_pixels)
     except ImageError as err:
         return {"ref_error": str(err)}
     if clean.shape != image.shape:

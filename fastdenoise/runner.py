@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import closing, contextmanager, suppress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,7 @@ from fastdenoise.inference import GroupError, denoise_group
 from fastdenoise.loaders import Decoded, Loader, LoaderKind, make_loader
 from fastdenoise.lock import OutputLock
 from fastdenoise.manifest import MANIFEST, Journal, Voucher, load_vouchers, merge
-from fastdenoise.outputs import Item, OutputTree, Recorder, open_output, reference_scores, triage
+from fastdenoise.outputs import Item, OutputTree, Recorder, open_output, output_recipe, reference_scores, triage
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.selection import list_inputs
 from fastdenoise.summary import RunSummary
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
     from fastdenoise.zoo import SigmaRouter
 
 __all__ = ["MANIFEST", "Plan", "RunConfig", "check_folders", "denoise_folder", "plan_run", "stop_on_signals"]
-
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -59,6 +57,7 @@ class RunConfig:
     include: tuple[str, ...] = ()  # globs over paths relative to INPUT: only matching files are taken (none: all)
     exclude: tuple[str, ...] = ()  # globs: matching files are left out (no manifest row)
     ref: str | None = None  # a folder of clean images at the same relative paths: PSNR/SSIM of each output against it
+    made_by: dict = field(default_factory=dict)  # what else makes the pixels (weights digest, precision, ensemble)
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -73,6 +72,10 @@ class RunConfig:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
         if self.loader not in {k.value for k in LoaderKind}:
             raise ValueError(f"loader must be one of {[k.value for k in LoaderKind]}, got {self.loader!r}")
+
+
+def recipe_of(cfg: RunConfig) -> dict:
+    return output_recipe(cfg.made_by, cfg.format, cfg.quality, cfg.tile, cfg.overlap)
 
 
 def check_folders(src: Path, dst: Path) -> None:
@@ -117,9 +120,9 @@ class Writes:
     """Outputs being encoded and written by a pool of `workers` threads, oldest first. Their rows are recorded in
     order as they finish; a write that no later one can survive (disk full, read-only) halts the run."""
 
-    def __init__(self, workers: int, tree: OutputTree, record: Recorder, summary: RunSummary, ref: str | None) -> None:
-        self.pool = ThreadPoolExecutor(workers, thread_name_prefix="write")
-        self.tree, self.record, self.summary, self.ref = tree, record, summary, ref
+    def __init__(self, cfg: RunConfig, tree: OutputTree, record: Recorder, summary: RunSummary) -> None:
+        self.pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="write")
+        self.tree, self.record, self.summary, self.ref, self.max_pixels = tree, record, summary, cfg.ref, cfg.max_pixels
         self.pending: deque[Future] = deque()
 
     def _save(self, item: Item, image: np.ndarray, prediction: Prediction | None) -> tuple[dict, int | None, float]:
@@ -127,7 +130,7 @@ class Writes:
         tick = time.perf_counter()
         row, fatal = self.tree.save(item, image, prediction)
         if self.ref is not None and row["status"] == "ok":
-            row |= reference_scores(Path(self.ref), item.entry.rel, image)
+            row |= reference_scores(Path(self.ref), item.entry.rel, image, self.max_pixels)
         return row, fatal, time.perf_counter() - tick
 
     def submit(self, item: Item, image: np.ndarray, prediction: Prediction | None) -> None:
@@ -187,7 +190,8 @@ def open_run(
 ) -> Run:  # fmt: skip
     """Make dst, take this rank's output lock, read what earlier runs vouch for and open this rank's manifest part."""
     dst.mkdir(parents=True, exist_ok=True)
-    tree = OutputTree(dst, cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None)
+    tree = OutputTree(dst, cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None,
+                      recipe_of(cfg))
     summary, stop = RunSummary(), stop if stop is not None else threading.Event()
     lock, vouchers, journal = open_output(dst, rank)
     summary.taken_over = lock.taken_over
@@ -317,7 +321,7 @@ def denoise_folder(
     summary = run.summary
     start, finished = time.perf_counter(), False  # finished stays False when an error ends the run
     try:
-        writes = Writes(cfg.workers, run.tree, run.record, summary, cfg.ref)
+        writes = Writes(cfg, run.tree, run.record, summary)
         try:
             with closing(prefetch(loader(listed(run, src, shard)), depth=2 * cfg.batch)) as decoded:
                 for group in batches(decoded_images(run, decoded, writes), batch_key(cfg), cfg.batch, 4 * cfg.batch):
@@ -355,7 +359,7 @@ class Plan:
 def plan_run(src: Path, dst: Path, cfg: RunConfig, shard: Shard | None = None) -> Plan:
     """Count what `denoise_folder(src, dst, ..., cfg)` would do without writing or creating anything."""
     check_run(src, dst, cfg)
-    tree, plan = OutputTree(Path(dst)), Plan()
+    tree, plan = OutputTree(Path(dst), made_by=recipe_of(cfg)), Plan()
     vouchers = load_vouchers(Path(dst)) if Path(dst).is_dir() else {}
     for entry in distributed.take(list_inputs(src, cfg.include, cfg.exclude), shard or Shard()):
         item = triage(entry, tree, FORMATS[cfg.format], False, vouchers, cfg.overwrite)

@@ -338,3 +338,44 @@ def test_canonical_device_gives_cuda_its_index(monkeypatch):
     assert canonical_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert canonical_device("cpu") == torch.device("cpu")
     assert torch.device("cuda") != torch.device("cuda", 0)  # why it is needed
+
+
+@pytest.mark.parametrize("poison", ["bogus-choice", "not-an-entry", "garbage-json"])
+def test_auto_ignores_and_rebuilds_a_poisoned_probe_cache_with_a_note(model, tmp_path, monkeypatch, capsys,
+                                                                      poison) -> None:  # fmt: skip
+    from fastdenoise.autoselect import AutoBackend, probe_input, shape_class
+
+    auto, probes = scripted_auto(model, tmp_path, monkeypatch, [BackendKind.eager])
+    x = torch.rand(1, 3, 200, 260, generator=torch.Generator().manual_seed(9))
+    key = f"{auto.prefix}|{shape_class(tuple(probe_input(x).shape))}"
+    poisoned = {"bogus-choice": json.dumps({key: {"chosen": "bogus", "mp_per_s": {"bogus": 9.0}}}),
+                "not-an-entry": json.dumps({key: "eager"}), "garbage-json": '{"' + key + '": {"chosen": '}[poison]
+    (tmp_path / "auto.json").write_text(poisoned)
+    with torch.no_grad():
+        out, expected = auto(x), model.eval()(x)
+    torch.testing.assert_close(out, expected)
+    assert len(probes) == 1  # the poisoned entry was not used: probed again
+    assert json.loads((tmp_path / "auto.json").read_text())[key]["chosen"] == "eager"  # and rebuilt
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 1 and notes[0].startswith(f"note: {tmp_path / 'auto.json'}: ") and "probing again" in notes[0]
+    later = AutoBackend(model, BackendConfig(kind="auto", device="cpu", precision="fp32"), torch.device("cpu"), tmp_path)
+    with torch.no_grad():
+        later(x)
+    assert len(probes) == 1 and capsys.readouterr().err == ""  # the rebuilt entry is used, quietly
+
+
+@pytest.mark.skipif(skip_reason("onnxruntime", "fp32") is not None, reason="needs onnx and onnxruntime")
+def test_a_garbage_file_in_the_onnx_export_cache_is_exported_again_with_a_note(model, tmp_path, capsys) -> None:
+    from fastdenoise.engines.export import cached_denoiser_onnx, onnx_metadata, precision_name, weights_sha256
+    from fastdenoise.model import fold_bn
+
+    digest = weights_sha256(fold_bn(model))
+    path = tmp_path / f"denoiser_{digest[:16]}_{precision_name(torch.float32)}.onnx"
+    path.write_bytes(np.random.default_rng(4).integers(0, 256, 3000, dtype=np.uint8).tobytes())
+    assert cached_denoiser_onnx(model, torch.float32, tmp_path) == path
+    assert onnx_metadata(path)["weights_sha256"] == digest
+    notes = capsys.readouterr().err.splitlines()
+    assert len(notes) == 1 and notes[0].startswith(f"note: {path}: ") and "exporting it again" in notes[0]
+    stamp = path.stat().st_mtime_ns
+    assert cached_denoiser_onnx(model, torch.float32, tmp_path) == path and path.stat().st_mtime_ns == stamp
+    assert capsys.readouterr().err == ""

@@ -111,3 +111,42 @@ def test_dali_that_cannot_build_hands_everything_to_pillow(samples, monkeypatch)
         decoded = list(DaliLoader(batch=2)(items))
     assert [d.item for d in decoded] == items
     assert all(np.array_equal(d.image, load_rgb(d.item.path)) for d in decoded)
+
+
+def jpeg_bytes(rng: np.random.Generator, h: int, w: int, **options) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(buf, "JPEG", quality=90, **options)
+    return buf.getvalue()
+
+
+def claim_size(data: bytes, h: int, w: int) -> bytes:
+    """The JPEG with its frame header (SOF) patched to say h x w; the scan data stays that of the small image."""
+    sof = next(data.find(m) for m in (b"\xff\xc0", b"\xff\xc2") if data.find(m) > 0)
+    return data[: sof + 5] + h.to_bytes(2, "big") + w.to_bytes(2, "big") + data[sof + 9 :]
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_a_jpeg_whose_header_claims_more_than_its_data_is_an_error_quickly(tmp_path, progressive):
+    import time
+
+    from fastdenoise.images import ImageError, read_header
+
+    rng = np.random.default_rng(27)
+    small = jpeg_bytes(rng, 64, 64, progressive=progressive)
+    cases = {"claims.jpg": claim_size(small, 2000, 3000), "cut.jpg": small[: len(small) // 2],
+             "tiny_claims.jpg": claim_size(jpeg_bytes(rng, 8, 8), 7000, 9000)}  # fmt: skip
+    for name, data in cases.items():
+        (tmp_path / name).write_bytes(data)
+        tick = time.perf_counter()
+        with pytest.raises(ImageError, match=name):
+            load_rgb(tmp_path / name)
+        assert time.perf_counter() - tick < 2.0, name
+    with pytest.raises(ImageError, match="shorter than its header says"):
+        read_header(tmp_path / "claims.jpg")  # the dry run and the DALI loader see it too
+    decoded = list(PilLoader(workers=1)([Item(tmp_path / name) for name in cases]))  # what a run gets: error rows
+    assert all(d.image is None and str(d.error).startswith(str(tmp_path)) for d in decoded)
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(small)
+    assert load_rgb(whole).shape == (64, 64, 3) and read_header(whole).height == 64  # a whole file still decodes

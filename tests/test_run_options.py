@@ -169,3 +169,32 @@ def test_grey_inputs_give_grey_outputs(tmp_path, make_image, weights):
         assert np.array_equal(out[..., 0], out[..., 1]) and np.array_equal(out[..., 1], out[..., 2]), name
     out = load_rgb(dst / "colour.png").astype(int)
     assert np.abs(out[..., 0] - out[..., 1]).max() > 10  # colour stays colour
+
+
+def test_a_ref_image_over_max_pixels_is_a_ref_error_not_a_decode(tmp_path, make_image, weights):
+    src, dst, clean = tmp_path / "in", tmp_path / "out", tmp_path / "clean"
+    save_rgb(make_image(20, 28), src / "a.png")
+    save_rgb(make_image(40, 56), clean / "a.png")  # 2240 pixels: over the budget below, which the input is not
+    result = run(src, dst, weights, "--ref", str(clean), "--max-pixels", "1000")
+    assert result.exit_code == 0, result.output
+    row = rows_of(dst)["a.png"]
+    assert row["status"] == "ok" and "psnr" not in row
+    assert row["ref_error"] == (f"{clean / 'a.png'}: 56x40 = 0.0 MP is over the pixel budget of 0.001 MP "
+                                "(--max-pixels); not decoded")  # fmt: skip
+
+
+def test_int8_without_calibration_photos_is_one_line_saying_what_to_set(tmp_path, make_image, weights, monkeypatch,
+                                                                        recwarn):  # fmt: skip
+    pytest.importorskip("openvino")
+    pytest.importorskip("nncf")
+    monkeypatch.delenv("FASTDENOISE_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no shared data folder here or above
+    save_rgb(make_image(20, 28), tmp_path / "in" / "a.png")
+    result = runner.invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(weights),
+                                 "--device", "cpu", "--backend", "openvino", "--precision", "int8"])  # fmt: skip
+    assert result.exit_code == 2, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("error: --precision int8 calibrates on "), (
+        result.output
+    )
+    assert "cbsd432" in result.output and "set FASTDENOISE_DATA" in result.output
+    assert not [w for w in recwarn if "int8" in str(w.message)]  # no note on its cost before it could run

@@ -1,6 +1,7 @@
 """`fastdenoise run`: denoise a folder (and classify or segment each image with --task)."""
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -97,7 +98,7 @@ def run(
         from fastdenoise import distributed
         from fastdenoise.autoselect import describe_backend
         from fastdenoise.predictions import TaskConfig
-        from fastdenoise.runner import RunConfig, check_folders, plan_run
+        from fastdenoise.runner import RunConfig, check_folders
         from fastdenoise.zoo import choose_weights, takes_level, task_model
     backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
@@ -115,17 +116,16 @@ def run(
                     if task else None)
         check_folders(input, output)
         shard = distributed.Shard() if on_ray else distributed.shard_from_env()
-        plan = plan_run(input, output, cfg, shard) if dry_run else None
     except ValueError as err:
         raise fail(str(err)) from err
-    if plan is not None:
-        typer.echo(plan.line())
-        return
     if auto and takes_level(choose_weights(model, weights, None)):
         level = 25.0  # a noise-map model under --sigma auto: the router binds each image's level; this is a stand-in
     network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
                                         model, level, ensemble, trust_engine,
-                                        build=not on_ray)  # on Ray: a BackendConfig, built by each actor
+                                        build=not (on_ray or dry_run))  # on Ray: a BackendConfig, built by each actor
+    cfg = replace(cfg, made_by=recipe(network, precision, ensemble, auto, engine))
+    if dry_run:
+        return dry_run_line(input, output, cfg, shard)
     router = sigma_router(denoiser, backend, precision, ensemble, model, weights) if auto else None
     predictor = task_predictor(task_cfg, "cpu" if on_ray else denoiser.device)  # on Ray, each actor moves it
     summary, received = execute(input, output, network, denoiser, cfg, shard, predictor, router, on_ray, address)
@@ -140,6 +140,29 @@ def run(
         raise typer.Exit(3)
     if summary.failed and (strict or fail_fast):
         raise typer.Exit(1)
+
+
+def recipe(network, precision: str, ensemble: bool, auto: bool, engine: Path | None) -> dict:
+    """The `made_by` record of this run's outputs: the digest of the weights (the level bound in, for a noise-map
+    model; the default weights' with --sigma auto, each row naming its own) or of the --engine file, the precision
+    asked for, --ensemble; a manifest row made otherwise vouches for nothing."""
+    from fastdenoise.engines.export import weights_sha256
+    from fastdenoise.files import sha256_file
+
+    made = {"weights_sha256": weights_sha256(network), "precision": precision, "ensemble": ensemble}
+    if engine is not None:
+        made["engine_sha256"] = sha256_file(engine)
+    return made | ({"sigma": "auto"} if auto else {})
+
+
+def dry_run_line(input: Path, output: Path, cfg, shard) -> None:
+    """--dry-run: what the run would do, in one line (bad input: one line, exit 2)."""
+    from fastdenoise.runner import plan_run
+
+    try:
+        typer.echo(plan_run(input, output, cfg, shard).line())
+    except ValueError as err:
+        raise fail(str(err)) from err
 
 
 def task_predictor(task_cfg, device):
