@@ -104,6 +104,8 @@ def backend_unavailable(kind: str, precision: str, device: torch.device) -> str 
     kind = BackendKind(kind)
     if device.type == "cpu" and precision == "fp16":
         return "fp16 on CPU is emulated"
+    if kind == BackendKind.onnxruntime and precision == "bf16":  # on any CPU: the backend's own reason first
+        return "onnxruntime has no bfloat16 convolutions"
     if device.type == "cpu" and precision == "bf16" and not cpu_has_bf16():
         return "this CPU has no native bf16 (AVX512-BF16 or AMX)"
     if kind == BackendKind.triton and device.type != "cuda":
@@ -123,8 +125,6 @@ def backend_unavailable(kind: str, precision: str, device: torch.device) -> str 
         if importlib.util.find_spec("openvino") is None:
             return "OpenVINO is not installed (pip install openvino)"
     if kind == BackendKind.onnxruntime:
-        if precision == "bf16":
-            return "onnxruntime has no bfloat16 convolutions"
         try:
             import onnxruntime
         except ImportError:
