@@ -45,6 +45,11 @@ class Item:
     def path(self) -> Path:
         return self.entry.path
 
+    @property
+    def route(self) -> tuple[Path | None, float | None]:
+        """The weights and the level `--sigma auto` chose for this image ((None, None) without it)."""
+        return self.weights, self.level
+
 
 def collides_with_mask(entry: Entry) -> bool:
     """An input `x.mask.<ext>` beside an image `x.<ext>`: with masks on, its PNG output would be x's mask."""

@@ -270,8 +270,7 @@ def compute(run: Run, group: list[tuple[Item, np.ndarray]], writes: Writes) -> N
     memory, say) gives each of its images an error row and the run goes on."""
     try:
         images = [image for _, image in group]
-        first = group[0][0]
-        backend = run.backend if run.router is None else run.router.backend(first.weights, first.level)
+        backend = run.backend if run.router is None else run.router.backend(*group[0][0].route)
         results, predictions, problems = denoise_group(backend, run.predictor, images, run.cfg, run.summary.stages)
     except GroupError as err:
         for item, _ in group:
@@ -285,10 +284,9 @@ def compute(run: Run, group: list[tuple[Item, np.ndarray]], writes: Writes) -> N
 
 
 def batch_key(cfg: RunConfig) -> Callable[[tuple[Item, np.ndarray]], tuple | None]:
-    """Images batch by exact size (each gets exactly what it would alone) and weights and level (--sigma auto); one
+    """Images batch by exact size (each gets exactly what it would alone), weights and level (--sigma auto); one
     larger than the tile goes alone."""
-    return lambda pair: None if max(pair[1].shape[:2]) > cfg.tile else (*pair[1].shape[:2], pair[0].weights,
-                                                                         pair[0].level)  # fmt: skip
+    return lambda pair: None if max(pair[1].shape[:2]) > cfg.tile else (*pair[1].shape[:2], *pair[0].route)
 
 
 def denoise_folder(
