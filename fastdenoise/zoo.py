@@ -3,6 +3,7 @@ for images of unknown noise, and the x8 flip/rotation self-ensemble."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -119,7 +120,8 @@ class SigmaRouter:
 
     def __init__(self, build: Callable[[Path, float | None], object], choose: Callable[[float], Path] | None = None,
                  takes_level: Callable[[Path], bool] = lambda weights: False) -> None:  # fmt: skip
-        self.build, self.built, self.takes_level = build, {}, takes_level
+        self.build, self.built = build, {}
+        self.takes_level = functools.cache(takes_level)  # asked per image: each weights file is read once
         self.choose = choose or (lambda sigma: choose_weights(None, None, sigma))
 
     def weights(self, image: np.ndarray) -> tuple[float, Path, float | None]:
