@@ -21,7 +21,7 @@ from torch import nn
 
 from fastdenoise import distributed
 from fastdenoise.checkpoint import load_denoiser, save_weights
-from fastdenoise.data import Batch, PatchSampler, folder_images, load_folder
+from fastdenoise.data import Batch, PatchSampler, folder_images, jpeg_roundtrip, load_folder
 from fastdenoise.devices import resolve_amp, resolve_device
 from fastdenoise.images import load_rgb
 from fastdenoise.losses import LOSSES, LossFn, mse_loss
@@ -215,20 +215,25 @@ class Loop:
         return scores
 
 
-def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0) -> Validate:
-    """Validation on the first `limit` images of a folder: mean PSNR of the fp32 output, noise per the protocol."""
+def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0, jpeg: int | None = None) -> Validate:
+    """Validation on the first `limit` images of a folder: mean PSNR of the fp32 output, noise per the protocol.
+
+    jpeg: also score the same noisy images stored as JPEG at this quality (4:2:0, as cameras do) as `jpeg_psnr`."""
     clean = load_folder(folder, limit)
     noisy = [add_noise(im, sigma, seed, i) for i, im in enumerate(clean)]
+    sets = {"psnr": [torch.from_numpy(x).permute(2, 0, 1) for x in noisy]}
+    if jpeg is not None:
+        sets["jpeg_psnr"] = [jpeg_roundtrip(x.clamp(0, 1), jpeg) for x in sets["psnr"]]
 
     @torch.no_grad()
     def validate(model: nn.Module) -> dict[str, float]:
         device = next(model.parameters()).device
-        scores = []
-        for im, x in zip(clean, noisy):
-            t = torch.from_numpy(x).permute(2, 0, 1)[None].to(device)
-            y = model(t, torch.full((1,), sigma))[0].permute(1, 2, 0).float().cpu().numpy()
-            scores.append(psnr(to_uint8(y), im))
-        return {"psnr": float(np.mean(scores))}
+        scores: dict[str, float] = {}
+        for name, inputs in sets.items():
+            outputs = (model(t[None].to(device), torch.full((1,), sigma))[0] for t in inputs)
+            scores[name] = float(np.mean([psnr(to_uint8(y.permute(1, 2, 0).float().cpu().numpy()), im)
+                                          for y, im in zip(outputs, clean)]))  # fmt: skip
+        return scores
 
     return validate
 
@@ -262,7 +267,9 @@ def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: d
     sampler = PatchSampler(images, cfg.patch, batch, cfg.sigma, seed, names=[str(p) for p in paths],
                            jpeg=tuple(cfg.jpeg) if cfg.jpeg else None, jpeg_share=cfg.jpeg_share)  # fmt: skip
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2
-    validate = psnr_validator(Path(cfg.val), val_sigma, cfg.val_images) if cfg.val and shard.rank == 0 else None
+    val_jpeg = round(sum(cfg.jpeg) / 2) if cfg.jpeg else None
+    validate = (psnr_validator(Path(cfg.val), val_sigma, cfg.val_images, jpeg=val_jpeg)
+                if cfg.val and shard.rank == 0 else None)  # fmt: skip
     trained = fit(model, LOSSES[cfg.loss], sampler, cfg, validate, progress)
     if shard.rank == 0:
         card = {"config": asdict(replace(cfg, world_size=shard.world)), "init": init}

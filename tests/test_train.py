@@ -230,3 +230,14 @@ def test_jpeg_share_stores_that_share_of_noisy_patches_as_camera_jpegs(image_fol
     assert torch.equal(again.noisy, mixed.noisy)  # seeded: a resumed run repeats
     with pytest.raises(ValueError, match="jpeg must be a quality range"):
         TrainConfig(data=".", out=".", jpeg=(90, 80))
+
+
+def test_a_jpeg_run_validates_on_the_noisy_images_stored_as_jpeg_too(image_folder):
+    from fastdenoise.train import psnr_validator
+
+    model = Denoiser(SMALL).eval()
+    plain = psnr_validator(image_folder, 25.0, 3)(model)
+    both = psnr_validator(image_folder, 25.0, 3, jpeg=75)(model)
+    assert set(plain) == {"psnr"} and set(both) == {"psnr", "jpeg_psnr"}
+    assert both["psnr"] == plain["psnr"]  # the white-noise score is unchanged by the extra set
+    assert abs(both["jpeg_psnr"] - both["psnr"]) > 0.01  # a different input: JPEG alters the noisy images
