@@ -3,17 +3,16 @@ drawn on the fly."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor
 
 from fastdenoise.images import list_images, load_rgb
+from fastdenoise.noise import store_jpeg
 
 
 @dataclass
@@ -45,12 +44,8 @@ def load_folder(root: Path, limit: int | None = None) -> list[np.ndarray]:
 
 
 def jpeg_roundtrip(image: Tensor, quality: int) -> Tensor:
-    """(3, H, W) in [0, 1] as a camera stores it: clipped, 8-bit, JPEG at `quality` with 4:2:0 chroma, decoded."""
-    pixels = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality, subsampling=2)
-    decoded = np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"))
-    return torch.from_numpy(decoded.copy()).permute(2, 0, 1).float() / 255.0
+    """(3, H, W) in [0, 1] as a camera stores it (`noise.store_jpeg`): clipped, 8-bit, JPEG 4:2:0, decoded."""
+    return torch.from_numpy(store_jpeg(image.permute(1, 2, 0).numpy(), quality)).permute(2, 0, 1).contiguous()
 
 
 class PatchSampler:

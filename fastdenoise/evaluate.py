@@ -14,7 +14,7 @@ import torch
 from fastdenoise.backends import Backend
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.metrics import psnr, ssim
-from fastdenoise.noise import add_noise, to_uint8
+from fastdenoise.noise import add_noise, store_jpeg, to_uint8
 
 Denoise = Callable[[np.ndarray, float], np.ndarray]  # (noisy float32 HxWx3, sigma) -> denoised float HxWx3
 
@@ -63,8 +63,11 @@ def evaluate(
     with_ssim: bool = True,
     limit: int | None = None,
     progress: Callable[[str], None] | None = None,
+    jpeg: int | None = None,
 ) -> EvalResult:
-    """Noise each image of the sorted folder per the protocol (image i, seed [seed, i]), denoise, score."""
+    """Noise each image of the sorted folder per the protocol (image i, seed [seed, i]), denoise, score.
+
+    jpeg: store each noisy image as JPEG at this quality (`noise.store_jpeg`) before it is denoised and scored."""
     paths = list_images(Path(folder))[:limit]
     if not paths:
         raise ValueError(f"{folder}: no images found")
@@ -73,13 +76,14 @@ def evaluate(
         for i, path in enumerate(paths):
             clean = load_rgb(path)
             noisy = add_noise(clean, sigma, seed, i)
+            noisy = store_jpeg(noisy, jpeg) if jpeg is not None else noisy
             out = to_uint8(denoise(noisy, sigma))
             row = {
                 "image": path.name,
                 "sigma": sigma,
                 "psnr": psnr(out, clean),
                 "noisy_psnr": psnr(to_uint8(noisy), clean),
-            }
+            } | ({"jpeg": jpeg} if jpeg is not None else {})
             if with_ssim:
                 row["ssim"] = ssim(out, clean)
             result.rows.append(row)

@@ -162,6 +162,15 @@ def read_header(path: Path) -> Header:
     return Header(fmt, mode, h, w, alpha)
 
 
+def stored_as_jpeg(path: Path) -> bool:
+    """Whether the file holds a JPEG (its first bytes, whatever its name says); False where it cannot be read."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(3) == b"\xff\xd8\xff"
+    except OSError:
+        return False
+
+
 # A JPEG marker in entropy-coded data: 0xFF not followed by a stuffed 0x00, a restart marker (RSTn) or a fill 0xFF.
 JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
 HUFFMAN_FRAMES = frozenset({0xC0, 0xC1, 0xC2})  # baseline, extended, progressive: every 8x8 block costs >= 1 bit

@@ -6,7 +6,10 @@ float image in [0, 1]. Outputs are clipped and rounded to uint8 before any metri
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+from PIL import Image
 
 SIGMA_MAX = 255.0
 
@@ -31,3 +34,11 @@ def add_noise(image: np.ndarray, sigma: float, seed: int, index: int) -> np.ndar
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Float image in [0, 1] (any range) -> uint8, clipped and rounded."""
     return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+def store_jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    """Float (H, W, 3) image (any range) as a camera stores it: clipped, 8-bit, JPEG at `quality` with 4:2:0 chroma,
+    decoded back to float32 in [0, 1]. Noise then JPEG is how phones and cameras keep a noisy photo."""
+    buffer = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buffer, "JPEG", quality=quality, subsampling=2)
+    return np.asarray(Image.open(io.BytesIO(buffer.getvalue())).convert("RGB"), dtype=np.float32) / 255.0

@@ -37,8 +37,8 @@ class Item:
     size: int
     mtime_ns: int
     mask: Path | None = None
-    sigma: float | None = None  # --sigma auto: the estimated noise level (0-255) ...
-    weights: Path | None = None  # ... and the weights it chose
+    sigma: float | None = None  # --sigma auto: the estimated noise level (0-255)
+    weights: Path | None = None  # routed (--sigma auto, a JPEG input): the weights chosen for it
     level: float | None = None  # ... and the level they are bound to, where they take one (a noise-map model)
 
     @property
@@ -47,7 +47,7 @@ class Item:
 
     @property
     def route(self) -> tuple[Path | None, float | None]:
-        """The weights and the level `--sigma auto` chose for this image ((None, None) without it)."""
+        """The weights and the level the router chose for this image ((None, None) where none routes)."""
         return self.weights, self.level
 
 
@@ -167,11 +167,12 @@ def output_recipe(settings: dict, fmt: str, quality: int, tile: int, overlap: in
 
 
 def routed(item: Item) -> dict:
-    """The row fields of `--sigma auto`: the estimated noise level and the weights that ran."""
-    if item.sigma is None:
+    """The row fields of a routed image (`--sigma auto`, JPEG inputs): the weights that ran, the estimated noise
+    level and the level bound in, where there are."""
+    if item.weights is None:
         return {}
-    level = {} if item.level is None else {"level": item.level}
-    return {"sigma_est": round(item.sigma, 2), "weights": item.weights.stem if item.weights else None} | level
+    estimate = {} if item.sigma is None else {"sigma_est": round(item.sigma, 2)}
+    return estimate | {"weights": item.weights.stem} | ({} if item.level is None else {"level": item.level})
 
 
 def triage(

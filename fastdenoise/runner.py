@@ -22,7 +22,7 @@ from fastdenoise import distributed
 from fastdenoise.backends import Backend, BackendConfig
 from fastdenoise.batching import batches, prefetch
 from fastdenoise.distributed import Shard
-from fastdenoise.images import EXTENSIONS, FORMATS, ImageError, read_header
+from fastdenoise.images import EXTENSIONS, FORMATS, ImageError, read_header, stored_as_jpeg
 from fastdenoise.inference import GroupError, denoise_group
 from fastdenoise.loaders import Decoded, Loader, LoaderKind, make_loader
 from fastdenoise.lock import OutputLock
@@ -178,7 +178,7 @@ class Run:
     journal: Journal
     lock: OutputLock
     vouchers: dict[str, Voucher]
-    router: SigmaRouter | None = None  # --sigma auto: the weights for each image's estimated noise level
+    router: SigmaRouter | None = None  # --sigma auto, JPEG inputs: the weights for each image
 
     def error(self, item: Item, message: str) -> None:
         self.record(self.tree.error_row(item, message))
@@ -252,11 +252,11 @@ def decoded_images(run: Run, decoded: Iterator[Decoded], writes: Writes) -> Iter
 
 
 def route(run: Run, item: Item, image: np.ndarray) -> Item | None:
-    """--sigma auto: the item with its estimated noise level and the weights chosen for it (None, with an error row,
-    where no estimate can be made)."""
+    """A routed run (--sigma auto, JPEG inputs): the item with the weights chosen for it (and its estimated noise
+    level under --sigma auto; None, with an error row, where no estimate can be made)."""
     tick = time.perf_counter()
     try:
-        sigma, weights, level = run.router.weights(image)  # type: ignore[union-attr]
+        sigma, weights, level = run.router.weights(image, stored_as_jpeg(item.path))  # type: ignore[union-attr]
     except ValueError as err:
         run.error(item, f"cannot estimate its noise level ({err}); run it with --sigma S")
         return None
@@ -309,8 +309,9 @@ def denoise_folder(
     `predictor` runs a frozen head on each denoised image (8-bit, as written): classify keeps the top-k in the image's
     manifest row and rank 0 writes dst/predictions.csv at the end; segment writes `<rel stem>.mask.png` beside the
     output. Images larger than the tile are denoised tile by tile, but the head sees them whole.
-    `router` (--sigma auto) estimates each image's noise level and picks its weights; `backend` is the router's for
-    the default weights (the loader's device). Rows then hold `sigma_est` and `weights`."""
+    `router` picks each image's weights (--sigma auto: by its estimated noise level; JPEG inputs: the JPEG model);
+    `backend` is the router's for the default weights (the loader's device). Rows then hold `weights` (and
+    `sigma_est` under --sigma auto)."""
     src, dst, shard = Path(src), Path(dst), shard or Shard()
     check_run(src, dst, cfg)
     loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device, max_pixels=cfg.max_pixels)

@@ -32,7 +32,7 @@ class RunSummary:
     problems: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: {"error": [], "ignored": []})
     scores: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # --ref: sums of psnr and ssim, and
     # `scored` images compared with their reference
-    routes: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # --sigma auto: images per weights
+    routes: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # routed runs: images per weights
     estimates: list[float] = field(default_factory=list)  # --sigma auto: lowest and highest estimate, their sum
 
     def count(self, row: dict) -> None:
@@ -45,8 +45,9 @@ class RunSummary:
         self.masks += status in ("ok", "skipped") and row.get("mask") is not None
         if status in self.problems and len(self.problems[status]) < PROBLEMS_KEPT:
             self.problems[status].append((row["input"], row["error"]))
-        if row.get("sigma_est") is not None:
+        if row.get("weights") is not None:
             self.routes[row["weights"]] += 1
+        if row.get("sigma_est") is not None:
             low, high, total = self.estimates or (math.inf, -math.inf, 0.0)
             self.estimates = [min(low, row["sigma_est"]), max(high, row["sigma_est"]), total + row["sigma_est"]]
         if row.get("psnr") is not None:
@@ -78,11 +79,13 @@ def summary_lines(summary: RunSummary, manifest: Path) -> list[str]:
     more = summary.failed + summary.ignored - min(len(named), PROBLEMS_KEPT)
     if more > 0:
         lines.append(f"  ... and {more} more failed or ignored (see the manifest)")
-    if summary.routes:
+    chosen = ", ".join(f"{name} {count}" for name, count in sorted(summary.routes.items()))
+    if summary.estimates:
         low, high, total = summary.estimates
-        chosen = ", ".join(f"{name} {count}" for name, count in sorted(summary.routes.items()))
         lines.append(f"sigma auto: estimated {low:.1f}-{high:.1f} (mean {total / sum(summary.routes.values()):.1f}); "
                      f"images per weights: {chosen}")
+    elif summary.routes:
+        lines.append(f"images per weights: {chosen}")
     scored = int(summary.scores["scored"])
     if scored:
         psnr, ssim = summary.scores["psnr"] / scored, summary.scores["ssim"] / scored

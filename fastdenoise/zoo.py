@@ -36,10 +36,34 @@ def per_sigma_models(folder: Path | None = None) -> dict[float, str]:
 TASK_MODELS = {"classify": "task-aware", "segment": "task-aware"}
 
 
+# The model JPEG inputs run where no model is named (`run`, `eval --jpeg`): `blind` fine-tuned on noisy patches stored
+# as JPEG (quality 70-95, 4:2:0) and plain ones alike; JPEG after noise leaves it correlated, which `blind` keeps.
+JPEG_MODEL = "jpeg"
+
+
+def jpeg_model(folder: Path | None = None) -> Path | None:
+    """The bundled weights for noisy photos stored as JPEG, or None where none is bundled."""
+    folder = folder or bundled_weights().parent
+    return folder / f"{JPEG_MODEL}.safetensors" if JPEG_MODEL in bundled_models(folder) else None
+
+
 def task_model(task: str, folder: Path | None = None) -> str | None:
     """The bundled model `run --task task` defaults to, or None (then the denoising default applies)."""
     name = TASK_MODELS.get(task)
     return name if name in bundled_models(folder) else None
+
+
+# Below this noise level `run --task` runs `blind` instead of its task-aware default, which paints patterns on clean
+# and lightly noisy photos (issue 26, measured: 27.7 / 32.7 / 36.6 dB at sigma 0 / 5 / 10 against blind's 41.7 / 39.2
+# / 36.5); the two are level at 10. Each image's level is estimated, or --sigma S given.
+TASK_MIN_SIGMA = 10.0
+
+
+def task_choice(task_weights: Path, folder: Path | None = None) -> Callable[[float | None], Path]:
+    """The weights `run --task` runs at a noise level: the task-aware ones from TASK_MIN_SIGMA (or level unknown), the
+    blind default below it."""
+    blind = (folder or bundled_weights().parent) / DEFAULT_WEIGHTS
+    return lambda sigma: task_weights if sigma is None or sigma >= TASK_MIN_SIGMA else blind
 
 
 def choose_weights(model: str | None, weights: Path | None, sigma: float | None, folder: Path | None = None) -> Path:
@@ -113,22 +137,26 @@ def raw_sigma(image: np.ndarray, patch: int = 7, samples: int = 60_000, seed: in
 
 
 class SigmaRouter:
-    """`run --sigma auto`: each image's noise level is estimated (`estimate_sigma`) and the weights `choose(sigma)`
-    names run it (by default the bundled per-sigma model nearest the estimate, blind where none is bundled); weights
-    that `takes_level` (a noise-map model) run bound to the estimate on a LEVEL_STEP grid. Each weights file and level
-    gets its backend once, on first use, from `build(weights, level)`."""
+    """Weights per image. `run --sigma auto` (estimate=True): each image's noise level is estimated (`estimate_sigma`)
+    and the weights `choose(sigma)` names run it (by default the bundled per-sigma model nearest the estimate, blind
+    where none is bundled); weights that `takes_level` (a noise-map model) run bound to the estimate on a LEVEL_STEP
+    grid. `jpeg`: the weights images stored as JPEG run instead (estimate or not). Each weights file and level gets its
+    backend once, on first use, from `build(weights, level)`."""
 
-    def __init__(self, build: Callable[[Path, float | None], object], choose: Callable[[float], Path] | None = None,
-                 takes_level: Callable[[Path], bool] = lambda weights: False) -> None:  # fmt: skip
+    def __init__(self, build: Callable[[Path, float | None], object], choose: Callable[[float | None], Path] | None = None,
+                 takes_level: Callable[[Path], bool] = lambda weights: False, jpeg: Path | None = None,
+                 estimate: bool = True) -> None:  # fmt: skip
         self.build, self.built = build, {}
         self.takes_level = functools.cache(takes_level)  # asked per image: each weights file is read once
         self.choose = choose or (lambda sigma: choose_weights(None, None, sigma))
+        self.jpeg, self.estimate = jpeg, estimate
 
-    def weights(self, image: np.ndarray) -> tuple[float, Path, float | None]:
-        """The image's estimated noise level (0-255), the weights chosen for it and the level they are bound to."""
-        sigma = estimate_sigma(image)
-        weights = Path(self.choose(sigma))
-        return sigma, weights, grid_level(sigma) if self.takes_level(weights) else None
+    def weights(self, image: np.ndarray, stored_as_jpeg: bool = False) -> tuple[float | None, Path, float | None]:
+        """The image's estimated noise level (0-255; None without estimate), the weights chosen for it and the level
+        they are bound to."""
+        sigma = estimate_sigma(image) if self.estimate else None
+        weights = Path(self.jpeg if stored_as_jpeg and self.jpeg is not None else self.choose(sigma))
+        return sigma, weights, grid_level(sigma) if sigma is not None and self.takes_level(weights) else None
 
     def backend(self, weights: Path, level: float | None = None):
         if (weights, level) not in self.built:

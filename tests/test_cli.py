@@ -95,6 +95,13 @@ def test_eval_writes_json_and_markdown(photos, tmp_path, weights):
     rows = payload["results"][0]["rows"]
     assert len(rows) == 6 and {r["sigma"] for r in rows} == {15.0, 50.0}
     assert "| fastdenoise |" in (out / "eval.md").read_text()
+    stored = runner.invoke(app, ["eval", str(photos), "--sigma", "15,50", "--weights", str(weights), "--out",
+                                 str(tmp_path / "evj"), "--jpeg", "75"])  # fmt: skip
+    assert stored.exit_code == 0, stored.output
+    jpeg_rows = json.loads((tmp_path / "evj" / "eval.json").read_text())["results"][0]["rows"]
+    assert all(r["jpeg"] == 75 for r in jpeg_rows) and "stored as JPEG 75" in stored.output
+    for plain, jpeg in zip(rows, jpeg_rows):  # the same noise, then JPEG: the input the model sees is another
+        assert plain["image"] == jpeg["image"] and plain["noisy_psnr"] != jpeg["noisy_psnr"]
 
 
 def test_train_then_resume_via_cli(photos, tmp_path):

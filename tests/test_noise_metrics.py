@@ -58,3 +58,14 @@ def test_ssim_orders_quality(make_image):
     heavy = np.clip(clean + rng.normal(0, 40, clean.shape), 0, 255).astype(np.uint8)
     assert ssim(clean, clean) == pytest.approx(1.0)
     assert 1.0 > ssim(light, clean) > ssim(heavy, clean)
+
+
+def test_store_jpeg_keeps_a_noisy_image_as_a_camera_does(make_image):
+    from fastdenoise.noise import store_jpeg
+
+    noisy = add_noise(make_image(40, 56), 25, 0, 0)
+    stored = store_jpeg(noisy, 90)
+    assert stored.dtype == np.float32 and stored.shape == noisy.shape and 0 <= stored.min() and stored.max() <= 1
+    assert np.array_equal(stored * 255, np.rint(stored * 255))  # 8-bit levels
+    assert 0 < np.abs(stored - np.clip(noisy, 0, 1)).mean() < 0.1  # changed, as JPEG does, but the same picture
+    assert np.abs(store_jpeg(noisy, 50) - np.clip(noisy, 0, 1)).mean() > np.abs(stored - np.clip(noisy, 0, 1)).mean()

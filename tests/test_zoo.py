@@ -166,3 +166,43 @@ def test_sigma_auto_binds_a_noise_map_model_to_each_images_estimate(tmp_path, ma
                                        *common])  # fmt: skip
         assert one.exit_code == 0, one.output
         assert np.array_equal(load_rgb(tmp_path / "auto" / row["output"]), load_rgb(fixed / row["output"]))
+
+
+def test_jpeg_inputs_run_the_jpeg_model_and_the_others_the_default(zoo, make_image, tmp_path, monkeypatch):
+    """A run with the JPEG model bundled and no model named: files holding a JPEG (whatever their name) run it, the
+    others the default; each row names its weights and each output is what its model alone gives it."""
+    from typer.testing import CliRunner
+
+    from fastdenoise import zoo as zoo_module
+    from fastdenoise.cli import app
+    from fastdenoise.images import load_rgb, save_rgb
+
+    from helpers import randomize_bn
+
+    src = tmp_path / "in"
+    for i, name in enumerate(("a.png", "b.jpg", "c.jpg")):
+        save_rgb(to_uint8(add_noise(make_image(64, 80), 25, 3, i)), src / name)
+    (src / "c.jpg").rename(src / "c-named.png")  # a JPEG under a PNG name is still a JPEG
+    jpeg = tmp_path / "jpeg.safetensors"
+    save_weights(randomize_bn(Denoiser(SMALL)), jpeg)
+    blind = tmp_path / "blind-small.safetensors"
+    save_weights(randomize_bn(Denoiser(SMALL)), blind)
+    monkeypatch.setattr(zoo_module, "jpeg_model", lambda folder=None: jpeg)
+    monkeypatch.setattr(zoo_module, "choose_weights", lambda model, weights, sigma, folder=None: weights or blind)
+    common = ["--device", "cpu", "--loader", "pil", "--backend", "eager", "--precision", "fp32"]
+    result = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "out"), *common])
+    assert result.exit_code == 0, result.output
+    rows = {r["input"]: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
+    assert {n: r["weights"] for n, r in rows.items()} == {"a.png": blind.stem, "b.jpg": "jpeg", "c-named.png": "jpeg"}
+    assert "sigma_est" not in rows["b.jpg"] and f"JPEG inputs: {jpeg}" in result.output
+    assert f"images per weights: {blind.stem} 1, jpeg 2" in result.output
+    for name, row in rows.items():  # the routed output is the chosen model's own
+        alone = CliRunner().invoke(app, ["run", str(src / name), str(tmp_path / f"alone-{name}"), *common,
+                                         "--weights", str(tmp_path / f"{row['weights']}.safetensors")])  # fmt: skip
+        assert alone.exit_code == 0, alone.output
+        assert np.array_equal(load_rgb(tmp_path / "out" / row["output"]),
+                              load_rgb(tmp_path / f"alone-{name}" / row["output"]))
+    named = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "named"), *common, "--weights", str(blind)])
+    assert named.exit_code == 0 and "JPEG inputs" not in named.output  # a named model runs every image
+    rows = [json.loads(r) for r in (tmp_path / "named" / "manifest.jsonl").read_text().splitlines()]
+    assert all("weights" not in r for r in rows)

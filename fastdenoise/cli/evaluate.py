@@ -33,6 +33,9 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for eval.json and eval.md.")] = Path("results/eval"),
     name: Annotated[str, typer.Option(help="Method name in the tables.")] = "fastdenoise",
     limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    jpeg: Annotated[int | None, typer.Option(min=1, max=100, help=(
+        "Store each noisy image as JPEG at this quality (4:2:0, as phones and cameras do) before it is denoised; "
+        "without a named model, the JPEG model runs where bundled (as `run` does for JPEG inputs)."))] = None,
 ) -> None:
     """Per-image and mean PSNR/SSIM on a folder at one or more noise levels."""
     with starting():
@@ -40,15 +43,16 @@ def evaluate_cmd(
         from rich.table import Table
 
         from fastdenoise.evaluate import backend_denoiser, evaluate, write_results
-        from fastdenoise.zoo import choose_weights, takes_level
+        from fastdenoise.zoo import choose_weights, jpeg_model, takes_level
     backend, precision = backend.value, precision.value  # the library's str
 
     if not data.is_dir():
         raise fail(f"{data}: not a folder")
     sigmas = parse_sigmas(sigma)
     # Each sigma gets the model a user would get for it (the per-sigma one where bundled), unless one is named.
+    stored = jpeg_model() if jpeg is not None and model is None and weights is None else None
     try:
-        chosen = {s: choose_weights(model, weights, s) for s in sigmas}
+        chosen = {s: stored or choose_weights(model, weights, s) for s in sigmas}
     except ValueError as err:
         raise fail(str(err)) from err
     # A noise-map model runs bound to each sigma (the protocol's level is known); a blind one serves every sigma.
@@ -60,17 +64,19 @@ def evaluate_cmd(
     try:
         with console.status("evaluating") as status:
             result = evaluate(lambda x, s: denoisers[keys[s]](x, s), data, sigmas, seed, name, limit=limit,
-                              progress=status.update)  # fmt: skip
+                              progress=status.update, jpeg=jpeg)  # fmt: skip
     except ValueError as err:
         raise fail(str(err)) from err
     images = len(result.rows) // len(sigmas)
-    table = Table("sigma", "noisy PSNR", "PSNR (dB)", "SSIM", title=f"{name} on {data} (seed {seed}, {images} images)")
+    stored_as = f", stored as JPEG {jpeg}" if jpeg is not None else ""
+    table = Table("sigma", "noisy PSNR", "PSNR (dB)", "SSIM",
+                  title=f"{name} on {data} (seed {seed}, {images} images{stored_as})")
     for s in result.sigmas:
         table.add_row(f"{s:g}", f"{result.mean(s, 'noisy_psnr'):.2f}", f"{result.mean(s):.2f}",
                       f"{result.mean(s, 'ssim'):.4f}")  # fmt: skip
     console.print(table)
     meta = {"weights": {f"{s:g}": str(p) for s, p in chosen.items()}, "backend": backend, "precision": precision,
-            "ensemble": ensemble}  # fmt: skip
+            "ensemble": ensemble, "jpeg": jpeg}  # fmt: skip
     write_results([result], out, meta)
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
 
