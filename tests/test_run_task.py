@@ -39,6 +39,13 @@ class TinyClassifier(nn.Module):
         return self.conv(x).mean((2, 3)) * 30  # (N, 7), spread out so the ranking is clear
 
 
+class PixelClassifier(TinyClassifier):
+    """Seven classes read off seven pixels of the 24 px crop: every pixel of the head's input moves the ranking."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(1)[:, 5, 3:10] * 50
+
+
 class TinySegmenter(nn.Module):
     """A random 5-class per-pixel segmenter; logits at input size."""
 
@@ -241,7 +248,7 @@ def test_cli_segment_reports_the_masks(photos, tmp_path, weights, monkeypatch):
     assert len(list(out.rglob("*.mask.png"))) == 4
 
 
-def test_cli_task_defaults_to_the_bundled_task_aware_model(photos, tmp_path, monkeypatch):
+def test_cli_task_defaults_to_the_bundled_task_aware_model_from_sigma_10(photos, tmp_path, make_image, monkeypatch):
     from fastdenoise.checkpoint import save_weights
     from fastdenoise.model import Denoiser
     from helpers import SMALL
@@ -254,9 +261,19 @@ def test_cli_task_defaults_to_the_bundled_task_aware_model(photos, tmp_path, mon
     ran = lambda *extra: runner.invoke(  # noqa: E731
         app, ["run", str(photos), str(tmp_path / "-".join(extra or ("default",))), "--precision", "fp32", *extra]
     )
-    segment = ran("--task", "segment")
+    from fastdenoise.noise import add_noise, to_uint8
+
+    save_rgb(to_uint8(add_noise(make_image(64, 80), 30, 0, 0)), photos / "noisy.png")
+    segment = ran("--task", "segment")  # each image's level estimated: task-aware from 10, blind below
     assert segment.exit_code == 0, segment.output
-    assert f"weights: {zoo / 'task-aware.safetensors'}" in segment.output
+    assert "weights: per image (the task-aware model from an estimated sigma of 10, blind below)" in segment.output
+    routes = {name: row["weights"] for name, row in rows_of(tmp_path / "--task-segment").items()}
+    assert routes == {"a.png": "blind", "b.jpg": "blind", "sub/c.png": "blind", "sub/d.png": "blind",
+                      "noisy.png": "task-aware"}, routes  # fmt: skip
+    given = ran("--task", "segment", "--sigma", "25")
+    assert given.exit_code == 0 and f"weights: {zoo / 'task-aware.safetensors'}" in given.output
+    low = ran("--task", "segment", "--sigma", "5")
+    assert low.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in low.output
     from fastdenoise.zoo import task_model
 
     assert task_model("classify", zoo) == task_model("segment", zoo) == "task-aware"  # one model for both tasks
@@ -286,3 +303,36 @@ def test_cli_head_errors_are_one_line_before_any_work(extra, message, photos, tm
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
     assert not out.exists()
+
+
+def test_table2_on_the_users_path_predicts_what_run_task_classify_does(tmp_path, make_image, weights):
+    """`tables table2 --noise-at photo`: noise on the whole photo, denoised whole, resized and cropped for the head;
+    the same noisy photos stored as PNGs through `run --task classify` give the same top-5 for every image."""
+    from fastdenoise.backends import BackendConfig, make_backend
+    from fastdenoise.checkpoint import load_denoiser
+    from fastdenoise.noise import add_noise, to_uint8
+    from fastdenoise.tables import Table2Config, table2, task_arms
+
+    data, noisy = tmp_path / "photos", tmp_path / "noisy"
+    sizes = [(30, 44), (52, 36), (33, 33), (41, 60)]
+    names = [f"p{i}.png" for i in range(len(sizes))]
+    for i, (name, size) in enumerate(zip(names, sizes)):
+        save_rgb(make_image(*size), data / name)
+        save_rgb(to_uint8(add_noise(load_rgb(data / name), 30, 3, i)), noisy / name)  # row i: noise [seed, i]
+    (data / "labels.csv").write_text("file,index\n" + "".join(f"{n},{i % 7}\n" for i, n in enumerate(names)))
+    head = PixelClassifier().eval()
+    cfg = Table2Config(str(data), sigmas=(30.0,), seeds=(3,), device="cpu", noise_at="photo", draws=100)
+    result = table2(cfg, task_arms(separate=weights, joint=None, cross_task=None, device="cpu"), head=head)
+    table = {r["image"]: r["pred"] for r in result.rows if r["arm"] == "separate"}
+    assert len(table) == 4 and "noise on the whole photo" in result.title
+
+    backend = make_backend(load_denoiser(weights), BackendConfig(device="cpu", precision="fp32"))
+    denoise_folder(noisy, tmp_path / "out", backend, RunConfig(batch=1),
+                   predictor=Predictor(head, "classify", top_k=5, name="tiny"))  # fmt: skip
+    ran = {name: [t[0] for t in row["top"]] for name, row in rows_of(tmp_path / "out").items()}
+    assert ran == table
+    crop = Table2Config(str(data), sigmas=(30.0,), seeds=(3,), device="cpu", draws=100)  # the paper's protocol
+    noisy_only = task_arms(separate=None, joint=None, cross_task=None, device="cpu")
+    on_crops = {r["image"]: r["pred"] for r in table2(crop, noisy_only, head=head).rows if r["arm"] == "noisy"}
+    on_photos = {r["image"]: r["pred"] for r in result.rows if r["arm"] == "noisy"}
+    assert sum(on_crops[n] != on_photos[n] for n in names) >= 2  # the noise met another image

@@ -185,6 +185,11 @@ class Split(Choice):
     test = "test"
 
 
+class NoiseAt(Choice):
+    crop = "crop"
+    photo = "photo"
+
+
 class Executor(Choice):
     LOCAL = "local"
     RAY = "ray"

@@ -99,13 +99,19 @@ def run(
         from fastdenoise.autoselect import describe_backend
         from fastdenoise.predictions import TaskConfig
         from fastdenoise.runner import RunConfig, check_folders
-        from fastdenoise.zoo import choose_weights, takes_level, task_model
+        from fastdenoise.zoo import choose_weights, jpeg_model, takes_level, task_choice, task_model
     backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
     on_ray = executor is Executor.RAY
     auto, level = sigma_option(sigma)
+    choose, by_level = None, auto
     if task is not None and model is None and weights is None:
-        model = task_model(task.value)  # the recommended task-aware model, where bundled
+        model = task_model(task.value)  # the recommended task-aware model, where bundled ...
+        if model is not None and engine is None and not on_ray:  # ... from TASK_MIN_SIGMA; blind below
+            choose = task_choice(choose_weights(model, None, None))
+            model = model if level is None else choose(level).stem
+            auto = level is None  # each image's level estimated unless --sigma S
+    choose = choose or (lambda s: choose_weights(model, weights, s if auto else level))
     refuse_conflicts(task, bool(head or head_weights), top_k, address, on_ray, ensemble, ref, auto, engine)
     try:
         cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
@@ -118,21 +124,24 @@ def run(
         shard = distributed.Shard() if on_ray else distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
+    # JPEG inputs run the JPEG model where no model is named (not on Ray, which runs one model, nor with --engine)
+    jpeg = jpeg_model() if model is None and weights is None and engine is None and not on_ray else None
     if auto and takes_level(choose_weights(model, weights, None)):
         level = 25.0  # a noise-map model under --sigma auto: the router binds each image's level; this is a stand-in
     network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
                                         model, level, ensemble, trust_engine,
                                         build=not (on_ray or dry_run))  # on Ray: a BackendConfig, built by each actor
-    cfg = replace(cfg, made_by=recipe(network, precision, ensemble, auto, engine))
+    cfg = replace(cfg, made_by=recipe(network, precision, ensemble, auto, engine, jpeg))
     if dry_run:
         return dry_run_line(input, output, cfg, shard)
-    router = sigma_router(denoiser, backend, precision, ensemble, model, weights) if auto else None
+    router = sigma_router(denoiser, backend, precision, ensemble, choose, auto, jpeg)
     predictor = task_predictor(task_cfg, "cpu" if on_ray else denoiser.device)  # on Ray, each actor moves it
     summary, received = execute(input, output, network, denoiser, cfg, shard, predictor, router, on_ray, address)
     prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
     where = denoiser.device if not on_ray else "the Ray workers"
+    jpeg_note = f"; JPEG inputs: {jpeg}" if jpeg else ""
     ran = (f"backend: {describe_backend(denoiser, backend)} on {where}; "
-           f"weights: {'per image (--sigma auto)' if auto else choose_weights(model, weights, level)}")
+           f"weights: {per_image(by_level) if auto else choose_weights(model, weights, level)}{jpeg_note}")
     report(summary, output, prefix, ran, task_cfg)
     if received:
         raise typer.Exit(128 + received[0])
@@ -142,16 +151,26 @@ def run(
         raise typer.Exit(1)
 
 
-def recipe(network, precision: str, ensemble: bool, auto: bool, engine: Path | None) -> dict:
+def per_image(asked: bool) -> str:
+    """How a routed run picked its weights: --sigma auto, or --task's level rule (zoo.task_choice)."""
+    from fastdenoise.zoo import TASK_MIN_SIGMA
+
+    if asked:
+        return "per image (--sigma auto)"
+    return f"per image (the task-aware model from an estimated sigma of {TASK_MIN_SIGMA:g}, blind below)"
+
+
+def recipe(network, precision: str, ensemble: bool, auto: bool, engine: Path | None, jpeg: Path | None) -> dict:
     """The `made_by` record of this run's outputs: the digest of the weights (the level bound in, for a noise-map
-    model; the default weights' with --sigma auto, each row naming its own) or of the --engine file, the precision
-    asked for, --ensemble; a manifest row made otherwise vouches for nothing."""
+    model; the default weights' with --sigma auto, each row naming its own) or of the --engine file, of the weights
+    JPEG inputs run, the precision asked for, --ensemble; a manifest row made otherwise vouches for nothing."""
     from fastdenoise.engines.export import weights_sha256
     from fastdenoise.files import sha256_file
 
     made = {"weights_sha256": weights_sha256(network), "precision": precision, "ensemble": ensemble}
     if engine is not None:
         made["engine_sha256"] = sha256_file(engine)
+    made |= {"jpeg_weights_sha256": sha256_file(jpeg)} if jpeg is not None else {}
     return made | ({"sigma": "auto"} if auto else {})
 
 
@@ -253,17 +272,20 @@ def refuse_conflicts(
         raise fail("--sigma auto runs a model per noise level: not with --executor ray or --engine (yet)")
 
 
-def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, model: str | None, weights: Path | None):
-    """--sigma auto: a router whose default weights' backend is the one already built; the others are built on the
-    same device, backend kind and precision when an image first needs them."""
-    from fastdenoise.zoo import SigmaRouter, choose_weights, takes_level
+def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, choose, auto: bool, jpeg: Path | None):
+    """--sigma auto (each image's estimate to `choose`), a JPEG model: a router whose default weights' (`choose(None)`)
+    backend is the one already built; the others are built on the same device, backend kind and precision when an
+    image first needs them. None: one model runs all."""
+    from fastdenoise.zoo import SigmaRouter, takes_level
 
+    if not auto and jpeg is None:
+        return None
     router = SigmaRouter(
-        lambda path, level: backend_options(path, backend, str(denoiser.device), precision, None, None, level,
+        lambda path, bound: backend_options(path, backend, str(denoiser.device), precision, None, None, bound,
                                             ensemble)[1],
-        lambda s: choose_weights(model, weights, s), takes_level,
+        choose, takes_level, jpeg=jpeg, estimate=auto,
     )  # fmt: skip
-    router.built[choose_weights(model, weights, None), None] = denoiser
+    router.built[Path(choose(None)), None] = denoiser
     return router
 
 

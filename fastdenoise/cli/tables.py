@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import PEERS, DeviceOpt, Split, fail, parse_sigmas, skipped_peer, starting
+from fastdenoise.cli.common import PEERS, DeviceOpt, NoiseAt, Split, fail, parse_sigmas, skipped_peer, starting
 
 tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + JSON + PNG per table.",
                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
@@ -179,6 +179,10 @@ def table2_cmd(
     limit: LimitOpt = None,
     quantize: QuantizeOpt = True,
     clean: CleanOpt = True,
+    noise_at: Annotated[NoiseAt, typer.Option(help=(
+        "crop: noise on the head's centre crop (the paper's protocol); photo: on the whole photo at its own size, "
+        "denoised whole, then resized and cropped for the head as `run --task classify` does (the user's path)."))
+    ] = NoiseAt.crop,
     device: DeviceOpt = "auto",
     out: Annotated[Path, typer.Option("--out", "-o", help=(
         "Folder for table2.md, table2.json, table2.png."))] = Path("results/table2"),
@@ -196,7 +200,7 @@ def table2_cmd(
             str(data), str(labels) if labels else None, sigma_list(sigma), seed_list(seed), control, draws,
             split=split.value, limit=limit, head=head, head_weights=str(head_weights) if head_weights else None,
             resize=resize, crop=crop,
-            quantize=quantize, device=device,
+            quantize=quantize, device=device, noise_at=noise_at.value,
         )  # fmt: skip
         arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache, output_cache)
         return table2(cfg, arms, clean=clean, progress=progress)

@@ -35,12 +35,17 @@ from fastdenoise.tables.samples import (
     head_logits,
     imagenet_entries,
     load_classification_sample,
+    load_photo_sample,
+    photo_logits,
     quantize_text,
     score_stream,
     segmentation_entries,
     segmentation_scores,
     stream_masks,
 )
+
+
+NOISE_AT = ("crop", "photo")  # where table 2's noise goes: the head's centre crop, or the whole photo (`run`'s path)
 
 
 def check_common(sigmas: Sequence[float], limit: int | None, seeds: Sequence[int], draws: int) -> None:
@@ -90,9 +95,12 @@ class Table2Config:
     crop: int | None = None  # None: the head's (Lite0 224, Lite1 240, Lite2 260; others 224)
     quantize: bool = True  # every arm starts from the noisy crop clipped and rounded to 8 bits
     device: str = "auto"
+    noise_at: str = "crop"  # crop: the paper's protocol; photo: the user's path (`run --task classify`)
 
     def __post_init__(self) -> None:
         check_common(self.sigmas, self.limit, self.seeds, self.draws)
+        if self.noise_at not in NOISE_AT:
+            raise ValueError(f"noise_at must be one of {', '.join(NOISE_AT)}; got {self.noise_at!r}")
         if self.split not in [s.value for s in Split]:
             raise ValueError(f"split must be one of {', '.join(s.value for s in Split)}; got {self.split!r}")
         if self.crop is not None and self.crop < 8:
@@ -189,15 +197,15 @@ def table2(
     if bad:
         raise ValueError(f"{labels}: class index {bad[0]} outside 0..{head.num_classes - 1} of the head")
 
+    photo = cfg.noise_at == "photo"
+
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
-        return [
-            {"label": sample.target, **s}
-            for s in classification_scores(head_logits(head, images, device), int(sample.target))
-        ]
+        logits = photo_logits(head, images, device, resize, crop) if photo else head_logits(head, images, device)
+        return [{"label": sample.target, **s} for s in classification_scores(logits, int(sample.target))]
 
     rows = []
     for k, seed in enumerate(cfg.seeds):
-        samples = (load_classification_sample(e, resize, crop) for e in entries)
+        samples = (load_photo_sample(e) if photo else load_classification_sample(e, resize, crop) for e in entries)
         rows += score_stream(
             samples, len(entries), arms, cfg.sigmas, seed, cfg.quantize, clean and k == 0, score, progress
         )
@@ -209,15 +217,20 @@ def table2(
     noise = (
         f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the crop, "
         f"image i (row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}"
-    )
+    ) if not photo else (
+        f"the user's path: Gaussian noise added to the whole photo at its own size, image i (row i of labels.csv) "
+        f"gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)} The head sees each whole 8-bit photo "
+        f"as `run --task classify` does: short side resized to {resize} (bicubic, antialiased), centre crop "
+        f"{crop}x{crop}."
+    )  # fmt: skip
     meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data,
             "labels": str(labels), "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop,
             "noise": noise,
             "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row",
             "held_in": held_in(arms, cfg.data)}  # fmt: skip
     title = (
-        f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split} "
-        f"({len(entries)} images, {seeds_text(cfg.seeds)})"
+        f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split}"
+        f"{', noise on the whole photo' if photo else ''} ({len(entries)} images, {seeds_text(cfg.seeds)})"
     )
     return TableResult("table2", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 

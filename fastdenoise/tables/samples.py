@@ -61,6 +61,12 @@ def load_classification_sample(entry: tuple[int, Path, int], resize: int, crop: 
     return Sample(path.name, index, centre_crop(resize_short_side(load_rgb(path), resize), crop), label)
 
 
+def load_photo_sample(entry: tuple[int, Path, int]) -> Sample:
+    """The whole photo as stored (the user's path: noise at its own size, the head's resize after the denoiser)."""
+    index, path, label = entry
+    return Sample(path.name, index, load_rgb(path), label)
+
+
 def segmentation_entries(images: Path, masks: Path, limit: int | None) -> list[tuple[int, Path, Path]]:
     """(noise index = position in the sorted image folder, image, mask of the same stem) of the first `limit` images."""
     paths = list_images(Path(images))
@@ -132,6 +138,16 @@ def head_logits(head: nn.Module, images: Sequence[np.ndarray], device: torch.dev
     if logits.ndim == 4 and tuple(logits.shape[-2:]) != size:
         logits = torch.nn.functional.interpolate(logits, size, mode="bilinear", align_corners=False)
     return logits.cpu()
+
+
+@torch.inference_mode()
+def photo_logits(head: nn.Module, images: Sequence[np.ndarray], device: torch.device, resize: int, crop: int) -> Tensor:
+    """uint8 (H, W, 3) whole photos -> the classifier's logits on the CPU, resized and cropped as `run --task
+    classify` does (`predictions.classifier_input`)."""
+    from fastdenoise.predictions import classifier_input
+
+    x = torch.from_numpy(np.stack(images)).to(device).permute(0, 3, 1, 2).float() / 255.0
+    return head(classifier_input(x, resize, crop)).float().cpu()
 
 
 def classification_scores(logits: Tensor, label: int, k: int = 5) -> list[dict]:
