@@ -6,35 +6,49 @@ Each arm's weights are written to --out every --save-every steps and at the end 
 step, pixels seen, objective), with `log.jsonl` (per-arm losses and realized gradient ratios) and `summary.json`, so
 a run cut short still brings back matched arms.
 
-Arms are `name=task:ratio,task:ratio` (balanced ratios, `docs/task-aware.md`), or `name=mse` for the control:
+Arms are `name=task:ratio,task:ratio` (balanced ratios, `docs/task-aware.md`), or `name=mse` for the control.
+
+--photo-scale trains where users are (issue 26): noise on crops of the photos at their own resolution, rounded to
+8 bits as a stored photo is, and the classifier's loss on the denoised crop resized as `run --task classify` resizes
+the whole photo (its short side to --resize, bicubic antialiased, then the centre --crop): crops are as large as
+that needs (a CamVid frame's 720 px short side to 256: 632 px crops for a 224 px head input). The segmenter sees the
+crop at its own scale, as `run --task segment` sees the whole frame.
 
     python campaign/gpu_task_aware.py --data runs/mix --out /tmp/gta --device cpu --seconds 20 --patch 64 --batch 2 \
         --arm control=mse --arm both-r1=classify:1,segment:1         # dry run on the CPU
     python campaign/gpu_task_aware.py --data .gpu/mix --classifier-weights .gpu/lite0.pth \
         --segmenter-weights .gpu/espnetv2_s_2.0_city_1024x512.pth --out "$OUT" --seconds 330 \
         --arm control=mse --arm both-r1=classify:1,segment:1 --arm both-c3=classify:3,segment:1
+    python campaign/gpu_task_aware.py --data runs/mix --out /tmp/gtp --device cpu --seconds 20 --batch 2 \
+        --photo-scale --resize 32 --crop 24 --sigma 0-60 --arm control=mse --arm both=classify:3,segment:1   # dry run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
+from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+import numpy as np
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_stretch import Prefetch
 
 from fastdenoise.checkpoint import load_denoiser, save_weights
+from fastdenoise.data import Batch
+from fastdenoise.images import list_images, load_rgb
 from fastdenoise.devices import resolve_amp, resolve_device
 from fastdenoise.heads import load_head
 from fastdenoise.joint import GradientBalance, JointConfig, JointLoss, TaskTarget, freeze, joint_sampler
 from fastdenoise.losses import mse_loss
+from fastdenoise.predictions import classifier_input
 from fastdenoise.train_config import TrainConfig
 from fastdenoise.train_state import TrainState, build_state, optimizer_step, train_mode
 
@@ -54,6 +68,57 @@ class Arm:
         return "MSE + " + " + ".join(
             f"w * KL to softmax {HEADS[t]}(clean) (w balanced to {r:g})" for t, r in self.ratios.items()
         )
+
+
+class AtPhotoScale(nn.Module):
+    """A frozen classifier that sees each crop as `run --task classify` sees the whole photo: short side resized to
+    `short_side` (set per batch: the crop's side times the photo's resize factor), centre `crop`."""
+
+    def __init__(self, head: nn.Module, crop: int) -> None:
+        super().__init__()
+        self.head, self.crop, self.short_side = head, crop, crop
+        self.task, self.num_classes = head.task, head.num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(classifier_input(x, self.short_side, self.crop))
+
+
+class PhotoScaleSampler:
+    """Batches of crops of whole photos at their own resolution: photos grouped by short side, one group a batch (its
+    share of photos), crop side P = crop * short / resize rounded up to 4 (so that the head's input is covered), left-
+    right flips, Gaussian noise of a sigma uniform in the range per crop, then clipped and rounded to 8 bits (a stored
+    noisy photo). `target` holds the crops' short side after the classifier's resize (round(P * resize / short))."""
+
+    def __init__(self, images: list[np.ndarray], resize: int, crop: int, batch: int, sigma: tuple[float, float],
+                 seed: int) -> None:  # fmt: skip
+        groups: dict[int, list[np.ndarray]] = defaultdict(list)
+        for image in images:
+            groups[min(image.shape[:2])].append(image)
+        self.groups, self.resize, self.crop, self.batch, self.sigma = dict(groups), resize, crop, batch, sigma
+        self.shares = np.array([len(g) for g in self.groups.values()], dtype=np.float64) / len(images)
+        self.rng = np.random.default_rng(seed)
+
+    def side(self, short: int) -> int:
+        return min(4 * math.ceil(self.crop * short / self.resize / 4), short - short % 4)
+
+    def __iter__(self) -> PhotoScaleSampler:
+        return self
+
+    def __next__(self) -> Batch:
+        short = list(self.groups)[self.rng.choice(len(self.groups), p=self.shares)]
+        photos, p = self.groups[short], self.side(short)
+        clean = np.empty((self.batch, p, p, 3), dtype=np.float32)
+        for k in range(self.batch):
+            image = photos[self.rng.integers(len(photos))]
+            top, left = self.rng.integers(image.shape[0] - p + 1), self.rng.integers(image.shape[1] - p + 1)
+            window = image[top : top + p, left : left + p]
+            clean[k] = (window[:, ::-1] if self.rng.random() < 0.5 else window) / 255.0
+        sigma = self.rng.uniform(*self.sigma, size=self.batch).astype(np.float32)
+        noisy = np.clip(np.rint((clean + self.rng.standard_normal(clean.shape) * sigma[:, None, None, None] / 255)
+                                * 255), 0, 255) / 255  # fmt: skip
+        as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(0, 3, 1, 2)
+        short_side = torch.full((self.batch,), round(p * self.resize / short))
+        return Batch(as_tensor(noisy), as_tensor(clean), short_side, torch.from_numpy(sigma))
 
 
 def parse_arm(text: str) -> tuple[str, dict[str, float]]:
@@ -90,6 +155,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save-every", type=int, default=500)
     parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--photo-scale", action="store_true", help="crops at the photos' own scale (see above)")
+    parser.add_argument("--resize", type=int, default=256, help="--photo-scale: the classifier's short side")
+    parser.add_argument("--crop", type=int, default=224, help="--photo-scale: the classifier's centre crop")
     args = parser.parse_args()
     arms_spec = [parse_arm(a) for a in args.arm]
     lo, hi = (float(v) for v in args.sigma.split("-"))
@@ -104,8 +172,13 @@ def main() -> None:
     weights = {"classify": args.classifier_weights, "segment": args.segmenter_weights}
     used = sorted({t for _, ratios in arms_spec for t in ratios})
     heads = {t: freeze(load_head(HEADS[t], weights[t])).to(device) for t in used}
-    # the label-free sampler of a segment task: photos as they are, flipped left-right or not (no resize, no rotation)
-    sampler = joint_sampler(JointConfig(train=cfg, tasks=("segment",), target="softmax"), nn.Identity())
+    if args.photo_scale:
+        if "classify" in heads:
+            heads["classify"] = freeze(AtPhotoScale(heads["classify"], args.crop))
+        photos = [load_rgb(p) for p in list_images(args.data)]
+        sampler = PhotoScaleSampler(photos, args.resize, args.crop, args.batch, (lo, hi), args.seed)
+    else:  # the label-free sampler of a segment task: photos as they are, flipped left-right or not
+        sampler = joint_sampler(JointConfig(train=cfg, tasks=("segment",), target="softmax"), nn.Identity())
     arms = []
     for name, ratios in arms_spec:
         init = args.init_dir / f"{name}.safetensors" if args.init_dir else args.init
@@ -142,6 +215,8 @@ def main() -> None:
 
     while time.perf_counter() - start < args.seconds:
         batch = next(batches).to(device)
+        if args.photo_scale and "classify" in heads:
+            heads["classify"].short_side = int(batch.target[0])  # this batch's resize, as run resizes the photo
         batch.noisy = batch.noisy.contiguous(memory_format=torch.channels_last)
         rows = {}
         for arm in arms:
@@ -177,7 +252,7 @@ def main() -> None:
         "seconds": seconds,
         "steps_per_s": step / seconds,
         "arms": {a.name: a.objective() for a in arms},
-        "patch": args.patch,
+        "patch": args.patch if not args.photo_scale else f"photo scale, resize {args.resize}, crop {args.crop}",
         "batch": args.batch,
         "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
         "torch": torch.__version__,
