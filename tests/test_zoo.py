@@ -202,6 +202,11 @@ def test_jpeg_inputs_run_the_jpeg_model_and_the_others_the_default(zoo, make_ima
         assert alone.exit_code == 0, alone.output
         assert np.array_equal(load_rgb(tmp_path / "out" / row["output"]),
                               load_rgb(tmp_path / f"alone-{name}" / row["output"]))
+    auto = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "auto"), *common, "--sigma", "auto"])
+    assert auto.exit_code == 0, auto.output
+    rows = {r["input"]: r for r in map(json.loads, (tmp_path / "auto" / "manifest.jsonl").read_text().splitlines())}
+    assert {n: r["weights"] for n, r in rows.items()} == {"a.png": blind.stem, "b.jpg": "jpeg", "c-named.png": "jpeg"}
+    assert all(r["sigma_est"] > 0 for r in rows.values())  # estimated and recorded; JPEG inputs still run the JPEG model
     named = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "named"), *common, "--weights", str(blind)])
     assert named.exit_code == 0 and "JPEG inputs" not in named.output  # a named model runs every image
     rows = [json.loads(r) for r in (tmp_path / "named" / "manifest.jsonl").read_text().splitlines()]
