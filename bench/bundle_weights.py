@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--command", action="append", required=True, help="the training command(s), in order")
     parser.add_argument("--eval-command", required=True)
     parser.add_argument("--note", default="")
+    parser.add_argument("--half", action="store_true", help="ship the weights in half precision (check PSNR first)")
     args = parser.parse_args()
     config = json.loads((args.run / "config.json").read_text())
     log = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
@@ -41,7 +42,12 @@ def main() -> None:
         "lr": config["lr"],
         "seed": config["seed"],
         "commands": args.command,
-        "val_psnr_curve": [{"step": r["step"], "psnr": round(r["val_psnr"], 3)} for r in log if "val_psnr" in r],
+        "val_psnr_curve": [
+            {"step": r["step"], "psnr": round(r["val_psnr"], 3)}
+            | ({"jpeg_psnr": round(r["val_jpeg_psnr"], 3)} if "val_jpeg_psnr" in r else {})
+            for r in log
+            if "val_psnr" in r
+        ],
         "kodak24": {
             "command": args.eval_command,
             "seed": evaluation["seed"],
@@ -49,10 +55,13 @@ def main() -> None:
             "ssim": {k: round(v["ssim"], 4) for k, v in evaluation["mean"].items() if "ssim" in v},
         },
         "note": args.note,
+        "precision": "fp16" if args.half else "fp32",
     }
+    if config.get("jpeg"):
+        card |= {"jpeg_quality": config["jpeg"], "jpeg_share": config["jpeg_share"]}
     card |= joint_fields(args.run, log)
     model = load_denoiser(args.run / args.weights)
-    save_weights(model, PACKAGE_WEIGHTS / f"{args.name}.safetensors", card)
+    save_weights(model, PACKAGE_WEIGHTS / f"{args.name}.safetensors", card, half=args.half)
     (PACKAGE_WEIGHTS / f"{args.name}.json").write_text(json.dumps(card, indent=1) + "\n")
     print(json.dumps(card["kodak24"], indent=1))
 
