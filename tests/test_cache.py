@@ -1,0 +1,190 @@
+"""The model cache: every export, IR and compiled blob used only where its sidecar vouches for it (a foreign or corrupt
+entry is rebuilt with one note), the size budget (least recently used entries go) and `fastdenoise cache`."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from helpers import SMALL, randomize_bn
+from typer.testing import CliRunner
+
+from fastdenoise.backends import BackendConfig, make_backend
+from fastdenoise.cache import clear, entries, entry_problem, parse_size, trim, write_sidecar
+from fastdenoise.cli import app
+from fastdenoise.model import Denoiser
+
+OPENVINO = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnxscript") is not None
+needs_openvino = pytest.mark.skipif(not OPENVINO, reason="needs openvino and the ONNX exporter")
+
+
+@pytest.fixture(scope="module")
+def model() -> Denoiser:
+    torch.manual_seed(11)
+    return randomize_bn(Denoiser(SMALL)).eval()
+
+
+@pytest.fixture(scope="module")
+def other() -> Denoiser:
+    torch.manual_seed(12)
+    return randomize_bn(Denoiser(SMALL)).eval()
+
+
+def noisy(seed: int) -> torch.Tensor:
+    return torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(seed))
+
+
+def openvino(model: Denoiser, cache, **options):
+    from fastdenoise.openvino_backend import OpenVinoBackend
+
+    return OpenVinoBackend(model, torch.device("cpu"), torch.float32, cache_dir=cache, threads=1, **options)
+
+
+def notes(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+
+
+# -------------------------------------------------------------------------------------------------- OpenVINO blobs
+
+
+@needs_openvino
+@pytest.mark.parametrize("plant", ["other-weights", "corrupt", "no-sidecar"])
+def test_a_foreign_or_corrupt_openvino_blob_is_compiled_again_with_a_note(model, other, tmp_path, capsys, plant):
+    x = noisy(3)
+    with torch.no_grad():
+        expected = model(x)
+    theirs = openvino(other, tmp_path / "theirs")
+    theirs(x)
+    (their_blob,) = (tmp_path / "theirs" / "openvino" / "blobs").glob("*.blob")
+    ours = openvino(model, tmp_path / "ours")
+    blob = ours.blob_path(tuple(x.shape))
+    blob.parent.mkdir(parents=True)
+    shutil.copy(their_blob, blob)  # their compiled model under our name
+    if plant == "other-weights":
+        shutil.copy(their_blob.with_name(their_blob.name + ".json"), blob.with_name(blob.name + ".json"))
+    elif plant == "corrupt":
+        ours(x)  # a true blob and sidecar first ...
+        ours = openvino(model, tmp_path / "ours")
+        rng = np.random.default_rng(5)
+        blob.write_bytes(rng.integers(0, 256, blob.stat().st_size, dtype=np.uint8).tobytes())  # ... then its bytes
+        capsys.readouterr()
+
+    out = ours(x)
+
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)  # these weights ran, not the planted blob's
+    (line,) = notes(capsys)
+    assert line.startswith(f"note: {blob}: ") and line.endswith("; compiling it again")
+    assert entry_problem(blob, ours.made_from | {"shape": list(x.shape)}, (blob,)) is None  # rebuilt and vouched for
+    again = openvino(model, tmp_path / "ours")
+    torch.testing.assert_close(again(x), out)
+    assert notes(capsys) == []  # the rebuilt blob is used, quietly
+
+
+@needs_openvino
+def test_openvino_refuses_an_engine_onnx_without_metadata_unless_trusted(model, tmp_path):
+    import onnx
+
+    from fastdenoise.engines.export import cached_denoiser_onnx
+
+    proto = onnx.load(str(cached_denoiser_onnx(model, torch.float32, tmp_path / "onnx")))
+    del proto.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save(proto, str(foreign))
+    cfg = BackendConfig(kind="openvino", device="cpu", precision="fp32", engine=str(foreign))
+
+    with pytest.raises(ValueError, match="no fastdenoise metadata.*--trust-engine"):
+        make_backend(model, cfg)
+    trusted = make_backend(model, BackendConfig(**{**cfg.__dict__, "trust_engine": True}))
+    with torch.no_grad():
+        torch.testing.assert_close(trusted(noisy(4)), model(noisy(4)), atol=1e-4, rtol=0)
+
+
+@needs_openvino
+def test_run_openvino_with_a_foreign_engine_exits_2_in_one_line(model, tmp_path, make_image):
+    import onnx
+
+    from fastdenoise.checkpoint import save_weights
+    from fastdenoise.engines.export import cached_denoiser_onnx
+    from fastdenoise.images import save_rgb
+
+    weights = tmp_path / "w.safetensors"
+    save_weights(model, weights)
+    proto = onnx.load(str(cached_denoiser_onnx(model, torch.float32, tmp_path / "onnx")))
+    del proto.metadata_props[:]
+    onnx.save(proto, str(tmp_path / "foreign.onnx"))
+    (tmp_path / "in").mkdir()
+    save_rgb(make_image(24, 20), tmp_path / "in" / "a.png")
+
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(weights),
+                                      "--backend", "openvino", "--precision", "fp32",
+                                      "--engine", str(tmp_path / "foreign.onnx")])  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("error: ") and "--trust-engine" in line
+    assert not (tmp_path / "out" / "a.png").exists()
+
+
+# ------------------------------------------------------------------------------------------------------ int8 IR
+
+
+@pytest.mark.skipif(not OPENVINO or importlib.util.find_spec("nncf") is None, reason="int8 needs openvino and nncf")
+def test_a_tampered_int8_ir_is_quantized_again_with_a_note(model, tmp_path, capsys, make_image):
+    from fastdenoise.images import save_rgb
+    from fastdenoise.openvino_backend import Calibration
+
+    photos = tmp_path / "cbsd432"
+    photos.mkdir()
+    for i in range(3):
+        save_rgb(make_image(40, 48), photos / f"{i}.png")
+    cal = Calibration(str(photos), crops=8, size=32)
+    x = noisy(6)
+    with pytest.warns(UserWarning):
+        first = openvino(model, tmp_path / "c", int8=True, calibration=cal)
+    expected = first(x)
+    ir = first.path
+    identity = np.random.default_rng(2).integers(0, 256, ir.with_suffix(".bin").stat().st_size, dtype=np.uint8)
+    ir.with_suffix(".bin").write_bytes(identity.tobytes())  # other weights in the pair, the sidecar as it was
+    capsys.readouterr()
+
+    with pytest.warns(UserWarning):
+        again = openvino(model, tmp_path / "c", int8=True, calibration=cal)
+
+    (line,) = notes(capsys)
+    assert line.startswith(f"note: {ir}: ") and line.endswith("; quantizing it again")
+    torch.testing.assert_close(again(x), expected)  # quantized again: the same calibration gives the same graph
+
+
+# ------------------------------------------------------------------------------------------------- ONNX exports
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxscript") is None, reason="needs the ONNX exporter")
+def test_an_identity_onnx_with_copied_metadata_in_the_cache_is_exported_again(model, tmp_path, capsys):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from fastdenoise.engines.export import cached_denoiser_onnx, onnx_session
+
+    path = cached_denoiser_onnx(model, torch.float32, tmp_path)
+    real = onnx.load(str(path))
+    node = helper.make_node("Identity", ["image"], ["output"])
+    dims = ["batch", 3, "height", "width"]
+    io = [helper.make_tensor_value_info(name, TensorProto.FLOAT, dims) for name in ("image", "output")]
+    graph = helper.make_model(helper.make_graph([node], "identity", io[:1], io[1:]), opset_imports=real.opset_import)
+    graph.metadata_props.extend(real.metadata_props)  # claims to be the export of these weights
+    onnx.save(graph, str(path))
+    capsys.readouterr()
+
+    assert cached_denoiser_onnx(model, torch.float32, tmp_path) == path
+
+    (line,) = notes(capsys)
+    assert line.startswith(f"note: {path}: ") and "exporting it again" in line
+    x = noisy(8)
+    (got,) = onnx_session(path).run(None, {"image": x.numpy()})
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4)
