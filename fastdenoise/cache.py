@@ -5,6 +5,7 @@ Past a size budget ($FASTDENOISE_CACHE_MAX, default 2G) the least recently used 
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from fastdenoise.files import atomic_write, sha256_file
+from fastdenoise.files import atomic_write, note, sha256_file
 
 BUDGET_ENV = "FASTDENOISE_CACHE_MAX"
 DEFAULT_BUDGET = "2G"
@@ -114,26 +115,27 @@ def managed_files(root: Path) -> list[Path]:
     return found
 
 
-def remove(entry: Entry) -> None:
-    for path in entry.files:
-        try:
-            path.unlink()
-        except FileNotFoundError:
-            pass
+def remove(entry: Entry) -> bool:
+    """Unlink an entry's files (never what a link points to); False where the cache is not ours to change."""
+    try:
+        for path in entry.files:
+            path.unlink(missing_ok=True)
+    except OSError:
+        return False
+    return True
 
 
 def clear(root: Path) -> tuple[int, int]:
     """Remove every entry; returns (entries, bytes) removed."""
     found = entries(root)
-    for entry in found:
-        remove(entry)
-    return len(found), sum(e.size for e in found)
+    gone = [e for e in found if remove(e)]
+    return len(gone), sum(e.size for e in gone)
 
 
 def trim(root: Path, budget: int | None = None, keep: tuple[Path, ...] = ()) -> list[Entry]:
     """Remove the least recently used entries until the cache holds at most `budget` bytes (default: the env's or
     2G); entries holding a `keep` file and files of writers still at work (hidden `.part` files) stay."""
-    budget = cache_budget() if budget is None else budget
+    budget = lenient_budget(os.environ.get(BUDGET_ENV)) if budget is None else budget
     found = entries(root)
     total = sum(e.size for e in found)
     kept = {Path(p) for p in keep}
@@ -143,9 +145,9 @@ def trim(root: Path, budget: int | None = None, keep: tuple[Path, ...] = ()) -> 
             break
         if kept & set(entry.files) or any(p.name.startswith(".") for p in entry.files):
             continue
-        remove(entry)
-        gone.append(entry)
-        total -= entry.size
+        if remove(entry):
+            gone.append(entry)
+            total -= entry.size
     return gone
 
 
@@ -164,6 +166,16 @@ def cache_budget() -> int:
         return parse_size(text)
     except ValueError as err:
         raise ValueError(f"{BUDGET_ENV}: {err}") from None
+
+
+@functools.cache
+def lenient_budget(_text: str | None) -> int:
+    """cache_budget(), or the default with one note per process where the env's text is not a size."""
+    try:
+        return cache_budget()
+    except ValueError as err:
+        note(f"{err}; the cache is kept to {DEFAULT_BUDGET}")
+        return parse_size(DEFAULT_BUDGET)
 
 
 def size_text(size: float) -> str:

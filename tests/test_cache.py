@@ -188,3 +188,112 @@ def test_an_identity_onnx_with_copied_metadata_in_the_cache_is_exported_again(mo
     (got,) = onnx_session(path).run(None, {"image": x.numpy()})
     with torch.no_grad():
         np.testing.assert_allclose(got, model(x).numpy(), atol=1e-4)
+
+
+# ----------------------------------------------------------------------------------------------- budget, listing
+
+
+def fill(root, rng, sizes: dict[str, int], start: float = 1_700_000_000.0) -> None:
+    """Entries of random bytes (each file with a sidecar), used one hour apart in the order given."""
+    for k, (name, size) in enumerate(sizes.items()):
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(rng.integers(0, 256, size, dtype=np.uint8).tobytes())
+        write_sidecar(path, {"kind": "test"}, (path,))
+        for made in (path, path.with_name(path.name + ".json")):
+            os.utime(made, (start + 3600 * k, start + 3600 * k))
+
+
+def test_trim_removes_the_least_recently_used_entries_past_the_budget(tmp_path, rng):
+    sizes = {f"openvino/blobs/b{k}.blob": int(rng.integers(2000, 5000)) for k in range(5)}
+    sizes["onnx/keep.onnx"] = 3000
+    fill(tmp_path, rng, {"onnx/keep.onnx": 3000} | {k: v for k, v in sizes.items() if k != "onnx/keep.onnx"})
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "result.json").write_bytes(rng.bytes(50_000))  # not the model cache's
+    total = sum(e.size for e in entries(tmp_path))
+    budget = total // 2
+
+    gone = trim(tmp_path, budget, keep=(tmp_path / "onnx/keep.onnx",))
+
+    left = entries(tmp_path)
+    assert sum(e.size for e in left) <= budget and gone
+    assert "onnx/keep" in {e.name for e in left}  # the oldest, yet in use
+    order = [f"openvino/blobs/b{k}" for k in range(5)]
+    assert [e.name for e in gone] == order[: len(gone)]  # oldest first
+    assert all(not path.exists() for e in gone for path in e.files) and (tmp_path / "bench/result.json").exists()
+
+
+def test_trim_follows_no_link_out_of_the_cache(tmp_path, rng):
+    outside = tmp_path / "precious.bin"
+    outside.write_bytes(rng.bytes(10_000))
+    (tmp_path / "c" / "onnx").mkdir(parents=True)
+    (tmp_path / "c" / "onnx" / "x.onnx").symlink_to(outside)
+    (tmp_path / "c" / "openvino").symlink_to(tmp_path)  # a linked folder is an entry, not walked
+
+    trim(tmp_path / "c", 0)
+
+    assert outside.read_bytes() and not (tmp_path / "c" / "onnx" / "x.onnx").is_symlink()
+    assert not (tmp_path / "c" / "openvino").is_symlink() and tmp_path.is_dir()
+
+
+@pytest.mark.parametrize(("text", "size"), [("2G", 2 * 10**9), ("500M", 5 * 10**8), ("1.5g", 15 * 10**8), ("123", 123)])
+def test_parse_size(text, size):
+    assert parse_size(text) == size
+
+
+def test_cache_command_lists_trims_and_clears_in_one_line_each(tmp_path, rng, monkeypatch):
+    monkeypatch.setenv("FASTDENOISE_CACHE", str(tmp_path))
+    sizes = {f"onnx/e{k}.onnx": int(rng.integers(1000, 3000)) for k in range(4)}
+    fill(tmp_path, rng, sizes)
+    runner = CliRunner()
+
+    listed = runner.invoke(app, ["cache"])
+    assert listed.exit_code == 0, listed.output
+    lines = listed.output.strip().splitlines()
+    assert [line.split()[-1] for line in lines[:-1]] == [f"onnx/e{k}" for k in range(4)]  # oldest first
+    assert lines[-1].startswith(f"cache: {tmp_path}: 4 entries, ")
+
+    trimmed = runner.invoke(app, ["cache", "--trim", str(sum(sizes.values()) // 2)])
+    assert trimmed.exit_code == 0 and trimmed.output.startswith("cache: removed ")
+    assert not (tmp_path / "onnx/e0.onnx").exists() and (tmp_path / "onnx/e3.onnx").exists()
+
+    cleared = runner.invoke(app, ["cache", "--clear"])
+    assert cleared.exit_code == 0 and cleared.output.strip().splitlines()[0].startswith("cache: removed ")
+    assert entries(tmp_path) == [] and runner.invoke(app, ["cache"]).output.startswith(f"cache: {tmp_path}: 0 entries")
+
+    bad = runner.invoke(app, ["cache", "--trim", "lots"])
+    assert bad.exit_code == 2 and bad.output.strip().splitlines() == [bad.output.strip()]
+    assert bad.output.startswith("error: --trim: 'lots' is not a size")
+
+
+def test_cache_command_on_a_cache_folder_that_is_a_file_is_one_line(tmp_path, monkeypatch):
+    (tmp_path / "cachefile").write_bytes(b"x")
+    monkeypatch.setenv("FASTDENOISE_CACHE", str(tmp_path / "cachefile"))
+    result = CliRunner().invoke(app, ["cache", "--clear"])
+    assert result.exit_code == 2
+    assert result.output.strip() == f"error: {tmp_path / 'cachefile'}: the cache folder is a file; remove it or set " \
+        "FASTDENOISE_CACHE"
+    assert (tmp_path / "cachefile").read_bytes() == b"x"
+
+
+def test_clear_removes_only_the_model_cache(tmp_path, rng):
+    fill(tmp_path, rng, {"onnx/a.onnx": 100, "engines/x_trt10.13.0.35_fp16_k.engine": 200, "openvino/i.xml": 50})
+    (tmp_path / "cbm3d").mkdir()
+    (tmp_path / "cbm3d" / "out.png").write_bytes(b"kept")
+    assert {e.name for e in entries(tmp_path)} == {"onnx/a", "engines/x_trt10.13.0.35_fp16_k", "openvino/i"}
+    assert clear(tmp_path)[0] == 3 and entries(tmp_path) == [] and (tmp_path / "cbm3d" / "out.png").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
+                    reason="needs onnxruntime and the ONNX exporter")  # fmt: skip
+def test_a_backend_built_from_the_cache_keeps_it_within_the_budget(model, tmp_path, rng, monkeypatch):
+    from fastdenoise.engines.runtime import OnnxRuntimeBackend
+
+    fill(tmp_path, rng, {f"openvino/blobs/old{k}.blob": 40_000 for k in range(6)})
+    monkeypatch.setenv("FASTDENOISE_CACHE_MAX", "200K")
+
+    backend = OnnxRuntimeBackend(model, torch.device("cpu"), torch.float32, None, cache_dir=tmp_path)
+
+    left = entries(tmp_path)
+    assert sum(e.size for e in left) <= 200_000 and backend.path.is_file()  # the export it runs is kept
+    assert "openvino/blobs/old5" in {e.name for e in left} and "openvino/blobs/old0" not in {e.name for e in left}
