@@ -30,6 +30,9 @@ INT8_COST = (
     "speed; see docs/performance.md"
 )
 SHAPES_KEPT = 4  # compiled static shapes kept per backend: the runner's full batch, its last batch, edge tiles
+# Input pixels (batch x height x width) of the compiled shapes kept: each compiled model holds buffers for its shape,
+# ~1.1 KB a pixel with the bundled weights, so two batches of four 1088 px tiles kept 10 GB at a 16 MP image's end.
+KEPT_PIXELS = 4_000_000
 HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
@@ -145,6 +148,14 @@ def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: P
     tmp.replace(xml)
     write_sidecar(xml, facts, (xml, xml.with_suffix(".bin")))
     return xml
+
+
+def pixels(shape: tuple[int, ...]) -> int:
+    return shape[0] * shape[2] * shape[3] if len(shape) == 4 else 0
+
+
+def kept_pixels(compiled: dict) -> int:
+    return sum(pixels(shape) for shape in compiled)
 
 
 def graph_sha256(path: Path) -> str:
@@ -284,8 +295,8 @@ class OpenVinoBackend:
                 graph.reshape({graph.inputs[0]: ov.PartialShape(list(shape))})
             with sigstack.kept():  # the first compile loads the CPU plugin, which swaps this thread's signal stack
                 self.compiled[key] = self.compile(graph, key).create_infer_request()
-            while len(self.compiled) > SHAPES_KEPT:
-                self.compiled.popitem(last=False)
+            while len(self.compiled) > SHAPES_KEPT or kept_pixels(self.compiled) > max(KEPT_PIXELS, pixels(key)):
+                self.compiled.popitem(last=False)  # the oldest; each holds its shape's buffers (~1 KB a pixel)
         self.compiled.move_to_end(key)
         return self.compiled[key]
 
