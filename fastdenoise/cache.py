@@ -62,9 +62,10 @@ def entry_problem(path: Path, facts: dict, members: tuple[Path, ...]) -> str | N
 
 
 def touch(path: Path) -> None:
-    """Mark an entry used now (eviction goes by the latest modification time of an entry's files)."""
+    """Mark an entry used now: its access time (eviction goes by the latest access or change of an entry's files; the
+    modification time stays the file's)."""
     try:
-        os.utime(path)
+        os.utime(path, ns=(time.time_ns(), path.stat().st_mtime_ns))
     except OSError:
         pass  # a read-only cache still serves
 
@@ -95,9 +96,13 @@ def entries(root: Path) -> list[Entry]:
         except OSError:
             continue
         groups.setdefault(entry_name(path.relative_to(root).as_posix()), []).append((path, st))
-    found = [Entry(name, tuple(p for p, _ in group), sum(st.st_size for _, st in group),
-                   max(st.st_mtime for _, st in group)) for name, group in groups.items()]  # fmt: skip
+    found = [Entry(name, tuple(p for p, _ in group), sum(st.st_size for _, st in group), last_use(group))
+             for name, group in groups.items()]  # fmt: skip
     return sorted(found, key=lambda e: (e.used, e.name))
+
+
+def last_use(group: list[tuple[Path, os.stat_result]]) -> float:
+    return max(max(st.st_atime, st.st_mtime) for _, st in group)
 
 
 def managed_files(root: Path) -> list[Path]:
