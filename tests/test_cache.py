@@ -297,3 +297,24 @@ def test_a_backend_built_from_the_cache_keeps_it_within_the_budget(model, tmp_pa
     left = entries(tmp_path)
     assert sum(e.size for e in left) <= 200_000 and backend.path.is_file()  # the export it runs is kept
     assert "openvino/blobs/old5" in {e.name for e in left} and "openvino/blobs/old0" not in {e.name for e in left}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
+                    reason="needs onnxruntime and the ONNX exporter")  # fmt: skip
+def test_run_with_a_cache_folder_that_is_a_file_is_one_line(model, tmp_path, monkeypatch, make_image):
+    from fastdenoise.checkpoint import save_weights
+    from fastdenoise.images import save_rgb
+
+    save_weights(model, tmp_path / "w.safetensors")
+    save_rgb(make_image(24, 20), tmp_path / "in" / "a.png")
+    (tmp_path / "cachefile").write_bytes(b"not a folder")
+    monkeypatch.setenv("FASTDENOISE_CACHE", str(tmp_path / "cachefile"))
+
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights",
+                                      str(tmp_path / "w.safetensors"), "--backend", "onnxruntime", "--device", "cpu",
+                                      "--precision", "fp32"])  # fmt: skip
+
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path / 'cachefile'}/") and line.endswith(": Not a directory")
+    assert not (tmp_path / "out").exists() and (tmp_path / "cachefile").read_bytes() == b"not a folder"
