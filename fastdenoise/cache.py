@@ -19,6 +19,7 @@ BUDGET_ENV = "FASTDENOISE_CACHE_MAX"
 DEFAULT_BUDGET = "2G"
 MANAGED = ("onnx", "openvino", "engines", "auto.json")  # bench/ results and the cbm3d/ output cache are not ours here
 SUFFIXES = (".json", ".onnx", ".xml", ".bin", ".blob", ".engine", ".cache")  # stripped from a name: its entry's name
+PART_AGE_S = 3600  # a temporary file older than this is a killed writer's, not one at work
 UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
 
 
@@ -139,7 +140,8 @@ def clear(root: Path) -> tuple[int, int]:
 
 def trim(root: Path, budget: int | None = None, keep: tuple[Path, ...] = ()) -> list[Entry]:
     """Remove the least recently used entries until the cache holds at most `budget` bytes (default: the env's or
-    2G); entries holding a `keep` file and files of writers still at work (hidden `.part` files) stay."""
+    2G); entries holding a `keep` file stay, and so do the hidden `.part` files of writers (those of the last hour:
+    older ones a killed writer left)."""
     budget = lenient_budget(os.environ.get(BUDGET_ENV)) if budget is None else budget
     found = entries(root)
     total = sum(e.size for e in found)
@@ -148,7 +150,8 @@ def trim(root: Path, budget: int | None = None, keep: tuple[Path, ...] = ()) -> 
     for entry in found:
         if total <= budget:
             break
-        if kept & set(entry.files) or any(p.name.startswith(".") for p in entry.files):
+        writing = any(p.name.startswith(".") for p in entry.files) and entry.used > time.time() - PART_AGE_S
+        if kept & set(entry.files) or writing:
             continue
         if remove(entry):
             gone.append(entry)

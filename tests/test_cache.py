@@ -318,3 +318,16 @@ def test_run_with_a_cache_folder_that_is_a_file_is_one_line(model, tmp_path, mon
     (line,) = result.output.strip().splitlines()
     assert line.startswith(f"error: {tmp_path / 'cachefile'}/") and line.endswith(": Not a directory")
     assert not (tmp_path / "out").exists() and (tmp_path / "cachefile").read_bytes() == b"not a folder"
+
+
+def test_trim_removes_a_killed_writers_old_part_file_but_not_one_being_written(tmp_path, rng):
+    folder = tmp_path / "openvino" / "blobs"
+    folder.mkdir(parents=True)
+    old, fresh = folder / ".x.blob.a1b2c3d4.part", folder / ".y.blob.e5f6a7b8.part"
+    for path in (old, fresh):
+        path.write_bytes(rng.bytes(5000))
+    os.utime(old, (1_700_000_000, 1_700_000_000))
+
+    trim(tmp_path, 0)
+
+    assert not old.exists() and fresh.exists()
