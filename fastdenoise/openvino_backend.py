@@ -17,9 +17,9 @@ import torch
 from torch import Tensor
 
 from fastdenoise import sigstack
+from fastdenoise.cache import entry_problem, sidecar_path, trim, write_sidecar
 from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.engines.runtime import check_batch
-from fastdenoise.cache import entry_problem, sidecar_path, trim, write_sidecar
 from fastdenoise.files import atomic_write, note, sha256_file
 from fastdenoise.machine import cpu_model
 from fastdenoise.model import Denoiser, fold_bn
