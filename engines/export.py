@@ -29,6 +29,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from fastdenoise.cache import entry_problem, write_sidecar
 from fastdenoise.devices import DTYPES
 from fastdenoise.files import atomic_write, check_replaceable, note
 from fastdenoise.model import STRIDE, Denoiser, fold_bn
@@ -323,16 +324,20 @@ def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def cached_denoiser_onnx(model: Denoiser, dtype: torch.dtype, cache_dir: Path) -> Path:
-    """The denoiser's ONNX file in cache_dir, keyed by its weights and precision; exported on first use."""
+    """The denoiser's ONNX file in cache_dir, keyed by its weights and precision; exported on first use, and again
+    (noted) where the cached file's sidecar or metadata does not vouch for it."""
     folded = fold_bn(model)
     digest = weights_sha256(folded)
     path = Path(cache_dir) / f"denoiser_{digest[:16]}_{precision_name(dtype)}.onnx"
+    facts = {"kind": "onnx-export", "weights_sha256": digest, "precision": precision_name(dtype)}
     if path.is_file():
-        problem = cached_problem(path, digest)
+        problem = entry_problem(path, facts, (path,)) or cached_problem(path, digest)
         if problem is None:
             return path
         note(f"{path}: {problem}; exporting it again")
-    return export_onnx(folded, path, dtype=dtype, kind="denoiser")
+    export_onnx(folded, path, dtype=dtype, kind="denoiser")
+    write_sidecar(path, facts, (path,))
+    return path
 
 
 def cached_problem(path: Path, digest: str) -> str | None:

@@ -9,6 +9,7 @@ from typing import TypeVar
 import torch
 from torch import Tensor
 
+from fastdenoise.cache import trim
 from fastdenoise.devices import canonical_device
 from fastdenoise.model import Denoiser, fold_bn
 
@@ -183,7 +184,9 @@ class OnnxRuntimeBackend:
         if engine is None:
             if dtype == torch.bfloat16:
                 raise ValueError("onnxruntime has no bfloat16 convolutions; use --precision fp32 (or fp16)")
-            path = cached_denoiser_onnx(model, dtype, (Path(cache_dir) if cache_dir else default_cache_dir()) / "onnx")
+            root = Path(cache_dir) if cache_dir else default_cache_dir()
+            path = cached_denoiser_onnx(model, dtype, root / "onnx")
+            trim(root, keep=(path,))
         else:
             path = Path(engine)
             if not path.is_file():

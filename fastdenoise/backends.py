@@ -142,7 +142,7 @@ def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
         case BackendKind.openvino:
             from fastdenoise.openvino_backend import OpenVinoBackend
 
-            return OpenVinoBackend(folded, device, dtype, cfg.engine, int8=int8)
+            return OpenVinoBackend(folded, device, dtype, cfg.engine, int8=int8, trust_engine=cfg.trust_engine)
         case BackendKind.auto:
             from fastdenoise.autoselect import AutoBackend
 

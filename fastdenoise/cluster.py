@@ -27,7 +27,7 @@ from fastdenoise.model import Denoiser
 from fastdenoise.outputs import Item, OutputTree, Recorder, triage
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.runner import RunConfig, check_run, finish, open_run, recipe_of
-from fastdenoise.selection import list_inputs
+from fastdenoise.selection import list_inputs, lists_everything
 from fastdenoise.summary import RunSummary
 
 __all__ = ["ClusterConfig", "ClusterError", "Executor", "connect", "denoise_on_cluster"]
@@ -230,7 +230,7 @@ def denoise_on_cluster(
             for item in items:  # every input gets its row, even one Ray lost without failing
                 if item.entry.rel in pending:
                     run.error(item, "no result came back from the cluster; run again to redo it")
-        finished = True
+        finished = lists_everything(src, cfg.include, cfg.exclude)  # else the manifest's other rows are kept
     finally:
         finish(run, Shard(), finished, f"the Ray pipeline failed: {reason(failure)}" if failure is not None else None)
         summary.seconds = time.perf_counter() - start

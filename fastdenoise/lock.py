@@ -28,6 +28,34 @@ def holder_text(facts: dict) -> str:
     return f"pid {facts.get('pid', '?')} on {facts.get('host', '?')}, started {started}"
 
 
+def busy(dst: Path, facts: dict, name: str) -> LockError:
+    return LockError(f"{dst}: another run is writing here ({holder_text(facts)}; lock {name}); wait for it or choose "
+                     "another output folder")
+
+
+def clear_ranks(dst: Path, world: int) -> None:
+    """Lock files of ranks this run has not (a torchrun run's, resumed plainly): LockError while a holder lives (it
+    still writes here); a dead holder's file is removed, locked so that no one takes it meanwhile."""
+    for path in sorted(dst.glob(".fastdenoise.rank*.lock")):
+        rank = path.name.removeprefix(".fastdenoise.rank").removesuffix(".lock")
+        if not rank.isdigit() or int(rank) < world:
+            continue
+        try:
+            fd = open_own(path, os.O_RDWR)
+        except FileNotFoundError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise busy(dst, read_facts(fd), path.name) from None
+        else:
+            path.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
 def read_facts(fd: int) -> dict:
     try:
         facts = json.loads(os.pread(fd, 4096, 0) or b"{}")
@@ -42,7 +70,7 @@ class OutputLock:
     Atomic: the flock decides, not the file's existence, so two runs starting together cannot both win and a holder
     killed with SIGKILL does not keep it. `taken_over` describes the dead holder whose lock file was left behind."""
 
-    def __init__(self, dst: Path, rank: int = 0) -> None:
+    def __init__(self, dst: Path, rank: int = 0, world: int = 1) -> None:
         self.path = Path(dst) / lock_name(rank)
         self.taken_over: str | None = None
         while True:
@@ -54,10 +82,7 @@ class OutputLock:
                 os.close(fd)
                 if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise
-                raise LockError(
-                    f"{dst}: another run is writing here ({holder_text(facts)}; lock {self.path.name}); "
-                    "wait for it or choose another output folder"
-                ) from None
+                raise busy(dst, facts, self.path.name) from None
             try:
                 same = os.fstat(fd).st_ino == os.stat(self.path, follow_symlinks=False).st_ino
             except FileNotFoundError:
@@ -72,6 +97,12 @@ class OutputLock:
         mine = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(mine).encode() + b"\n", 0)
+        if rank == 0:
+            try:
+                clear_ranks(Path(dst), world)
+            except BaseException:
+                self.release()
+                raise
 
     def release(self) -> None:
         if self.fd is None:

@@ -17,9 +17,11 @@ import torch
 from torch import Tensor
 
 from fastdenoise import sigstack
+from fastdenoise.cache import entry_problem, sidecar_path, trim, write_sidecar
 from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.engines.runtime import check_batch
-from fastdenoise.files import atomic_write
+from fastdenoise.files import atomic_write, note, sha256_file
+from fastdenoise.machine import cpu_model
 from fastdenoise.model import Denoiser, fold_bn
 
 # Measured with the bundled weights (docs/performance.md); past the 0.05 dB a default may cost, so int8 is opt-in.
@@ -28,6 +30,9 @@ INT8_COST = (
     "speed; see docs/performance.md"
 )
 SHAPES_KEPT = 4  # compiled static shapes kept per backend: the runner's full batch, its last batch, edge tiles
+# Input pixels (batch x height x width) of the compiled shapes kept: each compiled model holds buffers for its shape,
+# ~1.1 KB a pixel with the bundled weights, so two batches of four 1088 px tiles kept 10 GB at a 16 MP image's end.
+KEPT_PIXELS = 4_000_000
 HINTS = {torch.float32: "f32", torch.bfloat16: "bf16"}
 
 
@@ -115,11 +120,16 @@ def calibration_crops(cal: Calibration) -> list[np.ndarray]:
 
 
 def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: Path) -> Path:
-    """The int8 OpenVINO IR (.xml + .bin) of the ONNX file, cached by weights digest and calibration settings."""
+    """The int8 OpenVINO IR (.xml + .bin) of the ONNX file, cached by weights digest and calibration settings; a cached
+    pair whose sidecar does not vouch for it (other weights or settings, changed bytes) is quantized again, noted."""
     ov = import_openvino()
     xml = cache_dir / f"denoiser_{digest[:16]}_int8_{cal.key}.xml"
-    if xml.is_file() and xml.with_suffix(".bin").is_file():
-        return xml
+    facts = {"kind": "int8-ir", "weights_sha256": digest} | {k: v for k, v in asdict(cal).items() if k != "folder"}
+    if xml.is_file():
+        problem = entry_problem(xml, facts, (xml, xml.with_suffix(".bin")))
+        if problem is None:
+            return xml
+        note(f"{xml}: {problem}; quantizing it again")
     nncf = import_nncf()
     nncf.set_log_level(logging.ERROR)  # its INFO lines list every node left in float
     crops = calibration_crops(cal)
@@ -136,10 +146,57 @@ def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: P
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
     tmp.with_suffix(".bin").replace(xml.with_suffix(".bin"))  # .bin first: the .xml's presence marks a whole pair
     tmp.replace(xml)
-    atomic_write(
-        xml.with_suffix(".json"), lambda f: f.write(json.dumps(asdict(cal) | {"weights_sha256": digest}).encode())
-    )
+    write_sidecar(xml, facts, (xml, xml.with_suffix(".bin")))
     return xml
+
+
+def pixels(shape: tuple[int, ...]) -> int:
+    return shape[0] * shape[2] * shape[3] if len(shape) == 4 else 0
+
+
+def kept_pixels(compiled: dict) -> int:
+    return sum(pixels(shape) for shape in compiled)
+
+
+def graph_sha256(path: Path) -> str:
+    """Digest of a graph file's bytes (an IR's .xml and .bin together)."""
+    parts = [sha256_file(path)] + ([sha256_file(path.with_suffix(".bin"))] if path.suffix == ".xml" else [])
+    return parts[0] if len(parts) == 1 else hashlib.sha256("".join(parts).encode()).hexdigest()
+
+
+def graph_file(folded: Denoiser, engine: str | None, trust: bool, cache: Path, int8: Calibration | None) -> Path:
+    """The graph to compile: the --engine file (ONNX or IR) once its metadata or sidecar says it holds these weights,
+    or, with `trust`, one made elsewhere; else the cached ONNX export, quantized where int8 says how."""
+    from fastdenoise.engines.export import cached_denoiser_onnx, onnx_metadata, weights_sha256
+    from fastdenoise.engines.runtime import check_weights, guard_onnx
+
+    if engine is None:
+        path = cached_denoiser_onnx(folded, torch.float32, cache / "onnx")
+        return path if int8 is None else quantized_model(path, weights_sha256(folded), int8, cache / "openvino")
+    path = Path(engine)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such ONNX or OpenVINO IR file")
+    if path.suffix == ".onnx":  # ours carry the digest of the weights they were exported from
+        meta = guard_onnx(path, lambda: onnx_metadata(path))
+    else:  # an IR of ours has the sidecar the int8 cache writes
+        meta = ir_sidecar(path)
+    if "weights_sha256" not in meta and not trust:
+        raise ValueError(f"{path}: no fastdenoise metadata (not written by `fastdenoise export-onnx` or the int8 "
+                         "cache), so nothing says which weights it holds or that it denoises; pass --trust-engine "
+                         "to run it anyway")  # fmt: skip
+    check_weights(meta, folded, str(path))
+    return path
+
+
+def ir_sidecar(path: Path) -> dict:
+    """The sidecar of an IR from the int8 cache, when it still vouches for the pair's bytes ({} otherwise)."""
+    try:
+        record = json.loads(sidecar_path(path).read_bytes())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(record, dict) or entry_problem(path, {}, (path, path.with_suffix(".bin"))) is not None:
+        return {}
+    return {k: record[k] for k in ("weights_sha256",) if isinstance(record.get(k), str)}
 
 
 class OpenVinoBackend:
@@ -158,9 +215,10 @@ class OpenVinoBackend:
         cache_dir: Path | None = None,
         static: bool = True,
         threads: int | None = None,
+        trust_engine: bool = False,
     ) -> None:
         ov = import_openvino()
-        from fastdenoise.engines.export import cached_denoiser_onnx, default_cache_dir, weights_sha256
+        from fastdenoise.engines.export import default_cache_dir, weights_sha256
 
         if device.type != "cpu":
             raise ValueError(f"the openvino backend runs on the CPU, not {device}")
@@ -171,27 +229,12 @@ class OpenVinoBackend:
         self.device, self.dtype, self.int8, self.static = device, dtype, int8, static
         cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         folded = fold_bn(model)
-        if engine is not None:
-            path = Path(engine)
-            if not path.is_file():
-                raise ValueError(f"{path}: no such ONNX or OpenVINO IR file")
-            if path.suffix == ".onnx":  # ours carry the digest of the weights they were exported from
-                from fastdenoise.engines.export import onnx_metadata
-                from fastdenoise.engines.runtime import check_weights, guard_onnx
-
-                check_weights(guard_onnx(path, lambda: onnx_metadata(path)), model, str(path))
-        else:
-            path = cached_denoiser_onnx(folded, torch.float32, cache / "onnx")
-            if int8:
-                path = quantized_model(
-                    path, weights_sha256(folded), calibration or default_calibration(), cache / "openvino"
-                )
+        quantize = (calibration or default_calibration()) if int8 and engine is None else None
+        path = graph_file(folded, engine, trust_engine, cache, quantize)
         if int8:  # only once it can run: a run refused before that needs no note on its cost
             warnings.warn(INT8_COST, stacklevel=3)
-        self.path = path
+        self.path, self.cache = path, cache
         self.core = ov.Core()
-        # The blob cache is OpenVINO's own, keyed by the graph, the shape and these settings.
-        self.core.set_property({"CACHE_DIR": str(cache / "openvino" / "blobs")})
         self.config = {
             "INFERENCE_PRECISION_HINT": HINTS[dtype],
             "PERFORMANCE_HINT": "LATENCY",
@@ -203,7 +246,42 @@ class OpenVinoBackend:
             raise ValueError(f"{path}: not readable by OpenVINO ({str(err).strip().splitlines()[0][:200]})") from err
         if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
             raise ValueError(f"{path}: expected one input and one output")
+        self.made_from = {"kind": "openvino-blob", "weights_sha256": weights_sha256(folded),
+                          "graph_sha256": graph_sha256(path), "openvino": ov.__version__, "cpu": cpu_model(),
+                          "config": self.config}  # fmt: skip
         self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
+        trim(cache, keep=(path,))
+
+    def blob_path(self, shape: tuple[int, ...]) -> Path:
+        """Where the compiled model for `shape` is cached: named by the weights, the graph, the shape and the
+        settings."""
+        settings = hashlib.sha256(json.dumps(self.made_from, sort_keys=True).encode()).hexdigest()[:8]
+        dims = "x".join(map(str, shape)) if shape else "dynamic"
+        made = self.made_from
+        name = f"denoiser_{made['weights_sha256'][:16]}_{made['graph_sha256'][:8]}_{dims}_{settings}.blob"
+        return self.cache / "openvino" / "blobs" / name
+
+    def compile(self, graph: Any, shape: tuple[int, ...]) -> Any:
+        """The compiled model for `shape`: imported from the blob cache where its sidecar vouches for it (a foreign or
+        corrupt blob is compiled again, noted), else compiled and stored."""
+        blob, facts = self.blob_path(shape), self.made_from | {"shape": list(shape)}
+        if blob.is_file():
+            problem = entry_problem(blob, facts, (blob,))
+            if problem is None:
+                try:
+                    return self.core.import_model(blob.read_bytes(), "CPU", self.config)
+                except RuntimeError as err:
+                    problem = f"not importable ({str(err).strip().splitlines()[0][:120]})"
+            note(f"{blob}: {problem}; compiling it again")
+        compiled = self.core.compile_model(graph, "CPU", self.config)
+        try:
+            exported = compiled.export_model()  # a BytesIO (bytes in older OpenVINO)
+            atomic_write(blob, lambda f: f.write(getattr(exported, "getvalue", lambda: exported)()))
+            write_sidecar(blob, facts, (blob,))
+            trim(self.cache, keep=(blob, self.path))
+        except OSError:
+            pass  # an unwritable cache costs a compile next time, nothing else
+        return compiled
 
     def request(self, shape: tuple[int, ...]) -> Any:
         """An infer request of a model compiled for `shape` (static) or for any shape (dynamic), compiled on first
@@ -216,9 +294,9 @@ class OpenVinoBackend:
                 graph = self.graph.clone()
                 graph.reshape({graph.inputs[0]: ov.PartialShape(list(shape))})
             with sigstack.kept():  # the first compile loads the CPU plugin, which swaps this thread's signal stack
-                self.compiled[key] = self.core.compile_model(graph, "CPU", self.config).create_infer_request()
-            while len(self.compiled) > SHAPES_KEPT:
-                self.compiled.popitem(last=False)
+                self.compiled[key] = self.compile(graph, key).create_infer_request()
+            while len(self.compiled) > SHAPES_KEPT or kept_pixels(self.compiled) > max(KEPT_PIXELS, pixels(key)):
+                self.compiled.popitem(last=False)  # the oldest; each holds its shape's buffers (~1 KB a pixel)
         self.compiled.move_to_end(key)
         return self.compiled[key]
 

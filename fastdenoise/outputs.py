@@ -4,6 +4,7 @@ never through a planted link, and the recorder that journals each file's row and
 from __future__ import annotations
 
 import errno
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -64,10 +65,10 @@ def collides_with_mask(entry: Entry) -> bool:
     return False
 
 
-def open_output(dst: Path, rank: int = 0) -> tuple[OutputLock, dict[str, Voucher], Journal]:
+def open_output(dst: Path, rank: int = 0, world: int = 1) -> tuple[OutputLock, dict[str, Voucher], Journal]:
     """Take this rank's output lock (LockError, a ValueError, while another live run writes here), then read what
     earlier runs vouch for and open this rank's manifest part; the lock is released again if either fails."""
-    lock = OutputLock(dst, rank)
+    lock = OutputLock(dst, rank, world)
     try:
         return lock, load_vouchers(dst), Journal(dst, rank)
     except BaseException:
@@ -219,4 +220,17 @@ def reference_scores(ref: Path, rel: str, image: np.ndarray, max_pixels: int | N
             "ref_error": f"{found[0]}: reference is {clean.shape[1]}x{clean.shape[0]}, "
             f"output {image.shape[1]}x{image.shape[0]}"
         }
-    return {"psnr": round(psnr(image, clean), 4), "ssim": round(ssim(image, clean), 5)}
+    value = psnr(image, clean)  # infinite for an output equal to its reference: JSON has no such number, null instead
+    return {"psnr": round(value, 4) if math.isfinite(value) else None, "ssim": round(ssim(image, clean), 5)}
+
+
+def check_ref(ref: str | None, dst: Path) -> None:
+    """Raise ValueError unless --ref (where given) is a folder outside OUTPUT: there, outputs would be scored against
+    themselves."""
+    if ref is None:
+        return
+    if not Path(ref).is_dir():
+        raise ValueError(f"{ref}: --ref is not a folder")
+    real, out = Path(ref).resolve(), Path(dst).resolve()
+    if real == out or real.is_relative_to(out):
+        raise ValueError(f"{ref}: --ref may not be the output folder or inside it (each output its own reference)")

@@ -27,9 +27,10 @@ from fastdenoise.inference import GroupError, denoise_group
 from fastdenoise.loaders import Decoded, Loader, LoaderKind, make_loader
 from fastdenoise.lock import OutputLock
 from fastdenoise.manifest import MANIFEST, Journal, Voucher, load_vouchers, merge
-from fastdenoise.outputs import Item, OutputTree, Recorder, open_output, output_recipe, reference_scores, triage
+from fastdenoise.outputs import (Item, OutputTree, Recorder, check_ref, open_output, output_recipe, reference_scores,
+                                 triage)
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
-from fastdenoise.selection import list_inputs
+from fastdenoise.selection import list_inputs, lists_everything
 from fastdenoise.summary import RunSummary
 
 if TYPE_CHECKING:
@@ -112,8 +113,7 @@ def check_run(src: Path, dst: Path, cfg: RunConfig | None = None) -> None:
         narrowed = " matching --include/--exclude" if cfg.include or cfg.exclude else ""
         kinds = ", ".join(sorted(e[1:] for e in EXTENSIONS))
         raise ValueError(f"{src}: no images found{narrowed} (extensions: {kinds})")
-    if cfg.ref is not None and not Path(cfg.ref).is_dir():
-        raise ValueError(f"{cfg.ref}: --ref is not a folder")
+    check_ref(cfg.ref, dst)
 
 
 class Writes:
@@ -186,14 +186,14 @@ class Run:
 
 def open_run(
     dst: Path, backend: Backend | BackendConfig, cfg: RunConfig, predictor: Predictor | None,
-    on_image: Callable[[dict], None] | None, stop: threading.Event | None, rank: int = 0,
+    on_image: Callable[[dict], None] | None, stop: threading.Event | None, rank: int = 0, world: int = 1,
 ) -> Run:  # fmt: skip
     """Make dst, take this rank's output lock, read what earlier runs vouch for and open this rank's manifest part."""
     dst.mkdir(parents=True, exist_ok=True)
     tree = OutputTree(dst, cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None,
                       recipe_of(cfg))
     summary, stop = RunSummary(), stop if stop is not None else threading.Event()
-    lock, vouchers, journal = open_output(dst, rank)
+    lock, vouchers, journal = open_output(dst, rank, world)
     summary.taken_over = lock.taken_over
     record = Recorder(journal, summary, stop, on_image, cfg.fail_fast)
     return Run(cfg, backend, predictor, tree, record, summary, stop, journal, lock, vouchers)
@@ -315,7 +315,7 @@ def denoise_folder(
     src, dst, shard = Path(src), Path(dst), shard or Shard()
     check_run(src, dst, cfg)
     loader = loader or make_loader(cfg.loader, cfg.workers, cfg.batch, backend.device, max_pixels=cfg.max_pixels)
-    run = open_run(dst, backend, cfg, predictor, on_image, stop, shard.rank)
+    run = open_run(dst, backend, cfg, predictor, on_image, stop, shard.rank, shard.world)
     run.router = router
     summary = run.summary
     start, finished = time.perf_counter(), False  # finished stays False when an error ends the run
@@ -331,7 +331,7 @@ def denoise_folder(
             writes.collect(block=True)
         finally:
             writes.close()
-        finished = True
+        finished = lists_everything(src, cfg.include, cfg.exclude)  # else the manifest's other rows are kept
     finally:
         finish(run, shard, finished)
         summary.seconds = time.perf_counter() - start

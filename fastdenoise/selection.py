@@ -25,3 +25,9 @@ def list_inputs(src: Path, include: Sequence[str] = (), exclude: Sequence[str] =
         return (e for e in iter_entries(src) if selected(e.rel, include, exclude))
     problem = None if src.suffix.lower() in EXTENSIONS else f"not an image extension ({src.suffix or 'none'})"
     return iter([Entry(src, src.name, problem)])
+
+
+def lists_everything(src: Path, include: Sequence[str] = (), exclude: Sequence[str] = ()) -> bool:
+    """True when a run lists every input of its OUTPUT's manifest (a folder, no --include/--exclude); a narrowed or
+    single-file run's rows join the manifest's others instead of replacing them."""
+    return not (include or exclude) and Path(src).is_dir()

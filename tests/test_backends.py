@@ -118,6 +118,23 @@ def test_openvino_refuses_an_onnx_file_of_other_weights(model, cache) -> None:
         make_backend(model, BackendConfig(kind="openvino", device="cpu", precision="fp32", engine=str(other)))
 
 
+@pytest.mark.skipif(skip_reason("openvino", "fp32") is not None, reason="needs openvino and the ONNX exporter")
+def test_openvino_keeps_compiled_shapes_within_a_pixel_budget(model, cache, monkeypatch) -> None:
+    from fastdenoise import openvino_backend
+    from fastdenoise.openvino_backend import OpenVinoBackend
+
+    monkeypatch.setattr(openvino_backend, "KEPT_PIXELS", 2000)  # each compiled shape holds ~1 KB a pixel of buffers
+    backend = OpenVinoBackend(model, torch.device("cpu"), torch.float32, threads=1)
+    generator = torch.Generator().manual_seed(5)
+    kept = []
+    for n in (1, 2, 4, 1):
+        x = torch.rand(n, 3, 20, 28, generator=generator)
+        with torch.no_grad():
+            torch.testing.assert_close(backend(x), model.eval()(x), atol=1e-4, rtol=0)
+        kept.append([shape[0] for shape in backend.compiled])
+    assert kept == [[1], [1, 2], [4], [1]]  # 560 + 1120 px fit in 2000; 2240 px only alone, as the newest
+
+
 def test_int8_only_on_openvino(model) -> None:
     with pytest.raises(ValueError, match="openvino"):
         make_backend(model, BackendConfig(kind="eager", device="cpu", precision="int8"))

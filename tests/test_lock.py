@@ -78,3 +78,58 @@ def test_a_second_run_on_the_same_output_refuses_and_the_first_loses_no_row(tmp_
     assert sorted(r["input"] for r in rows) == sorted(p.relative_to(src).as_posix() for p in paths)
     assert {r["status"] for r in rows} == {"ok"}
     assert_outputs_valid(dst, rows)
+
+
+HOLD_RANK1 = """
+import sys, time
+from fastdenoise.lock import OutputLock
+lock = OutputLock(sys.argv[1], rank=1, world=2)
+print("held", flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_plain_run_never_takes_over_while_a_rank_of_a_torchrun_run_still_writes(tmp_path, weights):
+    from typer.testing import CliRunner
+
+    from fastdenoise.cli import app
+
+    src, dst = tmp_path / "in", tmp_path / "out"
+    photos(src, 2)
+    dst.mkdir()
+    (dst / lock_name(0)).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))  # rank 0 died
+    rank1 = subprocess.Popen([sys.executable, "-c", HOLD_RANK1, str(dst)], stdout=subprocess.PIPE, text=True, env=ENV)
+    try:
+        assert rank1.stdout.readline().strip() == "held"
+        args = ["run", str(src), str(dst), "--weights", str(weights), "--backend", "eager", "--device", "cpu",
+                "--precision", "fp32", "--loader", "pil"]  # fmt: skip
+        refused = CliRunner().invoke(app, args)
+        assert refused.exit_code == 2, refused.output
+        (line,) = refused.output.strip().splitlines()
+        assert line.startswith(f"error: {dst}: another run is writing here (pid {rank1.pid} ") and lock_name(1) in line
+        assert not list(dst.rglob("*.png")) and not (dst / MANIFEST).exists()
+    finally:
+        rank1.kill()
+        rank1.wait()
+
+    done = CliRunner().invoke(app, args)  # its holder dead: the stale rank-1 lock goes too
+
+    assert done.exit_code == 0, done.output
+    assert len(list(dst.rglob("*.png"))) == 2 and not list(dst.glob(".fastdenoise.rank*.lock"))
+
+
+def test_a_plain_resume_removes_the_stale_lock_files_of_a_killed_torchrun_run(tmp_path, backend):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    photos(src, 2)
+    dst.mkdir()
+    for rank in range(3):
+        (dst / lock_name(rank)).write_text(json.dumps({"pid": dead_pid(), "host": socket.gethostname()}))
+
+    summary = denoise_folder(src, dst, backend, RunConfig(loader="pil"))
+
+    assert summary.ok == 2 and sorted(p.name for p in dst.iterdir() if p.name.startswith(".")) == []
+    two = OutputLock(dst, rank=0, world=2)  # under torchrun, rank 0 leaves the other ranks' locks alone
+    one = OutputLock(dst, rank=1, world=2)
+    assert (dst / lock_name(1)).exists()
+    two.release()
+    one.release()

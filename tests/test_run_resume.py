@@ -112,3 +112,51 @@ def test_a_resumed_sigma_auto_run_keeps_each_rows_estimate_and_weights(photos, t
         assert row["status"] == "skipped"
         assert (row["sigma_est"], row["weights"]) == (first[name]["sigma_est"], first[name]["weights"])
         assert row["made_by"] == first[name]["made_by"]
+
+
+@pytest.mark.parametrize("narrow", ["include", "exclude", "single-file"])
+def test_a_narrowed_run_into_a_finished_output_keeps_the_other_rows(tmp_path, weights, make_image, narrow):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    names = ["a.png", "sub/b.png", "sub/c.png"]
+    for name in names:
+        save_rgb(make_image(20, 28), src / name)
+    assert run(src, dst, weights).exit_code == 0
+    before = rows_of(dst)
+    save_rgb(make_image(20, 28), src / "a.png")  # changed: the narrowed run redoes it
+    extra = {"include": ("--include", "a.*"), "exclude": ("--exclude", "sub/*"), "single-file": ()}[narrow]
+    target = src / "a.png" if narrow == "single-file" else src
+
+    result = run(target, dst, weights, *extra)
+
+    assert result.exit_code == 0, result.output
+    after = rows_of(dst)
+    assert set(after) == set(names) and after["a.png"]["status"] == "ok"
+    assert after["a.png"]["input_mtime_ns"] != before["a.png"]["input_mtime_ns"]
+    assert all(after[n] == before[n] for n in names[1:])  # the other rows as they were
+    assert run(src, dst, weights).exit_code == 0  # and a whole run afterwards still vouches for all three
+    assert {r["status"] for r in rows_of(dst).values()} == {"skipped"}
+
+
+def test_ref_into_the_output_is_refused_in_one_line(photos, tmp_path, weights):
+    dst = tmp_path / "out"
+    dst.mkdir()
+    for ref in (dst, dst / "sub"):
+        ref.mkdir(exist_ok=True)
+        result = run(photos, dst, weights, "--ref", str(ref))
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == f"error: {ref}: --ref may not be the output folder or inside it (each output " \
+            "its own reference)"
+    assert not (dst / "a.png").exists()
+
+
+def test_an_output_equal_to_its_reference_scores_null_psnr_not_infinity(tmp_path, make_image):
+    from fastdenoise.manifest import row_line
+    from fastdenoise.outputs import reference_scores
+
+    image = make_image(20, 28)
+    save_rgb(image, tmp_path / "ref" / "a.png")
+
+    scores = reference_scores(tmp_path / "ref", "a.png", image)
+
+    assert scores["psnr"] is None and scores["ssim"] == pytest.approx(1.0)
+    json.loads(row_line({"input": "a.png"} | scores), parse_constant=lambda c: pytest.fail(f"{c} in JSON"))

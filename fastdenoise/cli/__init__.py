@@ -7,7 +7,7 @@ from __future__ import annotations
 import typer
 
 from fastdenoise import interrupts
-from fastdenoise.cli import bench, demo, engines, evaluate, run, tables, train
+from fastdenoise.cli import bench, cache, demo, engines, evaluate, run, tables, train
 from fastdenoise.cli.common import OneLineErrors, VersionOpt, backend_options, fail, parse_sigmas
 
 __all__ = ["app", "backend_options", "fail", "main", "parse_sigmas"]
@@ -30,6 +30,7 @@ app.command("export-onnx")(engines.export_onnx_cmd)
 app.command("build-engine")(engines.build_engine_cmd)
 app.command()(bench.bench)
 app.command()(demo.demo)
+app.command("cache")(cache.cache_cmd)
 
 
 def main() -> None:

@@ -279,3 +279,5 @@ def backend_options(
         raise fail(str(err)) from err
     except ImportError as err:
         raise fail(f"backend {backend!r} is not available here: {err}") from err
+    except OSError as err:  # the model cache: a folder that is a file, a read-only disk, ...
+        raise fail(f"{err.filename}: {err.strerror}" if err.filename else str(err)) from err

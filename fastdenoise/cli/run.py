@@ -43,7 +43,7 @@ def run(
     engine: Annotated[Path | None, typer.Option(help=(
         "Prebuilt TensorRT engine or ONNX file for those backends."))] = None,
     trust_engine: Annotated[bool, typer.Option(help=(
-        "Run an --engine ONNX file that lacks fastdenoise's metadata (made elsewhere)."))] = False,
+        "Run an --engine ONNX or OpenVINO IR file that lacks fastdenoise's metadata (made elsewhere)."))] = False,
     max_pixels: Annotated[int, typer.Option(help=(
         "Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a pixel of "
         "the largest image."), min=1)] = 64_000_000,
