@@ -31,6 +31,7 @@ from fastdenoise.outputs import Item, OutputTree, Recorder, open_output, output_
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.selection import list_inputs
 from fastdenoise.summary import RunSummary
+from fastdenoise.words import plural
 
 if TYPE_CHECKING:
     from fastdenoise.zoo import SigmaRouter
@@ -351,8 +352,9 @@ class Plan:
     ignored: int = 0
 
     def line(self) -> str:
-        return (f"dry run: {self.todo} images to denoise ({self.megapixels:.2f} MP), {self.done} done earlier, "
-                f"{self.failing} would fail, {self.ignored} not images; nothing written")  # fmt: skip
+        return (f"dry run: {plural(self.todo, 'image')} to denoise ({self.megapixels:.2f} MP), {self.done} done "
+                f"earlier, {self.failing} would fail, {plural(self.ignored, 'not an image', 'not images')}; nothing "
+                "written")
 
 
 def plan_run(src: Path, dst: Path, cfg: RunConfig, shard: Shard | None = None) -> Plan:

@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from fastdenoise.words import plural
+
 PROBLEMS_KEPT = 10  # failed and ignored files named in the summary; the manifest has every one
 
 
@@ -67,7 +69,8 @@ class RunSummary:
 def summary_lines(summary: RunSummary, manifest: Path) -> list[str]:
     """The closing lines of a run: counts and rate (no rate when nothing was denoised), each failed and ignored file
     with its reason (the first PROBLEMS_KEPT, then how many more), and with --ref the mean PSNR/SSIM."""
-    counts = f"{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images"
+    ignored = plural(summary.ignored, "not an image", "not images")
+    counts = f"{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {ignored}"
     if summary.megapixels:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
         rate = f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages})"
@@ -90,7 +93,7 @@ def summary_lines(summary: RunSummary, manifest: Path) -> list[str]:
     if scored:
         psnr, ssim = summary.scores["psnr"] / scored, summary.scores["ssim"] / scored
         missing = f"; {summary.ok - scored} without a reference" if summary.ok > scored else ""
-        lines.append(f"reference: mean PSNR {psnr:.2f} dB, SSIM {ssim:.4f} over {scored} images{missing}")
+        lines.append(f"reference: mean PSNR {psnr:.2f} dB, SSIM {ssim:.4f} over {plural(scored, 'image')}{missing}")
     return lines
 
 

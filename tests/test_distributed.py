@@ -82,6 +82,6 @@ def test_torchrun_two_processes_split_the_files_and_rank0_merges(tmp_path, rng):
     again = subprocess.run(
         [sys.executable, "-m", "fastdenoise", *run], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
-    assert again.returncode == 0 and "0 denoised, 11 skipped, 1 failed, 1 not images" in again.stdout, (
+    assert again.returncode == 0 and "0 denoised, 11 skipped, 1 failed, 1 not an image" in again.stdout, (
         again.stdout + again.stderr
     )

@@ -122,14 +122,14 @@ def test_dry_run_counts_images_and_megapixels_and_writes_nothing(tmp_path, make_
     assert result.exit_code == 0, result.output
     assert (
         result.output
-        == "dry run: 2 images to denoise (0.07 MP), 0 done earlier, 0 would fail, 1 not images; nothing written\n"
+        == "dry run: 2 images to denoise (0.07 MP), 0 done earlier, 0 would fail, 1 not an image; nothing written\n"
     )
     assert not dst.exists()
     assert run(src, dst, weights, "--include", "sub/*").exit_code == 0
     again = run(src, dst, weights, "--dry-run")
     assert (
         again.output
-        == "dry run: 1 images to denoise (0.06 MP), 1 done earlier, 0 would fail, 1 not images; nothing written\n"
+        == "dry run: 1 image to denoise (0.06 MP), 1 done earlier, 0 would fail, 1 not an image; nothing written\n"
     )
 
 

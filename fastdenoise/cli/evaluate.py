@@ -18,6 +18,7 @@ from fastdenoise.cli.common import (
     parse_sigmas,
     starting,
 )
+from fastdenoise.words import plural
 
 
 def evaluate_cmd(
@@ -70,7 +71,7 @@ def evaluate_cmd(
     images = len(result.rows) // len(sigmas)
     stored_as = f", stored as JPEG {jpeg}" if jpeg is not None else ""
     table = Table("sigma", "noisy PSNR", "PSNR (dB)", "SSIM",
-                  title=f"{name} on {data} (seed {seed}, {images} images{stored_as})")
+                  title=f"{name} on {data} (seed {seed}, {plural(images, 'image')}{stored_as})")
     for s in result.sigmas:
         table.add_row(f"{s:g}", f"{result.mean(s, 'noisy_psnr'):.2f}", f"{result.mean(s):.2f}",
                       f"{result.mean(s, 'ssim'):.4f}")  # fmt: skip

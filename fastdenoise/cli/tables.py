@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from fastdenoise.cli.common import PEERS, DeviceOpt, NoiseAt, Split, fail, parse_sigmas, skipped_peer, starting
+from fastdenoise.words import plural
 
 tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + JSON + PNG per table.",
                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
@@ -285,4 +286,4 @@ def split_cmd(
     except ValueError as err:
         raise fail(str(err)) from err
     which = {Split.train: "even", Split.test: "odd"}.get(split, "all")
-    typer.echo(f"{rows} rows ({split.value}: {which} rows of {labels}) -> {out}")
+    typer.echo(f"{plural(rows, 'row')} ({split.value}: {which} rows of {labels}) -> {out}")
