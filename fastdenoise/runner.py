@@ -22,7 +22,7 @@ from fastdenoise import distributed
 from fastdenoise.backends import Backend, BackendConfig
 from fastdenoise.batching import batches, prefetch
 from fastdenoise.distributed import Shard
-from fastdenoise.images import EXTENSIONS, FORMATS, ImageError, read_header, stored_as_jpeg
+from fastdenoise.images import EXTENSIONS, FORMATS, ImageError, check_pixels, read_header, stored_as_jpeg
 from fastdenoise.inference import GroupError, denoise_group
 from fastdenoise.loaders import Decoded, Loader, LoaderKind, make_loader
 from fastdenoise.lock import OutputLock
@@ -30,8 +30,7 @@ from fastdenoise.manifest import MANIFEST, Journal, Voucher, load_vouchers, merg
 from fastdenoise.outputs import Item, OutputTree, Recorder, open_output, output_recipe, reference_scores, triage
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.selection import list_inputs
-from fastdenoise.summary import RunSummary
-from fastdenoise.words import plural
+from fastdenoise.summary import Plan, RunSummary
 
 if TYPE_CHECKING:
     from fastdenoise.zoo import SigmaRouter
@@ -341,22 +340,6 @@ def denoise_folder(
     return summary
 
 
-@dataclass
-class Plan:
-    """What a run would do (`--dry-run`), from the listing, the manifest and the image headers; nothing decoded."""
-
-    todo: int = 0
-    megapixels: float = 0.0
-    done: int = 0  # vouched for by an earlier run: would be skipped
-    failing: int = 0  # unreadable headers, files that cannot be stat'ed, images over --max-pixels
-    ignored: int = 0
-
-    def line(self) -> str:
-        return (f"dry run: {plural(self.todo, 'image')} to denoise ({self.megapixels:.2f} MP), {self.done} done "
-                f"earlier, {self.failing} would fail, {plural(self.ignored, 'not an image', 'not images')}; nothing "
-                "written")
-
-
 def plan_run(src: Path, dst: Path, cfg: RunConfig, shard: Shard | None = None) -> Plan:
     """Count what `denoise_folder(src, dst, ..., cfg)` would do without writing or creating anything."""
     check_run(src, dst, cfg)
@@ -366,18 +349,18 @@ def plan_run(src: Path, dst: Path, cfg: RunConfig, shard: Shard | None = None) -
         item = triage(entry, tree, FORMATS[cfg.format], False, vouchers, cfg.overwrite)
         if isinstance(item, dict):
             plan.done += item["status"] == "skipped"
-            plan.failing += item["status"] == "error"
             plan.ignored += item["status"] == "ignored"
+            if item["status"] == "error":
+                plan.fail(item["input"], item["error"])
             continue
         try:
             header = read_header(item.path)
-        except ImageError:
-            plan.failing += 1
+            check_pixels(item.path, header.height, header.width, cfg.max_pixels)
+        except ImageError as err:
+            plan.fail(item.entry.rel, str(err))
             continue
-        pixels = header.height * header.width
-        plan.failing += pixels > cfg.max_pixels
-        plan.todo += pixels <= cfg.max_pixels
-        plan.megapixels += pixels / 1e6 if pixels <= cfg.max_pixels else 0.0
+        plan.todo += 1
+        plan.megapixels += header.height * header.width / 1e6
     return plan
 
 

@@ -66,6 +66,33 @@ class RunSummary:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
+@dataclass
+class Plan:
+    """What a run would do (`--dry-run`), from the listing, the manifest and the image headers; nothing decoded."""
+
+    todo: int = 0
+    megapixels: float = 0.0
+    done: int = 0  # vouched for by an earlier run: would be skipped
+    failing: int = 0  # unreadable headers, files that cannot be stat'ed, images over --max-pixels
+    ignored: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (input, reason) of the first PROBLEMS_KEPT failing
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failing += 1
+        if len(self.problems) < PROBLEMS_KEPT:
+            self.problems.append((name, reason))
+
+    def lines(self) -> list[str]:
+        """The counts, then each file that would fail and why (the first PROBLEMS_KEPT, then how many more)."""
+        ignored = plural(self.ignored, "not an image", "not images")
+        lines = [f"dry run: {plural(self.todo, 'image')} to denoise ({self.megapixels:.2f} MP), {self.done} done "
+                 f"earlier, {self.failing} would fail, {ignored}; nothing written"]  # fmt: skip
+        lines += [f"  would fail: {name}: {reason}" for name, reason in self.problems]
+        if self.failing > len(self.problems):
+            lines.append(f"  ... and {self.failing - len(self.problems)} more would fail")
+        return lines
+
+
 def summary_lines(summary: RunSummary, manifest: Path) -> list[str]:
     """The closing lines of a run: counts and rate (no rate when nothing was denoised), each failed and ignored file
     with its reason (the first PROBLEMS_KEPT, then how many more), and with --ref the mean PSNR/SSIM."""

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from fastdenoise.cli import app
 from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.metrics import psnr, ssim
+from fastdenoise.summary import PROBLEMS_KEPT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -112,6 +113,27 @@ def test_include_and_exclude_globs_narrow_the_run(tmp_path, make_image, weights)
     nothing = run(src, tmp_path / "none", weights, "--include", "*.webp")
     assert nothing.exit_code == 2 and nothing.output.startswith(f"error: {src}: no images found matching --include")
 
+
+
+def test_dry_run_names_the_files_that_would_fail_then_how_many_more(tmp_path, make_image, weights):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    save_rgb(make_image(40, 48), src / "big.png")  # 1920 pixels, over --max-pixels 1000
+    save_rgb(make_image(20, 24), src / "ok.png")
+    (src / "bad.png").write_bytes(np.random.default_rng(28).bytes(64))
+    result = run(src, dst, weights, "--dry-run", "--max-pixels", "1000")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "dry run: 1 image to denoise (0.00 MP), 0 done earlier, 2 would fail, 0 not images; nothing written",
+        f"  would fail: bad.png: {src / 'bad.png'}: not a recognised image format",
+        f"  would fail: big.png: {src / 'big.png'}: 48x40 = 0.0 MP is over the pixel budget of 0.001 MP "
+        "(--max-pixels); not decoded",
+    ]
+    for i in range(PROBLEMS_KEPT):
+        (src / f"a{i:02d}.png").write_bytes(b"")
+    lines = run(src, dst, weights, "--dry-run", "--max-pixels", "1000").output.splitlines()
+    assert lines[1] == f"  would fail: a00.png: {src / 'a00.png'}: not a recognised image format"
+    assert len(lines) == 2 + PROBLEMS_KEPT and lines[-1] == "  ... and 2 more would fail"
+    assert not dst.exists()
 
 def test_dry_run_counts_images_and_megapixels_and_writes_nothing(tmp_path, make_image, weights):
     src, dst = tmp_path / "in", tmp_path / "out"

@@ -179,7 +179,8 @@ def dry_run_line(input: Path, output: Path, cfg, shard) -> None:
     from fastdenoise.runner import plan_run
 
     try:
-        typer.echo(plan_run(input, output, cfg, shard).line())
+        for line in plan_run(input, output, cfg, shard).lines():
+            typer.echo(line)
     except ValueError as err:
         raise fail(str(err)) from err
 
