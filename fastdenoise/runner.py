@@ -65,9 +65,8 @@ class RunConfig:
         if self.batch < 1 or self.workers < 1 or self.max_pixels < 1:
             raise ValueError("batch, workers and max_pixels must be >= 1")
         if self.tile % 4 or self.overlap % 4 or not 0 < self.overlap < self.tile:
-            raise ValueError(
-                f"tile ({self.tile}) and overlap ({self.overlap}) must be multiples of 4, 0 < overlap < tile"
-            )
+            raise ValueError(f"--tile {self.tile} and --overlap {self.overlap}: both must be multiples of 4, with "
+                             "0 < overlap < tile")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
         if self.loader not in {k.value for k in LoaderKind}:

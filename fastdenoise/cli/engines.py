@@ -69,16 +69,16 @@ def build_engine_cmd(
     weights: WeightsOpt = None,  # only without ONNX_FILE
     precision: PrecisionChoice = OnnxPrecision.auto,  # only without ONNX_FILE; a given ONNX file carries its precision
     tile: Annotated[int, typer.Option(help=(
-        "Profile for `run --tile T --batch B`: up to B x 3 x (T+3) x (T+3), tuned for B x 3 x T x T."))] = 1024,
-    batch: Annotated[int, typer.Option(help="Largest batch of the profile (see --tile).")] = 4,
+        "Profile for `run --tile T --batch B`: up to B x 3 x (T+3) x (T+3), tuned for B x 3 x T x T."), min=1)] = 1024,
+    batch: Annotated[int, typer.Option(help="Largest batch of the profile (see --tile).", min=1)] = 4,
     min_shape: Annotated[str | None, typer.Option("--min", help=(
         "Explicit profile: NxCxHxW; --min, --opt, --max together replace --tile/--batch."))] = None,
     opt_shape: Annotated[str | None, typer.Option("--opt", help="Shape TensorRT tunes for, NxCxHxW.")] = None,
     max_shape: Annotated[str | None, typer.Option("--max", help="Largest accepted shape, NxCxHxW.")] = None,
     workspace: Annotated[int | None, typer.Option(help=(
-        "Builder workspace limit in MiB (default: TensorRT's, the whole GPU)."))] = None,
+        "Builder workspace limit in MiB (default: TensorRT's, the whole GPU)."), min=1)] = None,
     optimization_level: Annotated[int, typer.Option(help=(
-        "Builder optimization level 0 (fast build) .. 5 (slowest build)."))] = 3,
+        "Builder optimization level 0 (fast build) .. 5 (slowest build)."), min=0, max=5)] = 3,
     hardware_compatibility: Annotated[HardwareCompatibility, typer.Option(help=(
         "none: this GPU model only."))] = HardwareCompatibility.none,
     version_compatible: Annotated[bool, typer.Option(help="Loadable by later TensorRT 10.x runtimes too.")] = False,

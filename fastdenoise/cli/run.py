@@ -48,12 +48,13 @@ def run(
         "Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a pixel of "
         "the largest image."), min=1)] = 64_000_000,
     format: Annotated[ImageFormat, typer.Option(help="Output format.")] = ImageFormat.png,
-    quality: Annotated[int, typer.Option(help="JPEG/WebP quality.")] = 95,
-    batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.")] = 4,
-    tile: Annotated[int, typer.Option(help="Images larger than this (px) go through overlapping tiles.")] = 1024,
-    overlap: Annotated[int, typer.Option(help="Tile overlap in pixels (blended).")] = 64,
+    quality: Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)] = 95,
+    batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.", min=1)] = 4,
+    tile: Annotated[int, typer.Option(help=(
+        "Images larger than this (px) go through overlapping tiles; a multiple of 4 above --overlap."), min=8)] = 1024,
+    overlap: Annotated[int, typer.Option(help="Tile overlap in pixels (blended); a multiple of 4.", min=4)] = 64,
     overwrite: Annotated[bool, typer.Option(help="Redo images the manifest says are done.")] = False,
-    workers: Annotated[int, typer.Option(help="Decoder and writer threads (each).")] = 2,
+    workers: Annotated[int, typer.Option(help="Decoder and writer threads (each).", min=1)] = 2,
     loader: Annotated[LoaderKind, typer.Option(
         help="auto: DALI on a GPU where installed, else Pillow.")] = LoaderKind.auto,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any input failed (default); --no-strict exits 0.")] = True,
