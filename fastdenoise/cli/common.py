@@ -236,6 +236,8 @@ def skipped_peer(peer: str) -> bool:
 
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
     "Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind."))]
+BlindWeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
+    "Weights (.safetensors or checkpoint); default: the bundled blind model."))]  # for commands without --sigma
 ModelNameOpt = Annotated[str | None, typer.Option("--model", help=(
     "Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model within 7.5 of "
     "--sigma where bundled, else blind)."))]

@@ -35,7 +35,7 @@ CacheOpt = Annotated[Path | None, typer.Option(help=(
     "$FASTDENOISE_CACHE/cbm3d."), file_okay=False)]
 OutputCacheOpt = Annotated[Path | None, typer.Option(help=(
     "Keep every model arm's 8-bit outputs here (by weights, noisy input, sigma): a second table over the same crops "
-    "(another --head with the same --resize/--crop) runs no denoiser."), file_okay=False)]
+    "(another --head, the same resizing and cropping) runs no denoiser."), file_okay=False)]
 QuantizeOpt = Annotated[bool, typer.Option(help=(
     "Every arm starts from the noisy image clipped and rounded to 8 bits (as the data README's reference numbers); "
     "--no-quantize: denoisers get the unclipped float noisy image."))]

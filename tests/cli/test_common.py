@@ -204,3 +204,32 @@ def test_python_dash_m_runs_the_cli():
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "error: --backend: 'x' is not one of eager, compiled, triton, onnxruntime, tensorrt, openvino, auto"
     ]
+
+
+def commands(group, path=()):
+    """(name, click command) of every command and subcommand."""
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from commands(command, (*path, name))
+        else:
+            yield " ".join((*path, name)), command
+
+
+# Options of another command that a help text names on purpose (the training run that made an arm's weights).
+OTHER_COMMANDS_OPTIONS = {("tables table2", "--task"), ("tables table3", "--task"), ("tables split", "--labels")}
+
+
+def test_help_names_only_options_the_command_has():
+    """`export-onnx -w` once said "default: the bundled model for --sigma": export-onnx has no --sigma."""
+    import re
+
+    from typer.main import get_command
+
+    for name, command in commands(get_command(app)):
+        own = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        for text in [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]:
+            named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", re.sub(r"`[^`]*`", "", text)))  # `run --tile` aside
+            assert not {(name, o) for o in named - own} - OTHER_COMMANDS_OPTIONS, (name, text)
+    for name in ("export-onnx", "build-engine", "bench"):
+        help_text = " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output.split())
+        assert "--weights <path> Weights (.safetensors or checkpoint); default: the bundled blind model." in help_text
