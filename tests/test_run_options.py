@@ -4,6 +4,7 @@ both denoised; one file as INPUT, --include/--exclude, --dry-run, --ref; grey in
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,17 @@ def test_int8_without_calibration_photos_is_one_line_saying_what_to_set(tmp_path
     )
     assert "cbsd432" in result.output and "set FASTDENOISE_DATA" in result.output
     assert not [w for w in recwarn if "int8" in str(w.message)]  # no note on its cost before it could run
+
+
+def test_a_run_into_a_log_prints_plain_progress_lines(tmp_path, make_image, weights, monkeypatch):
+    monkeypatch.setattr("fastdenoise.progress.PLAIN_EVERY", 0.0)  # a line each image instead of each 30 s
+    src = tmp_path / "in"
+    count = int(np.random.default_rng(28).integers(2, 6))
+    for i in range(count):
+        save_rgb(make_image(20, 24), src / f"p{i}.png")
+    result = run(src, tmp_path / "out", weights)  # CliRunner's output is no terminal, as a log file is not
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("denoise: ")]
+    assert [line.split(",")[0] for line in lines] == [f"denoise: {i}/{count} ({i / count:.0%})"
+                                                      for i in range(1, count + 1)]  # fmt: skip
+    assert re.fullmatch(r"denoise: 1/\d+ \(\d+%\), \d:\d\d:\d\d elapsed, \d:\d\d:\d\d left; p\d\.png", lines[0])
