@@ -30,7 +30,7 @@ from fastdenoise.manifest import MANIFEST, Journal, Voucher, load_vouchers, merg
 from fastdenoise.outputs import Item, OutputTree, Recorder, open_output, output_recipe, reference_scores, triage
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.selection import list_inputs
-from fastdenoise.summary import Plan, RunSummary
+from fastdenoise.summary import Plan, RunSummary, combined
 
 if TYPE_CHECKING:
     from fastdenoise.zoo import SigmaRouter
@@ -198,9 +198,9 @@ def open_run(
     return Run(cfg, backend, predictor, tree, record, summary, stop, journal, lock, vouchers)
 
 
-def finish(run: Run, shard: Shard, finished: bool, failure: str | None = None) -> None:
+def finish(run: Run, shard: Shard, finished: bool, failure: str | None = None) -> list[RunSummary]:
     """Close this rank's manifest part, note why the run stopped (a `failure` of the Ray pipeline, a stop request),
-    let rank 0 merge the parts, release the lock."""
+    let rank 0 merge the parts, release the lock. Returns every rank's summary, in rank order."""
     summary = run.summary
     try:
         run.journal.close()
@@ -209,8 +209,10 @@ def finish(run: Run, shard: Shard, finished: bool, failure: str | None = None) -
         if run.stop.is_set() and summary.stopped is None:
             summary.stopped, summary.cause = "stop requested", "request"
         complete = distributed.all_complete(shard, finished and summary.stopped is None)
+        parts = distributed.gather(summary, shard)
         if shard.rank == 0:
             merge(run.tree.dst, shard.world, complete)
+        return parts
     finally:
         run.lock.release()
 
@@ -332,11 +334,13 @@ def denoise_folder(
             writes.close()
         finished = True
     finally:
-        finish(run, shard, finished)
-        summary.seconds = time.perf_counter() - start
+        summary.seconds = time.perf_counter() - start  # before the merge: what the other ranks see
+        parts = finish(run, shard, finished)
+    job = combined(parts) if shard.world > 1 else summary
+    job.seconds = max(job.seconds, time.perf_counter() - start)
     if shard.rank == 0 and predictor is not None and predictor.task == "classify":
-        summary.predictions = str(write_predictions(dst, predictor.key)[0])
-    return summary
+        job.predictions = str(write_predictions(dst, predictor.key)[0])
+    return job
 
 
 def plan_run(src: Path, dst: Path, cfg: RunConfig, shard: Shard | None = None) -> Plan:

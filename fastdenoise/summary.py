@@ -66,6 +66,27 @@ class RunSummary:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
+def combined(parts: list[RunSummary]) -> RunSummary:
+    """The job's summary from each rank's (torchrun): counts, megapixels, stage seconds, scores and routes added up,
+    the slowest rank's seconds, the first problems, the first reason to stop."""
+    job = RunSummary(seconds=max(p.seconds for p in parts))
+    for part in parts:
+        for name in ("ok", "skipped", "failed", "ignored", "megapixels", "masks"):
+            setattr(job, name, getattr(job, name) + getattr(part, name))
+        for name in ("stages", "scores", "routes"):
+            for key, value in getattr(part, name).items():
+                getattr(job, name)[key] += value
+        for status, found in part.problems.items():
+            job.problems[status] = (job.problems[status] + found)[:PROBLEMS_KEPT]
+        if part.estimates:
+            low, high, total = job.estimates or (math.inf, -math.inf, 0.0)
+            job.estimates = [min(low, part.estimates[0]), max(high, part.estimates[1]), total + part.estimates[2]]
+        if job.stopped is None:
+            job.stopped, job.cause = part.stopped, part.cause
+        job.taken_over, job.predictions = job.taken_over or part.taken_over, job.predictions or part.predictions
+    return job
+
+
 @dataclass
 class Plan:
     """What a run would do (`--dry-run`), from the listing, the manifest and the image headers; nothing decoded."""
