@@ -69,7 +69,8 @@ class PatchSampler:
         if small:
             h, w = images[small[0]].shape[:2]
             first = f"{names[small[0]]}, {w}x{h}" if names else f"index {small[0]}"
-            raise ValueError(f"{plural(len(small), 'training image')} smaller than the {patch}px patch "
+            verb = "is" if len(small) == 1 else "are"
+            raise ValueError(f"{plural(len(small), 'training image')} {verb} smaller than the {patch}px patch "
                              f"(first: {first})")
         if masks is not None and any(m.shape != im.shape[:2] for m, im in zip(masks, images)):
             raise ValueError("every mask must have its image's height and width")

@@ -22,7 +22,7 @@ def progress_bar(label: str, field: str = "last", remaining: bool = True, transi
 
     console = rich.get_console()
     if enabled and not (console.is_terminal or console.is_jupyter):
-        return PlainProgress(label, field, remaining, PLAIN_EVERY)
+        return PlainProgress(label, field, remaining, PLAIN_EVERY, final=not transient)
     columns = [rp.TextColumn(f"[bold]{label}"), rp.BarColumn(), rp.MofNCompleteColumn(),
                rp.TextColumn(f"{{task.fields[{field}]}}", markup=markup), rp.TimeElapsedColumn()]  # fmt: skip
     if remaining:
@@ -42,12 +42,14 @@ class PlainTask:
 @dataclass
 class PlainProgress:
     """The few calls of rich's Progress that the commands make (add_task, update, a `with`), printed as a plain line
-    to stderr at most every `every` seconds: `denoise: 120/500 (24%), 0:01:02 elapsed, 0:03:15 left; photo.jpg`."""
+    to stderr at most every `every` seconds: `denoise: 120/500 (24%), 0:01:02 elapsed, 0:03:15 left; photo.jpg`; with
+    `final`, once more at the end."""
 
     label: str
     column: str = "last"  # the task field shown at the end of the line
     remaining: bool = True
     every: float = PLAIN_EVERY
+    final: bool = False  # a last line per task on leaving the `with` when done, as rich leaves a lasting bar
     clock: Callable[[], float] = time.monotonic
     tasks: list[PlainTask] = field(default_factory=list)
     printed: float = 0.0  # when the last line was printed (or the first task added)
@@ -55,8 +57,9 @@ class PlainProgress:
     def __enter__(self) -> PlainProgress:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        return None
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        for task in self.tasks if self.final and kind is None else []:  # a stop or an error says so itself
+            print(self.line(task, self.clock()), file=sys.stderr, flush=True)
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields: Any) -> int:
         self.printed = self.clock()

@@ -67,3 +67,26 @@ def test_a_terminal_gets_the_rich_bar_anything_else_the_plain_lines(monkeypatch)
     monkeypatch.setattr(rich, "get_console", lambda: Console(file=io.StringIO(), force_terminal=False))
     assert isinstance(progress_bar("denoise"), PlainProgress)
     assert not isinstance(progress_bar("denoise", enabled=False), PlainProgress)  # rank > 0: a silent rich bar
+
+
+def test_a_bar_that_stays_ends_with_its_last_state(capsys):
+    steps = random.Random(28).randint(2, 99)
+    now = [0.0]
+    with PlainProgress("train", "stats", False, 30.0, final=True, clock=lambda: now[0]) as bar:
+        task = bar.add_task("train", total=steps, completed=0, stats="")
+        for step in range(1, steps + 1):
+            now[0] += 0.1
+            bar.update(task, completed=step, stats=f"loss {1 / step:.2e}")
+    last = f"train: {steps}/{steps} (100%), {clock_time(steps * 0.1)} elapsed; loss {1 / steps:.2e}\n"
+    assert capsys.readouterr().err == last  # nothing before: under 30 s
+
+
+def test_a_bar_left_by_an_error_prints_no_last_state(capsys):
+    bar = PlainProgress("train", "stats", False, 30.0, final=True, clock=lambda: 0.0)
+    try:
+        with bar:
+            bar.add_task("train", total=random.Random(28).randint(2, 99), completed=1, stats="loss 1.00e-02")
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert capsys.readouterr().err == ""  # the stop's own line says where the run stands

@@ -50,7 +50,8 @@ def imagenet_entries(data: Path, labels: Path, split: Split | str, limit: int | 
     entries = [(p, Path(data) / rows[p][0], rows[p][1]) for p in split_positions(len(rows), split)][:limit]
     missing = [str(path) for _, path, _ in entries if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"{labels}: {plural(len(missing), 'listed file')} missing (first: {missing[0]})")
+        verb = "is" if len(missing) == 1 else "are"
+        raise FileNotFoundError(f"{labels}: {plural(len(missing), 'listed file')} {verb} missing (first: {missing[0]})")
     if not entries:
         raise ValueError(f"{labels}: no rows in split {Split(split).value!r}")
     return entries
