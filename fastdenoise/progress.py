@@ -32,6 +32,8 @@ def progress_bar(label: str, field: str = "last", remaining: bool = True, transi
 
 @dataclass
 class PlainTask:
+    """One task of a PlainProgress: how far it is and since when."""
+
     total: float | None
     completed: float
     fields: dict[str, Any]
