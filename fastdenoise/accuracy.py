@@ -22,6 +22,7 @@ from fastdenoise.machine import machine_name
 from fastdenoise.model import Denoiser, macs_per_pixel
 from fastdenoise.peers import LABELS, MACS_PER_PIXEL, PeerKind, make_peer, timed
 from fastdenoise.throughput import Log, naive_loop
+from fastdenoise.words import plural
 from fastdenoise.zoo import bundled_models
 
 # Shipped with the package (package data), so an installed copy finds them too; `--baselines` points elsewhere.
@@ -70,7 +71,8 @@ def data_images(data_root: Path, folder: str, limit: int | None) -> list[Path]:
     if not paths:
         raise FileNotFoundError(f"{Path(data_root) / folder}: no images found")
     if limit is not None and len(paths) < limit:
-        raise DataIntegrityError(f"{Path(data_root) / folder}: {len(paths)} images, expected at least {limit}")
+        found = plural(len(paths), "image")
+        raise DataIntegrityError(f"{Path(data_root) / folder}: {found}, expected at least {limit}")
     verify_files(data_root, paths)
     return paths
 
@@ -238,7 +240,7 @@ class Scorer:
         if method != PeerKind.cbm3d.value:  # threads, allocator, weight layouts: not part of the per-image speed
             denoise(np.random.default_rng(0).random((64, 64, 3), dtype=np.float32), sigma)
         denoise, spent = timed(denoise)
-        self.log(f"quality {label} on {data} ({len(paths)} images, sigma {sigma:g})")
+        self.log(f"quality {label} on {data} ({plural(len(paths), 'image')}, sigma {sigma:g})")
         result: EvalResult = evaluate(
             denoise, self.data_root / data, [sigma], seed, label, with_ssim=False, limit=len(paths)
         )

@@ -18,6 +18,7 @@ from torch import Tensor
 from fastdenoise.backends import Backend, BackendConfig, BackendKind, Precision, make_backend
 from fastdenoise.files import atomic_write, note
 from fastdenoise.model import Denoiser
+from fastdenoise.words import plural
 
 PROBE_SIDE = 512  # probe inputs are cropped to at most this side: speed per pixel settles well below it
 PROBE_BATCH = 2  # and to at most this many images
@@ -201,10 +202,11 @@ class AutoBackend:
 
     @property
     def description(self) -> str:
-        ran = ", ".join(f"{name} ({count} batches)" for name, count in self.ran.most_common())
+        ran = ", ".join(f"{name} ({plural(count, 'batch', 'batches')})" for name, count in self.ran.most_common())
         shown = list(self.why.items())[:SHOWN_CLASSES]
         why = "; ".join(f"{shape}: {self.chosen[shape].value}, {reason}" for shape, reason in shown)
-        more = f"; {len(self.why) - len(shown)} more shape classes" if len(self.why) > len(shown) else ""
+        hidden = len(self.why) - len(shown)
+        more = f"; {plural(hidden, 'more shape class', 'more shape classes')}" if hidden else ""
         return f"auto: {ran or 'nothing ran'}" + (f"; chosen: {why}{more}" if why else "")
 
 

@@ -26,6 +26,7 @@ from fastdenoise.throughput import (
     measure_peak,
     measure_throughput,
     measure_training,
+    tf32_convolutions,
 )
 
 SCHEMA = 1
@@ -174,6 +175,7 @@ def run_benchmark(cfg: BenchConfig, log: Log = print, profile: BenchProfile | No
     if "peak" in cfg.sections:
         log(f"matmul peak {profile.matmul_size}^3")
         result["peak"] = measure_peak(device, profile.precisions, profile.matmul_size)
+        result["tf32"] = tf32_convolutions(device)  # fp32 convolutions and the fp32 roof in TF32
     if "throughput" in cfg.sections:
         result["throughput"] = measure_naive(model, profile.sizes, device, profile.rounds, log)
         rows, skipped = measure_throughput(model, profile.throughput_cases(), device, profile.rounds, log)

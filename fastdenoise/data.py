@@ -13,6 +13,7 @@ from torch import Tensor
 
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.noise import store_jpeg
+from fastdenoise.words import plural
 
 
 @dataclass
@@ -63,12 +64,14 @@ class PatchSampler:
             raise ValueError("give labels (classification) or masks (segmentation), not both")
         for name, items in (("labels", labels), ("masks", masks)):
             if items is not None and len(items) != len(images):
-                raise ValueError(f"{len(images)} images but {len(items)} {name}")
+                raise ValueError(f"{plural(len(images), 'image')} but {len(items)} {name}")
         small = [i for i, im in enumerate(images) if min(im.shape[:2]) < patch]
         if small:
             h, w = images[small[0]].shape[:2]
             first = f"{names[small[0]]}, {w}x{h}" if names else f"index {small[0]}"
-            raise ValueError(f"{len(small)} training images are smaller than the {patch}px patch (first: {first})")
+            verb = "is" if len(small) == 1 else "are"
+            raise ValueError(f"{plural(len(small), 'training image')} {verb} smaller than the {patch}px patch "
+                             f"(first: {first})")
         if masks is not None and any(m.shape != im.shape[:2] for m, im in zip(masks, images)):
             raise ValueError("every mask must have its image's height and width")
         self.images, self.patch, self.batch, self.sigma = images, patch, batch, sigma

@@ -20,6 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from fastdenoise.plotting import plain_log_ticks, pyplot
+from fastdenoise.words import plural
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "no-baseline": "yellow", "error": "bold red"}
 
@@ -76,9 +77,10 @@ def roofline_line(result: dict) -> str:
     if not rows or not peak:
         return "roofline: not measured (needs the peak and throughput sections)"
     best = max(rows, key=lambda r: r["mp_per_s"])
-    peaks = ", ".join(f"{k} {v:,.0f}" for k, v in peak.items())
+    peaks = ", ".join(f"{k}{' (TF32)' if k == 'fp32' and result.get('tf32') else ''} {v:,.0f}"
+                      for k, v in peak.items())
     fraction = peak_fraction(best, peak)
-    share = f" = {fraction:.0%} of the {best['precision']} peak" if fraction is not None else ""
+    share = f" = {peak_cell(fraction)} of the {best['precision']} peak" if fraction is not None else ""
     return (f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; best {best['name']}: "
             f"{fmt(best['mp_per_s'])} MP/s = {fmt(best['gflops'])} GFLOP/s achieved{share}; "
             f"measured matmul peak (GFLOP/s): {peaks}")  # fmt: skip
@@ -100,28 +102,35 @@ def skipped_lines(result: dict, training: bool) -> list[Text]:
 
 def throughput_table(result: dict) -> Table:
     naive, peak = naive_rates(result), result.get("peak") or {}
-    table = Table(
-        "case", "MP/s", "images/s", "GFLOP/s", "% peak", "x naive", title="Inference throughput", title_justify="left"
-    )
+    table = Table("case", "MP/s", "images/s", "GFLOP/s", "% peak", "x naive", title="Inference throughput",
+                  title_justify="left")
     for row in result["throughput"]:
         base = naive.get((row["height"], row["width"]))
-        fraction = peak_fraction(row, peak)
-        table.add_row(
-            row["name"], fmt(row["mp_per_s"]), fmt(row["images_per_s"]), fmt(row["gflops"]),
-            f"{fraction:.0%}" if fraction is not None else "-", f"{row['mp_per_s'] / base:.2f}" if base else "-",
-        )  # fmt: skip
+        table.add_row(row["name"], fmt(row["mp_per_s"]), fmt(row["images_per_s"]), fmt(row["gflops"]),
+                      peak_cell(peak_fraction(row, peak)), f"{row['mp_per_s'] / base:.2f}" if base else "-")
     return table
 
 
+ABOVE_ROOF = ("! above the measured matmul roof of its precision: the roof was measured while other work shared the "
+              "device, or the convolutions ran a cheaper algorithm (Winograd, FFT) than the FLOPs counted")
+
+
+def peak_cell(fraction: float | None) -> str:
+    """The '% peak' cell: a share above 1 is marked `!` (explained by ABOVE_ROOF under the table)."""
+    if fraction is None:
+        return "-"
+    return f"{fraction:.0%}" + ("!" if fraction > 1 else "")
+
+
+def above_roof_lines(result: dict) -> list[Text]:
+    """The note under the throughput table when a row ran above its roof."""
+    marked = any(peak_cell(peak_fraction(r, result.get("peak") or {})).endswith("!") for r in result["throughput"])
+    return [Text(ABOVE_ROOF, style="dim")] if marked else []
+
+
 def training_table(result: dict) -> Table:
-    table = Table(
-        "training step",
-        "samples/s",
-        "MP/s",
-        "~GFLOP/s",
-        title="Training throughput (random patches)",
-        title_justify="left",
-    )
+    table = Table("training step", "samples/s", "MP/s", "~GFLOP/s", title="Training throughput (random patches)",
+                  title_justify="left")
     for row in result["training"]:
         table.add_row(row["name"], fmt(row["samples_per_s"]), fmt(row["mp_per_s"]), fmt(row["gflops"]))
     return table
@@ -143,9 +152,8 @@ def quality_table(result: dict) -> Table:
 
 
 def accuracy_table(result: dict) -> Table:
-    table = Table(
-        "check", "PSNR (dB)", "baseline", "tol.", "status", title="Accuracy regressions", title_justify="left"
-    )
+    table = Table("check", "PSNR (dB)", "baseline", "tol.", "status", title="Accuracy regressions",
+                  title_justify="left")
     for row in result["accuracy"]:
         psnr, base = row["psnr"], row["baseline"]
         table.add_row(row["key"], f"{psnr:.3f}" if psnr is not None else "-",
@@ -158,17 +166,24 @@ def header(result: dict) -> str:
     m = result["machine"]
     gpu = f", GPU {m['gpu']['name']} (driver {m['gpu'].get('driver', '?')})" if m.get("gpu") else ""
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k != "fastdenoise")
-    commit = (m.get("commit") or "?")[:10] + (" (dirty)" if m.get("dirty") else "")
-    return (f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']} ({m['cores']} cores, "
-            f"{m['torch_threads']} torch threads){gpu}; commit {commit}; {versions}; "
-            f"{result.get('seconds', 0):.0f} s")  # fmt: skip
+    threads = f"{plural(m['cores'], 'core')}, {plural(m['torch_threads'], 'torch thread')}"
+    return (f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']} ({threads}){gpu}; "
+            f"{source_line(m)}; {versions}; {result.get('seconds', 0):.0f} s")
+
+
+def source_line(machine: dict) -> str:
+    """The code that ran: its git commit, or the installed version outside a git checkout."""
+    if machine.get("commit"):
+        return f"commit {machine['commit'][:10]}" + (" (dirty)" if machine.get("dirty") else "")
+    return f"fastdenoise {machine['versions'].get('fastdenoise') or '?'} (not a git checkout)"
 
 
 def render(result: dict) -> Group:
     """Everything a run measured, as rich renderables (print with rich's Console)."""
     parts: list = [Text(header(result), style="bold")]
     if result.get("throughput"):
-        parts += [throughput_table(result), *skipped_lines(result, training=False), Text(roofline_line(result))]
+        parts += [throughput_table(result), *above_roof_lines(result), *skipped_lines(result, training=False),
+                  Text(roofline_line(result))]
     if result.get("training"):
         parts += [training_table(result), *skipped_lines(result, training=True)]
     if result.get("quality"):

@@ -22,7 +22,7 @@ from fastdenoise import distributed
 from fastdenoise.backends import Backend, BackendConfig
 from fastdenoise.batching import batches, prefetch
 from fastdenoise.distributed import Shard
-from fastdenoise.images import EXTENSIONS, FORMATS, ImageError, read_header, stored_as_jpeg
+from fastdenoise.images import EXTENSIONS, FORMATS, ImageError, check_pixels, read_header, stored_as_jpeg
 from fastdenoise.inference import GroupError, denoise_group
 from fastdenoise.loaders import Decoded, Loader, LoaderKind, make_loader
 from fastdenoise.lock import OutputLock
@@ -31,7 +31,7 @@ from fastdenoise.outputs import (Item, OutputTree, Recorder, check_ref, open_out
                                  triage)
 from fastdenoise.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.selection import list_inputs, lists_everything
-from fastdenoise.summary import RunSummary
+from fastdenoise.summary import Plan, RunSummary, combined
 
 if TYPE_CHECKING:
     from fastdenoise.zoo import SigmaRouter
@@ -66,9 +66,8 @@ class RunConfig:
         if self.batch < 1 or self.workers < 1 or self.max_pixels < 1:
             raise ValueError("batch, workers and max_pixels must be >= 1")
         if self.tile % 4 or self.overlap % 4 or not 0 < self.overlap < self.tile:
-            raise ValueError(
-                f"tile ({self.tile}) and overlap ({self.overlap}) must be multiples of 4, 0 < overlap < tile"
-            )
+            raise ValueError(f"--tile {self.tile} and --overlap {self.overlap}: both must be multiples of 4, with "
+                             "0 < overlap < tile")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
         if self.loader not in {k.value for k in LoaderKind}:
@@ -199,9 +198,9 @@ def open_run(
     return Run(cfg, backend, predictor, tree, record, summary, stop, journal, lock, vouchers)
 
 
-def finish(run: Run, shard: Shard, finished: bool, failure: str | None = None) -> None:
+def finish(run: Run, shard: Shard, finished: bool, failure: str | None = None) -> list[RunSummary]:
     """Close this rank's manifest part, note why the run stopped (a `failure` of the Ray pipeline, a stop request),
-    let rank 0 merge the parts, release the lock."""
+    let rank 0 merge the parts, release the lock. Returns every rank's summary, in rank order."""
     summary = run.summary
     try:
         run.journal.close()
@@ -210,8 +209,10 @@ def finish(run: Run, shard: Shard, finished: bool, failure: str | None = None) -
         if run.stop.is_set() and summary.stopped is None:
             summary.stopped, summary.cause = "stop requested", "request"
         complete = distributed.all_complete(shard, finished and summary.stopped is None)
+        parts = distributed.gather(summary, shard)
         if shard.rank == 0:
             merge(run.tree.dst, shard.world, complete)
+        return parts
     finally:
         run.lock.release()
 
@@ -333,26 +334,13 @@ def denoise_folder(
             writes.close()
         finished = lists_everything(src, cfg.include, cfg.exclude)  # else the manifest's other rows are kept
     finally:
-        finish(run, shard, finished)
-        summary.seconds = time.perf_counter() - start
+        summary.seconds = time.perf_counter() - start  # before the merge: what the other ranks see
+        parts = finish(run, shard, finished)
+    job = combined(parts) if shard.world > 1 else summary
+    job.seconds = max(job.seconds, time.perf_counter() - start)
     if shard.rank == 0 and predictor is not None and predictor.task == "classify":
-        summary.predictions = str(write_predictions(dst, predictor.key)[0])
-    return summary
-
-
-@dataclass
-class Plan:
-    """What a run would do (`--dry-run`), from the listing, the manifest and the image headers; nothing decoded."""
-
-    todo: int = 0
-    megapixels: float = 0.0
-    done: int = 0  # vouched for by an earlier run: would be skipped
-    failing: int = 0  # unreadable headers, files that cannot be stat'ed, images over --max-pixels
-    ignored: int = 0
-
-    def line(self) -> str:
-        return (f"dry run: {self.todo} images to denoise ({self.megapixels:.2f} MP), {self.done} done earlier, "
-                f"{self.failing} would fail, {self.ignored} not images; nothing written")  # fmt: skip
+        job.predictions = str(write_predictions(dst, predictor.key)[0])
+    return job
 
 
 def plan_run(src: Path, dst: Path, cfg: RunConfig, shard: Shard | None = None) -> Plan:
@@ -364,18 +352,18 @@ def plan_run(src: Path, dst: Path, cfg: RunConfig, shard: Shard | None = None) -
         item = triage(entry, tree, FORMATS[cfg.format], False, vouchers, cfg.overwrite)
         if isinstance(item, dict):
             plan.done += item["status"] == "skipped"
-            plan.failing += item["status"] == "error"
             plan.ignored += item["status"] == "ignored"
+            if item["status"] == "error":
+                plan.fail(item["input"], item["error"])
             continue
         try:
             header = read_header(item.path)
-        except ImageError:
-            plan.failing += 1
+            check_pixels(item.path, header.height, header.width, cfg.max_pixels)
+        except ImageError as err:
+            plan.fail(item.entry.rel, str(err))
             continue
-        pixels = header.height * header.width
-        plan.failing += pixels > cfg.max_pixels
-        plan.todo += pixels <= cfg.max_pixels
-        plan.megapixels += pixels / 1e6 if pixels <= cfg.max_pixels else 0.0
+        plan.todo += 1
+        plan.megapixels += header.height * header.width / 1e6
     return plan
 
 

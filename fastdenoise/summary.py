@@ -7,6 +7,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from fastdenoise.words import plural
+
 PROBLEMS_KEPT = 10  # failed and ignored files named in the summary; the manifest has every one
 
 
@@ -64,10 +66,59 @@ class RunSummary:
         return self.ok / self.seconds if self.seconds else 0.0
 
 
+def combined(parts: list[RunSummary]) -> RunSummary:
+    """The job's summary from each rank's (torchrun): counts, megapixels, stage seconds, scores and routes added up,
+    the slowest rank's seconds, the first problems, the first reason to stop."""
+    job = RunSummary(seconds=max(p.seconds for p in parts))
+    for part in parts:
+        for name in ("ok", "skipped", "failed", "ignored", "megapixels", "masks"):
+            setattr(job, name, getattr(job, name) + getattr(part, name))
+        for name in ("stages", "scores", "routes"):
+            for key, value in getattr(part, name).items():
+                getattr(job, name)[key] += value
+        for status, found in part.problems.items():
+            job.problems[status] = (job.problems[status] + found)[:PROBLEMS_KEPT]
+        if part.estimates:
+            low, high, total = job.estimates or (math.inf, -math.inf, 0.0)
+            job.estimates = [min(low, part.estimates[0]), max(high, part.estimates[1]), total + part.estimates[2]]
+        if job.stopped is None:
+            job.stopped, job.cause = part.stopped, part.cause
+        job.taken_over, job.predictions = job.taken_over or part.taken_over, job.predictions or part.predictions
+    return job
+
+
+@dataclass
+class Plan:
+    """What a run would do (`--dry-run`), from the listing, the manifest and the image headers; nothing decoded."""
+
+    todo: int = 0
+    megapixels: float = 0.0
+    done: int = 0  # vouched for by an earlier run: would be skipped
+    failing: int = 0  # unreadable headers, files that cannot be stat'ed, images over --max-pixels
+    ignored: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (input, reason) of the first PROBLEMS_KEPT failing
+
+    def fail(self, name: str, reason: str) -> None:
+        self.failing += 1
+        if len(self.problems) < PROBLEMS_KEPT:
+            self.problems.append((name, reason))
+
+    def lines(self) -> list[str]:
+        """The counts, then each file that would fail and why (the first PROBLEMS_KEPT, then how many more)."""
+        ignored = plural(self.ignored, "not an image", "not images")
+        lines = [f"dry run: {plural(self.todo, 'image')} to denoise ({self.megapixels:.2f} MP), {self.done} done "
+                 f"earlier, {self.failing} would fail, {ignored}; nothing written"]  # fmt: skip
+        lines += [f"  would fail: {name}: {reason}" for name, reason in self.problems]
+        if self.failing > len(self.problems):
+            lines.append(f"  ... and {self.failing - len(self.problems)} more would fail")
+        return lines
+
+
 def summary_lines(summary: RunSummary, manifest: Path) -> list[str]:
     """The closing lines of a run: counts and rate (no rate when nothing was denoised), each failed and ignored file
     with its reason (the first PROBLEMS_KEPT, then how many more), and with --ref the mean PSNR/SSIM."""
-    counts = f"{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {summary.ignored} not images"
+    ignored = plural(summary.ignored, "not an image", "not images")
+    counts = f"{summary.ok} denoised, {summary.skipped} skipped, {summary.failed} failed, {ignored}"
     if summary.megapixels:
         stages = ", ".join(f"{k} {v:.1f}s" for k, v in summary.stages.items())
         rate = f"{summary.megapixels:.2f} MP in {summary.seconds:.1f} s = {summary.mp_per_s:.3f} MP/s ({stages})"
@@ -90,7 +141,7 @@ def summary_lines(summary: RunSummary, manifest: Path) -> list[str]:
     if scored:
         psnr, ssim = summary.scores["psnr"] / scored, summary.scores["ssim"] / scored
         missing = f"; {summary.ok - scored} without a reference" if summary.ok > scored else ""
-        lines.append(f"reference: mean PSNR {psnr:.2f} dB, SSIM {ssim:.4f} over {scored} images{missing}")
+        lines.append(f"reference: mean PSNR {psnr:.2f} dB, SSIM {ssim:.4f} over {plural(scored, 'image')}{missing}")
     return lines
 
 

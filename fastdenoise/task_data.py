@@ -11,6 +11,7 @@ from fastdenoise.data import PatchSampler
 from fastdenoise.datasets import load_mask, read_labels
 from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.images import list_images, load_rgb
+from fastdenoise.words import plural
 
 
 class CropSampler(PatchSampler):
@@ -57,7 +58,7 @@ def load_segmentation(root: Path, mask_root: Path, short_side: int | None) -> tu
     stems = [p.relative_to(root).with_suffix("").as_posix() for p in images_paths]
     missing = [s for s in stems if s not in by_stem]
     if missing:
-        raise FileNotFoundError(f"{mask_root}: no mask for {len(missing)} images (first: {missing[0]})")
+        raise FileNotFoundError(f"{mask_root}: no mask for {plural(len(missing), 'image')} (first: {missing[0]})")
     images, masks = [], []
     for path, stem in zip(images_paths, stems):
         image = load_rgb(path)

@@ -15,6 +15,7 @@ import numpy as np
 from fastdenoise.files import atomic_file, atomic_write
 from fastdenoise.images import save_rgb
 from fastdenoise.manifest import row_line
+from fastdenoise.words import plural
 
 
 def output_path(dst: Path, rel: str, suffix: str, keep_extension: bool = False) -> Path:
@@ -69,7 +70,7 @@ class PredictionWriter:
     def write(self, inputs: list[str], logits: np.ndarray) -> None:
         """One batch: input names (relative paths) and their (N, C) logits."""
         if len(inputs) != len(logits):
-            raise ValueError(f"{len(inputs)} inputs but {len(logits)} rows of logits")
+            raise ValueError(f"{plural(len(inputs), 'input')} but {plural(len(logits), 'row')} of logits")
         classes, probs = top_k(np.asarray(logits), self.k)
         for name, cls, prob in zip(inputs, classes, probs):
             self.write_top(name, [(int(c), self.label(int(c)), float(p)) for c, p in zip(cls, prob)])

@@ -143,7 +143,8 @@ class SigmaRouter:
     grid. `jpeg`: the weights images stored as JPEG run instead (estimate or not). Each weights file and level gets its
     backend once, on first use, from `build(weights, level)`."""
 
-    def __init__(self, build: Callable[[Path, float | None], object], choose: Callable[[float | None], Path] | None = None,
+    def __init__(self, build: Callable[[Path, float | None], object],
+                 choose: Callable[[float | None], Path] | None = None,
                  takes_level: Callable[[Path], bool] = lambda weights: False, jpeg: Path | None = None,
                  estimate: bool = True) -> None:  # fmt: skip
         self.build, self.built = build, {}

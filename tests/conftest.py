@@ -56,6 +56,13 @@ def _seed_torch() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_plain_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CliRunner's output is no terminal: a test slower than 30 s would get a plain progress line among the lines it
+    checks. The tests of those lines set their own interval."""
+    monkeypatch.setattr("fastdenoise.progress.PLAIN_EVERY", float("inf"))
+
+
 def random_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A smooth random colour image (uint8), more photo-like than white noise."""
     coarse = rng.integers(0, 256, size=(max(2, h // 8), max(2, w // 8), 3)).astype(np.float32)

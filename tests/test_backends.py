@@ -222,7 +222,7 @@ def test_auto_probes_once_then_reads_the_cache(model, cache, tmp_path, monkeypat
     assert set(entry["mp_per_s"]) == kinds and entry["chosen"] in kinds
     speeds = {k: v for k, v in entry["mp_per_s"].items() if isinstance(v, float)}
     assert entry["chosen"] == max(speeds, key=lambda k: speeds[k])
-    assert auto.description.startswith(f"auto: {entry['chosen']}") and "1 batches" in auto.description
+    assert auto.description.startswith(f"auto: {entry['chosen']}") and "(1 batch)" in auto.description
     assert f"chosen: b1-256x320: {entry['chosen']}, probed ({entry['chosen']} " in auto.description  # the fastest first
 
     later = AutoBackend(model, cfg, torch.device("cpu"), cache_dir=tmp_path)
@@ -262,7 +262,7 @@ def test_auto_probes_a_few_shape_classes_then_reuses_their_choice(model, tmp_pat
     assert len(probes) == PROBE_CLASSES == 3
     assert [auto.chosen[f"b1-{h}x{w}"] for h, w in sizes[PROBE_CLASSES:]] == [BackendKind.onnxruntime] * 2
     assert "onnxruntime, most chosen by this run's 3 probes: not probed" in auto.description
-    assert "1 more shape classes" in auto.description  # five classes, four explained
+    assert auto.description.endswith("; 1 more shape class")  # five classes, four explained
 
 
 def test_auto_batches_cut_to_the_same_probe_input_share_one_probe(model, tmp_path, monkeypatch) -> None:
@@ -287,7 +287,7 @@ def test_auto_runs_tiny_batches_eagerly_without_a_probe(model, tmp_path, monkeyp
 
     assert (
         auto.description
-        == "auto: eager float32 (1 batches); chosen: b2-64x64: eager, under 0.05 MP a batch: not probed"
+        == "auto: eager float32 (1 batch); chosen: b2-64x64: eager, under 0.05 MP a batch: not probed"
     )
     assert not (tmp_path / "auto.json").exists()
 
@@ -311,7 +311,7 @@ def test_run_summary_names_the_backend(tmp_path, weights, make_image) -> None:
     result = CliRunner().invoke(app, [*args, "--backend", "auto", "--precision", "fp32"])
 
     assert result.exit_code == 0, result.output
-    assert "backend: auto: eager float32 (1 batches)" in result.output
+    assert "backend: auto: eager float32 (1 batch)" in result.output
 
 
 # `--engine` names a prebuilt file for the backends that run one: a missing file, or an engine given to a backend

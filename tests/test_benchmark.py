@@ -42,6 +42,8 @@ from fastdenoise.throughput import (
     measure_peak,
     measure_throughput,
     measure_training,
+    matmul_math,
+    tf32_convolutions,
 )
 
 QUIET = lambda message: None
@@ -369,3 +371,13 @@ def test_baselines_ship_with_the_package() -> None:
     assert DEFAULT_BASELINES == Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
     checks = load_baselines()
     assert all(key in checks for profile in PROFILES.values() for key in profile.accuracy)
+
+
+def test_the_fp32_roof_runs_in_tf32_only_where_fp32_convolutions_do() -> None:
+    assert not tf32_convolutions(torch.device("cpu"))  # CPUs: full fp32 both ways
+    before = torch.get_float32_matmul_precision()
+    with matmul_math(tf32=True):
+        assert torch.get_float32_matmul_precision() == "high"  # TF32 matmuls where the GPU has them
+    with matmul_math(tf32=False):
+        assert torch.get_float32_matmul_precision() == before
+    assert torch.get_float32_matmul_precision() == before

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from conftest import ROOT, random_image
 from helpers import SMALL, randomize_bn
@@ -12,6 +13,7 @@ from fastdenoise.distributed import Shard, shard_from_env, take
 from fastdenoise.images import iter_entries, load_rgb, save_rgb
 from fastdenoise.manifest import MANIFEST
 from fastdenoise.model import Denoiser
+from fastdenoise.summary import PROBLEMS_KEPT, RunSummary, combined
 
 
 def test_shards_partition_the_listing_and_balance():
@@ -67,7 +69,11 @@ def test_torchrun_two_processes_split_the_files_and_rank0_merges(tmp_path, rng):
     ]
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "rank 0/2" in done.stdout and "rank 1/2" in done.stdout
+    # rank 0 alone prints the closing lines, with the whole job's counts
+    assert done.stdout.count("weights: ") == 1 and "rank 1/2" not in done.stdout, done.stdout
+    counts = [line for line in done.stdout.splitlines() if " denoised, " in line]
+    assert len(counts) == 1 and counts[0].startswith("11 denoised, 0 skipped, 1 failed, 1 not an image; "), counts
+    assert "  failed: d0/broken.jpg: " in done.stdout and "  ignored: readme.txt: " in done.stdout
     rows = [json.loads(line) for line in (dst / MANIFEST).read_text().splitlines()]
     assert sorted(r["input"] for r in rows) == sorted(e.rel for e in iter_entries(src))  # each file once, all ranks
     assert {r["input"]: r["status"] for r in rows if r["status"] != "ok"} == {
@@ -82,6 +88,29 @@ def test_torchrun_two_processes_split_the_files_and_rank0_merges(tmp_path, rng):
     again = subprocess.run(
         [sys.executable, "-m", "fastdenoise", *run], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
-    assert again.returncode == 0 and "0 denoised, 11 skipped, 1 failed, 1 not images" in again.stdout, (
+    assert again.returncode == 0 and "0 denoised, 11 skipped, 1 failed, 1 not an image" in again.stdout, (
         again.stdout + again.stderr
     )
+
+
+def test_the_jobs_summary_adds_up_the_ranks():
+    rng = np.random.default_rng(28)
+    parts = []
+    for rank in range(int(rng.integers(2, 5))):
+        part = RunSummary(ok=int(rng.integers(0, 50)), failed=int(rng.integers(0, 3)), megapixels=float(rng.random()),
+                          seconds=float(rng.random()))  # fmt: skip
+        part.stages["compute"] = float(rng.random())
+        part.routes["blind"] = int(rng.integers(1, 9))
+        part.problems["error"] = [(f"r{rank}/{i}.png", "broken") for i in range(int(rng.integers(0, 8)))]
+        part.estimates = [5.0 + rank, 20.0 + rank, 100.0]
+        parts.append(part)
+    parts[-1].stopped, parts[-1].cause = "stop requested", "request"
+    job = combined(parts)
+    assert job.ok == sum(p.ok for p in parts) and job.failed == sum(p.failed for p in parts)
+    assert job.megapixels == pytest.approx(sum(p.megapixels for p in parts))
+    assert job.seconds == max(p.seconds for p in parts)  # the ranks ran side by side
+    assert job.stages["compute"] == pytest.approx(sum(p.stages["compute"] for p in parts))
+    assert job.routes["blind"] == sum(p.routes["blind"] for p in parts)
+    assert job.problems["error"] == [x for p in parts for x in p.problems["error"]][:PROBLEMS_KEPT]
+    assert job.estimates == [5.0, 20.0 + len(parts) - 1, 100.0 * len(parts)]
+    assert (job.stopped, job.cause) == ("stop requested", "request")

@@ -313,7 +313,7 @@ def test_load_segmentation_pairs_masks_by_stem_and_checks_values(tmp_path, make_
     with pytest.raises(ValueError, match="neither classes"):
         check_masks(masks, 11, ignore_index=255)
     (tmp_path / "ann" / "im01.png").unlink()
-    with pytest.raises(FileNotFoundError, match="no mask for 1 images"):
+    with pytest.raises(FileNotFoundError, match=r"no mask for 1 image \(first"):
         load_segmentation(tmp_path / "img", tmp_path / "ann", short_side=None)
 
 

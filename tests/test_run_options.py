@@ -4,6 +4,7 @@ both denoised; one file as INPUT, --include/--exclude, --dry-run, --ref; grey in
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from typer.testing import CliRunner
 from fastdenoise.cli import app
 from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.metrics import psnr, ssim
+from fastdenoise.summary import PROBLEMS_KEPT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()
@@ -113,6 +115,27 @@ def test_include_and_exclude_globs_narrow_the_run(tmp_path, make_image, weights)
     assert nothing.exit_code == 2 and nothing.output.startswith(f"error: {src}: no images found matching --include")
 
 
+
+def test_dry_run_names_the_files_that_would_fail_then_how_many_more(tmp_path, make_image, weights):
+    src, dst = tmp_path / "in", tmp_path / "out"
+    save_rgb(make_image(40, 48), src / "big.png")  # 1920 pixels, over --max-pixels 1000
+    save_rgb(make_image(20, 24), src / "ok.png")
+    (src / "bad.png").write_bytes(np.random.default_rng(28).bytes(64))
+    result = run(src, dst, weights, "--dry-run", "--max-pixels", "1000")
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == [
+        "dry run: 1 image to denoise (0.00 MP), 0 done earlier, 2 would fail, 0 not images; nothing written",
+        f"  would fail: bad.png: {src / 'bad.png'}: not a recognised image format",
+        f"  would fail: big.png: {src / 'big.png'}: 48x40 = 0.0 MP is over the pixel budget of 0.001 MP "
+        "(--max-pixels); not decoded",
+    ]
+    for i in range(PROBLEMS_KEPT):
+        (src / f"a{i:02d}.png").write_bytes(b"")
+    lines = run(src, dst, weights, "--dry-run", "--max-pixels", "1000").output.splitlines()
+    assert lines[1] == f"  would fail: a00.png: {src / 'a00.png'}: not a recognised image format"
+    assert len(lines) == 2 + PROBLEMS_KEPT and lines[-1] == "  ... and 2 more would fail"
+    assert not dst.exists()
+
 def test_dry_run_counts_images_and_megapixels_and_writes_nothing(tmp_path, make_image, weights):
     src, dst = tmp_path / "in", tmp_path / "out"
     save_rgb(make_image(300, 200), src / "a.png")
@@ -122,14 +145,14 @@ def test_dry_run_counts_images_and_megapixels_and_writes_nothing(tmp_path, make_
     assert result.exit_code == 0, result.output
     assert (
         result.output
-        == "dry run: 2 images to denoise (0.07 MP), 0 done earlier, 0 would fail, 1 not images; nothing written\n"
+        == "dry run: 2 images to denoise (0.07 MP), 0 done earlier, 0 would fail, 1 not an image; nothing written\n"
     )
     assert not dst.exists()
     assert run(src, dst, weights, "--include", "sub/*").exit_code == 0
     again = run(src, dst, weights, "--dry-run")
     assert (
         again.output
-        == "dry run: 1 images to denoise (0.06 MP), 1 done earlier, 0 would fail, 1 not images; nothing written\n"
+        == "dry run: 1 image to denoise (0.06 MP), 1 done earlier, 0 would fail, 1 not an image; nothing written\n"
     )
 
 
@@ -198,3 +221,17 @@ def test_int8_without_calibration_photos_is_one_line_saying_what_to_set(tmp_path
     )
     assert "cbsd432" in result.output and "set FASTDENOISE_DATA" in result.output
     assert not [w for w in recwarn if "int8" in str(w.message)]  # no note on its cost before it could run
+
+
+def test_a_run_into_a_log_prints_plain_progress_lines(tmp_path, make_image, weights, monkeypatch):
+    monkeypatch.setattr("fastdenoise.progress.PLAIN_EVERY", 0.0)  # a line each image instead of each 30 s
+    src = tmp_path / "in"
+    count = int(np.random.default_rng(28).integers(2, 6))
+    for i in range(count):
+        save_rgb(make_image(20, 24), src / f"p{i}.png")
+    result = run(src, tmp_path / "out", weights)  # CliRunner's output is no terminal, as a log file is not
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.stderr.splitlines() if line.startswith("denoise: ")]
+    assert [line.split(",")[0] for line in lines] == [f"denoise: {i}/{count} ({i / count:.0%})"
+                                                      for i in range(1, count + 1)]  # fmt: skip
+    assert re.fullmatch(r"denoise: 1/\d+ \(\d+%\), \d:\d\d:\d\d elapsed, \d:\d\d:\d\d left; p\d\.png", lines[0])

@@ -385,3 +385,17 @@ def test_output_cache_gives_the_models_own_8bit_output_and_skips_the_model(tmp_p
         cached.denoise(noisy[0], 25.0)
     assert calls == [1]
     assert to_uint8(other.denoise(noisy[0], 45.0)).tobytes() == first[0].tobytes()  # same weights: same folder
+
+
+def test_a_table_run_into_a_log_prints_plain_progress_lines(monkeypatch, capsys):
+    from fastdenoise.tables import progress_bar
+
+    monkeypatch.setattr("fastdenoise.progress.PLAIN_EVERY", 0.0)  # a line each update instead of each 30 s
+    total = int(np.random.default_rng(28).integers(3, 50))
+    with progress_bar("table2") as progress:  # pytest's stderr is no terminal, as a log file is not
+        for done in range(1, total + 1):
+            progress(done, total, f"kodim{done:02d}.png sigma 25")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == total
+    assert lines[-1].startswith(f"table2: {total}/{total} (100%), 0:00:0") and lines[-1].endswith(
+        f"; kodim{total:02d}.png sigma 25")

@@ -69,7 +69,7 @@ def test_prediction_writer_takes_names_that_are_not_utf8(tmp_path, rng, suffix):
 
 
 def test_prediction_writer_leaves_nothing_on_failure(tmp_path, rng):
-    with pytest.raises(ValueError, match="inputs"):
+    with pytest.raises(ValueError, match="1 input but 2 rows"):
         with PredictionWriter(tmp_path / "p.jsonl") as writer:
             writer.write(["a.png"], rng.normal(size=(2, 3)))
     assert list(tmp_path.iterdir()) == []

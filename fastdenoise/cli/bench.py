@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import WeightsOpt, fail, skipped_peer, starting
+from fastdenoise.cli.common import BlindWeightsOpt, fail, skipped_peer, starting
 
 
 def bench(
@@ -15,7 +15,7 @@ def bench(
     data: Annotated[Path | None, typer.Option(help=(
         "Shared data folder (kodak24/, weights/, SHA256SUMS); default $FASTDENOISE_DATA or ../shared/data."),
         exists=True, file_okay=False)] = None,
-    weights: WeightsOpt = None,
+    weights: BlindWeightsOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help=(
         "Results root: writes OUT/<machine>/<profile>.json, .txt and -throughput/-quality.png (default: "
         "$FASTDENOISE_CACHE/bench, else ~/.cache/fastdenoise/bench)."), file_okay=False)] = None,

@@ -55,8 +55,17 @@ def usage_error_line(err: ClickException) -> str:
     if isinstance(err, MissingParameter):
         return f"missing {'option' if is_option else 'argument'} {name}"
     choices = re.fullmatch(r"(?:Value error, )?(.*) is not one of (.*)\.", err.message, flags=re.DOTALL)
-    message = f"{choices[1]} is not one of {choices[2].replace(QUOTE, '')}" if choices else err.message
+    message = f"{choices[1]} is not one of {choices[2].replace(QUOTE, '')}" if choices else bound(err.message)
     return " ".join(f"{name}: {message}".split())
+
+
+BOUNDS = {"greater than or equal to": ">=", "less than or equal to": "<=", "greater than": ">", "less than": "<"}
+
+
+def bound(message: str) -> str:
+    """Typer's range errors in short: `Input should be greater than or equal to 1` -> `must be >= 1`."""
+    found = re.fullmatch(r"Input should be (.*?) (-?[\d.]+)", message.strip())
+    return f"must be {BOUNDS[found[1]]} {found[2]}" if found and found[1] in BOUNDS else message
 
 
 class OneLineErrors(TyperGroup):
@@ -227,6 +236,8 @@ def skipped_peer(peer: str) -> bool:
 
 WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
     "Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind."))]
+BlindWeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
+    "Weights (.safetensors or checkpoint); default: the bundled blind model."))]  # for commands without --sigma
 ModelNameOpt = Annotated[str | None, typer.Option("--model", help=(
     "Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model within 7.5 of "
     "--sigma where bundled, else blind)."))]

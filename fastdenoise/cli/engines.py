@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import Choice, DeviceOpt, OnnxPrecision, WeightsOpt, fail, starting
+from fastdenoise.cli.common import BlindWeightsOpt, Choice, DeviceOpt, OnnxPrecision, fail, starting
 
 PrecisionChoice = Annotated[OnnxPrecision, typer.Option(help=(
     "Weights and compute (auto: as `run`); I/O stays float32."))]
@@ -24,7 +24,7 @@ class HardwareCompatibility(Choice):  # = fastdenoise.engines.build's levels
 
 def export_onnx_cmd(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="ONNX file to write.", dir_okay=False)],
-    weights: WeightsOpt = None,
+    weights: BlindWeightsOpt = None,
     precision: PrecisionChoice = OnnxPrecision.fp32,
     head: Annotated[str | None, typer.Option(help=(
         "Append a head and export denoiser -> head as one graph (efficientnet-lite0, espnetv2-voc, torchvision:<model> "
@@ -66,19 +66,19 @@ def build_engine_cmd(
     onnx_file: Annotated[Path | None, typer.Argument(metavar="ONNX_FILE", help=(
         "ONNX from `export-onnx`; omitted: export --weights at --precision first."),
         exists=True, dir_okay=False)] = None,
-    weights: WeightsOpt = None,  # only without ONNX_FILE
+    weights: BlindWeightsOpt = None,  # only without ONNX_FILE
     precision: PrecisionChoice = OnnxPrecision.auto,  # only without ONNX_FILE; a given ONNX file carries its precision
     tile: Annotated[int, typer.Option(help=(
-        "Profile for `run --tile T --batch B`: up to B x 3 x (T+3) x (T+3), tuned for B x 3 x T x T."))] = 1024,
-    batch: Annotated[int, typer.Option(help="Largest batch of the profile (see --tile).")] = 4,
+        "Profile for `run --tile T --batch B`: up to B x 3 x (T+3) x (T+3), tuned for B x 3 x T x T."), min=1)] = 1024,
+    batch: Annotated[int, typer.Option(help="Largest batch of the profile (see --tile).", min=1)] = 4,
     min_shape: Annotated[str | None, typer.Option("--min", help=(
         "Explicit profile: NxCxHxW; --min, --opt, --max together replace --tile/--batch."))] = None,
     opt_shape: Annotated[str | None, typer.Option("--opt", help="Shape TensorRT tunes for, NxCxHxW.")] = None,
     max_shape: Annotated[str | None, typer.Option("--max", help="Largest accepted shape, NxCxHxW.")] = None,
     workspace: Annotated[int | None, typer.Option(help=(
-        "Builder workspace limit in MiB (default: TensorRT's, the whole GPU)."))] = None,
+        "Builder workspace limit in MiB (default: TensorRT's, the whole GPU)."), min=1)] = None,
     optimization_level: Annotated[int, typer.Option(help=(
-        "Builder optimization level 0 (fast build) .. 5 (slowest build)."))] = 3,
+        "Builder optimization level 0 (fast build) .. 5 (slowest build)."), min=0, max=5)] = 3,
     hardware_compatibility: Annotated[HardwareCompatibility, typer.Option(help=(
         "none: this GPU model only."))] = HardwareCompatibility.none,
     version_compatible: Annotated[bool, typer.Option(help="Loadable by later TensorRT 10.x runtimes too.")] = False,

@@ -18,6 +18,7 @@ from fastdenoise.cli.common import (
     parse_sigmas,
     starting,
 )
+from fastdenoise.words import plural
 
 
 def evaluate_cmd(
@@ -29,10 +30,10 @@ def evaluate_cmd(
     backend: BackendOpt = BackendKind.auto,
     device: DeviceOpt = "auto",
     precision: Annotated[Precision, typer.Option(help="fp32 for reported numbers.")] = Precision.fp32,
-    seed: Annotated[int, typer.Option(help="Noise seed (image i uses [seed, i]).")] = 0,
+    seed: Annotated[int, typer.Option(help="Noise seed (image i uses [seed, i]).", min=0)] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for eval.json and eval.md.")] = Path("results/eval"),
     name: Annotated[str, typer.Option(help="Method name in the tables.")] = "fastdenoise",
-    limit: Annotated[int | None, typer.Option(help="Only the first N images.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Only the first N images.", min=1)] = None,
     jpeg: Annotated[int | None, typer.Option(min=1, max=100, help=(
         "Store each noisy image as JPEG at this quality (4:2:0, as phones and cameras do) before it is denoised; "
         "without a named model, the JPEG model runs where bundled (as `run` does for JPEG inputs)."))] = None,
@@ -70,7 +71,7 @@ def evaluate_cmd(
     images = len(result.rows) // len(sigmas)
     stored_as = f", stored as JPEG {jpeg}" if jpeg is not None else ""
     table = Table("sigma", "noisy PSNR", "PSNR (dB)", "SSIM",
-                  title=f"{name} on {data} (seed {seed}, {images} images{stored_as})")
+                  title=f"{name} on {data} (seed {seed}, {plural(images, 'image')}{stored_as})")
     for s in result.sigmas:
         table.add_row(f"{s:g}", f"{result.mean(s, 'noisy_psnr'):.2f}", f"{result.mean(s):.2f}",
                       f"{result.mean(s, 'ssim'):.4f}")  # fmt: skip

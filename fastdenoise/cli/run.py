@@ -48,12 +48,13 @@ def run(
         "Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a pixel of "
         "the largest image."), min=1)] = 64_000_000,
     format: Annotated[ImageFormat, typer.Option(help="Output format.")] = ImageFormat.png,
-    quality: Annotated[int, typer.Option(help="JPEG/WebP quality.")] = 95,
-    batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.")] = 4,
-    tile: Annotated[int, typer.Option(help="Images larger than this (px) go through overlapping tiles.")] = 1024,
-    overlap: Annotated[int, typer.Option(help="Tile overlap in pixels (blended).")] = 64,
+    quality: Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)] = 95,
+    batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.", min=1)] = 4,
+    tile: Annotated[int, typer.Option(help=(
+        "Images larger than this (px) go through overlapping tiles; a multiple of 4 above --overlap."), min=8)] = 1024,
+    overlap: Annotated[int, typer.Option(help="Tile overlap in pixels (blended); a multiple of 4.", min=4)] = 64,
     overwrite: Annotated[bool, typer.Option(help="Redo images the manifest says are done.")] = False,
-    workers: Annotated[int, typer.Option(help="Decoder and writer threads (each).")] = 2,
+    workers: Annotated[int, typer.Option(help="Decoder and writer threads (each).", min=1)] = 2,
     loader: Annotated[LoaderKind, typer.Option(
         help="auto: DALI on a GPU where installed, else Pillow.")] = LoaderKind.auto,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any input failed (default); --no-strict exits 0.")] = True,
@@ -96,7 +97,6 @@ def run(
     --executor ray, Ray Data spreads them over the cluster (INPUT and OUTPUT at the same path on every node)."""
     with starting(until_run=True):
         from fastdenoise import distributed
-        from fastdenoise.autoselect import describe_backend
         from fastdenoise.predictions import TaskConfig
         from fastdenoise.runner import RunConfig, check_folders
         from fastdenoise.zoo import choose_weights, jpeg_model, takes_level, task_choice, task_model
@@ -137,18 +137,28 @@ def run(
     router = sigma_router(denoiser, backend, precision, ensemble, choose, auto, jpeg)
     predictor = task_predictor(task_cfg, "cpu" if on_ray else denoiser.device)  # on Ray, each actor moves it
     summary, received = execute(input, output, network, denoiser, cfg, shard, predictor, router, on_ray, address)
-    prefix = f"rank {shard.rank}/{shard.world}: " if shard.world > 1 else ""
+    used = per_image(by_level) if auto else choose_weights(model, weights, level)
+    if shard.rank == 0:  # under torchrun the summary is the whole job's: its closing lines once
+        report(summary, output, ran_line(denoiser, backend, on_ray, used, jpeg), task_cfg)
+    raise typer.Exit(exit_code(summary, received, strict or fail_fast))
+
+
+def exit_code(summary, received: list[int], strict: bool) -> int:
+    """128 + N after signal N; 3 when the output could not be written; 1 when an input failed (strict); else 0."""
+    if received:
+        return 128 + received[0]
+    if summary.cause == "output":
+        return 3
+    return 1 if summary.failed and strict else 0
+
+
+def ran_line(denoiser, backend: str, on_ray: bool, weights: object, jpeg: Path | None) -> str:
+    """What ran: the backend and where, the weights (and those JPEG inputs ran)."""
+    from fastdenoise.autoselect import describe_backend
+
     where = denoiser.device if not on_ray else "the Ray workers"
     jpeg_note = f"; JPEG inputs: {jpeg}" if jpeg else ""
-    ran = (f"backend: {describe_backend(denoiser, backend)} on {where}; "
-           f"weights: {per_image(by_level) if auto else choose_weights(model, weights, level)}{jpeg_note}")
-    report(summary, output, prefix, ran, task_cfg)
-    if received:
-        raise typer.Exit(128 + received[0])
-    if summary.cause == "output":
-        raise typer.Exit(3)
-    if summary.failed and (strict or fail_fast):
-        raise typer.Exit(1)
+    return f"backend: {describe_backend(denoiser, backend)} on {where}; weights: {weights}{jpeg_note}"
 
 
 def per_image(asked: bool) -> str:
@@ -179,7 +189,8 @@ def dry_run_line(input: Path, output: Path, cfg, shard) -> None:
     from fastdenoise.runner import plan_run
 
     try:
-        typer.echo(plan_run(input, output, cfg, shard).line())
+        for line in plan_run(input, output, cfg, shard).lines():
+            typer.echo(line)
     except ValueError as err:
         raise fail(str(err)) from err
 
@@ -289,22 +300,21 @@ def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, choose,
     return router
 
 
-def report(summary, output: Path, prefix: str, ran: str, task_cfg) -> None:
+def report(summary, output: Path, ran: str, task_cfg) -> None:
     """The run's closing lines: a taken-over lock, counts and problems, what ran, the head's outputs, an early stop."""
     from fastdenoise.predictions import MASK_SUFFIX
     from fastdenoise.runner import MANIFEST
     from fastdenoise.summary import summary_lines
 
     if summary.taken_over:
-        typer.secho(f"{prefix}note: took over the output lock of a run no longer running ({summary.taken_over})",
-                    err=True)
+        typer.secho(f"note: took over the output lock of a run no longer running ({summary.taken_over})", err=True)
     for line in [*summary_lines(summary, output / MANIFEST), ran]:
-        typer.echo(f"{prefix}{line}")
+        typer.echo(line)
     if summary.predictions:
-        typer.echo(f"{prefix}predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
+        typer.echo(f"predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
     elif task_cfg is not None and task_cfg.task == "segment":
-        typer.echo(f"{prefix}masks: {summary.masks} ({task_cfg.head_name}), each beside its output as "
+        typer.echo(f"masks: {summary.masks} ({task_cfg.head_name}), each beside its output as "
                    f"{output}/<path>{MASK_SUFFIX}")
     if summary.stopped:
-        typer.secho(f"{prefix}stopped early: {summary.stopped}; the same command again does the rest", err=True,
+        typer.secho(f"stopped early: {summary.stopped}; the same command again does the rest", err=True,
                     fg=typer.colors.YELLOW)

@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from fastdenoise.cli.common import PEERS, DeviceOpt, NoiseAt, Split, fail, parse_sigmas, skipped_peer, starting
+from fastdenoise.words import plural
 
 tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + JSON + PNG per table.",
                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
@@ -34,7 +35,7 @@ CacheOpt = Annotated[Path | None, typer.Option(help=(
     "$FASTDENOISE_CACHE/cbm3d."), file_okay=False)]
 OutputCacheOpt = Annotated[Path | None, typer.Option(help=(
     "Keep every model arm's 8-bit outputs here (by weights, noisy input, sigma): a second table over the same crops "
-    "(another --head with the same --resize/--crop) runs no denoiser."), file_okay=False)]
+    "(another --head, the same resizing and cropping) runs no denoiser."), file_okay=False)]
 QuantizeOpt = Annotated[bool, typer.Option(help=(
     "Every arm starts from the noisy image clipped and rounded to 8 bits (as the data README's reference numbers); "
     "--no-quantize: denoisers get the unclipped float noisy image."))]
@@ -285,4 +286,4 @@ def split_cmd(
     except ValueError as err:
         raise fail(str(err)) from err
     which = {Split.train: "even", Split.test: "odd"}.get(split, "all")
-    typer.echo(f"{rows} rows ({split.value}: {which} rows of {labels}) -> {out}")
+    typer.echo(f"{plural(rows, 'row')} ({split.value}: {which} rows of {labels}) -> {out}")

@@ -13,6 +13,7 @@ import numpy as np
 from fastdenoise import progress
 from fastdenoise.tables.arms import CLEAN, ProgressFn
 from fastdenoise.tables.cells import TableResult
+from fastdenoise.words import plural
 
 METRIC_LABELS = {
     "psnr": "PSNR (dB)",
@@ -114,7 +115,7 @@ def markdown(table: TableResult) -> str:
         arms = ", ".join(
             a for a in table.arms if (c := next((c for c in table.cells if c["arm"] == a), None)) and c["images"] == k
         )
-        lines += [f"## On the first {k} images only, where {arms} ran: every arm on the same images", ""]
+        lines += [f"## On the first {plural(k, 'image')} only, where {arms} ran: every arm on the same images", ""]
         for metric in table.metrics:
             lines += [f"{METRIC_LABELS.get(metric, metric)}:", "", *metric_lines(table, metric, k), ""]
     lines += test_lines(table)
@@ -127,7 +128,7 @@ def markdown(table: TableResult) -> str:
             f"{', '.join(table.meta['held_in'])}."
         )
     if any(c["images"] != full for c in table.cells if c.get("subset") is None):
-        notes.append(f"(n=K): measured on the first K of the {full} images only.")
+        notes.append(f"(n=K): measured on the first K of the {plural(full, 'image')} only.")
     if any(table.cell(a, s) is None for a in table.arms for s in table.sigmas):
         notes.append("–: not run at that noise level (e.g. a CDnCNN trained for another sigma).")
     return "\n".join(lines + notes) + "\n"

@@ -43,6 +43,7 @@ from fastdenoise.tables.samples import (
     segmentation_scores,
     stream_masks,
 )
+from fastdenoise.words import plural
 
 
 NOISE_AT = ("crop", "photo")  # where table 2's noise goes: the head's centre crop, or the whole photo (`run`'s path)
@@ -173,7 +174,7 @@ def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None =
         "data": cfg.data,
         "noise": noise,
     }
-    title = f"Table 1: denoising PSNR on {Path(cfg.data).name} ({count} images, {seeds_text(cfg.seeds)})"
+    title = f"Table 1: denoising PSNR on {Path(cfg.data).name} ({plural(count, 'image')}, {seeds_text(cfg.seeds)})"
     cells = with_intervals(with_subsets(rows, arms, count, lambda r: mean_cells(r, metrics)), rows, metrics, cfg.draws)
     tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
     return TableResult("table1", title, metrics, arm_order(arms, False), list(cfg.sigmas), cells, rows, meta, tests)
@@ -230,7 +231,7 @@ def table2(
             "held_in": held_in(arms, cfg.data)}  # fmt: skip
     title = (
         f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split}"
-        f"{', noise on the whole photo' if photo else ''} ({len(entries)} images, {seeds_text(cfg.seeds)})"
+        f"{', noise on the whole photo' if photo else ''} ({plural(len(entries), 'image')}, {seeds_text(cfg.seeds)})"
     )
     return TableResult("table2", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 
@@ -275,7 +276,7 @@ def table3(
             "head": cfg.head, "noise": noise, "held_in": held_in(arms, cfg.images)}  # fmt: skip
     title = (
         f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} "
-        f"({len(entries)} images, {seeds_text(cfg.seeds)})"
+        f"({plural(len(entries), 'image')}, {seeds_text(cfg.seeds)})"
     )
     return TableResult("table3", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
 

@@ -18,6 +18,7 @@ from fastdenoise.images import list_images, load_rgb
 from fastdenoise.joint import check_masks, confusion, mean_iou
 from fastdenoise.noise import add_noise, to_uint8
 from fastdenoise.tables.arms import CLEAN, Arm, ProgressFn, Split, split_positions
+from fastdenoise.words import plural
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ def imagenet_entries(data: Path, labels: Path, split: Split | str, limit: int | 
     entries = [(p, Path(data) / rows[p][0], rows[p][1]) for p in split_positions(len(rows), split)][:limit]
     missing = [str(path) for _, path, _ in entries if not path.is_file()]
     if missing:
-        raise FileNotFoundError(f"{labels}: {len(missing)} listed files are missing (first: {missing[0]})")
+        verb = "is" if len(missing) == 1 else "are"
+        raise FileNotFoundError(f"{labels}: {plural(len(missing), 'listed file')} {verb} missing (first: {missing[0]})")
     if not entries:
         raise ValueError(f"{labels}: no rows in split {Split(split).value!r}")
     return entries
@@ -76,7 +78,7 @@ def segmentation_entries(images: Path, masks: Path, limit: int | None) -> list[t
     entries = [(i, p, by_stem.get(p.stem)) for i, p in enumerate(paths)][:limit]
     missing = [p.name for _, p, m in entries if m is None]
     if missing:
-        raise FileNotFoundError(f"{masks}: no mask for {len(missing)} images (first: {missing[0]})")
+        raise FileNotFoundError(f"{masks}: no mask for {plural(len(missing), 'image')} (first: {missing[0]})")
     return entries  # type: ignore[return-value]
 
 

@@ -1,6 +1,7 @@
 """The CLI's shared layer: choices as Enums, one-line usage errors, --version / -h, help text, a light start."""
 
 import itertools
+import random
 import subprocess
 import sys
 
@@ -82,6 +83,39 @@ def test_a_bad_number_names_the_option(tmp_path):
     line = one_error_line(["run", str(tmp_path), str(tmp_path / "o"), "--batch", "four"])
     assert line.startswith("error: --batch: ") and "four" not in line.split(":", 2)[1]
 
+
+
+@pytest.mark.parametrize(
+    "args,option,line",
+    [
+        (["run", "{tmp}", "{tmp}/o"], "--batch", "must be >= 1"),
+        (["run", "{tmp}", "{tmp}/o"], "--workers", "must be >= 1"),
+        (["run", "{tmp}", "{tmp}/o"], "--tile", "must be >= 8"),
+        (["run", "{tmp}", "{tmp}/o"], "--overlap", "must be >= 4"),
+        (["run", "{tmp}", "{tmp}/o"], "--quality", "must be >= 1"),
+        (["run", "{tmp}", "{tmp}/o"], "--max-pixels", "must be >= 1"),
+        (["train", "{tmp}", "-o", "{tmp}/r"], "--batch", "must be >= 1"),
+        (["train", "{tmp}", "-o", "{tmp}/r"], "--steps", "must be >= 1"),
+        (["train", "{tmp}", "-o", "{tmp}/r"], "--val-every", "must be >= 1"),
+        (["train", "{tmp}", "-o", "{tmp}/r"], "--ckpt-every", "must be >= 1"),
+        (["train", "{tmp}", "-o", "{tmp}/r"], "--patch", "must be >= 4"),
+        (["eval", "{tmp}"], "--limit", "must be >= 1"),
+        (["build-engine"], "--batch", "must be >= 1"),
+        (["build-engine"], "--tile", "must be >= 1"),
+    ],
+)
+def test_a_number_out_of_range_names_the_option_and_the_bound(args, option, line, tmp_path):
+    below = random.Random(option).randint(-1000, 0)  # 0 (the case met first: `--batch 0`) or a negative number
+    for value in ("0", str(below)):
+        assert one_error_line([a.format(tmp=tmp_path) for a in args] + [option, value]) == f"error: {option}: {line}"
+
+
+def test_a_number_above_its_range_and_the_tile_overlap_rule_name_the_options(tmp_path):
+    run = ["run", str(tmp_path), str(tmp_path / "o")]
+    assert one_error_line([*run, "--quality", "101"]) == "error: --quality: must be <= 100"
+    (tmp_path / "a.png").write_bytes(b"")
+    assert one_error_line([*run, "--tile", "30"]) == (
+        "error: --tile 30 and --overlap 64: both must be multiples of 4, with 0 < overlap < tile")
 
 def test_the_cli_choices_agree_with_the_library():
     from fastdenoise import backends, images, joint, loaders, tables
@@ -170,3 +204,32 @@ def test_python_dash_m_runs_the_cli():
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "error: --backend: 'x' is not one of eager, compiled, triton, onnxruntime, tensorrt, openvino, auto"
     ]
+
+
+def commands(group, path=()):
+    """(name, click command) of every command and subcommand."""
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from commands(command, (*path, name))
+        else:
+            yield " ".join((*path, name)), command
+
+
+# Options of another command that a help text names on purpose (the training run that made an arm's weights).
+OTHER_COMMANDS_OPTIONS = {("tables table2", "--task"), ("tables table3", "--task"), ("tables split", "--labels")}
+
+
+def test_help_names_only_options_the_command_has():
+    """`export-onnx -w` once said "default: the bundled model for --sigma": export-onnx has no --sigma."""
+    import re
+
+    from typer.main import get_command
+
+    for name, command in commands(get_command(app)):
+        own = {o for p in command.params for o in (*p.opts, *p.secondary_opts)}
+        for text in [command.help or "", *(getattr(p, "help", None) or "" for p in command.params)]:
+            named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", re.sub(r"`[^`]*`", "", text)))  # `run --tile` aside
+            assert not {(name, o) for o in named - own} - OTHER_COMMANDS_OPTIONS, (name, text)
+    for name in ("export-onnx", "build-engine", "bench"):
+        help_text = " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output.split())
+        assert "--weights <path> Weights (.safetensors or checkpoint); default: the bundled blind model." in help_text
