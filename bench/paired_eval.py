@@ -16,10 +16,14 @@ import numpy as np
 from fastdenoise.stats import paired_bootstrap
 
 
-def per_image(path: Path) -> dict[tuple[float, str], float]:
-    """{(sigma, image): psnr} of the first method of an `eval` JSON."""
-    result = json.loads(path.read_text())["results"][0]
-    return {(row["sigma"], row["image"]): row["psnr"] for row in result["rows"]}
+def per_image(path: Path, method: str | None = None) -> dict[tuple[float, str], float]:
+    """{(sigma, image): psnr} of one method of an `eval` JSON (the first, or the one named: a peers' JSON holds
+    several)."""
+    results = json.loads(path.read_text())["results"]
+    found = [r for r in results if method is None or r["method"] == method]
+    if not found:
+        raise SystemExit(f"error: {path}: no method {method!r} (has {', '.join(r['method'] for r in results)})")
+    return {(row["sigma"], row["image"]): row["psnr"] for row in found[0]["rows"]}
 
 
 def compare(a: dict[tuple[float, str], float], b: dict[tuple[float, str], float]) -> list[dict]:
@@ -40,8 +44,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("a", type=Path, help="eval.json of the arm")
     parser.add_argument("b", type=Path, help="eval.json of the control, same data and seed")
+    parser.add_argument("--method-a", help="the method of A's JSON (default: its first)")
+    parser.add_argument("--method-b", help="the method of B's JSON (default: its first)")
     args = parser.parse_args()
-    rows = compare(per_image(args.a), per_image(args.b))
+    rows = compare(per_image(args.a, args.method_a), per_image(args.b, args.method_b))
     if not rows:
         raise SystemExit(f"error: {args.a} and {args.b} share no sigma and image")
     for r in rows:
