@@ -664,3 +664,15 @@ def test_an_output_below_a_file_is_a_one_line_error_not_a_resume_hint(tmp_path, 
         app, ["run", str(src), str(tmp_path / "afile" / "out"), "--weights", str(weights), "--device", "cpu"]
     )
     assert result.exit_code == 2 and "again" not in result.output and "not a folder" in result.output
+
+
+def test_an_output_it_may_not_write_says_to_fix_it_not_just_to_resume(tmp_path, make_image, weights):
+    """OUTPUT's manifest a folder: one line, exit 3, advice that fits a refusal (a full disk keeps "resume")."""
+    save_rgb(make_image(24, 32), tmp_path / "in" / "a.png")
+    (tmp_path / "out" / MANIFEST).mkdir(parents=True)
+    result = CliRunner().invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(weights),
+                                      "--backend", "eager", "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 3, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'out'}: ")
+    assert lines[0].endswith("; fix that, then the same command again resumes"), lines

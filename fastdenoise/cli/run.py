@@ -246,9 +246,16 @@ def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor,
         except ValueError as err:
             raise fail(str(err)) from err
         except OSError as err:
-            raise fail(f"{output}: {err}; run the same command again to resume", code=3) from err
+            raise fail(f"{output}: {err}; {output_advice(err)}", code=3) from err
     interrupts.enter("finishing")  # the manifest is merged: a signal now ends the command at once
     return summary, received
+
+
+def output_advice(err: OSError) -> str:
+    """What to do after OUTPUT could not be written: a full or failing disk passes, a refusal needs a fix first."""
+    if isinstance(err, (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError)):
+        return "fix that, then the same command again resumes"
+    return "run the same command again to resume"
 
 
 def sigma_option(text: str | None) -> tuple[bool, float | None]:
