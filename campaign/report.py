@@ -46,7 +46,9 @@ def main() -> None:
     rows = [json.loads(line) for line in (args.run / "log.jsonl").read_text().splitlines()]
     state = load_checkpoint(args.run / "last.pt")
     previous = json.loads((args.run / "card.json").read_text()) if (args.run / "card.json").is_file() else {}
-    curve = [{"step": r["step"], "gpx_seen": r["gpx_seen"], "val_psnr": round(r["val_psnr"], 4)} for r in rows if "val_psnr" in r]
+    curve = [{"step": r["step"], "gpx_seen": r["gpx_seen"], "val_psnr": round(r["val_psnr"], 4)}
+             | ({"val_jpeg_psnr": round(r["val_jpeg_psnr"], 4)} if "val_jpeg_psnr" in r else {})
+             for r in rows if "val_psnr" in r]  # fmt: skip
     # Each log row covers log_every steps (validation time excluded).
     seconds = sum(config["log_every"] / r["steps_per_s"] for r in rows if r.get("steps_per_s", 0) > 0)
     card = {
@@ -55,7 +57,7 @@ def main() -> None:
         "step": state["step"],
         "gpx_seen": state["pixels"] / 1e9,
         "train_hours": round(seconds / 3600, 2),
-        "settings": {k: config[k] for k in ("data", "val", "sigma", "patch", "batch", "lr", "schedule", "ema", "loss", "seed", "amp")},
+        "settings": {k: config.get(k) for k in ("data", "val", "sigma", "patch", "batch", "lr", "schedule", "ema", "loss", "seed", "amp", "jpeg", "jpeg_share")},
         "stretches": stretches(rows),
         "val_curve": curve,
         "val_protocol": f"mean PSNR of the weight average on the first {config['val_images']} images of {config['val']} "
@@ -75,7 +77,12 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(6.5, 3.8))
-        ax.plot([c["gpx_seen"] for c in curve], [c["val_psnr"] for c in curve], marker="o")
+        ax.plot([c["gpx_seen"] for c in curve], [c["val_psnr"] for c in curve], marker="o", label="white noise")
+        stored = [c for c in curve if "val_jpeg_psnr" in c]
+        if stored:  # a --jpeg run: the same noisy images stored as JPEG, on the same axes
+            ax.plot([c["gpx_seen"] for c in stored], [c["val_jpeg_psnr"] for c in stored], marker="s",
+                    label="noise, then stored as JPEG")  # fmt: skip
+            ax.legend(fontsize=7)
         ax.set_xlabel("training pixels seen in this campaign (Gpx)")
         ax.set_ylabel("validation PSNR (dB)")
         ax.set_title(f"campaign {args.run.name}: validation PSNR of the weight average\n{card['val_protocol']}", fontsize=7)

@@ -35,7 +35,7 @@ class RunSummary:
     scores: dict[str, float] = field(default_factory=lambda: defaultdict(float))  # --ref: sums of psnr and ssim, and
     # `scored` images compared with their reference
     routes: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # routed runs: images per weights
-    estimates: list[float] = field(default_factory=list)  # --sigma auto: lowest and highest estimate, their sum
+    estimates: list[float] = field(default_factory=list)  # estimated images: lowest, highest estimate, sum, count
 
     def count(self, row: dict) -> None:
         """Count one manifest row in (called under the recorder's lock)."""
@@ -50,8 +50,9 @@ class RunSummary:
         if row.get("weights") is not None:
             self.routes[row["weights"]] += 1
         if row.get("sigma_est") is not None:
-            low, high, total = self.estimates or (math.inf, -math.inf, 0.0)
-            self.estimates = [min(low, row["sigma_est"]), max(high, row["sigma_est"]), total + row["sigma_est"]]
+            low, high, total, count = self.estimates or (math.inf, -math.inf, 0.0, 0)
+            self.estimates = [min(low, row["sigma_est"]), max(high, row["sigma_est"]), total + row["sigma_est"],
+                              count + 1]  # fmt: skip
         if row.get("psnr") is not None:
             self.scores["psnr"] += row["psnr"]
             self.scores["ssim"] += row["ssim"]
@@ -79,8 +80,9 @@ def combined(parts: list[RunSummary]) -> RunSummary:
         for status, found in part.problems.items():
             job.problems[status] = (job.problems[status] + found)[:PROBLEMS_KEPT]
         if part.estimates:
-            low, high, total = job.estimates or (math.inf, -math.inf, 0.0)
-            job.estimates = [min(low, part.estimates[0]), max(high, part.estimates[1]), total + part.estimates[2]]
+            low, high, total, count = job.estimates or (math.inf, -math.inf, 0.0, 0)
+            job.estimates = [min(low, part.estimates[0]), max(high, part.estimates[1]), total + part.estimates[2],
+                             count + part.estimates[3]]  # fmt: skip
         if job.stopped is None:
             job.stopped, job.cause = part.stopped, part.cause
         job.taken_over, job.predictions = job.taken_over or part.taken_over, job.predictions or part.predictions
@@ -132,9 +134,9 @@ def summary_lines(summary: RunSummary, manifest: Path) -> list[str]:
         lines.append(f"  ... and {more} more failed or ignored (see the manifest)")
     chosen = ", ".join(f"{name} {count}" for name, count in sorted(summary.routes.items()))
     if summary.estimates:
-        low, high, total = summary.estimates
-        lines.append(f"sigma auto: estimated {low:.1f}-{high:.1f} (mean {total / sum(summary.routes.values()):.1f}); "
-                     f"images per weights: {chosen}")
+        low, high, total, count = summary.estimates
+        estimated = f"{low:.1f}-{high:.1f} (mean {total / count:.1f}, {plural(int(count), 'image')})"
+        lines.append(f"noise level estimated {estimated}; images per weights: {chosen}")
     elif summary.routes:
         lines.append(f"images per weights: {chosen}")
     scored = int(summary.scores["scored"])

@@ -274,3 +274,13 @@ def test_train_rejects_an_unknown_task_and_mismatched_weights(photos, tmp_path):
     result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,segment",
                                  "--target", "argmax", "--lam", "1", "--balance", "1"])  # fmt: skip
     assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_eval_jpeg_routes_each_image_as_run_does(make_image):
+    from fastdenoise.cli.evaluate import jpeg_routed
+    from fastdenoise.noise import add_noise, store_jpeg
+
+    pick = jpeg_routed(lambda x, s: "default", lambda x, s: "jpeg")
+    clean = make_image(64, 80)
+    assert pick(store_jpeg(clean / 255.0, 90), 0) == "default"  # a clean JPEG keeps the default model
+    assert pick(store_jpeg(add_noise(clean, 25, 0, 0), 90), 25) == "jpeg"

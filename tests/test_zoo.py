@@ -125,7 +125,7 @@ def test_run_sigma_auto_on_the_cli_records_estimates_and_refuses_what_it_cannot_
     rows = {r["input"]: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
     assert rows["x.png"]["weights"] == weights.stem and abs(rows["x.png"]["sigma_est"] - 30) < 5.6
     assert rows["tiny.png"]["error"].startswith("cannot estimate its noise level (image of 5x6 is smaller")
-    assert f"sigma auto: estimated {rows['x.png']['sigma_est']:.1f}-" in result.output
+    assert f"noise level estimated {rows['x.png']['sigma_est']:.1f}-" in result.output
     assert "weights: per image (--sigma auto)" in result.output
     refused = CliRunner().invoke(app, [*common, "--sigma", "auto", "--engine", str(weights)])
     assert refused.exit_code == 2
@@ -183,6 +183,7 @@ def test_jpeg_inputs_run_the_jpeg_model_and_the_others_the_default(zoo, make_ima
     for i, name in enumerate(("a.png", "b.jpg", "c.jpg")):
         save_rgb(to_uint8(add_noise(make_image(64, 80), 25, 3, i)), src / name)
     (src / "c.jpg").rename(src / "c-named.png")  # a JPEG under a PNG name is still a JPEG
+    save_rgb(make_image(64, 80), src / "d-clean.jpg")  # a clean JPEG: below JPEG_MIN_SIGMA, the default runs
     jpeg = tmp_path / "jpeg.safetensors"
     save_weights(randomize_bn(Denoiser(SMALL)), jpeg)
     blind = tmp_path / "blind-small.safetensors"
@@ -193,9 +194,10 @@ def test_jpeg_inputs_run_the_jpeg_model_and_the_others_the_default(zoo, make_ima
     result = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "out"), *common])
     assert result.exit_code == 0, result.output
     rows = {r["input"]: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
-    assert {n: r["weights"] for n, r in rows.items()} == {"a.png": blind.stem, "b.jpg": "jpeg", "c-named.png": "jpeg"}
-    assert "sigma_est" not in rows["b.jpg"] and f"JPEG inputs: {jpeg}" in result.output
-    assert f"images per weights: {blind.stem} 1, jpeg 2" in result.output
+    expected = {"a.png": blind.stem, "b.jpg": "jpeg", "c-named.png": "jpeg", "d-clean.jpg": blind.stem}
+    assert {n: r["weights"] for n, r in rows.items()} == expected
+    assert "sigma_est" not in rows["a.png"] and rows["d-clean.jpg"]["sigma_est"] < 3 <= rows["b.jpg"]["sigma_est"]
+    assert f"JPEG inputs: {jpeg}" in result.output and f"images per weights: {blind.stem} 2, jpeg 2" in result.output
     for name, row in rows.items():  # the routed output is the chosen model's own
         alone = CliRunner().invoke(app, ["run", str(src / name), str(tmp_path / f"alone-{name}"), *common,
                                          "--weights", str(tmp_path / f"{row['weights']}.safetensors")])  # fmt: skip
@@ -205,8 +207,8 @@ def test_jpeg_inputs_run_the_jpeg_model_and_the_others_the_default(zoo, make_ima
     auto = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "auto"), *common, "--sigma", "auto"])
     assert auto.exit_code == 0, auto.output
     rows = {r["input"]: r for r in map(json.loads, (tmp_path / "auto" / "manifest.jsonl").read_text().splitlines())}
-    assert {n: r["weights"] for n, r in rows.items()} == {"a.png": blind.stem, "b.jpg": "jpeg", "c-named.png": "jpeg"}
-    assert all(r["sigma_est"] > 0 for r in rows.values())  # estimated and recorded; JPEG inputs still run the JPEG model
+    assert {n: r["weights"] for n, r in rows.items()} == expected  # JPEG inputs still run the JPEG model
+    assert all(r["sigma_est"] >= 0 for r in rows.values())
     named = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "named"), *common, "--weights", str(blind)])
     assert named.exit_code == 0 and "JPEG inputs" not in named.output  # a named model runs every image
     rows = [json.loads(r) for r in (tmp_path / "named" / "manifest.jsonl").read_text().splitlines()]

@@ -53,7 +53,7 @@ def evaluate_cmd(
     # Each sigma gets the model a user would get for it (the per-sigma one where bundled), unless one is named.
     stored = jpeg_model() if jpeg is not None and model is None and weights is None else None
     try:
-        chosen = {s: stored or choose_weights(model, weights, s) for s in sigmas}
+        chosen = {s: choose_weights(model, weights, s) for s in sigmas}
     except ValueError as err:
         raise fail(str(err)) from err
     # A noise-map model runs bound to each sigma (the protocol's level is known); a blind one serves every sigma.
@@ -61,11 +61,14 @@ def evaluate_cmd(
     denoisers = {key: backend_denoiser(backend_options(key[0], backend, device, precision, sigma=key[1],
                                                        ensemble=ensemble)[1])
                  for key in set(keys.values())}  # fmt: skip
+    denoise = lambda x, s: denoisers[keys[s]](x, s)  # noqa: E731
+    if stored is not None:  # as `run` routes a JPEG input: the JPEG model from its estimated level JPEG_MIN_SIGMA
+        denoise = jpeg_routed(denoise, backend_denoiser(backend_options(stored, backend, device, precision,
+                                                                        ensemble=ensemble)[1]))  # fmt: skip
     console = Console()
     try:
         with console.status("evaluating") as status:
-            result = evaluate(lambda x, s: denoisers[keys[s]](x, s), data, sigmas, seed, name, limit=limit,
-                              progress=status.update, jpeg=jpeg)  # fmt: skip
+            result = evaluate(denoise, data, sigmas, seed, name, limit=limit, progress=status.update, jpeg=jpeg)
     except ValueError as err:
         raise fail(str(err)) from err
     images = len(result.rows) // len(sigmas)
@@ -77,7 +80,16 @@ def evaluate_cmd(
                       f"{result.mean(s, 'ssim'):.4f}")  # fmt: skip
     console.print(table)
     meta = {"weights": {f"{s:g}": str(p) for s, p in chosen.items()}, "backend": backend, "precision": precision,
-            "ensemble": ensemble, "jpeg": jpeg}  # fmt: skip
+            "ensemble": ensemble, "jpeg": jpeg, "jpeg_model": str(stored) if stored else None}  # fmt: skip
     write_results([result], out, meta)
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
 
+
+
+def jpeg_routed(default, on_jpeg):
+    """Per image, what `run` runs on a JPEG input: `on_jpeg` where the estimated noise level reaches JPEG_MIN_SIGMA,
+    `default` below it."""
+    from fastdenoise.noise import to_uint8
+    from fastdenoise.zoo import JPEG_MIN_SIGMA, estimate_sigma
+
+    return lambda x, s: (on_jpeg if estimate_sigma(to_uint8(x)) >= JPEG_MIN_SIGMA else default)(x, s)
