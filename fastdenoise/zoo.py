@@ -39,10 +39,10 @@ TASK_MODELS = {"classify": "task-aware", "segment": "task-aware"}
 # The model JPEG inputs run where no model is named (`run`, `eval --jpeg`): `blind` fine-tuned on noisy patches stored
 # as JPEG (quality 70-95, 4:2:0) and plain ones alike; JPEG after noise leaves it correlated, which `blind` keeps.
 JPEG_MODEL = "jpeg"
-# ... where its estimated noise level reaches this: below it (a clean or nearly clean JPEG) the default runs, as the JPEG
-# model smooths fine texture a clean photo keeps. Chosen on CBSD432 training crops stored as JPEG 90 / 75: estimates
-# average 1.5 / 1.2 at sigma 0 and 6.2 / 2.7 at sigma 10 (JPEG hides part of the noise from the estimate), and the JPEG
-# model overtakes `blind` between sigma 0 (-0.7 dB) and 5 (+0.2 dB).
+# ... where its estimated noise level reaches this: below it (a clean or nearly clean JPEG) the default runs, as the
+# JPEG model smooths fine texture a clean photo keeps. Chosen on CBSD432 training crops stored as JPEG 90 / 75:
+# estimates average 1.5 / 1.2 at sigma 0 and 6.2 / 2.7 at sigma 10 (JPEG hides part of the noise from the estimate),
+# and the JPEG model overtakes `blind` between sigma 0 (-0.7 dB) and 5 (+0.2 dB).
 JPEG_MIN_SIGMA = 3.0
 
 
