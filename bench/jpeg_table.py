@@ -64,9 +64,9 @@ def main() -> None:
             noisy = np.array([base[k]["noisy_psnr"] for k in keys])
             on = np.array([routes[k] for k in keys])
             default = np.where(on, model, blind)
-            print(f"| {name} | {quality[1:]} | {sigma:g} | {noisy.mean():.2f} | {blind.mean():.2f} | {model.mean():.2f} "
-                  f"| **{default.mean():.2f}** ({on.sum()}/{len(on)}) | {paired(default, noisy)} | "
-                  f"{paired(default, blind)} |")  # fmt: skip
+            means = " | ".join(f"{v.mean():.2f}" for v in (noisy, blind, model))
+            print(f"| {name} | {quality[1:]} | {sigma:g} | {means} | **{default.mean():.2f}** ({on.sum()}/{len(on)}) | "
+                  f"{paired(default, noisy)} | {paired(default, blind)} |")  # fmt: skip
 
 
 if __name__ == "__main__":
