@@ -102,7 +102,7 @@ def test_the_jobs_summary_adds_up_the_ranks():
         part.stages["compute"] = float(rng.random())
         part.routes["blind"] = int(rng.integers(1, 9))
         part.problems["error"] = [(f"r{rank}/{i}.png", "broken") for i in range(int(rng.integers(0, 8)))]
-        part.estimates = [5.0 + rank, 20.0 + rank, 100.0]
+        part.estimates = [5.0 + rank, 20.0 + rank, 100.0, part.routes["blind"]]  # low, high, sum, count
         parts.append(part)
     parts[-1].stopped, parts[-1].cause = "stop requested", "request"
     job = combined(parts)
@@ -112,5 +112,5 @@ def test_the_jobs_summary_adds_up_the_ranks():
     assert job.stages["compute"] == pytest.approx(sum(p.stages["compute"] for p in parts))
     assert job.routes["blind"] == sum(p.routes["blind"] for p in parts)
     assert job.problems["error"] == [x for p in parts for x in p.problems["error"]][:PROBLEMS_KEPT]
-    assert job.estimates == [5.0, 20.0 + len(parts) - 1, 100.0 * len(parts)]
+    assert job.estimates == [5.0, 20.0 + len(parts) - 1, 100.0 * len(parts), job.routes["blind"]]
     assert (job.stopped, job.cause) == ("stop requested", "request")
