@@ -20,7 +20,7 @@ import numpy as np
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.noise import add_noise, store_jpeg, to_uint8
 from fastdenoise.stats import paired_bootstrap
-from fastdenoise.zoo import JPEG_MIN_SIGMA, estimate_sigma
+from fastdenoise.zoo import jpeg_gate
 
 
 def rows_of(path: Path) -> dict[tuple[float, str], dict]:
@@ -34,7 +34,7 @@ def routed_to_jpeg(result: dict, quality: int) -> dict[tuple[float, str], bool]:
     for row in result["rows"]:
         i, path = paths[row["image"]]
         noisy = store_jpeg(add_noise(load_rgb(path), row["sigma"], result["seed"], i), quality)
-        routes[row["sigma"], row["image"]] = estimate_sigma(to_uint8(noisy)) >= JPEG_MIN_SIGMA
+        routes[row["sigma"], row["image"]] = jpeg_gate(to_uint8(noisy))[1]
     return routes
 
 

@@ -46,6 +46,12 @@ JPEG_MODEL = "jpeg"
 JPEG_MIN_SIGMA = 3.0
 
 
+def jpeg_gate(image: np.ndarray) -> tuple[float, bool]:
+    """A JPEG input's estimated noise level (0-255) and whether it runs the JPEG model (from JPEG_MIN_SIGMA)."""
+    sigma = estimate_sigma(image)
+    return sigma, sigma >= JPEG_MIN_SIGMA
+
+
 def jpeg_model(folder: Path | None = None) -> Path | None:
     """The bundled weights for noisy photos stored as JPEG, or None where none is bundled."""
     folder = folder or bundled_weights().parent
@@ -160,10 +166,13 @@ class SigmaRouter:
     def weights(self, image: np.ndarray, stored_as_jpeg: bool = False) -> tuple[float | None, Path, float | None]:
         """The image's estimated noise level (0-255; None without estimate), the weights chosen for it and the level
         they are bound to. A JPEG input runs the JPEG model from JPEG_MIN_SIGMA (its level is estimated for that)."""
-        jpeg = stored_as_jpeg and self.jpeg is not None
-        sigma = estimate_sigma(image) if self.estimate or jpeg else None
-        if jpeg and sigma >= JPEG_MIN_SIGMA:  # type: ignore[operator]
-            return sigma, Path(self.jpeg), None  # type: ignore[arg-type]
+        sigma: float | None
+        if stored_as_jpeg and self.jpeg is not None:
+            sigma, noisy = jpeg_gate(image)
+            if noisy:
+                return sigma, Path(self.jpeg), None
+        else:
+            sigma = estimate_sigma(image) if self.estimate else None
         weights = Path(self.choose(sigma if self.estimate else None))
         return sigma, weights, grid_level(sigma) if self.estimate and self.takes_level(weights) else None
 

@@ -90,6 +90,6 @@ def jpeg_routed(default, on_jpeg):
     """Per image, what `run` runs on a JPEG input: `on_jpeg` where the estimated noise level reaches JPEG_MIN_SIGMA,
     `default` below it."""
     from fastdenoise.noise import to_uint8
-    from fastdenoise.zoo import JPEG_MIN_SIGMA, estimate_sigma
+    from fastdenoise.zoo import jpeg_gate
 
-    return lambda x, s: (on_jpeg if estimate_sigma(to_uint8(x)) >= JPEG_MIN_SIGMA else default)(x, s)
+    return lambda x, s: (on_jpeg if jpeg_gate(to_uint8(x))[1] else default)(x, s)
