@@ -24,12 +24,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_facts, machine_name
 
-from fastdenoise.autoselect import AutoBackend
 from fastdenoise.backends import BackendConfig, TorchBackend, make_backend
-from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.backends.auto import AutoBackend
 from fastdenoise.devices import cpu_has_bf16
-from fastdenoise.runner import RunConfig, denoise_folder
-from fastdenoise.throughput import gflop_per_mp, measure_peak
+from fastdenoise.evaluation.throughput import gflop_per_mp, measure_peak
+from fastdenoise.models.checkpoint import load_denoiser
+from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
 REFERENCE = "default (eager bf16|fp32 auto)"
 
@@ -60,7 +60,7 @@ def arms(with_compiled: bool) -> list[Arm]:
 
 
 def build(model, arm: Arm):
-    from fastdenoise.openvino_backend import OpenVinoBackend
+    from fastdenoise.backends.openvino import OpenVinoBackend
 
     if arm.name.startswith("naive"):  # the unfolded model, NCHW, fp32: what a user gets without this project
         return TorchBackend(model, torch.device("cpu"), torch.float32, channels_last=False, compile=False)

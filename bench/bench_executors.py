@@ -18,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_facts, machine_name
 
 from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.checkpoint import load_denoiser
-from fastdenoise.cluster import denoise_on_cluster
-from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.models.checkpoint import load_denoiser
+from fastdenoise.pipeline.cluster import denoise_on_cluster
+from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
 
 def main() -> None:

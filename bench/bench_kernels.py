@@ -26,7 +26,7 @@ triton = pytest.importorskip("triton")
 
 from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend
 from fastdenoise.kernels import conv2d, deconv2x
-from fastdenoise.model import Denoiser, DenoiserSpec
+from fastdenoise.models.denoiser import Denoiser, DenoiserSpec
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 DTYPE_NAME = os.environ.get("BENCH_DTYPE", "bf16")

@@ -19,12 +19,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_facts, machine_name
 
 from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.checkpoint import load_denoiser
 from fastdenoise.images import list_images, load_rgb, save_rgb
-from fastdenoise.loaders import DaliLoader, PilLoader, dali_available, make_loader
+from fastdenoise.models.checkpoint import load_denoiser
 from fastdenoise.noise import to_uint8
-from fastdenoise.runner import RunConfig, denoise_folder
-from fastdenoise.summary import summary_dict
+from fastdenoise.pipeline.loaders import DaliLoader, PilLoader, dali_available, make_loader
+from fastdenoise.pipeline.runner import RunConfig, denoise_folder
+from fastdenoise.pipeline.summary import summary_dict
 
 SIZES = [(64, 96), (96, 64), (72, 72), (48, 128)]
 

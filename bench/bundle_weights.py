@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from fastdenoise.checkpoint import load_denoiser, save_weights
+from fastdenoise.models.checkpoint import load_denoiser, save_weights
 
 PACKAGE_WEIGHTS = Path(__file__).resolve().parents[1] / "fastdenoise" / "weights"
 
@@ -32,7 +32,7 @@ def main() -> None:
     evaluation = kodak_means(json.loads(args.eval_json.read_text()), args.arm)
     card = {
         "name": args.name,
-        "architecture": "Liu et al. IJCAI 2018 released denoiser (fastdenoise.model.Denoiser)",
+        "architecture": "Liu et al. IJCAI 2018 released denoiser (fastdenoise.models.denoiser.Denoiser)",
         "train_data": config["data"],
         "val_data": config["val"],
         "sigma_range": config["sigma"],
@@ -87,7 +87,7 @@ def joint_fields(run: Path, log: list[dict]) -> dict:
     if not path.is_file():
         return {"objective": "MSE", "final_loss": {"mse": last.get("mse")}}
     joint = json.loads(path.read_text())
-    if "tasks" in joint:  # one or several heads, raw or balanced weights (fastdenoise.joint.JointConfig.objective)
+    if "tasks" in joint:  # one or several heads, raw or balanced weights (training.joint.JointConfig.objective)
         weights = {"balance": joint["balance"]} if joint["balance"] else {"lam": joint["lam"] or None}
         facts = {"objective": joint["objective"], "tasks": joint["tasks"], "heads": joint["heads"], **weights}
     else:  # a run from before multi-head training

@@ -1,4 +1,4 @@
-"""Calibration of `fastdenoise.zoo.estimate_sigma` on training photos: the mean raw PCA estimate at each true noise
+"""Calibration of `models.zoo.estimate_sigma` on training photos: the mean raw PCA estimate at each true noise
 level (noise added, clipped and rounded to 8 bits as real files are), printed as the table zoo.py interpolates.
 
 Clipping at 0 and 255 makes the raw estimate low at high sigma; texture and JPEG blocking make it high at low sigma.
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from fastdenoise.images import list_images, load_rgb
+from fastdenoise.models.zoo import raw_sigma
 from fastdenoise.noise import add_noise, to_uint8
-from fastdenoise.zoo import raw_sigma
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Peers' PSNR/SSIM on a folder with our noise protocol (fastdenoise.evaluate), written as eval.json / eval.md.
+"""Peers' PSNR/SSIM on a folder with our noise protocol (evaluation.evaluate), written as eval.json / eval.md.
 
     nice -n 15 python bench/eval_peers.py ../shared/data/kodak24 --peers cdncnn-b,cdncnn-25,ffdnet --sigma 25
 
@@ -11,8 +11,8 @@ import argparse
 import time
 from pathlib import Path
 
-from fastdenoise.evaluate import evaluate, write_results
-from fastdenoise.peers import LABELS, PeerKind, make_peer, timed
+from fastdenoise.evaluation.evaluate import evaluate, write_results
+from fastdenoise.evaluation.peers import LABELS, PeerKind, make_peer, timed
 
 
 def main() -> None:

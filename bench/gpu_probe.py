@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_facts
 
 from fastdenoise.backends import TorchBackend
-from fastdenoise.checkpoint import load_denoiser
-from fastdenoise.model import fold_bn
-from fastdenoise.throughput import gflop_per_mp, measure_peak, time_rounds
+from fastdenoise.evaluation.throughput import gflop_per_mp, measure_peak, time_rounds
+from fastdenoise.models.checkpoint import load_denoiser
+from fastdenoise.models.denoiser import fold_bn
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
 
@@ -180,7 +180,7 @@ def main() -> None:
 def end_to_end(result: dict, model, device: torch.device, size: tuple, best: dict, dry_run: bool, sync) -> None:
     """`fastdenoise run` over generated JPEGs with the eager bf16 backend, against its model-only speed at that size."""
     from fastdenoise.backends import BackendConfig, make_backend
-    from fastdenoise.runner import RunConfig, denoise_folder
+    from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
     (h, w), batch = size
     backend = make_backend(model, BackendConfig(kind="eager", device=device.type, precision="bf16"))

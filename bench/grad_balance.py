@@ -18,11 +18,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fastdenoise.checkpoint import load_denoiser
-from fastdenoise.heads import load_head
-from fastdenoise.heads.espnetv2 import find_segmenter_weights
-from fastdenoise.joint import JointConfig, Task, cross_entropy, default_crop, freeze, joint_sampler
-from fastdenoise.train import TrainConfig
+from fastdenoise.models.checkpoint import load_denoiser
+from fastdenoise.models.heads import load_head
+from fastdenoise.models.heads.espnetv2 import find_segmenter_weights
+from fastdenoise.training.fit import TrainConfig
+from fastdenoise.training.joint import JointConfig, Task, cross_entropy, default_crop, freeze, joint_sampler
 
 
 def grad_norm(loss: torch.Tensor, params: list[torch.nn.Parameter]) -> float:

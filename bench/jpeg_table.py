@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from fastdenoise.images import list_images, load_rgb
+from fastdenoise.models.zoo import jpeg_gate
 from fastdenoise.noise import add_noise, store_jpeg, to_uint8
 from fastdenoise.stats import paired_bootstrap
-from fastdenoise.zoo import jpeg_gate
 
 
 def rows_of(path: Path) -> dict[tuple[float, str], dict]:

@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.checkpoint import load_denoiser
-from fastdenoise.evaluate import backend_denoiser, evaluate
-from fastdenoise.train import TrainConfig, train_denoiser
+from fastdenoise.evaluation.evaluate import backend_denoiser, evaluate
+from fastdenoise.models.checkpoint import load_denoiser
+from fastdenoise.training.fit import TrainConfig, train_denoiser
 
 # name -> overrides of the base recipe; pixels per step stay near 74k so the arms differ in one thing each.
 ARMS: dict[str, dict] = {

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from fastdenoise.accuracy import (
+from fastdenoise.datasets import require_data_root
+from fastdenoise.evaluation.accuracy import (
     DEFAULT_BASELINES,
     Scorer,
     load_baselines,
@@ -29,10 +30,9 @@ from fastdenoise.accuracy import (
     run_accuracy,
     weights_digest,
 )
-from fastdenoise.checkpoint import bundled_weights, load_denoiser
-from fastdenoise.datasets import require_data_root
 from fastdenoise.machine import machine_facts
-from fastdenoise.zoo import bundled_models
+from fastdenoise.models.checkpoint import bundled_weights, load_denoiser
+from fastdenoise.models.zoo import bundled_models
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,11 +18,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_facts, machine_name
 
 from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.checkpoint import load_denoiser
-from fastdenoise.evaluate import backend_denoiser, evaluate
+from fastdenoise.evaluation.evaluate import backend_denoiser, evaluate
 from fastdenoise.images import list_images, load_rgb, save_rgb
+from fastdenoise.models.checkpoint import load_denoiser
 from fastdenoise.noise import to_uint8
-from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
 
 def naive_loop(model: torch.nn.Module, paths: list[Path], out: Path) -> float:

@@ -1,4 +1,4 @@
-"""Error of `fastdenoise.zoo.estimate_sigma` on photos it was not calibrated on: noise at 5-75 added, clipped and
+"""Error of `fastdenoise.models.zoo.estimate_sigma` on photos it was not calibrated on: noise at 5-75 added, clipped and
 rounded to 8 bits; prints mean, mean absolute and 95th-percentile absolute error per level as a Markdown table.
 
 Usage: OMP_NUM_THREADS=1 python bench/sigma_error.py ../shared/data/kodak24 ../shared/data/cbsd68 --limit 24
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from fastdenoise.images import list_images, load_rgb
+from fastdenoise.models.zoo import estimate_sigma
 from fastdenoise.noise import add_noise, to_uint8
-from fastdenoise.zoo import estimate_sigma
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fastdenoise.data import PatchSampler
 from fastdenoise.devices import cpu_has_bf16
-from fastdenoise.model import Denoiser
-from fastdenoise.train import TrainConfig, fit, mse_loss
+from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.training.fit import TrainConfig, fit, mse_loss
+from fastdenoise.training.samplers import PatchSampler
 
 MODES = {  # name -> (amp, channels_last, compile)
     "fp32 (plain loop)": ("off", False, "off"),

@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 
 from fastdenoise.datasets import read_labels
-from fastdenoise.tables.arms import Split, split_positions
+from fastdenoise.evaluation.tables.arms import Split, split_positions
 
 
 def main() -> None:

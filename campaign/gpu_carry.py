@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from fastdenoise.heads.efficientnet_lite import packaged_weights
 from fastdenoise.images import list_images
+from fastdenoise.models.heads.efficientnet_lite import packaged_weights
 
 
 def main() -> None:

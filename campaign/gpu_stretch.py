@@ -30,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from fastdenoise.checkpoint import load_checkpoint, load_denoiser, save_weights
-from fastdenoise.data import Batch, PatchSampler, load_folder
-from fastdenoise.model import with_noise_map
-from fastdenoise.train import LOSSES, TrainConfig, TrainingStopped, fit, psnr_validator
+from fastdenoise.models.checkpoint import load_checkpoint, load_denoiser, save_weights
+from fastdenoise.models.denoiser import with_noise_map
+from fastdenoise.training.fit import LOSSES, TrainConfig, TrainingStopped, fit, psnr_validator
+from fastdenoise.training.samplers import Batch, PatchSampler, load_folder
 
 
 class Prefetch:

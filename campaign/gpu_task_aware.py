@@ -34,23 +34,23 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import torch
 import numpy as np
+import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_stretch import Prefetch
 
-from fastdenoise.checkpoint import load_denoiser, save_weights
-from fastdenoise.data import Batch
-from fastdenoise.images import list_images, load_rgb
 from fastdenoise.devices import resolve_amp, resolve_device
-from fastdenoise.heads import load_head
-from fastdenoise.joint import GradientBalance, JointConfig, JointLoss, TaskTarget, freeze, joint_sampler
-from fastdenoise.losses import mse_loss
-from fastdenoise.predictions import classifier_input
-from fastdenoise.train_config import TrainConfig
-from fastdenoise.train_state import TrainState, build_state, optimizer_step, train_mode
+from fastdenoise.images import list_images, load_rgb
+from fastdenoise.models.checkpoint import load_denoiser, save_weights
+from fastdenoise.models.heads import load_head
+from fastdenoise.pipeline.predictions import classifier_input
+from fastdenoise.training.config import TrainConfig
+from fastdenoise.training.joint import GradientBalance, JointConfig, JointLoss, TaskTarget, freeze, joint_sampler
+from fastdenoise.training.losses import mse_loss
+from fastdenoise.training.samplers import Batch
+from fastdenoise.training.state import TrainState, build_state, optimizer_step, train_mode
 
 HEADS = {"classify": "efficientnet-lite0", "segment": "espnetv2-camvid"}
 

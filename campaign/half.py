@@ -11,8 +11,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from fastdenoise.checkpoint import load_checkpoint, save_weights
-from fastdenoise.model import Denoiser, DenoiserSpec
+from fastdenoise.models.checkpoint import load_checkpoint, save_weights
+from fastdenoise.models.denoiser import Denoiser, DenoiserSpec
 
 
 def main(folder: Path) -> None:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import torch
 
-from fastdenoise.checkpoint import load_checkpoint, load_denoiser, save_weights
 from fastdenoise.devices import cpu_has_bf16
+from fastdenoise.models.checkpoint import load_checkpoint, load_denoiser, save_weights
 
 RESUME = "OMP_NUM_THREADS=1 nohup taskset -c 0 fastdenoise train --out {run} --resume > {run}/stdout.log 2>&1 &"
 

@@ -6,8 +6,8 @@ Continue a stopped run with `fastdenoise train --out campaign/cond-p48 --resume`
 
 from dataclasses import asdict
 
-from fastdenoise.model import DenoiserSpec
-from fastdenoise.train import TrainConfig, TrainingStopped, train_denoiser
+from fastdenoise.models.denoiser import DenoiserSpec
+from fastdenoise.training.fit import TrainConfig, TrainingStopped, train_denoiser
 
 cfg = TrainConfig(
     data="../shared/data/cbsd432", out="campaign/cond-p48", val="../shared/data/cbsd68", sigma=(0.0, 75.0), patch=48,

@@ -20,7 +20,7 @@ import torch
 
 from fastdenoise.files import atomic_write
 from fastdenoise.files import sha256_file as file_sha256
-from fastdenoise.model import STRIDE
+from fastdenoise.models.denoiser import STRIDE
 
 from .export import PRECISIONS, default_cache_dir, onnx_metadata
 

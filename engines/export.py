@@ -3,7 +3,7 @@
 Two exporters, both tried with torch 2.13. "dynamo" (torch.export, the default since torch 2.9) gives the cleaner
 graph and exports every head here, cascades included; "torchscript" (the deprecated tracer) is kept as a fallback
 for the denoiser and simple heads. Shape arithmetic in the heads is integer-only and branch-free so torch.export
-keeps it symbolic (see SameConv2d and adaptive_avg_pool in fastdenoise.heads); an export past `timeout` seconds
+keeps it symbolic (see SameConv2d and adaptive_avg_pool in fastdenoise.models.heads); an export past `timeout` seconds
 stops with ExportError instead of hanging. Both exporters bake in the `if pad_h or pad_w` branch of
 Denoiser.forward as the example takes it, so the example's height and width must not be multiples of 4, and every
 export is run through onnxruntime on other shapes (verify_onnx) before its file is written: a rejected export
@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from fastdenoise.cache import entry_problem, write_sidecar
 from fastdenoise.devices import DTYPES
 from fastdenoise.files import atomic_write, check_replaceable, note
-from fastdenoise.model import STRIDE, Denoiser, fold_bn
+from fastdenoise.models.denoiser import STRIDE, Denoiser, fold_bn
 
 INPUT, OUTPUT = "image", "output"
 DYNAMIC_DIMS = {0: "batch", 2: "height", 3: "width"}

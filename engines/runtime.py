@@ -11,7 +11,7 @@ from torch import Tensor
 
 from fastdenoise.cache import trim
 from fastdenoise.devices import canonical_device
-from fastdenoise.model import Denoiser, fold_bn
+from fastdenoise.models.denoiser import Denoiser, fold_bn
 
 from .build import (
     BuildConfig,

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from fastdenoise.devices import canonical_device
 from fastdenoise.kernels import conv2d, deconv2x
 from fastdenoise.kernels._triton import DTYPES, interpreting
-from fastdenoise.model import STRIDE, Bottleneck, Denoiser
+from fastdenoise.models.denoiser import STRIDE, Bottleneck, Denoiser
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ def pack_block(block: nn.Module, device: torch.device, dtype: torch.dtype) -> Pa
     """A BN-folded ConvBnAct / DeconvBnAct, i.e. (conv, Identity, ReLU or Identity) -> PackedConv."""
     conv, norm, act = block.children()
     if not isinstance(norm, nn.Identity):
-        raise ValueError("TritonBackend needs a BN-folded model: pass fastdenoise.model.fold_bn(model)")
+        raise ValueError("TritonBackend needs a BN-folded model: pass fastdenoise.models.denoiser.fold_bn(model)")
     if isinstance(conv, nn.ConvTranspose2d):
         weight = deconv2x.pack_weight(conv.weight.detach().to(device), dtype)
     elif isinstance(conv, nn.Conv2d):

@@ -98,7 +98,7 @@ def backend():
     from helpers import SMALL, randomize_bn
 
     from fastdenoise.backends import BackendConfig, make_backend
-    from fastdenoise.model import Denoiser
+    from fastdenoise.models.denoiser import Denoiser
 
     return make_backend(randomize_bn(Denoiser(SMALL)), BackendConfig(device="cpu", precision="fp32"))
 
@@ -108,8 +108,8 @@ def weights(tmp_path) -> Path:
     """A small random denoiser saved as safetensors, for CLI and subprocess runs."""
     from helpers import SMALL, randomize_bn
 
-    from fastdenoise.checkpoint import save_weights
-    from fastdenoise.model import Denoiser
+    from fastdenoise.models.checkpoint import save_weights
+    from fastdenoise.models.denoiser import Denoiser
 
     path = tmp_path / "small.safetensors"
     save_weights(randomize_bn(Denoiser(SMALL)), path)

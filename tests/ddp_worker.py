@@ -12,10 +12,10 @@ import torch.nn.functional as F
 from helpers import SMALL, randomize_bn
 from torch import nn
 
-from fastdenoise.data import Batch, PatchSampler
 from fastdenoise.distributed import Shard, rank_seed
-from fastdenoise.model import Denoiser
-from fastdenoise.train import TrainConfig, fit
+from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.training.fit import TrainConfig, fit
+from fastdenoise.training.samplers import Batch, PatchSampler
 
 PATCH, BATCH, SIGMA, SEED = 16, 4, (10.0, 40.0), 3
 

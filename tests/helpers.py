@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from fastdenoise.images import save_rgb
-from fastdenoise.model import DenoiserSpec
+from fastdenoise.models.denoiser import DenoiserSpec
 
 SMALL = DenoiserSpec(c0=8, c1=12, c2=12, mid=4, up2=4, c3=16, mid3=8, up1=8)
 

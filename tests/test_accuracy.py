@@ -14,10 +14,10 @@ import pytest
 import torch
 from helpers import SMALL, randomize_bn, synthetic_data
 
-from fastdenoise.accuracy import AccuracyCheck, Scorer, load_baselines, record_baselines, run_accuracy
-from fastdenoise.checkpoint import load_denoiser, save_weights
+from fastdenoise.evaluation.accuracy import AccuracyCheck, Scorer, load_baselines, record_baselines, run_accuracy
 from fastdenoise.files import sha256_file
-from fastdenoise.model import Denoiser
+from fastdenoise.models.checkpoint import load_denoiser, save_weights
+from fastdenoise.models.denoiser import Denoiser
 
 ROOT = Path(__file__).resolve().parents[1]
 QUIET = lambda message: None
@@ -128,9 +128,9 @@ def test_record_script_measures_named_models_and_leaves_out_missing_ones(
 
 
 def test_shipped_per_sigma_entries_skip_where_their_models_are_not_bundled(data: Path, weights: Path) -> None:
-    from fastdenoise.accuracy import DEFAULT_BASELINES
-    from fastdenoise.benchmark import PROFILES
-    from fastdenoise.report import accuracy_failed
+    from fastdenoise.evaluation.accuracy import DEFAULT_BASELINES
+    from fastdenoise.evaluation.benchmark import PROFILES
+    from fastdenoise.evaluation.report import accuracy_failed
 
     checks = [c for c in load_baselines(DEFAULT_BASELINES).values() if c.model is not None]
     assert {c.model for c in checks} >= {"sigma15", "sigma25", "sigma35", "sigma50"}

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from fastdenoise.accuracy import DEFAULT_BASELINES, Scorer, load_baselines, run_accuracy, weights_digest
-from fastdenoise.checkpoint import load_denoiser
+from fastdenoise.evaluation.accuracy import DEFAULT_BASELINES, Scorer, load_baselines, run_accuracy, weights_digest
+from fastdenoise.models.checkpoint import load_denoiser
 
 KEY = "kodak24-first4-sigma25"
 

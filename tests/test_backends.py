@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from fastdenoise.backends import BackendConfig, BackendKind, Precision, make_backend
 from fastdenoise.cli import app
 from fastdenoise.images import save_rgb
-from fastdenoise.model import Denoiser
+from fastdenoise.models.denoiser import Denoiser
 
 # max |backend - eager fp32| over outputs with |residual| ~ 0.3: fp32 is reordering noise; bf16 keeps 8 mantissa bits
 # through 16 layers (measured <= 6e-3 with oneDNN and OpenVINO).
@@ -120,8 +120,8 @@ def test_openvino_refuses_an_onnx_file_of_other_weights(model, cache) -> None:
 
 @pytest.mark.skipif(skip_reason("openvino", "fp32") is not None, reason="needs openvino and the ONNX exporter")
 def test_openvino_keeps_compiled_shapes_within_a_pixel_budget(model, cache, monkeypatch) -> None:
-    from fastdenoise import openvino_backend
-    from fastdenoise.openvino_backend import OpenVinoBackend
+    from fastdenoise.backends import openvino as openvino_backend
+    from fastdenoise.backends.openvino import OpenVinoBackend
 
     monkeypatch.setattr(openvino_backend, "KEPT_PIXELS", 2000)  # each compiled shape holds ~1 KB a pixel of buffers
     backend = OpenVinoBackend(model, torch.device("cpu"), torch.float32, threads=1)
@@ -157,7 +157,7 @@ def photos(tmp_path, make_image):
 @pytest.mark.skipif(skip_reason("openvino", "fp32") or importlib.util.find_spec("nncf") is None,
                     reason="int8 needs openvino, nncf and the ONNX exporter")  # fmt: skip
 def test_int8_quantizes_close_to_fp32_and_is_cached(model, cache, photos, make_image) -> None:
-    from fastdenoise.openvino_backend import Calibration, OpenVinoBackend
+    from fastdenoise.backends.openvino import Calibration, OpenVinoBackend
 
     cal = Calibration(str(photos), crops=16, size=32)
     fp32 = OpenVinoBackend(model, torch.device("cpu"), torch.float32)
@@ -179,21 +179,21 @@ def test_int8_quantizes_close_to_fp32_and_is_cached(model, cache, photos, make_i
 
 
 def test_calibration_refuses_test_sets(tmp_path) -> None:
-    from fastdenoise.openvino_backend import Calibration
+    from fastdenoise.backends.openvino import Calibration
 
     with pytest.raises(ValueError, match="test set"):
         Calibration(str(tmp_path / "kodak24"))
 
 
 def test_calibration_names_a_missing_folder(tmp_path) -> None:
-    from fastdenoise.openvino_backend import Calibration, calibration_crops
+    from fastdenoise.backends.openvino import Calibration, calibration_crops
 
     with pytest.raises(ValueError, match="absent"):
         calibration_crops(Calibration(str(tmp_path / "absent")))
 
 
 def test_calibration_crops_are_noisy_training_crops(photos) -> None:
-    from fastdenoise.openvino_backend import Calibration, calibration_crops
+    from fastdenoise.backends.openvino import Calibration, calibration_crops
 
     crops = calibration_crops(Calibration(str(photos), crops=6, size=24, seed=2))
 
@@ -206,7 +206,7 @@ def test_calibration_crops_are_noisy_training_crops(photos) -> None:
 
 
 def test_auto_probes_once_then_reads_the_cache(model, cache, tmp_path, monkeypatch) -> None:
-    from fastdenoise.autoselect import AutoBackend, candidates, shape_class
+    from fastdenoise.backends.auto import AutoBackend, candidates, shape_class
 
     cfg = BackendConfig(kind="auto", device="cpu", precision="fp32")
     x = torch.rand(1, 3, 200, 260, generator=torch.Generator().manual_seed(5))
@@ -235,7 +235,7 @@ def test_auto_probes_once_then_reads_the_cache(model, cache, tmp_path, monkeypat
 def scripted_auto(model, tmp_path, monkeypatch, winners: list[BackendKind]) -> tuple:
     """An AutoBackend whose probes declare `winners` in turn (each kind runs the model itself); and the probes'
     inputs."""
-    from fastdenoise.autoselect import AutoBackend
+    from fastdenoise.backends.auto import AutoBackend
 
     left, probes = iter(winners), []
 
@@ -251,7 +251,7 @@ def scripted_auto(model, tmp_path, monkeypatch, winners: list[BackendKind]) -> t
 
 
 def test_auto_probes_a_few_shape_classes_then_reuses_their_choice(model, tmp_path, monkeypatch) -> None:
-    from fastdenoise.autoselect import PROBE_CLASSES
+    from fastdenoise.backends.auto import PROBE_CLASSES
 
     winners = [BackendKind.onnxruntime, BackendKind.eager, BackendKind.onnxruntime]
     auto, probes = scripted_auto(model, tmp_path, monkeypatch, winners)
@@ -276,7 +276,7 @@ def test_auto_batches_cut_to_the_same_probe_input_share_one_probe(model, tmp_pat
 
 
 def test_auto_runs_tiny_batches_eagerly_without_a_probe(model, tmp_path, monkeypatch) -> None:
-    from fastdenoise.autoselect import AutoBackend
+    from fastdenoise.backends.auto import AutoBackend
 
     monkeypatch.setattr(AutoBackend, "probe", lambda *_: pytest.fail("probed a tiny batch"))
     cfg = BackendConfig(kind="auto", device="cpu", precision="fp32")
@@ -360,7 +360,7 @@ def test_canonical_device_gives_cuda_its_index(monkeypatch):
 @pytest.mark.parametrize("poison", ["bogus-choice", "not-an-entry", "garbage-json"])
 def test_auto_ignores_and_rebuilds_a_poisoned_probe_cache_with_a_note(model, tmp_path, monkeypatch, capsys,
                                                                       poison) -> None:  # fmt: skip
-    from fastdenoise.autoselect import AutoBackend, probe_input, shape_class
+    from fastdenoise.backends.auto import AutoBackend, probe_input, shape_class
 
     auto, probes = scripted_auto(model, tmp_path, monkeypatch, [BackendKind.eager])
     x = torch.rand(1, 3, 200, 260, generator=torch.Generator().manual_seed(9))
@@ -384,7 +384,7 @@ def test_auto_ignores_and_rebuilds_a_poisoned_probe_cache_with_a_note(model, tmp
 @pytest.mark.skipif(skip_reason("onnxruntime", "fp32") is not None, reason="needs onnx and onnxruntime")
 def test_a_garbage_file_in_the_onnx_export_cache_is_exported_again_with_a_note(model, tmp_path, capsys) -> None:
     from fastdenoise.engines.export import cached_denoiser_onnx, onnx_metadata, precision_name, weights_sha256
-    from fastdenoise.model import fold_bn
+    from fastdenoise.models.denoiser import fold_bn
 
     digest = weights_sha256(fold_bn(model))
     path = tmp_path / f"denoiser_{digest[:16]}_{precision_name(torch.float32)}.onnx"

@@ -12,7 +12,7 @@ import pytest
 import torch
 from helpers import SMALL, synthetic_data
 
-from fastdenoise.accuracy import (
+from fastdenoise.evaluation.accuracy import (
     DEFAULT_BASELINES,
     AccuracyCheck,
     DataIntegrityError,
@@ -23,10 +23,8 @@ from fastdenoise.accuracy import (
     run_accuracy,
     verify_files,
 )
-from fastdenoise.benchmark import PROFILES, BenchConfig, BenchProfile, run_benchmark
-from fastdenoise.checkpoint import save_weights
-from fastdenoise.model import Denoiser
-from fastdenoise.report import (
+from fastdenoise.evaluation.benchmark import PROFILES, BenchConfig, BenchProfile, run_benchmark
+from fastdenoise.evaluation.report import (
     accuracy_failed,
     compare_results,
     load_result,
@@ -35,16 +33,18 @@ from fastdenoise.report import (
     roofline_line,
     write_outputs,
 )
-from fastdenoise.throughput import (
+from fastdenoise.evaluation.throughput import (
     ThroughputCase,
     TrainMode,
     backend_unavailable,
+    matmul_math,
     measure_peak,
     measure_throughput,
     measure_training,
-    matmul_math,
     tf32_convolutions,
 )
+from fastdenoise.models.checkpoint import save_weights
+from fastdenoise.models.denoiser import Denoiser
 
 QUIET = lambda message: None
 
@@ -365,8 +365,8 @@ def test_cli_bench_reports_and_compares(tmp_path: Path) -> None:
 def test_baselines_ship_with_the_package() -> None:
     from importlib import resources
 
-    from fastdenoise.accuracy import DEFAULT_BASELINES, load_baselines
-    from fastdenoise.benchmark import PROFILES
+    from fastdenoise.evaluation.accuracy import DEFAULT_BASELINES, load_baselines
+    from fastdenoise.evaluation.benchmark import PROFILES
 
     assert DEFAULT_BASELINES == Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
     checks = load_baselines()

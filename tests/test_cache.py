@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.cache import clear, entries, entry_problem, parse_size, trim, write_sidecar
 from fastdenoise.cli import app
-from fastdenoise.model import Denoiser
+from fastdenoise.models.denoiser import Denoiser
 
 OPENVINO = importlib.util.find_spec("openvino") is not None and importlib.util.find_spec("onnxscript") is not None
 needs_openvino = pytest.mark.skipif(not OPENVINO, reason="needs openvino and the ONNX exporter")
@@ -40,7 +40,7 @@ def noisy(seed: int) -> torch.Tensor:
 
 
 def openvino(model: Denoiser, cache, **options):
-    from fastdenoise.openvino_backend import OpenVinoBackend
+    from fastdenoise.backends.openvino import OpenVinoBackend
 
     return OpenVinoBackend(model, torch.device("cpu"), torch.float32, cache_dir=cache, threads=1, **options)
 
@@ -108,9 +108,9 @@ def test_openvino_refuses_an_engine_onnx_without_metadata_unless_trusted(model, 
 def test_run_openvino_with_a_foreign_engine_exits_2_in_one_line(model, tmp_path, make_image):
     import onnx
 
-    from fastdenoise.checkpoint import save_weights
     from fastdenoise.engines.export import cached_denoiser_onnx
     from fastdenoise.images import save_rgb
+    from fastdenoise.models.checkpoint import save_weights
 
     weights = tmp_path / "w.safetensors"
     save_weights(model, weights)
@@ -135,8 +135,8 @@ def test_run_openvino_with_a_foreign_engine_exits_2_in_one_line(model, tmp_path,
 
 @pytest.mark.skipif(not OPENVINO or importlib.util.find_spec("nncf") is None, reason="int8 needs openvino and nncf")
 def test_a_tampered_int8_ir_is_quantized_again_with_a_note(model, tmp_path, capsys, make_image):
+    from fastdenoise.backends.openvino import Calibration
     from fastdenoise.images import save_rgb
-    from fastdenoise.openvino_backend import Calibration
 
     photos = tmp_path / "cbsd432"
     photos.mkdir()
@@ -302,8 +302,8 @@ def test_a_backend_built_from_the_cache_keeps_it_within_the_budget(model, tmp_pa
 @pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
                     reason="needs onnxruntime and the ONNX exporter")  # fmt: skip
 def test_run_with_a_cache_folder_that_is_a_file_is_one_line(model, tmp_path, monkeypatch, make_image):
-    from fastdenoise.checkpoint import save_weights
     from fastdenoise.images import save_rgb
+    from fastdenoise.models.checkpoint import save_weights
 
     save_weights(model, tmp_path / "w.safetensors")
     save_rgb(make_image(24, 20), tmp_path / "in" / "a.png")

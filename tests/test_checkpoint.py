@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers import SMALL
 
-from fastdenoise.checkpoint import (
+from fastdenoise.models.checkpoint import (
     CheckpointError,
     load_checkpoint,
     load_denoiser,
@@ -13,7 +13,7 @@ from fastdenoise.checkpoint import (
     save_checkpoint,
     save_weights,
 )
-from fastdenoise.model import Denoiser
+from fastdenoise.models.denoiser import Denoiser
 
 
 def test_weights_round_trip_with_spec_and_card(tmp_path):
@@ -85,7 +85,7 @@ def lying_copy(path, tmp_path, **widths):
 
 @pytest.mark.parametrize("width", [200_000, 12_000])
 def test_a_spec_that_lies_about_the_widths_is_refused_before_any_model_is_built(tmp_path, width, monkeypatch):
-    import fastdenoise.checkpoint as checkpoint_module
+    import fastdenoise.models.checkpoint as checkpoint_module
 
     path = tmp_path / "w.safetensors"
     save_weights(Denoiser(SMALL), path)
@@ -121,8 +121,8 @@ def test_weights_with_a_250_byte_name_are_saved(tmp_path):
 def test_half_precision_weights_are_half_the_bytes_and_load_as_the_fp32_model(tmp_path):
     from helpers import SMALL, randomize_bn
 
-    from fastdenoise.checkpoint import load_denoiser, save_weights
-    from fastdenoise.model import Denoiser
+    from fastdenoise.models.checkpoint import load_denoiser, save_weights
+    from fastdenoise.models.denoiser import Denoiser
 
     model = randomize_bn(Denoiser(SMALL))
     save_weights(model, tmp_path / "full.safetensors")

@@ -131,9 +131,9 @@ def test_demo_with_bundled_weights(tmp_path):
 
 def test_bundled_weights_denoise_the_samples(tmp_path):
     from fastdenoise.backends import BackendConfig, make_backend
-    from fastdenoise.checkpoint import load_denoiser
-    from fastdenoise.demo import run_demo
-    from fastdenoise.evaluate import backend_denoiser
+    from fastdenoise.evaluation.demo import run_demo
+    from fastdenoise.evaluation.evaluate import backend_denoiser
+    from fastdenoise.models.checkpoint import load_denoiser
 
     backend = make_backend(load_denoiser(), BackendConfig(device="cpu", precision="fp32"))
     for sigma in (15, 50):
@@ -197,7 +197,7 @@ def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path)
     output, _ = proc.communicate(timeout=120)
     assert proc.returncode == 143, output
     assert "Traceback" not in output and "--resume" in output
-    from fastdenoise.checkpoint import load_checkpoint
+    from fastdenoise.models.checkpoint import load_checkpoint
 
     assert load_checkpoint(out / "last.pt")["step"] >= 20  # saved on the signal, not at a --ckpt-every multiple
 

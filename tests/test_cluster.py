@@ -18,14 +18,22 @@ from typer.testing import CliRunner
 
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.cli import app
-from fastdenoise.cluster import ITEM_COLUMNS, ClusterConfig, Denoise, decode, denoise_on_cluster, item_columns, write
 from fastdenoise.images import iter_entries, save_rgb
-from fastdenoise.lock import LockError, OutputLock, lock_name
-from fastdenoise.manifest import MANIFEST
-from fastdenoise.model import Denoiser
-from fastdenoise.outputs import OutputTree, triage
-from fastdenoise.predictions import MASK_SUFFIX, PREDICTIONS, Predictor
-from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.pipeline.cluster import (
+    ITEM_COLUMNS,
+    ClusterConfig,
+    Denoise,
+    decode,
+    denoise_on_cluster,
+    item_columns,
+    write,
+)
+from fastdenoise.pipeline.lock import LockError, OutputLock, lock_name
+from fastdenoise.pipeline.manifest import MANIFEST
+from fastdenoise.pipeline.outputs import OutputTree, triage
+from fastdenoise.pipeline.predictions import MASK_SUFFIX, PREDICTIONS, Predictor
+from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
 ray = pytest.importorskip("ray", reason="needs Ray Data: pip install 'fastdenoise[ray]'")
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

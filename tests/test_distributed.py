@@ -8,12 +8,12 @@ import pytest
 from conftest import ROOT, random_image
 from helpers import SMALL, randomize_bn
 
-from fastdenoise.checkpoint import save_weights
 from fastdenoise.distributed import Shard, shard_from_env, take
 from fastdenoise.images import iter_entries, load_rgb, save_rgb
-from fastdenoise.manifest import MANIFEST
-from fastdenoise.model import Denoiser
-from fastdenoise.summary import PROBLEMS_KEPT, RunSummary, combined
+from fastdenoise.models.checkpoint import save_weights
+from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.pipeline.manifest import MANIFEST
+from fastdenoise.pipeline.summary import PROBLEMS_KEPT, RunSummary, combined
 
 
 def test_shards_partition_the_listing_and_balance():

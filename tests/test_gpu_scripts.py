@@ -12,9 +12,9 @@ import torch
 from helpers import SMALL
 from safetensors import safe_open
 
-from fastdenoise.checkpoint import save_weights
 from fastdenoise.images import save_rgb
-from fastdenoise.model import Denoiser
+from fastdenoise.models.checkpoint import save_weights
+from fastdenoise.models.denoiser import Denoiser
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -69,8 +69,8 @@ def exported(tmp_path_factory) -> tuple[Path, Path]:
     """Weights and a cache folder shared by the OpenVINO runs, so the ONNX export is made once."""
     from helpers import SMALL, randomize_bn
 
-    from fastdenoise.checkpoint import save_weights
-    from fastdenoise.model import Denoiser
+    from fastdenoise.models.checkpoint import save_weights
+    from fastdenoise.models.denoiser import Denoiser
 
     folder = tmp_path_factory.mktemp("openvino")
     save_weights(randomize_bn(Denoiser(SMALL)), folder / "small.safetensors")

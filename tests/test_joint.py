@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from fastdenoise.checkpoint import load_checkpoint
-from fastdenoise.data import Batch
-from fastdenoise.heads.geometry import resize_short_side
-from fastdenoise.joint import (
+from fastdenoise.models.checkpoint import load_checkpoint
+from fastdenoise.models.denoiser import Denoiser, DenoiserSpec
+from fastdenoise.models.heads.geometry import resize_short_side
+from fastdenoise.training.fit import TrainConfig, fit, mse_loss
+from fastdenoise.training.joint import (
     CropSampler,
     GradientBalance,
     JointConfig,
@@ -32,8 +33,7 @@ from fastdenoise.joint import (
     mean_iou,
     train_joint,
 )
-from fastdenoise.model import Denoiser, DenoiserSpec
-from fastdenoise.train import TrainConfig, fit, mse_loss
+from fastdenoise.training.samplers import Batch
 
 TINY = DenoiserSpec(c0=8, c1=8, c2=8, mid=4, up2=4, c3=8, mid3=4, up1=4)
 

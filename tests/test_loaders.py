@@ -6,9 +6,9 @@ import pytest
 from image_files import broken_samples, format_samples
 from PIL import Image
 
-import fastdenoise.loaders as loaders
+import fastdenoise.pipeline.loaders as loaders
 from fastdenoise.images import load_rgb
-from fastdenoise.loaders import DaliLoader, PilLoader, make_loader
+from fastdenoise.pipeline.loaders import DaliLoader, PilLoader, make_loader
 
 needs_dali = pytest.mark.skipif(
     not loaders.dali_available(), reason="nvidia-dali not installed (pip install nvidia-dali-cuda130)"

@@ -11,9 +11,9 @@ import pytest
 from conftest import ROOT
 from test_reliability import ENV, assert_outputs_valid, cli_command, photos, rows_of, start_and_wait_for_rows
 
-from fastdenoise.lock import LockError, OutputLock, lock_name
-from fastdenoise.manifest import MANIFEST
-from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.pipeline.lock import LockError, OutputLock, lock_name
+from fastdenoise.pipeline.manifest import MANIFEST
+from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -82,7 +82,7 @@ def test_a_second_run_on_the_same_output_refuses_and_the_first_loses_no_row(tmp_
 
 HOLD_RANK1 = """
 import sys, time
-from fastdenoise.lock import OutputLock
+from fastdenoise.pipeline.lock import OutputLock
 lock = OutputLock(sys.argv[1], rank=1, world=2)
 print("held", flush=True)
 time.sleep(600)

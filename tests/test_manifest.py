@@ -1,7 +1,7 @@
 import json
 import os
 
-from fastdenoise.manifest import MANIFEST, Journal, load_vouchers, merge, part_name
+from fastdenoise.pipeline.manifest import MANIFEST, Journal, load_vouchers, merge, part_name
 
 
 def row(name: str, status: str = "ok", **facts) -> dict:

@@ -2,7 +2,7 @@ import pytest
 import torch
 from helpers import SMALL, randomize_bn
 
-from fastdenoise.model import (
+from fastdenoise.models.denoiser import (
     Denoiser,
     DenoiserSpec,
     bind_sigma,

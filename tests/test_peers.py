@@ -11,10 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fastdenoise.images import load_rgb
-from fastdenoise.metrics import psnr
-from fastdenoise.noise import add_noise, to_uint8
-from fastdenoise.peers import (
+from fastdenoise.evaluation.peers import (
     CBM3D,
     DnCNN,
     FFDNet,
@@ -26,6 +23,9 @@ from fastdenoise.peers import (
     load_peer_model,
     timed,
 )
+from fastdenoise.images import load_rgb
+from fastdenoise.metrics import psnr
+from fastdenoise.noise import add_noise, to_uint8
 
 # PSNR (dB) on the two crops below at sigma 25, noise seed [0, i], measured with the implementation that reproduces the
 # README's Kodak24 reference points (CDnCNN-B 32.13, CDnCNN sigma=25 32.35, FFDNet 32.25 dB; bench/eval_peers.py).
@@ -135,7 +135,7 @@ def test_cbm3d_caches_outputs_and_their_seconds(tmp_path: Path, rng: np.random.G
 
 
 def test_timed_counts_seconds_inside_the_call_and_megapixels(monkeypatch) -> None:
-    import fastdenoise.peers as peers
+    import fastdenoise.evaluation.peers as peers
 
     clock = iter([10.0, 10.25, 11.0, 12.5])  # two calls: 0.25 s, then 1.5 s; the 0.75 s between them is not counted
     monkeypatch.setattr(peers.time, "perf_counter", lambda: next(clock))

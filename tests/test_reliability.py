@@ -18,12 +18,12 @@ from image_files import bad_tree, snapshot
 from PIL import Image
 from typer.testing import CliRunner
 
-import fastdenoise.outputs as outputs_module
+import fastdenoise.pipeline.outputs as outputs_module
 from fastdenoise.cli import app
 from fastdenoise.images import load_rgb, save_rgb
-from fastdenoise.loaders import dali_available
-from fastdenoise.manifest import MANIFEST
-from fastdenoise.runner import RunConfig, check_folders, denoise_folder
+from fastdenoise.pipeline.loaders import dali_available
+from fastdenoise.pipeline.manifest import MANIFEST
+from fastdenoise.pipeline.runner import RunConfig, check_folders, denoise_folder
 
 needs_dali = pytest.mark.skipif(
     not dali_available(), reason="nvidia-dali not installed (pip install nvidia-dali-cuda130)"
@@ -478,7 +478,7 @@ class FullAfter:
 
 
 def test_disk_full_inside_a_manifest_row_leaves_whole_rows_and_resumes_exactly(tmp_path, backend, monkeypatch):
-    import fastdenoise.manifest as manifest_module
+    import fastdenoise.pipeline.manifest as manifest_module
 
     src, dst = tmp_path / "in", tmp_path / "out"
     paths = photos(src, 16)

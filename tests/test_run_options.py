@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from fastdenoise.cli import app
 from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.metrics import psnr, ssim
-from fastdenoise.summary import PROBLEMS_KEPT
+from fastdenoise.pipeline.summary import PROBLEMS_KEPT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 runner = CliRunner()

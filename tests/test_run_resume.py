@@ -30,8 +30,8 @@ def rows_of(dst: Path) -> dict[str, dict]:
 def other_weights(tmp_path) -> Path:
     from helpers import SMALL, randomize_bn
 
-    from fastdenoise.checkpoint import save_weights
-    from fastdenoise.model import Denoiser
+    from fastdenoise.models.checkpoint import save_weights
+    from fastdenoise.models.denoiser import Denoiser
 
     torch_seeded = Denoiser(SMALL)
     for p in torch_seeded.parameters():
@@ -91,8 +91,8 @@ def test_a_tile_change_redoes_only_images_larger_than_a_tile(tmp_path, make_imag
 
 
 def test_rows_record_what_made_the_output(photos, tmp_path, weights):
-    from fastdenoise.checkpoint import load_denoiser
     from fastdenoise.engines.export import weights_sha256
+    from fastdenoise.models.checkpoint import load_denoiser
 
     dst = tmp_path / "out"
     assert run(photos, dst, weights, "--ensemble").exit_code == 0
@@ -150,8 +150,8 @@ def test_ref_into_the_output_is_refused_in_one_line(photos, tmp_path, weights):
 
 
 def test_an_output_equal_to_its_reference_scores_null_psnr_not_infinity(tmp_path, make_image):
-    from fastdenoise.manifest import row_line
-    from fastdenoise.outputs import reference_scores
+    from fastdenoise.pipeline.manifest import row_line
+    from fastdenoise.pipeline.outputs import reference_scores
 
     image = make_image(20, 28)
     save_rgb(image, tmp_path / "ref" / "a.png")

@@ -17,9 +17,9 @@ from fastdenoise import distributed
 from fastdenoise.cli import app
 from fastdenoise.distributed import Shard
 from fastdenoise.images import load_rgb, save_rgb
-from fastdenoise.manifest import MANIFEST
-from fastdenoise.predictions import PREDICTIONS, Predictor, classifier_input
-from fastdenoise.runner import RunConfig, denoise_folder
+from fastdenoise.pipeline.manifest import MANIFEST
+from fastdenoise.pipeline.predictions import PREDICTIONS, Predictor, classifier_input
+from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -104,7 +104,7 @@ def test_classify_writes_ranked_predictions_csv_from_the_manifest(photos, tmp_pa
 
 
 def test_classifier_input_is_the_tables_preprocessing_in_torch(make_image):
-    from fastdenoise.heads.geometry import centre_crop, resize_short_side
+    from fastdenoise.models.heads.geometry import centre_crop, resize_short_side
 
     for h, w in [(37, 21), (30, 90)]:
         image = make_image(h, w)
@@ -155,8 +155,8 @@ def test_segment_writes_one_mask_per_image_equal_to_the_heads_argmax(photos, tmp
 
 
 def test_segment_masks_carry_the_heads_own_palette(photos, tmp_path, backend):
-    from fastdenoise.heads import load_head
-    from fastdenoise.heads.espnetv2 import CAMVID_PALETTE
+    from fastdenoise.models.heads import load_head
+    from fastdenoise.models.heads.espnetv2 import CAMVID_PALETTE
 
     assert Predictor(load_head("espnetv2-camvid", pretrained=False), "segment").palette == CAMVID_PALETTE
     head = TinySegmenter().eval()
@@ -223,7 +223,7 @@ runner = CliRunner()
 
 
 def test_cli_classify_with_lite0_writes_imagenet_labels(photos, tmp_path, weights):
-    from fastdenoise.heads.efficientnet_lite import imagenet_classes
+    from fastdenoise.models.heads.efficientnet_lite import imagenet_classes
 
     out = tmp_path / "out"
     args = ["run", str(photos), str(out), "--weights", str(weights), "--device", "cpu", "--precision", "fp32",
@@ -239,7 +239,7 @@ def test_cli_classify_with_lite0_writes_imagenet_labels(photos, tmp_path, weight
 
 
 def test_cli_segment_reports_the_masks(photos, tmp_path, weights, monkeypatch):
-    monkeypatch.setattr("fastdenoise.heads.load_head", lambda name, weights=None: TinySegmenter())  # no weights needed
+    monkeypatch.setattr("fastdenoise.models.heads.load_head", lambda name, weights=None: TinySegmenter())  # no weights needed
     out = tmp_path / "out"
     result = runner.invoke(
         app, ["run", str(photos), str(out), "--weights", str(weights), "--precision", "fp32", "--task", "segment"]
@@ -250,15 +250,16 @@ def test_cli_segment_reports_the_masks(photos, tmp_path, weights, monkeypatch):
 
 
 def test_cli_task_defaults_to_the_bundled_task_aware_model_from_sigma_10(photos, tmp_path, make_image, monkeypatch):
-    from fastdenoise.checkpoint import save_weights
-    from fastdenoise.model import Denoiser
     from helpers import SMALL
+
+    from fastdenoise.models.checkpoint import save_weights
+    from fastdenoise.models.denoiser import Denoiser
 
     zoo = tmp_path / "zoo"
     for name in ("blind", "task-aware"):
         save_weights(Denoiser(SMALL), zoo / f"{name}.safetensors")
-    monkeypatch.setattr("fastdenoise.zoo.bundled_weights", lambda name="blind.safetensors": zoo / name)
-    monkeypatch.setattr("fastdenoise.heads.load_head", lambda name, weights=None: TinySegmenter())
+    monkeypatch.setattr("fastdenoise.models.zoo.bundled_weights", lambda name="blind.safetensors": zoo / name)
+    monkeypatch.setattr("fastdenoise.models.heads.load_head", lambda name, weights=None: TinySegmenter())
     ran = lambda *extra: runner.invoke(  # noqa: E731
         app, ["run", str(photos), str(tmp_path / "-".join(extra or ("default",))), "--precision", "fp32", *extra]
     )
@@ -275,13 +276,13 @@ def test_cli_task_defaults_to_the_bundled_task_aware_model_from_sigma_10(photos,
     assert given.exit_code == 0 and f"weights: {zoo / 'task-aware.safetensors'}" in given.output
     low = ran("--task", "segment", "--sigma", "5")
     assert low.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in low.output
-    from fastdenoise.zoo import task_model
+    from fastdenoise.models.zoo import task_model
 
     assert task_model("classify", zoo) == task_model("segment", zoo) == "task-aware"  # one model for both tasks
     assert task_model("denoise", zoo) is None
     named = ran("--task", "segment", "--model", "blind")  # a named model (or --weights) still wins
     assert named.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in named.output
-    monkeypatch.setattr("fastdenoise.zoo.TASK_MODELS", {})  # no recommended model: the denoising default
+    monkeypatch.setattr("fastdenoise.models.zoo.TASK_MODELS", {})  # no recommended model: the denoising default
     plain = ran("--task", "segment", "--sigma", "25")
     assert plain.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in plain.output
 
@@ -310,9 +311,9 @@ def test_table2_on_the_users_path_predicts_what_run_task_classify_does(tmp_path,
     """`tables table2 --noise-at photo`: noise on the whole photo, denoised whole, resized and cropped for the head;
     the same noisy photos stored as PNGs through `run --task classify` give the same top-5 for every image."""
     from fastdenoise.backends import BackendConfig, make_backend
-    from fastdenoise.checkpoint import load_denoiser
+    from fastdenoise.evaluation.tables import Table2Config, table2, task_arms
+    from fastdenoise.models.checkpoint import load_denoiser
     from fastdenoise.noise import add_noise, to_uint8
-    from fastdenoise.tables import Table2Config, table2, task_arms
 
     data, noisy = tmp_path / "photos", tmp_path / "noisy"
     sizes = [(30, 44), (52, 36), (33, 33), (41, 60)]

@@ -7,10 +7,10 @@ import torch
 from PIL import Image
 
 from fastdenoise.images import load_rgb, save_rgb
-from fastdenoise.loaders import PilLoader
 from fastdenoise.noise import to_uint8
-from fastdenoise.runner import RunConfig, denoise_folder
-from fastdenoise.summary import summary_dict
+from fastdenoise.pipeline.loaders import PilLoader
+from fastdenoise.pipeline.runner import RunConfig, denoise_folder
+from fastdenoise.pipeline.summary import summary_dict
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -153,7 +153,7 @@ def test_partial_batches_go_before_memory_fills(tmp_path, make_image, backend):
 def test_batches_group_equal_keys_and_send_each_full_batch_at_once():
     from collections import Counter
 
-    from fastdenoise.batching import batches
+    from fastdenoise.pipeline.batching import batches
 
     keys = np.random.default_rng(3).choice(["a", "b", "c"], size=40).tolist()
     out = list(batches(enumerate(keys), key=lambda it: it[1], size=3, limit=100))
@@ -169,7 +169,7 @@ def test_batches_group_equal_keys_and_send_each_full_batch_at_once():
 
 
 def test_batches_flush_the_oldest_bucket_when_too_many_wait_and_send_none_keys_alone():
-    from fastdenoise.batching import batches
+    from fastdenoise.pipeline.batching import batches
 
     stream = [(0, "a"), (1, "b"), (2, None), (3, "c"), (4, "b"), (5, "d"), (6, "a")]
     emitted, seen = [], []
@@ -186,7 +186,7 @@ def test_batches_flush_the_oldest_bucket_when_too_many_wait_and_send_none_keys_a
 
 
 def test_batches_of_one_size_keep_input_order_within_a_key():
-    from fastdenoise.batching import batches
+    from fastdenoise.pipeline.batching import batches
 
     rng = np.random.default_rng(11)
     items = [(i, int(k)) for i, k in enumerate(rng.integers(0, 4, 50))]

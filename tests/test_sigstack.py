@@ -1,4 +1,4 @@
-"""A library that swaps a thread's alternate signal stack cannot leave it dangling (fastdenoise.sigstack)."""
+"""A library that swaps a thread's alternate signal stack cannot leave it dangling (fastdenoise.backends.sigstack)."""
 
 import ctypes
 import importlib.util
@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from conftest import ROOT
 
-from fastdenoise import sigstack
+from fastdenoise.backends import sigstack
 
 linux_only = pytest.mark.skipif(sigstack.current() is None, reason="sigaltstack is read through Linux's libc")
 
@@ -37,7 +37,7 @@ def test_kept_puts_the_old_stack_back_and_leaves_an_untouched_one_alone():
 @linux_only
 def test_a_thread_without_a_stack_gets_none_back(tmp_path):
     script = """
-        from fastdenoise import sigstack
+        from fastdenoise.backends import sigstack
         import ctypes
         assert sigstack.current().ss_flags & sigstack.SS_DISABLE   # no faulthandler: no alternate stack
         with sigstack.kept():
@@ -56,8 +56,8 @@ RELEASED_ON_A_THREAD = """
     sys.path.insert(0, {tests!r})
     import torch
     from helpers import SMALL, randomize_bn
-    from fastdenoise.model import Denoiser
-    from fastdenoise.openvino_backend import OpenVinoBackend
+    from fastdenoise.models.denoiser import Denoiser
+    from fastdenoise.backends.openvino import OpenVinoBackend
     if {faulthandler}:
         faulthandler.enable()   # pytest's own: an alternate stack of its own on the main thread
     got = []

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from fastdenoise.joint import mean_iou
 from fastdenoise.stats import (
     bootstrap_interval,
     mcnemar_exact,
@@ -18,6 +17,7 @@ from fastdenoise.stats import (
     pixel_accuracy_reduce,
     resample_counts,
 )
+from fastdenoise.training.joint import mean_iou
 
 
 def mean_parts(values: np.ndarray) -> np.ndarray:

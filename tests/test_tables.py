@@ -14,15 +14,24 @@ from helpers import SMALL, randomize_bn
 from PIL import Image
 from torch import nn
 
-from fastdenoise.checkpoint import save_weights
+from fastdenoise.evaluation.tables.arms import (
+    CLEAN,
+    NOISY,
+    Arm,
+    Split,
+    parse_named,
+    peer_arm,
+    split_positions,
+    task_arms,
+)
+from fastdenoise.evaluation.tables.cells import confusion_cells
+from fastdenoise.evaluation.tables.output import markdown, write_table
+from fastdenoise.evaluation.tables.paper import Table1Config, Table2Config, Table3Config, table1, table2, table3
+from fastdenoise.evaluation.tables.samples import classification_scores, segmentation_scores, write_split_labels
 from fastdenoise.metrics import psnr
-from fastdenoise.model import Denoiser
+from fastdenoise.models.checkpoint import save_weights
+from fastdenoise.models.denoiser import Denoiser
 from fastdenoise.noise import add_noise, to_uint8
-from fastdenoise.tables.arms import CLEAN, NOISY, Arm, Split, parse_named, peer_arm, split_positions, task_arms
-from fastdenoise.tables.cells import confusion_cells
-from fastdenoise.tables.output import markdown, write_table
-from fastdenoise.tables.paper import Table1Config, Table2Config, Table3Config, table1, table2, table3
-from fastdenoise.tables.samples import classification_scores, segmentation_scores, write_split_labels
 
 SIZE = (40, 52)
 
@@ -327,7 +336,7 @@ def test_table2_and_table3_on_two_real_images(data_dir, tmp_path):
 
 
 def test_segmenter_weights_found_above_the_data(tmp_path, monkeypatch):
-    from fastdenoise.heads.espnetv2 import CITYSCAPES_WEIGHTS, find_segmenter_weights
+    from fastdenoise.models.heads.espnetv2 import CITYSCAPES_WEIGHTS, find_segmenter_weights
 
     monkeypatch.delenv("FASTDENOISE_DATA", raising=False)
     data = tmp_path / "data" / "camvid" / "train"
@@ -364,7 +373,7 @@ def test_cli_table1_with_two_seeds_and_a_control(tmp_path, make_image):
 
 
 def test_output_cache_gives_the_models_own_8bit_output_and_skips_the_model(tmp_path):
-    from fastdenoise.tables.arms import OutputCache, model_arm
+    from fastdenoise.evaluation.tables.arms import OutputCache, model_arm
 
     model = randomize_bn(Denoiser(SMALL))
     weights = tmp_path / "m.safetensors"
@@ -388,7 +397,7 @@ def test_output_cache_gives_the_models_own_8bit_output_and_skips_the_model(tmp_p
 
 
 def test_a_table_run_into_a_log_prints_plain_progress_lines(monkeypatch, capsys):
-    from fastdenoise.tables import progress_bar
+    from fastdenoise.evaluation.tables import progress_bar
 
     monkeypatch.setattr("fastdenoise.progress.PLAIN_EVERY", 0.0)  # a line each update instead of each 30 s
     total = int(np.random.default_rng(28).integers(3, 50))

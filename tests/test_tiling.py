@@ -3,8 +3,8 @@ import torch
 from helpers import SMALL, randomize_bn
 
 from fastdenoise.backends import BackendConfig, make_backend
-from fastdenoise.model import Denoiser
-from fastdenoise.tiling import denoise_tiled, tile_spans
+from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.pipeline.tiling import denoise_tiled, tile_spans
 
 
 @pytest.mark.parametrize("length,tile,overlap", [(301, 128, 32), (100, 128, 32), (130, 128, 32), (517, 64, 16)])

@@ -8,11 +8,11 @@ import pytest
 import torch
 from helpers import SMALL
 
-from fastdenoise.checkpoint import load_checkpoint, load_denoiser
-from fastdenoise.data import PatchSampler, load_folder
 from fastdenoise.images import save_rgb
-from fastdenoise.model import Denoiser
-from fastdenoise.train import LOSSES, TrainConfig, TrainingStopped, fit, mse_loss, train_denoiser
+from fastdenoise.models.checkpoint import load_checkpoint, load_denoiser
+from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.training.fit import LOSSES, TrainConfig, TrainingStopped, fit, mse_loss, train_denoiser
+from fastdenoise.training.samplers import PatchSampler, load_folder
 
 
 @pytest.fixture
@@ -101,7 +101,7 @@ def test_config_validation(tmp_path):
 def test_init_starts_from_given_weights(image_folder, tmp_path):
     from helpers import randomize_bn
 
-    from fastdenoise.checkpoint import save_weights
+    from fastdenoise.models.checkpoint import save_weights
 
     torch.manual_seed(7)
     start = randomize_bn(Denoiser(SMALL))
@@ -118,7 +118,7 @@ def test_init_starts_from_given_weights(image_folder, tmp_path):
 def test_a_zero_lr_fine_tune_reproduces_its_init_only_with_frozen_batchnorm(image_folder, tmp_path, freeze_bn):
     from helpers import randomize_bn
 
-    from fastdenoise.checkpoint import save_weights
+    from fastdenoise.models.checkpoint import save_weights
 
     torch.manual_seed(5)
     start = randomize_bn(Denoiser(SMALL)).eval()
@@ -215,7 +215,7 @@ def test_losses_are_selectable_and_validated(image_folder, tmp_path):
 
 
 def test_jpeg_share_stores_that_share_of_noisy_patches_as_camera_jpegs(image_folder):
-    from fastdenoise.data import jpeg_roundtrip
+    from fastdenoise.training.samplers import jpeg_roundtrip
 
     images = load_folder(image_folder)
     plain = next(PatchSampler(images, 24, 64, (25, 25), seed=3))
@@ -233,7 +233,7 @@ def test_jpeg_share_stores_that_share_of_noisy_patches_as_camera_jpegs(image_fol
 
 
 def test_a_jpeg_run_validates_on_the_noisy_images_stored_as_jpeg_too(image_folder):
-    from fastdenoise.train import psnr_validator
+    from fastdenoise.training.fit import psnr_validator
 
     model = Denoiser(SMALL).eval()
     plain = psnr_validator(image_folder, 25.0, 3)(model)

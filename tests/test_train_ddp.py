@@ -15,9 +15,9 @@ import torch
 import torch.multiprocessing as mp
 from conftest import ROOT, random_image
 
-from fastdenoise.checkpoint import load_checkpoint
 from fastdenoise.images import save_rgb
-from fastdenoise.train import fit
+from fastdenoise.models.checkpoint import load_checkpoint
+from fastdenoise.training.fit import fit
 
 
 def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastdenoise.writers import PredictionWriter, label_palette, output_path, top_k, write_image, write_mask
+from fastdenoise.pipeline.writers import PredictionWriter, label_palette, output_path, top_k, write_image, write_mask
 
 
 def test_output_path_mirrors_the_input_tree(tmp_path):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from helpers import SMALL
 
-from fastdenoise.checkpoint import save_weights
-from fastdenoise.model import Denoiser
+from fastdenoise.models.checkpoint import save_weights
+from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.models.zoo import SelfEnsemble, bundled_models, choose_weights, estimate_sigma, per_sigma_models
 from fastdenoise.noise import add_noise, to_uint8
-from fastdenoise.zoo import SelfEnsemble, bundled_models, choose_weights, estimate_sigma, per_sigma_models
 
 
 @pytest.fixture
@@ -87,10 +87,10 @@ def test_sigma_auto_routes_each_image_to_the_weights_nearest_its_estimate(zoo, m
     """--sigma auto in the folder run: each row holds the estimate and the weights that ran, and an image's output is
     what those weights alone give it."""
     from fastdenoise.backends import BackendConfig, make_backend
-    from fastdenoise.checkpoint import load_denoiser
     from fastdenoise.images import load_rgb, save_rgb
-    from fastdenoise.runner import RunConfig, denoise_folder
-    from fastdenoise.zoo import SigmaRouter
+    from fastdenoise.models.checkpoint import load_denoiser
+    from fastdenoise.models.zoo import SigmaRouter
+    from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
     src, levels = tmp_path / "in", {"a.png": 10, "b.png": 50, "c.png": 12}
     for i, (name, sigma) in enumerate(levels.items()):
@@ -141,11 +141,11 @@ def test_sigma_auto_binds_a_noise_map_model_to_each_images_estimate(tmp_path, ma
     from helpers import SMALL, randomize_bn
     from typer.testing import CliRunner
 
-    from fastdenoise.checkpoint import save_weights
     from fastdenoise.cli import app
     from fastdenoise.images import load_rgb, save_rgb
-    from fastdenoise.model import Denoiser, with_noise_map
-    from fastdenoise.zoo import grid_level
+    from fastdenoise.models.checkpoint import save_weights
+    from fastdenoise.models.denoiser import Denoiser, with_noise_map
+    from fastdenoise.models.zoo import grid_level
 
     model = with_noise_map(randomize_bn(Denoiser(SMALL)))
     torch.nn.init.normal_(model.conv0[0].weight[:, 3:], std=0.5)
@@ -171,13 +171,12 @@ def test_sigma_auto_binds_a_noise_map_model_to_each_images_estimate(tmp_path, ma
 def test_jpeg_inputs_run_the_jpeg_model_and_the_others_the_default(zoo, make_image, tmp_path, monkeypatch):
     """A run with the JPEG model bundled and no model named: files holding a JPEG (whatever their name) run it, the
     others the default; each row names its weights and each output is what its model alone gives it."""
+    from helpers import randomize_bn
     from typer.testing import CliRunner
 
-    from fastdenoise import zoo as zoo_module
     from fastdenoise.cli import app
     from fastdenoise.images import load_rgb, save_rgb
-
-    from helpers import randomize_bn
+    from fastdenoise.models import zoo as zoo_module
 
     src = tmp_path / "in"
     for i, name in enumerate(("a.png", "b.jpg", "c.jpg")):

@@ -43,8 +43,8 @@ def bench(
     with starting():
         from rich.console import Console
 
-        from fastdenoise.benchmark import SECTIONS, BenchConfig
-        from fastdenoise.report import accuracy_failed, compare_results, compare_table, load_result, render
+        from fastdenoise.evaluation.benchmark import SECTIONS, BenchConfig
+        from fastdenoise.evaluation.report import accuracy_failed, compare_results, compare_table, load_result, render
 
     console = Console()
     try:
@@ -75,7 +75,7 @@ def bench(
 def measure(cfg, console):
     """Run the profile's sections under a status line; a peer whose package is missing is left out now, not after
     minutes."""
-    from fastdenoise.benchmark import get_profile, run_benchmark
+    from fastdenoise.evaluation.benchmark import get_profile, run_benchmark
 
     chosen = get_profile(cfg.profile)
     if "quality" in cfg.sections:
@@ -87,7 +87,7 @@ def measure(cfg, console):
 def write_files(result: dict, report: Path | None, out: Path | None) -> None:
     """--report: redraw the saved result's plots beside it; else write the result's JSON, text and plots under OUT
     (default: the cache's bench/). Says what it wrote."""
-    from fastdenoise.report import plot_result, write_outputs
+    from fastdenoise.evaluation.report import plot_result, write_outputs
 
     if report:
         written = plot_result(result, report.parent)

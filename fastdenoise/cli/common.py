@@ -177,7 +177,7 @@ class Loss(Choice):
     charbonnier = "charbonnier"
 
 
-class Task(Choice):  # member names as fastdenoise.joint.Task
+class Task(Choice):  # member names as fastdenoise.training.joint.Task
     CLASSIFY = "classify"
     SEGMENT = "segment"
 
@@ -204,7 +204,7 @@ class Executor(Choice):
     RAY = "ray"
 
 
-PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")  # = fastdenoise.tables.PEERS
+PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")  # = evaluation.tables.PEERS
 
 
 PEER_PACKAGES = {"cbm3d": "bm3d"}  # peers that need an optional package (the `peers` extra)
@@ -269,9 +269,9 @@ def backend_options(
     (with build=False: its config, for workers to build; --ensemble is then theirs to add); turns every expected
     failure into a one-line error."""
     from fastdenoise.backends import BackendConfig, make_backend
-    from fastdenoise.checkpoint import CheckpointError, load_denoiser
-    from fastdenoise.model import bind_sigma
-    from fastdenoise.zoo import SelfEnsemble, choose_weights
+    from fastdenoise.models.checkpoint import CheckpointError, load_denoiser
+    from fastdenoise.models.denoiser import bind_sigma
+    from fastdenoise.models.zoo import SelfEnsemble, choose_weights
 
     try:
         network = load_denoiser(choose_weights(model, weights, sigma))

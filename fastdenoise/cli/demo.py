@@ -22,8 +22,8 @@ def demo(
         from rich.console import Console
         from rich.table import Table
 
-        from fastdenoise.demo import run_demo
-        from fastdenoise.evaluate import backend_denoiser
+        from fastdenoise.evaluation.demo import run_demo
+        from fastdenoise.evaluation.evaluate import backend_denoiser
         from fastdenoise.noise import check_sigma
 
     try:

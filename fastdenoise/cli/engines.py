@@ -42,9 +42,9 @@ def export_onnx_cmd(
         import torch
 
         from fastdenoise.backends import Precision, resolve_precision
-        from fastdenoise.checkpoint import CheckpointError, load_denoiser
         from fastdenoise.engines.build import file_sha256
         from fastdenoise.engines.export import export_cascade, export_denoiser
+        from fastdenoise.models.checkpoint import CheckpointError, load_denoiser
     precision, exporter = precision.value, exporter.value  # the library's str
 
     try:
@@ -53,7 +53,7 @@ def export_onnx_cmd(
         if head is None:
             path = export_denoiser(model, out, dtype=dtype, opset=opset, exporter=exporter, timeout=timeout)
         else:
-            from fastdenoise.heads import load_head
+            from fastdenoise.models.heads import load_head
 
             path = export_cascade(model, load_head(head, head_weights), out, dtype=dtype, opset=opset,
                                   exporter=exporter, timeout=timeout)
@@ -146,8 +146,8 @@ def engine_profile(tile: int, batch: int, min_shape: str | None, opt_shape: str 
 def exported_onnx(weights: Path | None, precision: str, cuda) -> Path:
     """The denoiser's ONNX at the precision resolved on this GPU (exported once, then from the cache)."""
     from fastdenoise.backends import Precision, resolve_precision
-    from fastdenoise.checkpoint import load_denoiser
     from fastdenoise.engines.export import cached_denoiser_onnx, default_cache_dir
+    from fastdenoise.models.checkpoint import load_denoiser
 
     dtype = resolve_precision(Precision(precision), cuda)
     return cached_denoiser_onnx(load_denoiser(weights), dtype, default_cache_dir() / "onnx")

@@ -43,8 +43,8 @@ def evaluate_cmd(
         from rich.console import Console
         from rich.table import Table
 
-        from fastdenoise.evaluate import backend_denoiser, evaluate, write_results
-        from fastdenoise.zoo import choose_weights, jpeg_model, takes_level
+        from fastdenoise.evaluation.evaluate import backend_denoiser, evaluate, write_results
+        from fastdenoise.models.zoo import choose_weights, jpeg_model, takes_level
     backend, precision = backend.value, precision.value  # the library's str
 
     if not data.is_dir():
@@ -89,7 +89,7 @@ def evaluate_cmd(
 def jpeg_routed(default, on_jpeg):
     """Per image, what `run` runs on a JPEG input: `on_jpeg` where the estimated noise level reaches JPEG_MIN_SIGMA,
     `default` below it."""
+    from fastdenoise.models.zoo import jpeg_gate
     from fastdenoise.noise import to_uint8
-    from fastdenoise.zoo import jpeg_gate
 
     return lambda x, s: (on_jpeg if jpeg_gate(to_uint8(x))[1] else default)(x, s)

@@ -97,9 +97,9 @@ def run(
     --executor ray, Ray Data spreads them over the cluster (INPUT and OUTPUT at the same path on every node)."""
     with starting(until_run=True):
         from fastdenoise import distributed
-        from fastdenoise.predictions import TaskConfig
-        from fastdenoise.runner import RunConfig, check_folders
-        from fastdenoise.zoo import choose_weights, jpeg_model, takes_level, task_choice, task_model
+        from fastdenoise.models.zoo import choose_weights, jpeg_model, takes_level, task_choice, task_model
+        from fastdenoise.pipeline.predictions import TaskConfig
+        from fastdenoise.pipeline.runner import RunConfig, check_folders
     backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
     on_ray = executor is Executor.RAY
@@ -154,7 +154,7 @@ def exit_code(summary, received: list[int], strict: bool) -> int:
 
 def ran_line(denoiser, backend: str, on_ray: bool, weights: object, jpeg: Path | None) -> str:
     """What ran: the backend and where, the weights (and those JPEG inputs ran)."""
-    from fastdenoise.autoselect import describe_backend
+    from fastdenoise.backends.auto import describe_backend
 
     where = denoiser.device if not on_ray else "the Ray workers"
     jpeg_note = f"; JPEG inputs: {jpeg}" if jpeg else ""
@@ -163,7 +163,7 @@ def ran_line(denoiser, backend: str, on_ray: bool, weights: object, jpeg: Path |
 
 def per_image(asked: bool) -> str:
     """How a routed run picked its weights: --sigma auto, or --task's level rule (zoo.task_choice)."""
-    from fastdenoise.zoo import TASK_MIN_SIGMA
+    from fastdenoise.models.zoo import TASK_MIN_SIGMA
 
     if asked:
         return "per image (--sigma auto)"
@@ -186,7 +186,7 @@ def recipe(network, precision: str, ensemble: bool, auto: bool, engine: Path | N
 
 def dry_run_line(input: Path, output: Path, cfg, shard) -> None:
     """--dry-run: what the run would do, in one line (bad input: one line, exit 2)."""
-    from fastdenoise.runner import plan_run
+    from fastdenoise.pipeline.runner import plan_run
 
     try:
         for line in plan_run(input, output, cfg, shard).lines():
@@ -197,7 +197,7 @@ def dry_run_line(input: Path, output: Path, cfg, shard) -> None:
 
 def task_predictor(task_cfg, device):
     """The head of --task on `device` (None without --task); a head that cannot load is one line, exit 2."""
-    from fastdenoise.predictions import load_predictor
+    from fastdenoise.pipeline.predictions import load_predictor
 
     if task_cfg is None:
         return None
@@ -215,10 +215,10 @@ def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor,
     import threading
 
     from fastdenoise import distributed
-    from fastdenoise.cluster import ClusterConfig, ClusterError, connect, denoise_on_cluster
+    from fastdenoise.pipeline.cluster import ClusterConfig, ClusterError, connect, denoise_on_cluster
+    from fastdenoise.pipeline.runner import MANIFEST, denoise_folder, stop_on_signals
+    from fastdenoise.pipeline.selection import list_inputs
     from fastdenoise.progress import progress_bar
-    from fastdenoise.runner import MANIFEST, denoise_folder, stop_on_signals
-    from fastdenoise.selection import list_inputs
 
     total = sum(1 for _ in distributed.take(list_inputs(input, cfg.include, cfg.exclude), shard))
     if on_ray:
@@ -294,7 +294,7 @@ def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, choose,
     """--sigma auto (each image's estimate to `choose`), a JPEG model: a router whose default weights' (`choose(None)`)
     backend is the one already built; the others are built on the same device, backend kind and precision when an
     image first needs them. None: one model runs all."""
-    from fastdenoise.zoo import SigmaRouter, takes_level
+    from fastdenoise.models.zoo import SigmaRouter, takes_level
 
     if not auto and jpeg is None:
         return None
@@ -309,9 +309,9 @@ def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, choose,
 
 def report(summary, output: Path, ran: str, task_cfg) -> None:
     """The run's closing lines: a taken-over lock, counts and problems, what ran, the head's outputs, an early stop."""
-    from fastdenoise.predictions import MASK_SUFFIX
-    from fastdenoise.runner import MANIFEST
-    from fastdenoise.summary import summary_lines
+    from fastdenoise.pipeline.predictions import MASK_SUFFIX
+    from fastdenoise.pipeline.runner import MANIFEST
+    from fastdenoise.pipeline.summary import summary_lines
 
     if summary.taken_over:
         typer.secho(f"note: took over the output lock of a run no longer running ({summary.taken_over})", err=True)

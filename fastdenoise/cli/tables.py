@@ -52,7 +52,7 @@ def run_table(label: str, build, out: Path) -> None:  # build: ProgressFn -> Tab
         from rich.console import Console
         from rich.markdown import Markdown
 
-        from fastdenoise.tables import markdown, progress_bar, write_table
+        from fastdenoise.evaluation.tables import markdown, progress_bar, write_table
 
     console = Console()
     try:
@@ -68,7 +68,7 @@ def run_table(label: str, build, out: Path) -> None:  # build: ProgressFn -> Tab
 
 def named_models(model: list[str] | None) -> list[tuple[str, Path]]:
     with starting():
-        from fastdenoise.tables import parse_named
+        from fastdenoise.evaluation.tables import parse_named
 
     try:
         pairs = [parse_named(m) for m in model or []]
@@ -130,7 +130,7 @@ def table1_cmd(
     names = [p for p in names if not skipped_peer(p)]
     with starting():
         from fastdenoise.datasets import require_data_root
-        from fastdenoise.tables import Table1Config, model_arm, peer_arm, table1
+        from fastdenoise.evaluation.tables import Table1Config, model_arm, peer_arm, table1
 
     models = named_models(model) or [("fastdenoise (bundled)", None)]
 
@@ -191,7 +191,7 @@ def table2_cmd(
     """Table 2: top-1 / top-5 of a frozen classifier at each sigma for the arms noisy, CBM3D, separate, joint,
     cross-task (each only if its weights are given), extra --model arms, and clean."""
     with starting():
-        from fastdenoise.tables import Table2Config, table2, task_arms
+        from fastdenoise.evaluation.tables import Table2Config, table2, task_arms
     cbm3d = 0 if cbm3d and skipped_peer("cbm3d") else cbm3d
 
     extra = named_models(model)
@@ -247,7 +247,7 @@ def table3_cmd(
     """Table 3: mIoU (confusion summed over the images) of a frozen segmenter at each sigma for the arms noisy, CBM3D,
     separate, joint, cross-task (each only if its weights are given), extra --model arms, and clean."""
     with starting():
-        from fastdenoise.tables import Table3Config, find_segmenter_weights, table3, task_arms
+        from fastdenoise.evaluation.tables import Table3Config, find_segmenter_weights, table3, task_arms
     cbm3d = 0 if cbm3d and skipped_peer("cbm3d") else cbm3d
 
     images, masks = data / subset, data / f"{subset}annot"
@@ -279,7 +279,7 @@ def split_cmd(
 ) -> None:
     """Write one half of a labels CSV: train a joint denoiser on --split train, then `tables table2 --split test`."""
     with starting():
-        from fastdenoise.tables import write_split_labels
+        from fastdenoise.evaluation.tables import write_split_labels
 
     try:
         rows = write_split_labels(labels, split.value, out)

@@ -11,7 +11,7 @@ from fastdenoise import interrupts
 from fastdenoise.cli.common import Amp, DeviceOpt, Loss, Schedule, Switch, Target, fail, starting
 
 if TYPE_CHECKING:
-    from fastdenoise.train import TrainConfig
+    from fastdenoise.training.fit import TrainConfig
 
 
 def interrupt_on_sigterm() -> None:
@@ -117,10 +117,10 @@ def train(
     Under torchrun (`torchrun --nproc-per-node N -m fastdenoise train ...`) the N processes train one model with
     DistributedDataParallel: --batch is the global batch, each process draws its share; rank 0 writes OUT."""
     with starting():
-        from fastdenoise.checkpoint import CheckpointError
-        from fastdenoise.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
-        from fastdenoise.model import DenoiserSpec
-        from fastdenoise.train import TrainConfig, train_denoiser
+        from fastdenoise.models.checkpoint import CheckpointError
+        from fastdenoise.models.denoiser import DenoiserSpec
+        from fastdenoise.training.fit import TrainConfig, train_denoiser
+        from fastdenoise.training.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
 
     joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
     hold_run_folder(ctx, out)
@@ -169,7 +169,7 @@ def hold_run_folder(ctx: typer.Context, out: Path) -> None:
     OUT stops at once naming the holder (one line, exit 2); the lock of a run that died is taken over with a note. A
     folder made here for a command that then fails is removed again while empty."""
     from fastdenoise import distributed
-    from fastdenoise.lock import OutputLock
+    from fastdenoise.pipeline.lock import OutputLock
 
     if distributed.shard_from_env().rank != 0:  # the other ranks of a torchrun job write nothing to OUT
         return
@@ -227,7 +227,7 @@ def read_config(path: Path) -> dict:
 
 def found_head_weights(heads: tuple[str, ...], paths: list[Path] | None, data: Path) -> tuple[str | None, ...]:
     """One weights file per head: the --head-weights given, else where the head's are found (None: its package's)."""
-    from fastdenoise.tables import find_segmenter_weights
+    from fastdenoise.evaluation.tables import find_segmenter_weights
 
     weights = list(paths or [None] * len(heads))
     if len(weights) != len(heads):
@@ -266,7 +266,7 @@ def unwritable(err: OSError, out: Path) -> typer.Exit:
 
 def last_step(path: Path) -> str:
     """The step a checkpoint holds, '?' if it cannot be read."""
-    from fastdenoise.checkpoint import CheckpointError, load_checkpoint
+    from fastdenoise.models.checkpoint import CheckpointError, load_checkpoint
 
     try:
         return str(load_checkpoint(path).get("step", "?"))
@@ -285,7 +285,7 @@ def resumed_config(ctx: typer.Context, cfg: "TrainConfig", stored: dict, out: Pa
     LR...).
 
     An option given with another value than the run was started with is refused: it would silently make another run."""
-    from fastdenoise.train import RESUMABLE_CHANGES, TrainConfig
+    from fastdenoise.training.fit import RESUMABLE_CHANGES, TrainConfig
 
     fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
     merged = {**stored, "out": str(out)}  # a run lives in --out: a stored (copied, relative) out never redirects it

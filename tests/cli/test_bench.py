@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from fastdenoise.cli import app
-from fastdenoise.report import ABOVE_ROOF
+from fastdenoise.evaluation.report import ABOVE_ROOF
 
 runner = CliRunner()
 
@@ -19,7 +19,7 @@ def test_bench_writes_under_out_or_the_cache(given, monkeypatch, tmp_path):
 
     monkeypatch.setenv("FASTDENOISE_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("fastdenoise.benchmark.run_benchmark", lambda cfg, log=print, profile=None: synthetic_result())
+    monkeypatch.setattr("fastdenoise.evaluation.benchmark.run_benchmark", lambda cfg, log=print, profile=None: synthetic_result())
     root = tmp_path / "mine" if given else tmp_path / "cache" / "bench"
     result = runner.invoke(app, ["bench", "--profile", "quick", *(["--out", str(root)] if given else [])])
     assert result.exit_code == 0, result.output

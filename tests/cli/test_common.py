@@ -118,11 +118,14 @@ def test_a_number_above_its_range_and_the_tile_overlap_rule_name_the_options(tmp
         "error: --tile 30 and --overlap 64: both must be multiples of 4, with 0 < overlap < tile")
 
 def test_the_cli_choices_agree_with_the_library():
-    from fastdenoise import backends, images, joint, loaders, tables
+    from fastdenoise import backends, images
     from fastdenoise.cli.engines import HardwareCompatibility
-    from fastdenoise.cluster import Executor
     from fastdenoise.engines.build import HARDWARE_COMPATIBILITY
-    from fastdenoise.train import LOSSES, TrainConfig
+    from fastdenoise.evaluation import tables
+    from fastdenoise.pipeline import loaders
+    from fastdenoise.pipeline.cluster import Executor
+    from fastdenoise.training import joint
+    from fastdenoise.training.fit import LOSSES, TrainConfig
 
     def values(enum):
         return [e.value for e in enum]
@@ -189,7 +192,7 @@ try:
     main()
 except SystemExit:
     pass
-library = ("fastdenoise.train", "fastdenoise.runner", "fastdenoise.tables")
+library = ("fastdenoise.training.fit", "fastdenoise.pipeline.runner", "fastdenoise.evaluation.tables")
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy", "rich") or m in library)
 print("heavy", heavy)
 """

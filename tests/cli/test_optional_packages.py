@@ -19,7 +19,7 @@ def test_bench_leaves_out_cbm3d_without_bm3d(installed, monkeypatch, tmp_path):
     pytest.importorskip("matplotlib")
     from test_benchmark import synthetic_result
 
-    from fastdenoise.benchmark import get_profile
+    from fastdenoise.evaluation.benchmark import get_profile
 
     monkeypatch.setitem(sys.modules, "bm3d", types.ModuleType("bm3d") if installed else None)
     seen = {}
@@ -28,7 +28,7 @@ def test_bench_leaves_out_cbm3d_without_bm3d(installed, monkeypatch, tmp_path):
         seen["peers"] = profile.peers
         return synthetic_result()
 
-    monkeypatch.setattr("fastdenoise.benchmark.run_benchmark", fake_run)
+    monkeypatch.setattr("fastdenoise.evaluation.benchmark.run_benchmark", fake_run)
     result = runner.invoke(app, ["bench", "--profile", "quick", "--out", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     quick = get_profile("quick").peers

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 
 from fastdenoise.cli import app
 from fastdenoise.images import save_rgb
-from fastdenoise.train import ProgressStats
+from fastdenoise.training.fit import ProgressStats
 
 runner = CliRunner()
 FAST = ["--batch", "2", "--amp", "off", "--compile", "off", "--device", "cpu"]
@@ -104,7 +104,7 @@ def train_args(photos, out, steps: int, *extra: str) -> list[str]:
 
 
 def test_resume_trains_in_the_out_given_never_where_config_json_points(photos, tmp_path, monkeypatch):
-    from fastdenoise.checkpoint import load_checkpoint
+    from fastdenoise.models.checkpoint import load_checkpoint
 
     first, copy = tmp_path / "first", tmp_path / "copy"
     assert runner.invoke(app, train_args(photos, first, 2)).exit_code == 0
@@ -252,7 +252,7 @@ def test_a_damaged_config_json_is_one_line_on_resume(tmp_path, text, reason):
 
 
 def test_noise_map_training_starts_from_blind_and_run_then_needs_the_level(photos, tmp_path):
-    from fastdenoise.checkpoint import DEFAULT_WEIGHTS, bundled_weights, load_denoiser
+    from fastdenoise.models.checkpoint import DEFAULT_WEIGHTS, bundled_weights, load_denoiser
 
     blind = bundled_weights().parent / DEFAULT_WEIGHTS
     out = tmp_path / "cond"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from helpers import randomize_bn
 
-from fastdenoise.model import Denoiser
+from fastdenoise.models.denoiser import Denoiser
 
 
 def random_denoiser(seed: int) -> Denoiser:

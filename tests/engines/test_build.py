@@ -59,7 +59,7 @@ def test_profile_parses_prints_and_checks_its_order() -> None:
 
 
 def test_tile_profile_covers_what_the_tiler_sends() -> None:
-    from fastdenoise.tiling import tile_spans
+    from fastdenoise.pipeline.tiling import tile_spans
 
     profile = Profile.for_tiles(tile=256, batch=4)
     for length in (1, 255, 256, 259, 260, 1000, 1001, 1003):

@@ -17,13 +17,13 @@ from helpers import randomize_bn
 from torch import Tensor, nn
 from typer.testing import CliRunner
 
-from fastdenoise.checkpoint import load_denoiser
 from fastdenoise.cli import app
 from fastdenoise.engines.export import INPUT, OUTPUT, Cascade, onnx_session
-from fastdenoise.heads import load_head
-from fastdenoise.heads.efficientnet_lite import LiteBlock, SameConv2d, batch_norm
-from fastdenoise.heads.espnetv2 import CAMVID_CLASSES, CITYSCAPES_TO_CAMVID, MergeClasses, PyramidPool
-from fastdenoise.model import fold_bn
+from fastdenoise.models.checkpoint import load_denoiser
+from fastdenoise.models.denoiser import fold_bn
+from fastdenoise.models.heads import load_head
+from fastdenoise.models.heads.efficientnet_lite import LiteBlock, SameConv2d, batch_norm
+from fastdenoise.models.heads.espnetv2 import CAMVID_CLASSES, CITYSCAPES_TO_CAMVID, MergeClasses, PyramidPool
 
 runner = CliRunner()
 TOLERANCE = 1e-4  # fp32: max |onnx - eager| / max(1, max |eager|), as export_onnx checks
@@ -104,7 +104,7 @@ def relative_error(path: Path, head: nn.Module) -> float:
 
 def export_with_head(monkeypatch: pytest.MonkeyPatch, head: nn.Module, out: Path, *args: str):
     """Run `export-onnx OUT --head NAME ARGS` with load_head answering `head`."""
-    monkeypatch.setattr("fastdenoise.heads.load_head", lambda name, weights=None: head)
+    monkeypatch.setattr("fastdenoise.models.heads.load_head", lambda name, weights=None: head)
     return runner.invoke(app, ["export-onnx", str(out), "--head", "efficientnet-lite0", *args])
 
 

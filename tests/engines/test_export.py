@@ -26,7 +26,7 @@ from fastdenoise.engines.export import (
     onnx_session,
     verify_onnx,
 )
-from fastdenoise.model import Denoiser, fold_bn
+from fastdenoise.models.denoiser import Denoiser, fold_bn
 
 ODD_SHAPES = [(2, 3, 37, 53), (1, 3, 32, 48), (3, 3, 17, 9), (1, 3, 1, 6), (2, 3, 70, 41)]
 
@@ -186,7 +186,7 @@ def test_cascade_denoiser_to_head_is_one_graph_matching_eager(denoiser: Denoiser
 def test_engines_import_neither_trainer_nor_cli_nor_heavy_optional_packages() -> None:
     code = (
         "import sys, fastdenoise.engines.export, fastdenoise.engines.build, fastdenoise.engines.runtime\n"
-        "bad = [m for m in ('fastdenoise.train', 'fastdenoise.cli', 'tensorrt', 'onnxruntime', 'onnx') "
+        "bad = [m for m in ('fastdenoise.training.fit', 'fastdenoise.cli', 'tensorrt', 'onnxruntime', 'onnx') "
         "if m in sys.modules]\n"
         "print(bad)"
     )
@@ -198,7 +198,7 @@ def test_a_bound_noise_map_denoiser_exports_with_its_level_and_matches_eager(tmp
     from helpers import SMALL, randomize_bn
 
     from fastdenoise.engines.export import weights_sha256
-    from fastdenoise.model import bind_sigma, with_noise_map
+    from fastdenoise.models.denoiser import bind_sigma, with_noise_map
 
     model = with_noise_map(randomize_bn(Denoiser(SMALL))).eval()
     torch.nn.init.normal_(model.conv0[0].weight[:, 3:], std=0.5)  # the level matters, as after training

@@ -11,7 +11,7 @@ import torch
 from fastdenoise.engines.build import EngineError
 from fastdenoise.engines.export import export_denoiser
 from fastdenoise.engines.runtime import OnnxRuntimeBackend, TensorRTBackend
-from fastdenoise.model import Denoiser, fold_bn
+from fastdenoise.models.denoiser import Denoiser, fold_bn
 
 from .conftest import has_tensorrt, random_denoiser
 

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fastdenoise.heads import load_head
-from fastdenoise.heads.efficientnet_lite import EfficientNetLite, SameConv2d
-from fastdenoise.heads.geometry import resize_short_side
 from fastdenoise.images import load_rgb
+from fastdenoise.models.heads import load_head
+from fastdenoise.models.heads.efficientnet_lite import EfficientNetLite, SameConv2d
+from fastdenoise.models.heads.geometry import resize_short_side
 
 
 def centre_crop(image: np.ndarray, size: int) -> torch.Tensor:

@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fastdenoise.heads import load_head
-from fastdenoise.heads.espnetv2 import (
+from fastdenoise.models.heads import load_head
+from fastdenoise.models.heads.espnetv2 import (
     CAMVID_VOID,
     CITYSCAPES_CLASSES,
     CITYSCAPES_TO_CAMVID,
@@ -24,7 +24,7 @@ from fastdenoise.heads.espnetv2 import (
     matrix_avg_pool,
     pyramid_size,
 )
-from fastdenoise.joint import confusion, mean_iou
+from fastdenoise.training.joint import confusion, mean_iou
 
 
 def weights(data_dir: Path, name: str) -> Path:

@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from fastdenoise.heads import HeadName, load_head
-from fastdenoise.joint import freeze
+from fastdenoise.models.heads import HeadName, load_head
+from fastdenoise.training.joint import freeze
 
 # VGG-16 (138M parameters) has its own tests; Lite1/2 differ from Lite0 only in scaling, tested on their own.
 SMALL = [h for h in HeadName if h not in (HeadName.VGG16, HeadName.EFFICIENTNET_LITE1, HeadName.EFFICIENTNET_LITE2)]

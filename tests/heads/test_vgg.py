@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fastdenoise.checkpoint import CheckpointError
-from fastdenoise.heads import load_head
-from fastdenoise.heads.vgg import VGG16, DeepLabLargeFOV, deeplab_largefov, vgg16
+from fastdenoise.models.checkpoint import CheckpointError
+from fastdenoise.models.heads import load_head
+from fastdenoise.models.heads.vgg import VGG16, DeepLabLargeFOV, deeplab_largefov, vgg16
 
 CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)  # torchvision's features.N conv indices
 WIDTHS = (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)

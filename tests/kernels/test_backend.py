@@ -13,7 +13,7 @@ pytest.importorskip("triton")
 
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.kernels.backend import TritonBackend
-from fastdenoise.model import Denoiser, DenoiserSpec, fold_bn
+from fastdenoise.models.denoiser import Denoiser, DenoiserSpec, fold_bn
 
 # Narrow enough for the interpreter, every width distinct so a swapped slice or channel offset cannot pass.
 SPEC = DenoiserSpec(c0=8, c1=16, c2=12, mid=8, up2=6, c3=20, mid3=10, up1=4)

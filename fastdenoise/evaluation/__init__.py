@@ -1,0 +1,1 @@
+"""Measurement: PSNR evaluation, peers, the paper's tables, accuracy and throughput benchmarks."""

@@ -1,0 +1,1 @@
+"""The folder run: listing, loading, batching, inference, tiling, outputs, manifest and lock."""

@@ -1,0 +1,1 @@
+"""Training: the one `fit` loop, its config and resumable state, samplers, losses and joint training."""

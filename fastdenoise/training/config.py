@@ -1,0 +1,107 @@
+"""The settings of a training run (`TrainConfig`, saved as config.json) and the learning-rate schedules they name."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+from fastdenoise.models.denoiser import DenoiserSpec
+from fastdenoise.noise import check_sigma
+from fastdenoise.training.losses import LOSSES
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every option of `fastdenoise train`; saved as config.json beside the checkpoints."""
+
+    data: str
+    out: str
+    val: str | None = None
+    sigma: tuple[float, float] = (25.0, 25.0)  # lo == hi: fixed sigma; else uniform per patch (blind)
+    patch: int = 48
+    batch: int = 32
+    steps: int = 20_000
+    lr: float = 1e-3
+    lr_min: float = 1e-5
+    warmup: int = 200
+    schedule: str = (
+        "cosine"  # cosine: warm-up then cosine to lr_min at `steps`; constant: warm-up then flat (campaigns)
+    )
+    ema: float = 0.0  # decay of an exponential moving average of the weights (0: off); validated and saved when on
+    loss: str = "mse"  # mse | l1 | charbonnier: the reconstruction loss of separate training
+    weight_decay: float = 0.0
+    freeze_bn: bool = False  # BatchNorm normalizes with, and keeps, its running statistics while training (fine-tunes)
+    val_every: int = 1000
+    val_images: int = 12
+    val_sigma: float | None = None  # default: the middle of the sigma range
+    ckpt_every: int = 250
+    log_every: int = 10
+    seed: int = 0
+    jpeg: tuple[int, int] | None = None  # a JPEG quality range: a share of the noisy patches stored as JPEG (4:2:0)
+    jpeg_share: float = 0.5  # ... that share of them, when `jpeg` is set
+    device: str = "auto"
+    amp: str = "auto"  # auto | off | bf16 | fp16
+    compile: str = "auto"  # auto | on | off
+    channels_last: bool = True
+    sync_bn: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only); default per rank
+    world_size: int = 1  # processes training together (torchrun's WORLD_SIZE; set by fit, not an option)
+    spec: dict = field(default_factory=lambda: asdict(DenoiserSpec()))
+
+    def __post_init__(self) -> None:
+        lo, hi = (check_sigma(s) for s in self.sigma)
+        if lo > hi:
+            raise ValueError(f"sigma range must be lo <= hi, got {self.sigma}")
+        for name in ("patch", "batch", "steps", "val_every", "ckpt_every", "log_every", "world_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.patch % 4:
+            raise ValueError(f"patch must be a multiple of 4, got {self.patch}")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise ValueError(f"amp must be one of auto, off, bf16, fp16; got {self.amp!r}")
+        if self.compile not in ("auto", "on", "off"):
+            raise ValueError(f"compile must be one of auto, on, off; got {self.compile!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
+        if not 0.0 <= self.ema < 1.0:
+            raise ValueError(f"ema must be a decay in [0, 1), got {self.ema}")
+        if self.jpeg is not None and not 1 <= self.jpeg[0] <= self.jpeg[1] <= 100:
+            raise ValueError(f"jpeg must be a quality range lo-hi within 1-100, got {self.jpeg}")
+        if not 0.0 <= self.jpeg_share <= 1.0:
+            raise ValueError(f"jpeg_share must be in [0, 1], got {self.jpeg_share}")
+
+
+# Options that may change when a run is resumed; every other one is the run's identity.
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "lr", "lr_min", "val_every", "val_images", "ckpt_every", "log_every", "device", "compile", "sync_bn"}
+    | {"world_size"}  # a run resumes on any number of processes
+)
+
+
+def warmup_cosine(warmup: int, steps: int, floor: float) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then cosine decay to `floor`."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, steps - warmup))
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+
+    return factor
+
+
+def warmup_constant(warmup: int) -> Callable[[int], float]:
+    """LR multiplier: linear warm-up, then flat; needs no final step count, so a run can be extended at will."""
+    return lambda step: min(1.0, (step + 1) / warmup)
+
+
+SCHEDULES = ("cosine", "constant")
+
+
+def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
+    """The LR multiplier of cfg's schedule."""
+    if cfg.schedule == "constant":
+        return warmup_constant(cfg.warmup)
+    return warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_min / cfg.lr)
