@@ -364,7 +364,7 @@ def test_many_small_files_run_in_bounded_memory(tmp_path, weights):
 def test_hundred_thousand_files_run_in_bounded_memory(tmp_path, weights):
     alone, _ = run_many(tmp_path, weights, 1)
     first, second = run_many(tmp_path, weights, 100_000)
-    assert first < alone + 128 and second < alone + 128  # README: 261 MiB for 200 files, at most 312 MiB for 100 000
+    assert first < alone + 128 and second < alone + 128  # docs/running-folders.md: 261 MiB (200 files), 312 (100k)
 
 
 class Recording:
