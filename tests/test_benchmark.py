@@ -381,3 +381,24 @@ def test_the_fp32_roof_runs_in_tf32_only_where_fp32_convolutions_do() -> None:
     with matmul_math(tf32=False):
         assert torch.get_float32_matmul_precision() == before
     assert torch.get_float32_matmul_precision() == before
+
+
+def test_a_run_without_the_shared_data_measures_quality_on_the_sample_photos(tmp_path: Path, monkeypatch) -> None:
+    """An installed package has no data folder: quality runs on the demo's photos (no peers), accuracy is skipped and
+    the result says which data it used; `--accuracy-only` refuses in one line."""
+    monkeypatch.delenv("FASTDENOISE_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing here or above holds shared/data
+    weights = tmp_path / "small.safetensors"
+    torch.manual_seed(0)
+    save_weights(Denoiser(SMALL), weights)
+    profile = replace(PROFILES["quick"], name="tiny", quality_images=1, ours=("fp32",), matmul_size=64)
+    cfg = BenchConfig(weights=str(weights), sections=("quality", "accuracy"))
+    lines: list[str] = []
+    result = run_benchmark(cfg, log=lines.append, profile=profile)
+    assert result["data"].startswith("samples") and "no shared data folder" in lines[0]
+    assert [(r["key"], r["data"], r["images"]) for r in result["quality"]] == [
+        ("bundled", "samples", 1), ("naive", "samples", 1)]
+    assert 0 < result["quality"][0]["psnr"] < 60 and result["accuracy"] == []
+    assert {s["name"] for s in result["skipped"]} == {"accuracy checks"}
+    with pytest.raises(FileNotFoundError, match="FASTDENOISE_DATA"):
+        run_benchmark(replace(cfg, sections=("accuracy",)), log=QUIET, profile=profile)

@@ -4,15 +4,17 @@ training steps (`evaluation.throughput`), and quality and accuracy on Kodak24 be
 
 from __future__ import annotations
 
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
 from fastdenoise.backends import BackendKind
-from fastdenoise.datasets import require_data_root
+from fastdenoise.datasets import DATA_ENV, data_root
 from fastdenoise.devices import DTYPES, resolve_device
 from fastdenoise.evaluation.accuracy import DEFAULT_BASELINES, Scorer, load_baselines, run_accuracy, weights_digest
+from fastdenoise.evaluation.demo import sample_photos
 from fastdenoise.evaluation.peers import PeerKind
 from fastdenoise.evaluation.throughput import (
     Log,
@@ -26,10 +28,13 @@ from fastdenoise.evaluation.throughput import (
     measure_training,
     tf32_convolutions,
 )
+from fastdenoise.files import sha256_file
+from fastdenoise.images import save_rgb
 from fastdenoise.machine import machine_facts, machine_name
 from fastdenoise.models.checkpoint import load_denoiser
 
 SCHEMA = 1
+SAMPLES = "samples"  # the quality section's data where no shared data folder is installed: the demo's photos
 
 
 
@@ -119,19 +124,29 @@ def get_profile(name: str) -> BenchProfile:
     return PROFILES[name]
 
 
-def measure_quality(scorer: Scorer, profile: BenchProfile) -> list[dict]:
-    """Ours (per precision), the naive loop and the peers on the same Kodak24 images; CBM3D on its own subset."""
+def measure_quality(scorer: Scorer, profile: BenchProfile, data: str = "kodak24") -> list[dict]:
+    """Ours (per precision), the naive loop and the peers on the same images of `data`; CBM3D on its own subset."""
     sigma, seed, limit = profile.quality_sigma, profile.seed, profile.quality_images
-    rows = [scorer.score("bundled", "kodak24", limit, sigma, seed, precision) for precision in profile.ours
+    rows = [scorer.score("bundled", data, limit, sigma, seed, precision) for precision in profile.ours
             if backend_unavailable("eager", precision, scorer.device) is None]  # fmt: skip
-    rows.append(scorer.score("naive", "kodak24", limit, sigma, seed))
+    rows.append(scorer.score("naive", data, limit, sigma, seed))
     for peer in profile.peers:
         if PeerKind(peer) == PeerKind.cbm3d:
             if profile.cbm3d_images > 0:
-                rows.append(scorer.score(peer, "kodak24", min(profile.cbm3d_images, limit or 24), sigma, seed))
+                rows.append(scorer.score(peer, data, min(profile.cbm3d_images, limit or 24), sigma, seed))
             continue
-        rows.append(scorer.score(peer, "kodak24", limit, sigma, seed))
+        rows.append(scorer.score(peer, data, limit, sigma, seed))
     return rows
+
+
+def write_sample_data(folder: Path) -> Path:
+    """A data folder of the demo's sample photos (shipped inside scikit-image): samples/*.png and the SHA256SUMS
+    that the scorer checks; `bench` measures quality on it where no shared data folder is installed."""
+    for name, image in sample_photos().items():
+        save_rgb(image, folder / SAMPLES / f"{name}.png")
+    paths = sorted((folder / SAMPLES).glob("*.png"))
+    (folder / "SHA256SUMS").write_text("".join(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in paths))
+    return folder
 
 
 SECTIONS = ("peak", "throughput", "training", "quality", "accuracy")
@@ -156,10 +171,23 @@ class BenchConfig:
 
 
 def run_benchmark(cfg: BenchConfig, log: Log = print, profile: BenchProfile | None = None) -> dict:
-    """Run the configured profile's sections and return the result (schema in fastdenoise/evaluation/report.py)."""
+    """Run the configured profile's sections and return the result (schema in fastdenoise/evaluation/report.py).
+    Without a shared data folder (none given, none found) quality runs on the demo's sample photos without peers,
+    and the accuracy checks (their baselines are Kodak24's) are skipped; the result says so."""
     profile = profile or get_profile(cfg.profile)
+    shared = Path(cfg.data) if cfg.data else data_root()
+    if shared is None and cfg.sections == ("accuracy",):
+        raise FileNotFoundError(f"the accuracy checks need the shared data folder (Kodak24): set {DATA_ENV} or --data")
+    with tempfile.TemporaryDirectory(prefix="fastdenoise-bench-") as scratch:
+        if shared is None:
+            log(f"no shared data folder ({DATA_ENV} unset, none here or above): quality on the demo's sample photos")
+            profile = replace(profile, peers=(), cbm3d_images=0)
+        return measure_sections(cfg, profile, shared or write_sample_data(Path(scratch)), shared is not None, log)
+
+
+def measure_sections(cfg: BenchConfig, profile: BenchProfile, root: Path, shared: bool, log: Log) -> dict:
+    """The sections of one run; `root` is the shared data folder, or (shared False) the sample photos' folder."""
     device = resolve_device(profile.device)
-    data_root = Path(cfg.data) if cfg.data else require_data_root()
     start = time.perf_counter()
     facts = machine_facts()
     model = load_denoiser(Path(cfg.weights) if cfg.weights else None)
@@ -168,7 +196,8 @@ def run_benchmark(cfg: BenchConfig, log: Log = print, profile: BenchProfile | No
         "schema": SCHEMA, "profile": profile.name, "config": asdict(profile), "sections": list(cfg.sections),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": facts,
         "machine_name": machine_name(facts), "device": str(device),
-        "weights": {"path": cfg.weights or "bundled", "sha256": weights_sha}, "data": str(data_root),
+        "weights": {"path": cfg.weights or "bundled", "sha256": weights_sha},
+        "data": str(root) if shared else f"{SAMPLES}: the demo's sample photos (no shared data folder)",
         "gflop_per_mp": gflop_per_mp(model), "peak": {}, "throughput": [], "training": [], "skipped": [], "quality": [],
         "accuracy": [],
     }  # fmt: skip
@@ -189,10 +218,12 @@ def run_benchmark(cfg: BenchConfig, log: Log = print, profile: BenchProfile | No
             profile.train_modes, profile.train_batch, profile.train_patch, device, profile.train_rounds, log, model.spec
         )
         result["training"], result["skipped"] = rows, result["skipped"] + skipped
-    scorer = Scorer(data_root, model, device, Path(cfg.cache) if cfg.cache else None, log)
+    scorer = Scorer(root, model, device, Path(cfg.cache) if cfg.cache else None, log)
     if "quality" in cfg.sections:
-        result["quality"] = measure_quality(scorer, profile)
-    if "accuracy" in cfg.sections:
+        result["quality"] = measure_quality(scorer, profile, "kodak24" if shared else SAMPLES)
+    if "accuracy" in cfg.sections and not shared:
+        result["skipped"].append({"name": "accuracy checks", "reason": "no shared data folder (Kodak24)"})
+    elif "accuracy" in cfg.sections:
         baselines = load_baselines(Path(cfg.baselines) if cfg.baselines else DEFAULT_BASELINES)
         missing = [k for k in profile.accuracy if k not in baselines]
         if missing:
@@ -201,4 +232,3 @@ def run_benchmark(cfg: BenchConfig, log: Log = print, profile: BenchProfile | No
         result["accuracy"] = [asdict(o) for o in outcomes]
     result["seconds"] = time.perf_counter() - start
     return result
-
