@@ -22,12 +22,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, machine_name
-
 from fastdenoise.backends import BackendConfig, TorchBackend, make_backend
 from fastdenoise.backends.auto import AutoBackend
 from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.evaluation.throughput import gflop_per_mp, measure_peak
+from fastdenoise.machine import machine_facts, machine_name
 from fastdenoise.models.checkpoint import load_denoiser
 from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 

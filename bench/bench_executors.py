@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, machine_name
-
 from fastdenoise.backends import BackendConfig, make_backend
+from fastdenoise.machine import machine_facts, machine_name
 from fastdenoise.models.checkpoint import load_denoiser
 from fastdenoise.pipeline.cluster import denoise_on_cluster
 from fastdenoise.pipeline.runner import RunConfig, denoise_folder

@@ -25,10 +25,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts
-
 from fastdenoise.backends import TorchBackend
 from fastdenoise.evaluation.throughput import gflop_per_mp, measure_peak, time_rounds
+from fastdenoise.machine import machine_facts
 from fastdenoise.models.checkpoint import load_denoiser
 from fastdenoise.models.denoiser import fold_bn
 

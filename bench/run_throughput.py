@@ -15,11 +15,10 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import machine_facts, machine_name
-
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.evaluation.evaluate import backend_denoiser, evaluate
 from fastdenoise.images import list_images, load_rgb, save_rgb
+from fastdenoise.machine import machine_facts, machine_name
 from fastdenoise.models.checkpoint import load_denoiser
 from fastdenoise.noise import to_uint8
 from fastdenoise.pipeline.runner import RunConfig, denoise_folder

@@ -248,12 +248,6 @@ def check_data(path: Path, fmt: str, width: int, height: int) -> None:
                          f"{-(-needed // 8)} bytes of image data, the file has {seen}): truncated or corrupt")
 
 
-def image_size(path: Path) -> tuple[int, int]:
-    """(height, width) after EXIF orientation, read from the header only."""
-    header = read_header(path)
-    return header.height, header.width
-
-
 def too_large(header: Header, max_pixels: int | None) -> bool:
     return max_pixels is not None and header.height * header.width > max_pixels
 

@@ -20,7 +20,6 @@ DrawsOpt = Annotated[int, typer.Option(help="Bootstrap resamples for the 95% int
 LimitOpt = Annotated[int | None, typer.Option(help="Only the first N images (quick runs).", min=1)]
 ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help=(
     "Extra arm NAME=WEIGHTS (or WEIGHTS: named by its stem); repeatable."))]
-ArmWeights = Annotated[Path | None, typer.Option(exists=True, dir_okay=False)]
 def arm_weights(arm: str, trained: str):
     """The option naming one arm's denoiser weights (table2/table3: separate, joint, cross-task)."""
     return Annotated[Path | None, typer.Option(help=f"Arm '{arm}': denoiser weights trained {trained}.", exists=True,
