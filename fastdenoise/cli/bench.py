@@ -13,8 +13,8 @@ def bench(
     profile: Annotated[str, typer.Option(help=(
         "quick (CI-sized CPU run, a few minutes), full (CPU, all sizes and peers), gpu."))] = "quick",
     data: Annotated[Path | None, typer.Option(help=(
-        "Shared data folder (kodak24/, weights/, SHA256SUMS); default $FASTDENOISE_DATA or ../shared/data; without one, "
-        "quality runs on the demo's sample photos, without peers or accuracy checks."),
+        "Shared data folder (kodak24/, weights/, SHA256SUMS); default $FASTDENOISE_DATA or ../shared/data; "
+        "without one, quality runs on the demo's sample photos, without peers or accuracy checks."),
         exists=True, file_okay=False)] = None,
     weights: BlindWeightsOpt = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help=(

@@ -145,7 +145,8 @@ def write_sample_data(folder: Path) -> Path:
     for name, image in sample_photos().items():
         save_rgb(image, folder / SAMPLES / f"{name}.png")
     paths = sorted((folder / SAMPLES).glob("*.png"))
-    (folder / "SHA256SUMS").write_text("".join(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in paths))
+    sums = [f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in paths]
+    (folder / "SHA256SUMS").write_text("".join(sums))
     return folder
 
 
