@@ -1,7 +1,8 @@
 """One GPU measurement in one call, within a time budget: model-only MP/s of eager fp32 (NCHW, unfolded), eager
 channels_last bf16 and fp16, torch.compile (default and max-autotune), a CUDA graph of the compiled model and the
 Triton backend, at 1 and 4 MP with batch 1 and a filling batch; the bf16 matmul peak; and `fastdenoise run` over
-generated JPEGs against model-only of the same backend. Writes one JSON to $OUT (or --out) after every arm, so a run
+generated JPEGs (2,000 by default, a minute or more) with the null backend (the host's ceiling), eager and compiled
+bf16, each against model-only of the same backend. Writes one JSON to $OUT (or --out) after every arm, so a run
 cut short still brings back what it measured.
 
     python bench/gpu_probe.py --budget-s 480                  # on the GPU machine, results in $OUT/gpu_probe.json
@@ -84,16 +85,32 @@ def time_calls(fn: Forward, x: torch.Tensor, rounds: int, sync: Callable[[], Non
         return time_rounds(lambda: fn(x), rounds, sync)
 
 
-def write_jpegs(folder: Path, count: int, height: int, width: int, seed: int = 0) -> None:
-    """Smooth random photos-ish (upsampled noise) as JPEG q95: decoding cost like real photos, no data needed."""
+def write_jpegs(folder: Path, count: int, height: int, width: int, seed: int = 0, distinct: int = 50) -> None:
+    """Smooth random photos-ish (upsampled noise) as JPEG q95: decoding cost like real photos, no data needed. The
+    first `distinct` are encoded, the rest are copies of them (the host's time goes to the run, not to making data)."""
+    import shutil
+
     from PIL import Image
 
     rng = np.random.default_rng(seed)
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
+        if i >= distinct:
+            shutil.copyfile(folder / f"{i % distinct:05d}.jpg", folder / f"{i:05d}.jpg")
+            continue
         small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
         image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
-        image.save(folder / f"{i:03d}.jpg", quality=95)
+        image.save(folder / f"{i:05d}.jpg", quality=95)
+
+
+class NullBackend:
+    """Returns its input: `run` with it measures the host alone (listing, decode, batching, copies, encode, manifest)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return x
 
 
 def main() -> None:
@@ -104,6 +121,7 @@ def main() -> None:
     parser.add_argument("--arms", default="", help="only the arms whose names contain one of these (comma-separated)")
     parser.add_argument("--no-end-to-end", action="store_true", help="model-only arms alone")
     parser.add_argument("--out", type=Path, default=None, help="default: $OUT/gpu_probe.json, else ./gpu_probe.json")
+    parser.add_argument("--images", type=int, default=2000, help="images per end-to-end run (1 MP JPEGs)")
     args = parser.parse_args()
     start = time.perf_counter()
     if args.dry_run:
@@ -167,8 +185,10 @@ def main() -> None:
                 torch.cuda.empty_cache()
         save()
 
-    if not args.no_end_to_end and time.perf_counter() - start <= args.budget_s + 60:
-        end_to_end(result, model, device, sizes[0], best, args.dry_run, sync)
+    if not args.no_end_to_end and time.perf_counter() - start > args.budget_s + 60 and not args.dry_run:
+        result["skipped"].append({"arm": "end to end", "reason": f"past the {args.budget_s:.0f} s budget"})
+    elif not args.no_end_to_end:
+        end_to_end(result, model, device, sizes[0], 8 if args.dry_run else args.images, sync, save)
     save()
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "model_only")}, indent=1)[:4000])
     for row in result["model_only"]:
@@ -176,31 +196,40 @@ def main() -> None:
     print(f"wrote {out}")
 
 
-def end_to_end(result: dict, model, device: torch.device, size: tuple, best: dict, dry_run: bool, sync) -> None:
-    """`fastdenoise run` over generated JPEGs with the eager bf16 backend, against its model-only speed at that size."""
+def end_to_end(result: dict, model, device: torch.device, size: tuple, images: int, sync, save) -> None:
+    """`fastdenoise run` over `images` generated JPEGs (JPEG out, every core a loader worker) with the null backend (the
+    host's ceiling), eager bf16 and compiled bf16, each against its model-only speed at that size."""
     from fastdenoise.backends import BackendConfig, make_backend
     from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
     (h, w), batch = size
-    backend = make_backend(model, BackendConfig(kind="eager", device=device.type, precision="bf16"))
+    workers = max(1, min(16, os.cpu_count() or 1))
+    backends = {"null": lambda: NullBackend(device)}
+    for kind in ("eager", "compiled"):
+        backends[f"{kind} bf16"] = lambda kind=kind: make_backend(
+            model, BackendConfig(kind=kind, device=device.type, precision="bf16"))
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "jpegs"
-        write_jpegs(src, 8 if dry_run else 64, h, w)
-        x = torch.rand(batch, 3, h, w).to(device)
-        seconds = statistics.median(time_calls(backend, x, 3, sync))
-        model_only = batch * h * w / 1e6 / seconds
-        for loader in ("pil", "dali") if device.type == "cuda" else ("pil",):
-            try:
-                summary = denoise_folder(src, Path(tmp) / f"out-{loader}", backend,
-                                         RunConfig(batch=batch, format="jpg", loader=loader, workers=4))  # fmt: skip
-            except (ImportError, ValueError) as err:
-                result["skipped"].append({"arm": f"run --loader {loader}", "reason": f"{type(err).__name__}: {err}"})
-                continue
-            result["end_to_end"].append({
-                "backend": "eager bf16", "loader": loader, "images": summary.ok, "mp_per_s": summary.mp_per_s,
-                "model_only_mp_per_s": model_only, "fraction_of_model_only": summary.mp_per_s / model_only,
-                "stages": dict(summary.stages),
-            })  # fmt: skip
+        write_jpegs(src, images, h, w)
+        for name, make in backends.items():
+            for loader in ("pil", "dali") if device.type == "cuda" else ("pil",):
+                try:
+                    backend = make()
+                    x = torch.rand(batch, 3, h, w).to(device)
+                    time_calls(backend, x, 2, sync)  # compile, autotune
+                    model_only = batch * h * w / 1e6 / statistics.median(time_calls(backend, x, 3, sync))
+                    summary = denoise_folder(src, Path(tmp) / f"out-{loader}", backend, RunConfig(
+                        batch=batch, format="jpg", loader=loader, workers=workers, overwrite=True))
+                except (ImportError, ValueError, RuntimeError) as err:
+                    result["skipped"].append({"arm": f"run {name} --loader {loader}",
+                                              "reason": f"{type(err).__name__}: {str(err)[:300]}"})  # fmt: skip
+                    continue
+                result["end_to_end"].append({
+                    "backend": name, "loader": loader, "images": summary.ok, "workers": workers,
+                    "mp_per_s": summary.mp_per_s, "model_only_mp_per_s": model_only,
+                    "fraction_of_model_only": summary.mp_per_s / model_only, "stages": dict(summary.stages),
+                })  # fmt: skip
+                save()
 
 
 if __name__ == "__main__":
