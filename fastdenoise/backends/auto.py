@@ -68,8 +68,9 @@ def candidates(device: torch.device, precision: Precision) -> list[BackendKind]:
 
 def known_best(kinds: list[BackendKind], device: torch.device, precision: Precision) -> BackendKind:
     """What runs while no probe has decided: OpenVINO where the CPU has native bf16 (1.2-1.4x eager bf16 on an
-    AVX512-BF16 EPYC, docs/performance.md); eager elsewhere (OpenVINO fp32 0.85x eager fp32 on an AVX2 EPYC in
-    bench/results/amd-epyc-avx2-1c/auto-probe.json; compiled and TensorRT cost minutes to build on a GPU)."""
+    AVX512-BF16 EPYC, docs/performance.md); eager elsewhere, as it builds at once: on an AVX2 EPYC the exported arms
+    cost a 40-52 s ONNX export first and ranked 0.55-2.2x eager in two probes (bench/results/amd-epyc-avx2-1c/
+    auto-probe.json); on a GPU compiled and TensorRT cost minutes to build."""
     native_bf16 = precision in (Precision.auto, Precision.bf16) and device.type == "cpu" and cpu_has_bf16()
     if BackendKind.openvino in kinds and (native_bf16 or precision == Precision.int8):
         return BackendKind.openvino
