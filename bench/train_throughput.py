@@ -12,6 +12,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 import torch
 
 from fastdenoise.devices import cpu_has_bf16
+from fastdenoise.machine import machine_facts
 from fastdenoise.models.denoiser import Denoiser
 from fastdenoise.training.fit import TrainConfig, fit, mse_loss
 from fastdenoise.training.samplers import PatchSampler
@@ -86,7 +88,8 @@ def main() -> None:
         meta = {"cpu": platform.processor() or platform.machine(), "bf16_native": cpu_has_bf16(),
                 "threads": torch.get_num_threads(), "torch": torch.__version__, "patch": args.patch,
                 "batch": args.batch, "steps": args.steps}  # fmt: skip
-        args.out.write_text(json.dumps({"meta": meta, "summary": summary}, indent=1))
+        result = {"meta": meta, "machine": machine_facts(), "command": " ".join(sys.argv), "summary": summary}
+        args.out.write_text(json.dumps(result, indent=1))
 
 
 if __name__ == "__main__":

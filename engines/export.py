@@ -328,7 +328,7 @@ def cached_denoiser_onnx(model: Denoiser, dtype: torch.dtype, cache_dir: Path) -
     (noted) where the cached file's sidecar or metadata does not vouch for it."""
     folded = fold_bn(model)
     digest = weights_sha256(folded)
-    path = Path(cache_dir) / f"denoiser_{digest[:16]}_{precision_name(dtype)}.onnx"
+    path = denoiser_onnx_path(digest, dtype, cache_dir)
     facts = {"kind": "onnx-export", "weights_sha256": digest, "precision": precision_name(dtype)}
     if path.is_file():
         problem = entry_problem(path, facts, (path,)) or cached_problem(path, digest)
@@ -338,6 +338,11 @@ def cached_denoiser_onnx(model: Denoiser, dtype: torch.dtype, cache_dir: Path) -
     export_onnx(folded, path, dtype=dtype, kind="denoiser")
     write_sidecar(path, facts, (path,))
     return path
+
+
+def denoiser_onnx_path(digest: str, dtype: torch.dtype, cache_dir: Path) -> Path:
+    """Where `cached_denoiser_onnx` keeps the export of the weights with this digest."""
+    return Path(cache_dir) / f"denoiser_{digest[:16]}_{precision_name(dtype)}.onnx"
 
 
 def cached_problem(path: Path, digest: str) -> str | None:

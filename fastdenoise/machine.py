@@ -49,15 +49,35 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The CPU flags that decide which arm wins: vector width, bf16 and int8 dot products, AMX tiles.
+ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
+             "amx_bf16", "amx_int8")  # fmt: skip
+
+
+def cpu_flags() -> list[str]:
+    """The ISA_FLAGS this CPU has (from /proc/cpuinfo; [] where it cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [flag for flag in ISA_FLAGS if flag in have]
+    except OSError:
+        pass
+    return []
+
+
 def machine_facts() -> dict:
-    """CPU model and cores, GPU name/driver/CUDA, package versions, git commit (and whether the tree was dirty)."""
+    """CPU model, ISA flags and cores (all, and those this process may use), GPU name/driver/CUDA, package versions,
+    git commit (and whether the tree was dirty)."""
     import torch
 
     from fastdenoise.devices import cpu_has_bf16
 
     facts = {
         "cpu": cpu_model(),
+        "isa": cpu_flags(),
         "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_bf16": cpu_has_bf16(),
         "python": sys.version.split()[0],

@@ -1,10 +1,9 @@
 """Every backend available here against eager fp32 on the same random input (a tolerance per dtype), int8 through
-OpenVINO, and `--backend auto`'s probe and its cache."""
+OpenVINO, and the engine-file checks (`--backend auto`: tests/backends/test_auto.py)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 
@@ -202,118 +201,6 @@ def test_calibration_crops_are_noisy_training_crops(photos) -> None:
     assert min(c.min() for c in crops) < 0 or max(c.max() for c in crops) > 1  # unclipped noise, as in evaluation
 
 
-# ------------------------------------------------------------------------------------------------------------- auto
-
-
-def test_auto_probes_once_then_reads_the_cache(model, cache, tmp_path, monkeypatch) -> None:
-    from fastdenoise.backends.auto import AutoBackend, candidates, shape_class
-
-    cfg = BackendConfig(kind="auto", device="cpu", precision="fp32")
-    x = torch.rand(1, 3, 200, 260, generator=torch.Generator().manual_seed(5))
-    with torch.no_grad():
-        expected = model.eval()(x)
-    auto = AutoBackend(model, cfg, torch.device("cpu"), cache_dir=tmp_path)
-
-    out = auto(x)
-
-    torch.testing.assert_close(out, expected, atol=1e-4, rtol=0)
-    (entry,) = json.loads((tmp_path / "auto.json").read_text()).values()
-    kinds = {k.value for k in candidates(torch.device("cpu"), Precision.fp32)}
-    assert set(entry["mp_per_s"]) == kinds and entry["chosen"] in kinds
-    speeds = {k: v for k, v in entry["mp_per_s"].items() if isinstance(v, float)}
-    assert entry["chosen"] == max(speeds, key=lambda k: speeds[k])
-    assert auto.description.startswith(f"auto: {entry['chosen']}") and "(1 batch)" in auto.description
-    assert f"chosen: b1-256x320: {entry['chosen']}, probed ({entry['chosen']} " in auto.description  # the fastest first
-
-    later = AutoBackend(model, cfg, torch.device("cpu"), cache_dir=tmp_path)
-    monkeypatch.setattr(AutoBackend, "probe", lambda *_: pytest.fail("probed again despite the cache"))
-    later(x)
-    assert later.chosen[shape_class(tuple(x.shape))] == BackendKind(entry["chosen"])
-    assert f"b1-256x320: {entry['chosen']}, cached probe (" in later.description and str(tmp_path) in later.description
-
-
-def scripted_auto(model, tmp_path, monkeypatch, winners: list[BackendKind]) -> tuple:
-    """An AutoBackend whose probes declare `winners` in turn (each kind runs the model itself); and the probes'
-    inputs."""
-    from fastdenoise.backends.auto import AutoBackend
-
-    left, probes = iter(winners), []
-
-    def probe(self, x):
-        probes.append(tuple(x.shape))
-        kind = next(left)
-        return kind, {kind.value: 1.0, "eager": 0.5} if kind != BackendKind.eager else {"eager": 1.0}
-
-    monkeypatch.setattr(AutoBackend, "probe", probe)
-    monkeypatch.setattr(AutoBackend, "build", lambda self, kind: model.eval())
-    auto = AutoBackend(model, BackendConfig(kind="auto", device="cpu", precision="fp32"), torch.device("cpu"), tmp_path)
-    return auto, probes
-
-
-def test_auto_probes_a_few_shape_classes_then_reuses_their_choice(model, tmp_path, monkeypatch) -> None:
-    from fastdenoise.backends.auto import PROBE_CLASSES
-
-    winners = [BackendKind.onnxruntime, BackendKind.eager, BackendKind.onnxruntime]
-    auto, probes = scripted_auto(model, tmp_path, monkeypatch, winners)
-    sizes = [(256 + 64 * i, 320) for i in range(PROBE_CLASSES + 2)]  # one shape class each
-    with torch.no_grad():
-        for h, w in sizes:
-            auto(torch.rand(1, 3, h, w))
-    assert len(probes) == PROBE_CLASSES == 3
-    assert [auto.chosen[f"b1-{h}x{w}"] for h, w in sizes[PROBE_CLASSES:]] == [BackendKind.onnxruntime] * 2
-    assert "onnxruntime, most chosen by this run's 3 probes: not probed" in auto.description
-    assert auto.description.endswith("; 1 more shape class")  # five classes, four explained
-
-
-def test_auto_batches_cut_to_the_same_probe_input_share_one_probe(model, tmp_path, monkeypatch) -> None:
-    auto, probes = scripted_auto(model, tmp_path, monkeypatch, [BackendKind.onnxruntime])
-    with torch.no_grad():
-        auto(torch.rand(3, 3, 520, 700))  # a full batch of landscape photos, then the folder's last two
-        auto(torch.rand(2, 3, 600, 530))
-    assert probes == [(3, 3, 520, 700)]  # one probe, on the first batch
-    assert set(auto.chosen.values()) == {BackendKind.onnxruntime} and len(auto.chosen) == 2
-    assert "b2-640x576: onnxruntime, as b3-576x704 (the same b2-512x512 probe input)" in auto.description
-
-
-def test_auto_runs_tiny_batches_eagerly_without_a_probe(model, tmp_path, monkeypatch) -> None:
-    from fastdenoise.backends.auto import AutoBackend
-
-    monkeypatch.setattr(AutoBackend, "probe", lambda *_: pytest.fail("probed a tiny batch"))
-    cfg = BackendConfig(kind="auto", device="cpu", precision="fp32")
-    auto = AutoBackend(model, cfg, torch.device("cpu"), cache_dir=tmp_path)
-    x = torch.rand(2, 3, 30, 41)
-
-    auto(x)
-
-    assert (
-        auto.description
-        == "auto: eager float32 (1 batch); chosen: b2-64x64: eager, under 0.05 MP a batch: not probed"
-    )
-    assert not (tmp_path / "auto.json").exists()
-
-
-def test_auto_refuses_an_engine_file(model, tmp_path) -> None:
-    with pytest.raises(ValueError, match="auto"):
-        make_backend(model, BackendConfig(kind="auto", device="cpu", engine=str(tmp_path / "x.onnx")))
-
-
-def test_run_summary_names_the_backend(tmp_path, weights, make_image) -> None:
-    from typer.testing import CliRunner
-
-    from fastdenoise.cli import app
-    from fastdenoise.images import save_rgb
-
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    save_rgb(make_image(40, 52), photos / "a.png")
-    args = ["run", str(photos), str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu"]
-
-    result = CliRunner().invoke(app, [*args, "--backend", "auto", "--precision", "fp32"])
-
-    assert result.exit_code == 0, result.output
-    assert "backend: auto: eager float32 (1 batch)" in result.output
-
-
 # `--engine` names a prebuilt file for the backends that run one: a missing file, or an engine given to a backend
 # that would ignore it, is refused before anything runs.
 
@@ -355,30 +242,6 @@ def test_canonical_device_gives_cuda_its_index(monkeypatch):
     assert canonical_device(torch.device("cuda", 1)) == torch.device("cuda", 1)
     assert canonical_device("cpu") == torch.device("cpu")
     assert torch.device("cuda") != torch.device("cuda", 0)  # why it is needed
-
-
-@pytest.mark.parametrize("poison", ["bogus-choice", "not-an-entry", "garbage-json"])
-def test_auto_ignores_and_rebuilds_a_poisoned_probe_cache_with_a_note(model, tmp_path, monkeypatch, capsys,
-                                                                      poison) -> None:  # fmt: skip
-    from fastdenoise.backends.auto import AutoBackend, probe_input, shape_class
-
-    auto, probes = scripted_auto(model, tmp_path, monkeypatch, [BackendKind.eager])
-    x = torch.rand(1, 3, 200, 260, generator=torch.Generator().manual_seed(9))
-    key = f"{auto.prefix}|{shape_class(tuple(probe_input(x).shape))}"
-    poisoned = {"bogus-choice": json.dumps({key: {"chosen": "bogus", "mp_per_s": {"bogus": 9.0}}}),
-                "not-an-entry": json.dumps({key: "eager"}), "garbage-json": '{"' + key + '": {"chosen": '}[poison]
-    (tmp_path / "auto.json").write_text(poisoned)
-    with torch.no_grad():
-        out, expected = auto(x), model.eval()(x)
-    torch.testing.assert_close(out, expected)
-    assert len(probes) == 1  # the poisoned entry was not used: probed again
-    assert json.loads((tmp_path / "auto.json").read_text())[key]["chosen"] == "eager"  # and rebuilt
-    notes = capsys.readouterr().err.splitlines()
-    assert len(notes) == 1 and notes[0].startswith(f"note: {tmp_path / 'auto.json'}: ") and "probing again" in notes[0]
-    later = AutoBackend(model, BackendConfig(kind="auto", device="cpu", precision="fp32"), torch.device("cpu"), tmp_path)
-    with torch.no_grad():
-        later(x)
-    assert len(probes) == 1 and capsys.readouterr().err == ""  # the rebuilt entry is used, quietly
 
 
 @pytest.mark.skipif(skip_reason("onnxruntime", "fp32") is not None, reason="needs onnx and onnxruntime")

@@ -139,7 +139,8 @@ def run(
     summary, received = execute(input, output, network, denoiser, cfg, shard, predictor, router, on_ray, address)
     used = per_image(by_level) if auto else choose_weights(model, weights, level)
     if shard.rank == 0:  # under torchrun the summary is the whole job's: its closing lines once
-        report(summary, output, ran_line(denoiser, backend, on_ray, used, jpeg), task_cfg)
+        report(summary, output, ran_line(denoiser, backend, on_ray, used, jpeg, summary.routes),
+               task_cfg)
     raise typer.Exit(exit_code(summary, received, strict or fail_fast))
 
 
@@ -152,13 +153,22 @@ def exit_code(summary, received: list[int], strict: bool) -> int:
     return 1 if summary.failed and strict else 0
 
 
-def ran_line(denoiser, backend: str, on_ray: bool, weights: object, jpeg: Path | None) -> str:
-    """What ran: the backend and where, the weights (and those JPEG inputs ran)."""
+def ran_line(denoiser, backend: str, on_ray: bool, weights: object, jpeg: Path | None, routes: dict) -> str:
+    """What ran: the backend and where, the weights (and the JPEG model, where JPEG inputs ran it); bundled weights
+    by name."""
     from fastdenoise.backends.auto import describe_backend
 
     where = denoiser.device if not on_ray else "the Ray workers"
-    jpeg_note = f"; JPEG inputs: {jpeg}" if jpeg else ""
-    return f"backend: {describe_backend(denoiser, backend)} on {where}; weights: {weights}{jpeg_note}"
+    jpeg_note = f"; JPEG inputs: {weights_name(jpeg)}" if jpeg is not None and routes.get(jpeg.stem) else ""
+    return f"backend: {describe_backend(denoiser, backend)} on {where}; weights: {weights_name(weights)}{jpeg_note}"
+
+
+def weights_name(weights: object) -> str:
+    """A bundled weights file by its model name (as `--model` takes it), anything else as it is."""
+    from fastdenoise.models.zoo import bundled_weights
+
+    bundled = isinstance(weights, Path) and weights.parent.resolve() == bundled_weights().parent.resolve()
+    return f"{weights.stem} (bundled)" if bundled else str(weights)
 
 
 def per_image(asked: bool) -> str:
@@ -215,12 +225,16 @@ def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor,
     import threading
 
     from fastdenoise import distributed
+    from fastdenoise.backends.auto import expect_work
     from fastdenoise.pipeline.cluster import ClusterConfig, ClusterError, connect, denoise_on_cluster
     from fastdenoise.pipeline.runner import MANIFEST, denoise_folder, stop_on_signals
-    from fastdenoise.pipeline.selection import list_inputs
+    from fastdenoise.pipeline.selection import list_inputs, predicted_megapixels
     from fastdenoise.progress import progress_bar
 
-    total = sum(1 for _ in distributed.take(list_inputs(input, cfg.include, cfg.exclude), shard))
+    entries = list(distributed.take(list_inputs(input, cfg.include, cfg.exclude), shard))
+    total = len(entries)
+    if not on_ray:  # the probe of --backend auto may take a share of the predicted compute
+        expect_work(denoiser, predicted_megapixels(entries))
     if on_ray:
         try:
             connect(address)  # before the signal handlers below, so Ray's own do not replace them
@@ -294,15 +308,17 @@ def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, choose,
     """--sigma auto (each image's estimate to `choose`), a JPEG model: a router whose default weights' (`choose(None)`)
     backend is the one already built; the others are built on the same device, backend kind and precision when an
     image first needs them. None: one model runs all."""
+    from fastdenoise.backends.auto import share_ledger
     from fastdenoise.models.zoo import SigmaRouter, takes_level
 
     if not auto and jpeg is None:
         return None
-    router = SigmaRouter(
-        lambda path, bound: backend_options(path, backend, str(denoiser.device), precision, None, None, bound,
-                                            ensemble)[1],
-        choose, takes_level, jpeg=jpeg, estimate=auto,
-    )  # fmt: skip
+    def build(path: Path, bound: float | None):  # one probe budget and summary for every weights' backend
+        built = backend_options(path, backend, str(denoiser.device), precision, None, None, bound, ensemble)[1]
+        share_ledger(built, denoiser)
+        return built
+
+    router = SigmaRouter(build, choose, takes_level, jpeg=jpeg, estimate=auto)
     router.built[Path(choose(None)), None] = denoiser
     return router
 

@@ -167,7 +167,8 @@ def header(result: dict) -> str:
     gpu = f", GPU {m['gpu']['name']} (driver {m['gpu'].get('driver', '?')})" if m.get("gpu") else ""
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k != "fastdenoise")
     threads = f"{plural(m['cores'], 'core')}, {plural(m['torch_threads'], 'torch thread')}"
-    return (f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']} ({threads}){gpu}; "
+    isa = f" [{' '.join(m['isa'])}]" if m.get("isa") else ""  # results before the flags were recorded have none
+    return (f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']}{isa} ({threads}){gpu}; "
             f"{source_line(m)}; {versions}; {result.get('seconds', 0):.0f} s")
 
 

@@ -170,7 +170,7 @@ def throughput_row(
     megapixels = batch * height * width / 1e6
     return {
         "name": name, **extra, "batch": batch, "height": height, "width": width, "rounds": len(seconds),
-        "seconds_median": median, "seconds_min": min(seconds),
+        "seconds_median": median, "seconds_min": min(seconds), "seconds": list(seconds),  # every round
         "mp_per_s": megapixels / median, "images_per_s": batch / median, "gflops": megapixels * gflop / median,
     }  # fmt: skip
 

@@ -31,3 +31,22 @@ def lists_everything(src: Path, include: Sequence[str] = (), exclude: Sequence[s
     """True when a run lists every input of its OUTPUT's manifest (a folder, no --include/--exclude); a narrowed or
     single-file run's rows join the manifest's others instead of replacing them."""
     return not (include or exclude) and Path(src).is_dir()
+
+
+def predicted_megapixels(entries: Sequence[Entry], sample: int = 64) -> float:
+    """The megapixels of the images among entries, from the headers of at most `sample` of them spread evenly (a
+    folder of 100,000 files is not opened whole to size a probe budget); unreadable ones count as nothing."""
+    from fastdenoise.images import ImageError, read_header
+
+    images = [e for e in entries if e.problem is None]
+    if not images:
+        return 0.0
+    picked = images[:: max(1, -(-len(images) // sample))]
+    total = 0.0
+    for entry in picked:
+        try:
+            header = read_header(entry.path)
+        except (ImageError, OSError):
+            continue
+        total += header.height * header.width / 1e6
+    return total * len(images) / len(picked)
