@@ -15,10 +15,11 @@ from typing import BinaryIO
 
 import numpy as np
 
+from fastdenoise.choices import ImageFormat
 from fastdenoise.files import atomic_write
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
+FORMATS = {f.value: f.suffix for f in ImageFormat}  # output format -> the suffix its files get
 PIL_FORMATS = {
     ".jpg": "JPEG",
     ".jpeg": "JPEG",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -10,6 +9,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
+from fastdenoise.choices import BackendKind, Precision
 from fastdenoise.devices import dtype_of, resolve_device
 from fastdenoise.models.denoiser import Denoiser, fold_bn
 
@@ -22,26 +22,8 @@ class Backend(Protocol):
     def __call__(self, x: Tensor) -> Tensor: ...
 
 
-class BackendKind(str, enum.Enum):
-    eager = "eager"
-    compiled = "compiled"
-    triton = "triton"
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
-    openvino = "openvino"
-    auto = "auto"  # the fastest of the others for the device, by a short probe (fastdenoise.backends.auto)
-
-
 # Backends that run a prebuilt file (`--engine`); the others build from the weights and would ignore one.
 ENGINE_KINDS = (BackendKind.onnxruntime, BackendKind.openvino, BackendKind.tensorrt)
-
-
-class Precision(str, enum.Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    int8 = "int8"  # OpenVINO only: post-training quantized (NNCF), calibrated on training photos
 
 
 @dataclass(frozen=True)
@@ -148,3 +130,4 @@ def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
 
             return AutoBackend(model, cfg, device)
     raise ValueError(f"unknown backend {cfg.kind!r}; choose one of {[k.value for k in BackendKind]}")
+

@@ -8,18 +8,13 @@ from typing import Annotated
 import typer
 
 from fastdenoise import interrupts
+from fastdenoise.choices import BackendKind, Executor, ExitStatus, ImageFormat, LoaderKind, Precision, Task
 from fastdenoise.cli.common import (
-    BackendKind,
     BackendOpt,
     DeviceOpt,
     EnsembleOpt,
-    Executor,
-    ImageFormat,
-    LoaderKind,
     ModelNameOpt,
-    Precision,
     PrecisionOpt,
-    Task,
     WeightsOpt,
     backend_options,
     fail,
@@ -146,10 +141,10 @@ def run(
 def exit_code(summary, received: list[int], strict: bool) -> int:
     """128 + N after signal N; 3 when the output could not be written; 1 when an input failed (strict); else 0."""
     if received:
-        return 128 + received[0]
+        return ExitStatus.after_signal(received[0])
     if summary.cause == "output":
-        return 3
-    return 1 if summary.failed and strict else 0
+        return ExitStatus.OUTPUT
+    return ExitStatus.FAILED if summary.failed and strict else ExitStatus.OK
 
 
 def ran_line(denoiser, backend: str, on_ray: bool, weights: object, jpeg: Path | None) -> str:
@@ -240,13 +235,13 @@ def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor,
                                          predictor=predictor, router=router)
         except ClusterError as err:
             raise fail(f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest",
-                       code=4) from err
+                       code=ExitStatus.CLUSTER) from err
         except ImportError as err:
             raise fail(f"loader {cfg.loader!r} is not available here: {err}") from err
         except ValueError as err:
             raise fail(str(err)) from err
         except OSError as err:
-            raise fail(f"{output}: {err}; {output_advice(err)}", code=3) from err
+            raise fail(f"{output}: {err}; {output_advice(err)}", code=ExitStatus.OUTPUT) from err
     interrupts.enter("finishing")  # the manifest is merged: a signal now ends the command at once
     return summary, received
 

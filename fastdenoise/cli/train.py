@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from fastdenoise import interrupts
-from fastdenoise.cli.common import Amp, DeviceOpt, Loss, Schedule, Switch, Target, fail, starting
+from fastdenoise.choices import Amp, ExitStatus, Loss, Schedule, Switch, TaskTarget
+from fastdenoise.cli.common import DeviceOpt, fail, starting
 
 if TYPE_CHECKING:
     from fastdenoise.training.fit import TrainConfig
@@ -88,9 +89,9 @@ def train(
         "norms; docs/task-aware.md); one or one per head."), min=0.0)] = None,
     balance_decay: Annotated[float, typer.Option(help=(
         "EMA decay of the gradient norms behind --balance."), min=0.0, max=0.9999)] = 0.99,
-    target: Annotated[Target, typer.Option(help=(
+    target: Annotated[TaskTarget, typer.Option(help=(
         "labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop."
-    ))] = Target.LABELS,
+    ))] = TaskTarget.LABELS,
     labels: Annotated[Path | None, typer.Option(help=(
         "Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class."),
         exists=True, dir_okay=False)] = None,
@@ -122,7 +123,7 @@ def train(
         from fastdenoise.training.fit import TrainConfig, train_denoiser
         from fastdenoise.training.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
 
-    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
+    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not TaskTarget.LABELS)
     hold_run_folder(ctx, out)
     stored = stored_config(out, data, resume, task, any(joint_only))
     try:
@@ -241,7 +242,7 @@ def stopped(err: KeyboardInterrupt, out: Path) -> typer.Exit:
     import signal
 
     sigterm = getattr(err, "signum", None) == signal.SIGTERM or isinstance(err, interrupts.Terminated)
-    code = 143 if sigterm else 130
+    code = ExitStatus.TERMINATED if sigterm else ExitStatus.INTERRUPTED
     step = getattr(err, "step", None)  # TrainingStopped: fit saved a checkpoint at this step
     if step is None and not (out / "last.pt").is_file():
         return fail("interrupted before the first checkpoint", code=code)
@@ -257,11 +258,11 @@ def unwritable(err: OSError, out: Path) -> typer.Exit:
     import errno
 
     if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-        return fail(f"{err.filename or out}: {err.strerror or err}", code=1)
+        return fail(f"{err.filename or out}: {err.strerror or err}", code=ExitStatus.FAILED)
     last = out / "last.pt"
     kept = f"{last} keeps step {last_step(last)}" if last.is_file() else "no checkpoint was saved"
     return fail(f"{err.filename or out}: cannot write it ({err.strerror}); {kept}: continue with --out {out} --resume "
-                "once OUT can be written", code=3)
+                "once OUT can be written", code=ExitStatus.OUTPUT)
 
 
 def last_step(path: Path) -> str:

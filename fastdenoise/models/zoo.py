@@ -1,10 +1,10 @@
-"""The models users pick: bundled weights by name, the per-sigma model nearest a noise level, a noise-level estimate
-for images of unknown noise, and the x8 flip/rotation self-ensemble."""
+"""The models users pick, as the bundled table (`catalog`) says: bundled weights by name, the per-sigma model nearest a
+noise level, the task-aware and JPEG models; a noise-level estimate for images of unknown noise, the router that runs
+each image's weights, and the x8 flip/rotation self-ensemble."""
 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,37 +12,42 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from fastdenoise.models.catalog import MODELS, BundledModel, bundled_model
 from fastdenoise.models.checkpoint import DEFAULT_WEIGHTS, bundled_weights
 
-PER_SIGMA = re.compile(r"^sigma(\d+)$")  # per-sigma models are bundled as sigma<N>.safetensors
 # A per-sigma model serves noise levels within this of its own; farther (or where none is bundled) blind runs: a model
 # fine-tuned at one level is worse than blind far from it (half the 15/25/35/50 spacing, which leaves 5 and 60 blind).
 PER_SIGMA_REACH = 7.5
 
 
+def present(folder: Path | None = None) -> list[BundledModel]:
+    """The table's models whose file is in folder (default: the package's weights), in the table's order."""
+    folder = folder or bundled_weights().parent
+    return [model for model in MODELS if (folder / model.file).is_file()]
+
+
 def bundled_models(folder: Path | None = None) -> list[str]:
     """Names of the bundled weights (blind, sigma25, joint-classify, ...), sorted."""
-    folder = folder or bundled_weights().parent
-    return sorted(p.stem for p in folder.glob("*.safetensors"))
+    return sorted(model.name for model in present(folder))
+
+
+def weights_in(folder: Path) -> list[str]:
+    """Names of the .safetensors files in a folder of one's own models (the accuracy checks' weights folder), sorted;
+    the bundled ones are the table's (`bundled_models`)."""
+    return sorted(p.stem for p in Path(folder).glob("*.safetensors"))
 
 
 def per_sigma_models(folder: Path | None = None) -> dict[float, str]:
     """{sigma: name} of the bundled per-sigma models."""
-    return {float(m.group(1)): name for name in bundled_models(folder) if (m := PER_SIGMA.match(name))}
+    return {model.sigma: model.name for model in present(folder) if model.sigma is not None}
 
 
-# The task-aware model `run --task T` uses by default (where bundled; --weights/--model override): the denoiser trained
-# through the frozen heads, which measured above its MSE-only control on that task (docs/task-aware.md).
-TASK_MODELS = {"classify": "task-aware", "segment": "task-aware"}
-
-
-# The model JPEG inputs run where no model is named (`run`, `eval --jpeg`): `blind` fine-tuned on noisy patches stored
-# as JPEG (quality 70-95, 4:2:0) and plain ones alike; JPEG after noise leaves it correlated, which `blind` keeps.
-JPEG_MODEL = "jpeg"
-# ... where its estimated noise level reaches this: below it (a clean or nearly clean JPEG) the default runs, as the
-# JPEG model smooths fine texture a clean photo keeps. Chosen on CBSD432 training crops stored as JPEG 90 / 75:
-# estimates average 1.5 / 1.2 at sigma 0 and 6.2 / 2.7 at sigma 10 (JPEG hides part of the noise from the estimate),
-# and the JPEG model overtakes `blind` between sigma 0 (-0.7 dB) and 5 (+0.2 dB).
+# The JPEG model (catalog: jpeg=True) runs JPEG inputs where no model is named (`run`, `eval --jpeg`): `blind`
+# fine-tuned on noisy patches stored as JPEG (quality 70-95, 4:2:0) and plain ones alike; JPEG after noise leaves it
+# correlated, which `blind` keeps ... where its estimated noise level reaches this: below it (a clean or nearly clean
+# JPEG) the default runs, as the JPEG model smooths fine texture a clean photo keeps. Chosen on CBSD432 training crops
+# stored as JPEG 90 / 75: estimates average 1.5 / 1.2 at sigma 0 and 6.2 / 2.7 at sigma 10 (JPEG hides part of the
+# noise from the estimate), and the JPEG model overtakes `blind` between sigma 0 (-0.7 dB) and 5 (+0.2 dB).
 JPEG_MIN_SIGMA = 3.0
 
 
@@ -55,13 +60,14 @@ def jpeg_gate(image: np.ndarray) -> tuple[float, bool]:
 def jpeg_model(folder: Path | None = None) -> Path | None:
     """The bundled weights for noisy photos stored as JPEG, or None where none is bundled."""
     folder = folder or bundled_weights().parent
-    return folder / f"{JPEG_MODEL}.safetensors" if JPEG_MODEL in bundled_models(folder) else None
+    return next((folder / model.file for model in present(folder) if model.jpeg), None)
 
 
 def task_model(task: str, folder: Path | None = None) -> str | None:
-    """The bundled model `run --task task` defaults to, or None (then the denoising default applies)."""
-    name = TASK_MODELS.get(task)
-    return name if name in bundled_models(folder) else None
+    """The bundled model `run --task task` defaults to (catalog: its `tasks`), or None (then the denoising default
+    applies). The task-aware model, trained through the frozen heads, measured above its MSE-only control on both
+    tasks (docs/task-aware.md)."""
+    return next((model.name for model in present(folder) if task in model.tasks), None)
 
 
 # Below this noise level `run --task` runs `blind` instead of its task-aware default, which paints patterns on clean
@@ -89,12 +95,12 @@ def choose_weights(model: str | None, weights: Path | None, sigma: float | None,
         names = bundled_models(folder)
         if model not in names:
             raise ValueError(f"--model {model!r} is not bundled; choose one of {', '.join(names)} (or --weights FILE)")
-        return folder / f"{model}.safetensors"
+        return folder / bundled_model(model).file
     levels = per_sigma_models(folder)
     if sigma is not None and levels:
         nearest = min(levels, key=lambda s: (abs(s - sigma), s))
         if abs(nearest - sigma) <= PER_SIGMA_REACH:
-            return folder / f"{levels[nearest]}.safetensors"
+            return folder / bundled_model(levels[nearest]).file
     return folder / DEFAULT_WEIGHTS
 
 

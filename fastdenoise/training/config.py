@@ -6,6 +6,7 @@ import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from fastdenoise.choices import Amp, Schedule, Switch, values
 from fastdenoise.models.denoiser import DenoiserSpec
 from fastdenoise.noise import check_sigma
 from fastdenoise.training.losses import LOSSES
@@ -57,12 +58,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.patch % 4:
             raise ValueError(f"patch must be a multiple of 4, got {self.patch}")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            raise ValueError(f"amp must be one of auto, off, bf16, fp16; got {self.amp!r}")
-        if self.compile not in ("auto", "on", "off"):
-            raise ValueError(f"compile must be one of auto, on, off; got {self.compile!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        for name, choice in (("amp", Amp), ("compile", Switch), ("schedule", Schedule)):
+            if getattr(self, name) not in values(choice):
+                raise ValueError(f"{name} must be one of {', '.join(values(choice))}; got {getattr(self, name)!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if not 0.0 <= self.ema < 1.0:
@@ -95,9 +93,6 @@ def warmup_cosine(warmup: int, steps: int, floor: float) -> Callable[[int], floa
 def warmup_constant(warmup: int) -> Callable[[int], float]:
     """LR multiplier: linear warm-up, then flat; needs no final step count, so a run can be extended at will."""
     return lambda step: min(1.0, (step + 1) / warmup)
-
-
-SCHEDULES = ("cosine", "constant")
 
 
 def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastdenoise.choices import Task, TaskTarget
 from fastdenoise.devices import resolve_device
 from fastdenoise.distributed import shard_from_env
 from fastdenoise.files import atomic_write
@@ -30,19 +30,6 @@ from fastdenoise.models.heads.geometry import resize_short_side
 from fastdenoise.training.fit import TrainConfig, fit, psnr_validator
 from fastdenoise.training.samplers import Batch
 from fastdenoise.training.task_data import CropSampler, check_masks, load_classification, load_segmentation
-
-
-class Task(Enum):
-    CLASSIFY = "classify"
-    SEGMENT = "segment"
-
-
-class TaskTarget(Enum):
-    """Where the task loss gets its target from."""
-
-    LABELS = "labels"  # ground truth
-    ARGMAX = "argmax"  # label-free: cross-entropy to H(clean).argmax
-    SOFTMAX = "softmax"  # label-free: KL(softmax H(clean) || softmax H(D(noisy)))
 
 
 def default_lam(task: Task) -> float:
