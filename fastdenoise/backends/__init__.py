@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +13,9 @@ from torch import Tensor, nn
 from fastdenoise.choices import BackendKind, Precision
 from fastdenoise.devices import dtype_of, resolve_device
 from fastdenoise.models.denoiser import Denoiser, fold_bn
+
+if TYPE_CHECKING:
+    from fastdenoise.models.zoo import SigmaRouter, WeightsPlan
 
 
 class Backend(Protocol):
@@ -131,3 +135,50 @@ def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
             return AutoBackend(model, cfg, device)
     raise ValueError(f"unknown backend {cfg.kind!r}; choose one of {[k.value for k in BackendKind]}")
 
+
+def load_network(weights: Path, level: float | None = None) -> Denoiser:
+    """The denoiser in a weights file (.safetensors or checkpoint); a noise-map model bound to `level`, which it then
+    needs (every backend and export runs the bound network unchanged)."""
+    from fastdenoise.models.checkpoint import load_denoiser
+    from fastdenoise.models.denoiser import bind_sigma
+
+    network = load_denoiser(Path(weights))
+    if network.spec.noise_map:
+        if level is None:
+            raise ValueError(f"{weights}: this model takes the noise level; give --sigma S (0-255)")
+        network = bind_sigma(network, level)
+    return network
+
+
+def build_backend(network: Denoiser, cfg: BackendConfig, ensemble: bool = False) -> Backend:
+    """The configured backend around a loaded denoiser; with `ensemble`, run on the 8 flips/rotations (zoo)."""
+    from fastdenoise.models.zoo import SelfEnsemble
+
+    backend = make_backend(network, cfg)
+    return SelfEnsemble(backend) if ensemble else backend
+
+
+def routed_backend(cfg: BackendConfig, ensemble: bool, weights: Path, level: float | None) -> Backend:
+    """The backend a router builds when an image first needs `weights` (bound to `level`); a failure is a ValueError
+    that names it, which stops the run as one at its start does."""
+    try:
+        return build_backend(load_network(weights, level), cfg, ensemble)
+    except ImportError as err:
+        raise ValueError(f"backend {cfg.kind.value!r} is not available here: {err}") from err
+    except OSError as err:  # the model cache: a folder that is a file, a read-only disk, ...
+        raise ValueError(f"{err.filename}: {err.strerror}" if err.filename else str(err)) from err
+
+
+def sigma_router(plan: WeightsPlan, backend: Backend, cfg: BackendConfig, ensemble: bool = False) -> SigmaRouter | None:
+    """The router of a run that picks weights per image (each image's estimated level, JPEG inputs), or None where one
+    model runs all: `backend` (the plan's default weights') is reused, the others are built on its device, kind and
+    precision when an image first needs them."""
+    from fastdenoise.models.zoo import SigmaRouter, takes_level
+
+    if not plan.estimate and plan.jpeg is None:
+        return None
+    same = replace(cfg, device=str(backend.device), engine=None, trust_engine=False)
+    router = SigmaRouter(partial(routed_backend, same, ensemble), plan.choose, takes_level, jpeg=plan.jpeg,
+                         estimate=plan.estimate)  # fmt: skip
+    router.built[Path(plan.choose(None)), None] = backend
+    return router

@@ -164,27 +164,33 @@ def backend_options(
     build: bool = True,
 ) -> tuple:  # fmt: skip
     """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend
-    (with build=False: its config, for workers to build; --ensemble is then theirs to add); turns every expected
-    failure into a one-line error."""
-    from fastdenoise.backends import BackendConfig, make_backend
-    from fastdenoise.models.checkpoint import CheckpointError, load_denoiser
-    from fastdenoise.models.denoiser import bind_sigma
-    from fastdenoise.models.zoo import SelfEnsemble, choose_weights
+    (with build=False: its config, for workers to build; --ensemble is then theirs to add), as the library does it
+    (`backends.load_network`, `build_backend`); every expected failure one line."""
+    from fastdenoise.backends import build_backend, load_network
+    from fastdenoise.models.zoo import choose_weights
 
+    with library_errors(backend):
+        network = load_network(choose_weights(model, weights, sigma), sigma)
+        cfg = backend_config(backend, device, precision, engine, trust_engine)
+        return (network, build_backend(network, cfg, ensemble)) if build else (network, cfg)
+
+
+def backend_config(backend: str, device: str, precision: str, engine: Path | None = None, trust_engine: bool = False):
+    """The options of the backend as its config (`backends.BackendConfig`); a bad combination is one line."""
+    from fastdenoise.backends import BackendConfig
+
+    with library_errors(backend):
+        return BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
+                             trust_engine=trust_engine)  # fmt: skip
+
+
+@contextmanager
+def library_errors(backend: str) -> Iterator[None]:
+    """Loading weights and building a backend: each expected failure one line and exit 2 (a CheckpointError is a
+    ValueError; an ImportError names the backend missing here; an OSError is the model cache's)."""
     try:
-        network = load_denoiser(choose_weights(model, weights, sigma))
-        if network.spec.noise_map:  # the level is a constant of the run: every backend and export runs it unchanged
-            if sigma is None:
-                raise ValueError(f"{choose_weights(model, weights, sigma)}: this model takes the noise level; give "
-                                 "--sigma S (0-255)")  # fmt: skip
-            network = bind_sigma(network, sigma)
-        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
-                            trust_engine=trust_engine)  # fmt: skip
-        if not build:
-            return network, cfg
-        runner = make_backend(network, cfg)
-        return network, SelfEnsemble(runner) if ensemble else runner
-    except (CheckpointError, ValueError) as err:
+        yield
+    except ValueError as err:
         raise fail(str(err)) from err
     except ImportError as err:
         raise fail(f"backend {backend!r} is not available here: {err}") from err

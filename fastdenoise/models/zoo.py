@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -102,6 +103,60 @@ def choose_weights(model: str | None, weights: Path | None, sigma: float | None,
         if abs(nearest - sigma) <= PER_SIGMA_REACH:
             return folder / bundled_model(levels[nearest]).file
     return folder / DEFAULT_WEIGHTS
+
+
+@dataclass(frozen=True)
+class WeightsPlan:
+    """The weights a folder run runs (`plan_weights`): those its own backend loads (`default`), and in a routed run
+    how each image's are chosen."""
+
+    model: str | None  # bundled weights by name (--task's choice included), or None
+    weights: Path | None  # a weights file of one's own, or None
+    level: float | None  # the known noise level; under estimate, a stand-in a noise-map default is bound to
+    estimate: bool  # each image's level is estimated, and `choose` picks its weights
+    asked: bool  # ... because --sigma auto asked for it (else by --task's level rule)
+    choose: Callable[[float | None], Path]  # the weights at a noise level (None: unknown)
+    jpeg: Path | None  # the weights images stored as JPEG run (from JPEG_MIN_SIGMA), or None
+
+    @property
+    def default(self) -> Path:
+        return choose_weights(self.model, self.weights, self.level)
+
+    def describe(self) -> str:
+        """The weights, as the run's closing line names them."""
+        if not self.estimate:
+            return str(self.default)
+        if self.asked:
+            return "per image (--sigma auto)"
+        return f"per image (the task-aware model from an estimated sigma of {TASK_MIN_SIGMA:g}, blind below)"
+
+
+def plan_weights(model: str | None = None, weights: Path | None = None, sigma: float | None = None,
+                 auto: bool = False, task: str | None = None, fixed: bool = False) -> WeightsPlan:  # fmt: skip
+    """The weights of `run` with these options: --weights, --model, the per-sigma model for --sigma S, each image's
+    by its estimated level (--sigma auto), --task's model (the task-aware one from TASK_MIN_SIGMA, blind below), and
+    the JPEG model for JPEG inputs where no model is named. `fixed`: one file runs every image (an --engine, Ray), so
+    nothing is chosen per image. ValueError for a model that is not bundled, or --model with --weights."""
+    estimate, choose = auto, None
+    if task is not None and model is None and weights is None:
+        model = task_model(task)  # the recommended task-aware model, where bundled ...
+        if model is not None and not fixed:  # ... from TASK_MIN_SIGMA; blind below
+            choose = task_choice(choose_weights(model, None, None))
+            model = model if sigma is None else choose(sigma).stem
+            estimate = sigma is None  # each image's level estimated unless --sigma S
+    chosen = choose_weights(model, weights, None)  # checks the names before any image is read
+    if choose is None:
+        choose = functools.partial(choice_at, model, weights, sigma, estimate)
+    jpeg = jpeg_model() if model is None and weights is None and not fixed else None
+    if estimate and takes_level(chosen):
+        sigma = 25.0  # a noise-map model: the router binds each image's level; this is a stand-in
+    return WeightsPlan(model, Path(weights) if weights else None, sigma, estimate, auto, choose, jpeg)
+
+
+def choice_at(model: str | None, weights: Path | None, known: float | None, estimate: bool,
+              sigma: float | None) -> Path:  # fmt: skip
+    """`choose_weights` at each image's estimated level `sigma` under estimate, else at the known level."""
+    return choose_weights(model, weights, sigma if estimate else known)
 
 
 def takes_level(weights: Path) -> bool:
