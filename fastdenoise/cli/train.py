@@ -1,18 +1,14 @@
 """`fastdenoise train`: the denoiser alone (MSE) or jointly with frozen heads (--task)."""
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from fastdenoise import interrupts
 from fastdenoise.choices import Amp, ExitStatus, Loss, Schedule, Switch, TaskTarget
 from fastdenoise.cli.common import DeviceOpt, fail, starting
-
-if TYPE_CHECKING:
-    from fastdenoise.training.fit import TrainConfig
 
 
 def interrupt_on_sigterm() -> None:
@@ -120,6 +116,7 @@ def train(
     with starting():
         from fastdenoise.models.checkpoint import CheckpointError
         from fastdenoise.models.denoiser import DenoiserSpec
+        from fastdenoise.training.config import resumed_config
         from fastdenoise.training.fit import TrainConfig, train_denoiser
         from fastdenoise.training.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
 
@@ -143,11 +140,11 @@ def train(
         if noise_map and tasks:
             raise ValueError("--noise-map trains the denoiser alone; joint training (--task) takes blind denoisers")
         if stored is not None:
-            cfg = resumed_config(ctx, cfg, stored, out)
+            cfg = resumed_config(cfg, stored, out, {name for name in asdict(cfg) if given(ctx, name)})
             data = Path(cfg.data)
         interrupt_on_sigterm()
         if not tasks:
-            train_denoiser(cfg, init=str(init) if init else None)
+            train_denoiser(cfg, init=str(init) if init else None, resume=resume)
         else:
             joint = JointConfig(
                 cfg, tasks=tasks, heads=tuple(head or ()), lam=tuple(lam or ()), balance=tuple(balance or ()),
@@ -155,7 +152,8 @@ def train(
                 masks=str(masks) if masks else None, ignore_index=ignore_index, resize=resize,
                 init=str(init) if init else None,
             )  # fmt: skip
-            train_joint(replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)))
+            train_joint(replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)),
+                        resume=resume)
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
     except OSError as err:  # disk full, read-only, no permission: one line
@@ -200,10 +198,15 @@ def let_go(lock, made: list[Path]) -> None:
 
 def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, joint_options: bool) -> dict | None:
     """The run folder's config.json when resuming (else None); one line, exit 2, for a folder that holds a run not to
-    be resumed, a missing DATA, or options of joint training without --task."""
-    if (out / "last.pt").exists() and not resume:
-        raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
-    stored = read_config(out / "config.json") if resume and (out / "config.json").is_file() else None
+    be resumed (`config.check_run_folder`, as the library refuses it), a missing DATA, or options of joint training
+    without --task."""
+    from fastdenoise.training.config import check_run_folder, read_config
+
+    try:
+        check_run_folder(out, resume)
+        stored = read_config(out / "config.json") if resume and (out / "config.json").is_file() else None
+    except ValueError as err:
+        raise fail(str(err)) from err
     if data is None and stored is None:
         raise fail("missing DATA: the folder of clean training images "
                    "(only --resume of a run with a config.json may omit it)")
@@ -212,17 +215,6 @@ def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, 
     if task is None and joint_options:
         raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
                    "training: add --task")
-    return stored
-
-
-def read_config(path: Path) -> dict:
-    """A run's config.json as a dict; one line, exit 2, for one that is not (damaged, or not a config)."""
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise fail(f"{path}: unreadable run config ({err})") from err
-    if not isinstance(stored, dict):
-        raise fail(f"{path}: not a run config (a JSON {type(stored).__name__})")
     return stored
 
 
@@ -279,32 +271,3 @@ def given(ctx: typer.Context, name: str) -> bool:
     """Whether option `name` was typed on the command line (not a default)."""
     source = ctx.get_parameter_source(name)
     return getattr(source, "name", None) == "COMMANDLINE"  # typer may ship its own click: compare by name
-
-
-def resumed_config(ctx: typer.Context, cfg: "TrainConfig", stored: dict, out: Path) -> "TrainConfig":
-    """The stored run's config in folder `out`, with the options given on this command line that may change (steps,
-    LR...).
-
-    An option given with another value than the run was started with is refused: it would silently make another run."""
-    from fastdenoise.training.fit import RESUMABLE_CHANGES, TrainConfig
-
-    fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
-    merged = {**stored, "out": str(out)}  # a run lives in --out: a stored (copied, relative) out never redirects it
-    for field, value in fresh.items():
-        if field not in stored or field == "out" or not given(ctx, field):
-            continue
-        if field in ("data", "val") and value and stored[field]:
-            same = Path(value).resolve() == Path(stored[field]).resolve()
-        else:
-            same = value == stored[field]
-        if same or field in RESUMABLE_CHANGES:
-            merged[field] = value
-        else:
-            flag = "DATA" if field == "data" else "--" + field.replace("_", "-")
-            was, now = (("-".join(f"{v:g}" for v in x) if field == "sigma" else x) for x in (stored[field], value))
-            raise ValueError(f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it "
-                             "was, or train into another --out")
-    try:
-        return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"])})
-    except TypeError as err:
-        raise ValueError(f"{out / 'config.json'}: not a config of this version ({err})") from err
