@@ -104,7 +104,7 @@ def write_jpegs(folder: Path, count: int, height: int, width: int, seed: int = 0
 
 
 class NullBackend:
-    """Returns its input: `run` with it measures the host alone (listing, decode, batching, copies, encode, manifest)."""
+    """Returns its input: `run` with it measures the host alone (listing, decode, batching, encode, manifest)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device

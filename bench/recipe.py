@@ -62,7 +62,7 @@ def run_arm(name: str, overrides: dict, args: argparse.Namespace) -> dict:
         val_sigma=35.0, steps=steps, ckpt_every=max(1, steps // 4), log_every=10, seed=args.seed, **settings,
     )  # fmt: skip
     start = time.perf_counter()
-    train_denoiser(cfg, progress=False, init=str(args.init))
+    train_denoiser(cfg, progress=False, init=str(args.init), resume=True)  # an arm cut short goes on where it was
     seconds = time.perf_counter() - start
     model = load_denoiser(out / "model.safetensors")
     backend = make_backend(model, BackendConfig(device="cpu", precision="fp32"))

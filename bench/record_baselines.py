@@ -32,7 +32,7 @@ from fastdenoise.evaluation.accuracy import (
 )
 from fastdenoise.machine import machine_facts
 from fastdenoise.models.checkpoint import bundled_weights, load_denoiser
-from fastdenoise.models.zoo import bundled_models
+from fastdenoise.models.zoo import weights_in
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [k for k in keys if k not in checks]
     if unknown:
         parser.error(f"no such entries in {args.baselines}: {', '.join(unknown)}")
-    present = bundled_models(folder)
+    present = weights_in(folder)
     absent = [f"{k} (model {checks[k].model!r})" for k in keys if checks[k].model not in (None, *present)]
     if absent and args.keys:
         parser.error(f"not bundled in {folder}: {', '.join(absent)}")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from fastdenoise.choices import HardwareCompatibility, values
 from fastdenoise.files import atomic_write
 from fastdenoise.files import sha256_file as file_sha256
 from fastdenoise.models.denoiser import STRIDE
@@ -25,7 +26,7 @@ from fastdenoise.models.denoiser import STRIDE
 from .export import PRECISIONS, default_cache_dir, onnx_metadata
 
 FORMAT = "fastdenoise-trt-engine-v1"
-HARDWARE_COMPATIBILITY = ("none", "ampere_plus", "same_compute_capability")
+HARDWARE_COMPATIBILITY = values(HardwareCompatibility)
 INSTALL_HINT = (
     "TensorRT is not installed: pip install tensorrt (wheels come from NVIDIA's index, https://pypi.nvidia.com)"
 )

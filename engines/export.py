@@ -30,6 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from fastdenoise.cache import entry_problem, write_sidecar
+from fastdenoise.choices import Exporter, values
 from fastdenoise.devices import DTYPES
 from fastdenoise.files import atomic_write, check_replaceable, note
 from fastdenoise.models.denoiser import STRIDE, Denoiser, fold_bn
@@ -40,7 +41,7 @@ PRECISIONS = DTYPES  # the engine's precision names are the package's
 OPSET = 18  # TensorRT 10 and onnxruntime 1.18+ import it
 BF16_OPSET = 22  # Conv and ConvTranspose accept bfloat16 from opset 22 on
 PROBE_SHAPES = ((1, 3, 20, 28), (3, 3, 13, 6))  # a multiple of 4 and odd sizes, unlike the example
-EXPORTERS = ("dynamo", "torchscript")
+EXPORTERS = values(Exporter)
 TORCHSCRIPT_MAX_OPSET = 20
 TOLERANCE = {torch.float32: 1e-4, torch.float16: 2e-2}  # max |onnx - eager| / max(1, max |eager|)
 TIMEOUT_S = 600.0  # head cascades take 30-70 s of CPU here; well past that, torch.export is stuck (as it was in sympy)

@@ -4,6 +4,7 @@ import sys
 
 import fastdenoise
 from fastdenoise import interrupts
+from fastdenoise.choices import ExitStatus
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def refuse_a_shadowing_folder() -> None:
         print(f"error: {folder}: this folder hides the installed fastdenoise package (python -m imports the working "
               "directory's fastdenoise/ first); run the `fastdenoise` command, or python -m from another folder",
               file=sys.stderr)  # fmt: skip
-        sys.exit(2)
+        sys.exit(ExitStatus.USAGE)
 
 
 if __name__ == "__main__":

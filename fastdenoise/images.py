@@ -15,10 +15,11 @@ from typing import BinaryIO
 
 import numpy as np
 
+from fastdenoise.choices import ImageFormat
 from fastdenoise.files import atomic_write
 
 EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
-FORMATS = {"png": ".png", "jpg": ".jpg", "jpeg": ".jpg", "webp": ".webp", "bmp": ".bmp", "tiff": ".tif"}
+FORMATS = {f.value: f.suffix for f in ImageFormat}  # output format -> the suffix its files get
 PIL_FORMATS = {
     ".jpg": "JPEG",
     ".jpeg": "JPEG",
@@ -260,6 +261,24 @@ def check_pixels(path: Path, height: int, width: int, max_pixels: int | None) ->
         )
 
 
+def pil_rgb(im) -> np.ndarray:
+    """A Pillow image as (H, W, 3) uint8 RGB: 16-bit greyscale scaled to 8 bits, transparency composited on white."""
+    from PIL import Image
+
+    if im.mode.startswith("I"):  # 16-bit greyscale (PNG, TIFF), or 32-bit integer
+        array = np.asarray(im, dtype=np.float64)
+        # 16-bit files span 0..65535 however dark they are; only a plain "I" image of 8-bit data is not.
+        sixteen = im.mode.startswith("I;16") or im.format == "PNG" or array.max() > 255
+        grey = np.clip(np.rint(array / (65535.0 if sixteen else 255.0) * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
+        im = im.convert("RGBA")
+        # Composite on white so transparent pixels have a defined colour.
+        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        im = Image.alpha_composite(background, im)
+    return np.array(im.convert("RGB"), dtype=np.uint8)
+
+
 def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
     """Decode any supported file to an (H, W, 3) uint8 RGB array, EXIF orientation applied; a file whose header says
     more than max_pixels is refused (ImageError) before any pixel is decoded."""
@@ -269,19 +288,7 @@ def load_rgb(path: Path, max_pixels: int | None = None) -> np.ndarray:
         with Image.open(path) as im:
             check_pixels(path, im.height, im.width, max_pixels)  # Image.open reads the header only
             check_data(path, im.format or "", im.width, im.height)
-            im = ImageOps.exif_transpose(im)
-            if im.mode.startswith("I"):  # 16-bit greyscale (PNG, TIFF), or 32-bit integer
-                array = np.asarray(im, dtype=np.float64)
-                # 16-bit files span 0..65535 however dark they are; only a plain "I" image of 8-bit data is not.
-                sixteen = im.mode.startswith("I;16") or im.format == "PNG" or array.max() > 255
-                grey = np.clip(np.rint(array / (65535.0 if sixteen else 255.0) * 255.0), 0, 255).astype(np.uint8)
-                return np.repeat(grey[..., None], 3, axis=2)
-            if im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                # Composite on white so transparent pixels have a defined colour.
-                background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                im = Image.alpha_composite(background, im)
-            return np.array(im.convert("RGB"), dtype=np.uint8)
+            return pil_rgb(ImageOps.exif_transpose(im))
     except FileNotFoundError as err:
         raise ImageError(f"{path}: no such file") from err
     except UnidentifiedImageError as err:

@@ -3,13 +3,15 @@ ends it at once with one line and exit 130 / 143; afterwards they raise, so comm
 
 Start-up holds nothing a stop could lose, and an exception raised there can be swallowed or turned into a traceback
 by the libraries loading (a Ctrl-C during torch's or OpenVINO's start-up was once ignored, once a traceback), so the
-start-up handler exits from the handler itself. Standard library only: the command (`fastdenoise.__main__`) installs
-it before typer loads; importing the library changes no handler."""
+start-up handler exits from the handler itself. Standard library only (and the exit statuses, `choices`): the command
+(`fastdenoise.__main__`) installs it before typer loads; importing the library changes no handler."""
 
 from __future__ import annotations
 
 import os
 import signal
+
+from fastdenoise.choices import ExitStatus
 
 WORDS = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 _phase: str | None = "starting"  # while set, a signal ends the process at once, naming the phase
@@ -22,7 +24,7 @@ class Terminated(KeyboardInterrupt):
 def on_signal(signum: int, _frame: object) -> None:
     if _phase is not None:
         os.write(2, f"error: {WORDS[signum]} while {_phase}\n".encode())
-        os._exit(128 + signum)
+        os._exit(ExitStatus.after_signal(signum))
     raise Terminated if signum == signal.SIGTERM else KeyboardInterrupt
 
 

@@ -238,6 +238,9 @@ def test_train_joint_against_two_heads_label_free(tmp_path, make_image):
     assert saved["tasks"] == ["classify", "segment"] and saved["balance"] == [0.1, 0.2]
     with pytest.raises(ValueError, match="is a segment network, not a classify one"):
         train_joint(cfg, heads=heads[::-1], progress=False)
+    with pytest.raises(ValueError, match="holds a run already; pass --resume"):  # the library's rule, as the CLI's
+        train_joint(replace(cfg, balance=(0.3, 0.2)), heads=heads, progress=False)
+    assert json.loads((tmp_path / "run" / "joint.json").read_text()) == saved  # refused before anything is written
 
 
 # ---- samplers ------------------------------------------------------------------------------------------------------
@@ -420,7 +423,7 @@ def test_a_resumed_balanced_run_keeps_its_balance_instead_of_recalibrating(tmp_p
         loss_fn = joint_loss(
             freeze(TinyHead("classify", 6, gain=5.0)), target=TaskTarget.SOFTMAX, balance=0.3, decay=0.5
         )
-        fit(Denoiser(TINY), loss_fn, CropSampler(images, 32, 4, (20.0, 40.0), seed=5), cfg, progress=False)
+        fit(Denoiser(TINY), loss_fn, CropSampler(images, 32, 4, (20.0, 40.0), seed=5), cfg, progress=False, resume=True)
         return [json.loads(line) for line in (tmp_path / out / "log.jsonl").read_text().splitlines()]
 
     straight = run("straight", 6)

@@ -20,7 +20,8 @@ MAX_MODULE_LINES = 400
 OVERSIZED_FUNCTIONS: dict[str, int] = {}
 OVERSIZED_MODULES: dict[str, int] = {}
 # The rooms, bottom up, and the rooms each may import (its own included). A top-level module of fastdenoise/ is in
-# the foundation: small leaf modules (files, images, noise, words ...) that every room may use.
+# the foundation: small leaf modules (choices, files, images, noise, words ...) that every room may use; `api` (the
+# Python API: load, denoise_folder) is a room of one module, above the folder run, beside the CLI.
 ROOM_IMPORTS = {
     "foundation": {"foundation"},
     "models": {"foundation", "models"},
@@ -30,6 +31,7 @@ ROOM_IMPORTS = {
     "training": {"foundation", "models", "kernels", "engines", "backends", "training"},
     "pipeline": {"foundation", "models", "kernels", "engines", "backends", "pipeline"},
     "evaluation": {"foundation", "models", "kernels", "engines", "backends", "training", "pipeline", "evaluation"},
+    "api": {"foundation", "models", "kernels", "engines", "backends", "pipeline", "api"},
 }
 ROOMS = {*ROOM_IMPORTS, "cli"}
 

@@ -3,6 +3,7 @@ runs."""
 
 import csv
 import json
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -282,7 +283,10 @@ def test_cli_task_defaults_to_the_bundled_task_aware_model_from_sigma_10(photos,
     assert task_model("denoise", zoo) is None
     named = ran("--task", "segment", "--model", "blind")  # a named model (or --weights) still wins
     assert named.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in named.output
-    monkeypatch.setattr("fastdenoise.models.zoo.TASK_MODELS", {})  # no recommended model: the denoising default
+    from fastdenoise.models import zoo as zoo_module
+
+    untasked = tuple(replace(m, tasks=()) for m in zoo_module.MODELS)  # no recommended model: the denoising default
+    monkeypatch.setattr(zoo_module, "MODELS", untasked)
     plain = ran("--task", "segment", "--sigma", "25")
     assert plain.exit_code == 0 and f"weights: {zoo / 'blind.safetensors'}" in plain.output
 

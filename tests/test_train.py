@@ -1,7 +1,7 @@
 import json
 import os
 import signal
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +11,7 @@ from helpers import SMALL
 from fastdenoise.images import save_rgb
 from fastdenoise.models.checkpoint import load_checkpoint, load_denoiser
 from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.training.config import read_config, resumed_config
 from fastdenoise.training.fit import LOSSES, TrainConfig, TrainingStopped, fit, mse_loss, train_denoiser
 from fastdenoise.training.samplers import PatchSampler, load_folder
 
@@ -70,11 +71,37 @@ def test_resumed_run_matches_uninterrupted_run(image_folder, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(Denoiser(SMALL), mse_loss, sampler, cfg, progress=False)
     assert load_checkpoint(split / "last.pt")["step"] == 4  # the interrupted 5th step is not counted
-    train_denoiser(cfg, progress=False)  # resumes from last.pt
+    train_denoiser(cfg, progress=False, resume=True)  # resumes from last.pt
     a, b = load_checkpoint(straight / "last.pt"), load_checkpoint(split / "last.pt")
     assert b["step"] == 8
     for key, value in a["model"].items():
         torch.testing.assert_close(b["model"][key], value, rtol=0, atol=1e-6, msg=key)
+
+
+def test_a_folder_holding_a_run_is_refused_unless_asked_to_resume(image_folder, tmp_path):
+    cfg = config(image_folder, tmp_path / "run", steps=3)
+    train_denoiser(cfg, progress=False)
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    with pytest.raises(ValueError, match="run: holds a run already; pass --resume to continue it"):
+        train_denoiser(replace(cfg, steps=5), progress=False)
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log  # nothing written
+    train_denoiser(replace(cfg, steps=5), progress=False, resume=True)
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["step"] == 5
+    fresh = config(image_folder, tmp_path / "fresh", steps=2)
+    train_denoiser(fresh, progress=False, resume=True)  # nothing to resume: a new run
+    assert load_checkpoint(tmp_path / "fresh" / "last.pt")["step"] == 2
+
+
+def test_a_resumed_config_keeps_the_run_and_takes_what_may_change(image_folder, tmp_path):
+    stored = json.loads(json.dumps(asdict(config(image_folder, tmp_path / "old", steps=6))))
+    again = replace(config(image_folder, tmp_path / "new", steps=9), lr=1e-4, seed=3)
+    merged = resumed_config(again, stored, tmp_path / "run", given={"steps", "lr"})
+    assert (merged.steps, merged.lr, merged.seed, merged.out) == (9, 1e-4, 0, str(tmp_path / "run"))
+    with pytest.raises(ValueError, match="the run was started with --seed 0, not 3; drop --seed to resume it"):
+        resumed_config(again, stored, tmp_path / "run", given={"seed"})
+    (tmp_path / "config.json").write_text("[1]")
+    with pytest.raises(ValueError, match="not a run config"):
+        read_config(tmp_path / "config.json")
 
 
 def test_sampler_state_round_trip(make_image):
@@ -166,7 +193,7 @@ def test_signal_then_resume_is_bit_identical(image_folder, tmp_path, signum):
     assert stopped.value.signum == signum and stopped.value.step == 5  # the step under way is finished, then saved
     assert load_checkpoint(tmp_path / "split" / "last.pt")["step"] == 5
     (tmp_path / "split" / ".last.pt.abc.part").write_bytes(b"torn")  # as left by a kill -9 during a save
-    resumed = train_denoiser(cfg, progress=False)
+    resumed = train_denoiser(cfg, progress=False, resume=True)
     assert not list((tmp_path / "split").glob("*.part"))
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
@@ -195,7 +222,7 @@ def test_constant_schedule_and_lr_change_on_resume(image_folder, tmp_path):
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in rows if "lr" in r][1:] == [cfg.lr] * 5  # flat after the warm-up, whatever `steps` is
     assert all(r["mpx_per_s"] > 0 and r["steps_per_s"] > 0 for r in rows if "lr" in r)
-    train_denoiser(TrainConfig(**{**asdict(cfg), "steps": 8, "lr": 1e-4}), progress=False)
+    train_denoiser(TrainConfig(**{**asdict(cfg), "steps": 8, "lr": 1e-4}), progress=False, resume=True)
     rows = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["lr"] for r in rows if "lr" in r][-2:] == [1e-4, 1e-4]
     assert rows[-1]["gpx_seen"] == pytest.approx(8 * 4 * 24 * 24 / 1e9)

@@ -48,7 +48,7 @@ def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
     # resumed by one process: rank 0's stream goes on, the schedule and the pixel count too
     more = steps + 2
     sampler = ddp_worker.rank_batches(ddp_worker.Shard(0, 1))
-    fit(ddp_worker.model(), ddp_worker.double_mse, sampler, ddp_worker.config(ddp, more), progress=False)
+    fit(ddp_worker.model(), ddp_worker.double_mse, sampler, ddp_worker.config(ddp, more), progress=False, resume=True)
     resumed = load_checkpoint(ddp / "last.pt")
     assert resumed["step"] == more and "ranks" not in resumed and resumed["world_size"] == 1
     assert json.loads((ddp / "config.json").read_text())["world_size"] == 1

@@ -212,3 +212,29 @@ def test_jpeg_inputs_run_the_jpeg_model_and_the_others_the_default(zoo, make_ima
     assert named.exit_code == 0 and "JPEG inputs" not in named.output  # a named model runs every image
     rows = [json.loads(r) for r in (tmp_path / "named" / "manifest.jsonl").read_text().splitlines()]
     assert all("weights" not in r for r in rows)
+
+
+def test_plan_weights_is_the_choice_run_makes():
+    """`run`'s choice of weights, in the library (zoo.plan_weights): the CLI and fastdenoise.denoise_folder share it."""
+    from fastdenoise.models.checkpoint import bundled_weights
+    from fastdenoise.models.zoo import plan_weights
+
+    folder = bundled_weights().parent
+    plain = plan_weights()
+    assert plain.default == folder / "blind.safetensors" and not plain.estimate
+    assert plain.jpeg == folder / "jpeg.safetensors" and plain.describe() == "blind (bundled)"
+    assert plan_weights(sigma=27).default.stem == "sigma25" and plan_weights("sigma50", sigma=27).jpeg is None
+    auto = plan_weights(auto=True)
+    assert auto.estimate and auto.describe() == "per image (--sigma auto)"
+    assert (auto.choose(48.0).stem, auto.choose(None).stem) == ("sigma50", "blind")
+    task = plan_weights(task="classify")
+    assert task.estimate and task.default.stem == "task-aware" and task.jpeg is None
+    assert (task.choose(5.0).stem, task.choose(20.0).stem) == ("blind", "task-aware")
+    assert "the task-aware model from an estimated sigma of 10, blind below" in task.describe()
+    low = plan_weights(task="segment", sigma=5.0)
+    assert low.default.stem == "blind" and not low.estimate
+    fixed = plan_weights(task="classify", fixed=True)  # an --engine or Ray: one model runs all
+    assert fixed.default.stem == "task-aware" and not fixed.estimate and fixed.jpeg is None
+    assert plan_weights(fixed=True).jpeg is None
+    with pytest.raises(ValueError, match="give one"):
+        plan_weights("blind", Path("mine.safetensors"))

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch import Tensor, nn
 
+from fastdenoise.choices import BackendKind, Precision
 from fastdenoise.devices import dtype_of, resolve_device
 from fastdenoise.models.denoiser import Denoiser, fold_bn
+
+if TYPE_CHECKING:
+    from fastdenoise.models.zoo import SigmaRouter, WeightsPlan
 
 
 class Backend(Protocol):
@@ -22,26 +25,8 @@ class Backend(Protocol):
     def __call__(self, x: Tensor) -> Tensor: ...
 
 
-class BackendKind(str, enum.Enum):
-    eager = "eager"
-    compiled = "compiled"
-    triton = "triton"
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
-    openvino = "openvino"
-    auto = "auto"  # the fastest of the others for the device, by a short probe (fastdenoise.backends.auto)
-
-
 # Backends that run a prebuilt file (`--engine`); the others build from the weights and would ignore one.
 ENGINE_KINDS = (BackendKind.onnxruntime, BackendKind.openvino, BackendKind.tensorrt)
-
-
-class Precision(str, enum.Enum):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    int8 = "int8"  # OpenVINO only: post-training quantized (NNCF), calibrated on training photos
 
 
 @dataclass(frozen=True)
@@ -148,3 +133,57 @@ def make_backend(model: Denoiser, cfg: BackendConfig) -> Backend:
 
             return AutoBackend(model, cfg, device)
     raise ValueError(f"unknown backend {cfg.kind!r}; choose one of {[k.value for k in BackendKind]}")
+
+
+def load_network(weights: Path, level: float | None = None) -> Denoiser:
+    """The denoiser in a weights file (.safetensors or checkpoint); a noise-map model bound to `level`, which it then
+    needs (every backend and export runs the bound network unchanged)."""
+    from fastdenoise.models.checkpoint import load_denoiser
+    from fastdenoise.models.denoiser import bind_sigma
+
+    network = load_denoiser(Path(weights))
+    if network.spec.noise_map:
+        if level is None:
+            raise ValueError(f"{weights}: this model takes the noise level; give --sigma S (0-255)")
+        network = bind_sigma(network, level)
+    return network
+
+
+def build_backend(network: Denoiser, cfg: BackendConfig, ensemble: bool = False) -> Backend:
+    """The configured backend around a loaded denoiser; with `ensemble`, run on the 8 flips/rotations (zoo)."""
+    from fastdenoise.models.zoo import SelfEnsemble
+
+    backend = make_backend(network, cfg)
+    return SelfEnsemble(backend) if ensemble else backend
+
+
+def routed_backend(cfg: BackendConfig, ensemble: bool, weights: Path, level: float | None) -> Backend:
+    """The backend a router builds when an image first needs `weights` (bound to `level`); a failure is a ValueError
+    that names it, which stops the run as one at its start does."""
+    try:
+        return build_backend(load_network(weights, level), cfg, ensemble)
+    except ImportError as err:
+        raise ValueError(f"backend {cfg.kind.value!r} is not available here: {err}") from err
+    except OSError as err:  # the model cache: a folder that is a file, a read-only disk, ...
+        raise ValueError(f"{err.filename}: {err.strerror}" if err.filename else str(err)) from err
+
+
+def sigma_router(plan: WeightsPlan, backend: Backend, cfg: BackendConfig, ensemble: bool = False) -> SigmaRouter | None:
+    """The router of a run that picks weights per image (each image's estimated level, JPEG inputs), or None where one
+    model runs all: `backend` (the plan's default weights') is reused, the others are built on its device, kind and
+    precision when an image first needs them."""
+    from fastdenoise.models.zoo import SigmaRouter, takes_level
+
+    if not plan.estimate and plan.jpeg is None:
+        return None
+    same = replace(cfg, device=str(backend.device), engine=None, trust_engine=False)
+    def build(weights: Path, level: float | None) -> Backend:  # one probe budget and summary for every weights'
+        from fastdenoise.backends.auto import share_ledger
+
+        built = routed_backend(same, ensemble, weights, level)
+        share_ledger(built, backend)
+        return built
+
+    router = SigmaRouter(build, plan.choose, takes_level, jpeg=plan.jpeg, estimate=plan.estimate)
+    router.built[Path(plan.choose(None)), None] = backend
+    return router

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from fastdenoise.choices import ExitStatus
 from fastdenoise.cli.common import BlindWeightsOpt, fail, skipped_peer, starting
 
 
@@ -70,7 +71,7 @@ def bench(
         console.print(compare_table(changes, result, saved, threshold))
         failed |= any(c.failed for c in changes)
     if failed:
-        raise typer.Exit(1)
+        raise typer.Exit(ExitStatus.FAILED)
 
 
 def measure(cfg, console):

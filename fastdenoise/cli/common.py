@@ -1,6 +1,7 @@
-"""What the commands share: one-line errors (also for typer's usage errors), the choices as Enums, common options.
+"""What the commands share: one-line errors (also for typer's usage errors), the options several commands take.
 
-Imports nothing heavy: `fastdenoise --help` loads this module and typer only; the library loads inside each command."""
+Imports nothing heavy: `fastdenoise --help` loads this module, typer and the choices (`fastdenoise.choices`) only; the
+library loads inside each command."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from fastdenoise import interrupts
+from fastdenoise.choices import BackendKind, ExitStatus, Precision
 
 try:  # typer >= 0.2x ships its own copy of click; older ones use click itself
     from typer._click.exceptions import BadParameter, ClickException, MissingParameter, NoArgsIsHelpError
@@ -25,7 +26,7 @@ except ImportError:  # pragma: no cover - depends on the installed typer
     from click.exceptions import Abort, BadParameter, ClickException, MissingParameter, NoArgsIsHelpError
 
 
-def fail(message: str, code: int = 2) -> typer.Exit:
+def fail(message: str, code: ExitStatus = ExitStatus.USAGE) -> typer.Exit:
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     return typer.Exit(code)
 
@@ -85,11 +86,11 @@ class OneLineErrors(TyperGroup):
             code = err.exit_code
         except interrupts.Terminated:
             typer.secho("error: terminated", err=True, fg=typer.colors.RED)
-            code = 143
+            code = ExitStatus.TERMINATED
         except (Abort, KeyboardInterrupt):
             typer.secho("error: interrupted", err=True, fg=typer.colors.RED)
-            code = 130
-        sys.exit(code if isinstance(code, int) else 0)
+            code = ExitStatus.INTERRUPTED
+        sys.exit(code if isinstance(code, int) else ExitStatus.OK)
 
 
 def show_version(value: bool) -> None:
@@ -97,114 +98,11 @@ def show_version(value: bool) -> None:
         from fastdenoise import __version__
 
         typer.echo(f"fastdenoise {__version__}")
-        raise typer.Exit(0)
+        raise typer.Exit(ExitStatus.OK)
 
 
 VersionOpt = Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
                                           callback=show_version)]  # fmt: skip
-
-
-class Choice(str, Enum):
-    """A fixed set of option values: help lists them, a wrong one is a one-line error; str() is the value."""
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-
-# The choices. Each mirrors a library one (tests/cli/test_errors.py checks they agree); the library is not imported
-# here, so that `--help` stays fast. Commands pass `.value` on.
-class BackendKind(Choice):
-    eager = "eager"
-    compiled = "compiled"
-    triton = "triton"
-    onnxruntime = "onnxruntime"
-    tensorrt = "tensorrt"
-    openvino = "openvino"
-    auto = "auto"
-
-
-class Precision(Choice):
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
-    int8 = "int8"
-
-
-class OnnxPrecision(Choice):
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
-
-
-class ImageFormat(Choice):
-    png = "png"
-    jpg = "jpg"
-    jpeg = "jpeg"
-    webp = "webp"
-    bmp = "bmp"
-    tiff = "tiff"
-
-
-class LoaderKind(Choice):
-    auto = "auto"
-    dali = "dali"
-    pil = "pil"
-
-
-class Amp(Choice):
-    auto = "auto"
-    off = "off"
-    bf16 = "bf16"
-    fp16 = "fp16"
-
-
-class Switch(Choice):
-    auto = "auto"
-    on = "on"
-    off = "off"
-
-
-class Schedule(Choice):
-    cosine = "cosine"
-    constant = "constant"
-
-
-class Loss(Choice):
-    mse = "mse"
-    l1 = "l1"
-    charbonnier = "charbonnier"
-
-
-class Task(Choice):  # member names as fastdenoise.training.joint.Task
-    CLASSIFY = "classify"
-    SEGMENT = "segment"
-
-
-class Target(Choice):
-    LABELS = "labels"
-    ARGMAX = "argmax"
-    SOFTMAX = "softmax"
-
-
-class Split(Choice):
-    all = "all"
-    train = "train"
-    test = "test"
-
-
-class NoiseAt(Choice):
-    crop = "crop"
-    photo = "photo"
-
-
-class Executor(Choice):
-    LOCAL = "local"
-    RAY = "ray"
-
-
-PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")  # = evaluation.tables.PEERS
 
 
 PEER_PACKAGES = {"cbm3d": "bm3d"}  # peers that need an optional package (the `peers` extra)
@@ -266,27 +164,33 @@ def backend_options(
     build: bool = True,
 ) -> tuple:  # fmt: skip
     """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend
-    (with build=False: its config, for workers to build; --ensemble is then theirs to add); turns every expected
-    failure into a one-line error."""
-    from fastdenoise.backends import BackendConfig, make_backend
-    from fastdenoise.models.checkpoint import CheckpointError, load_denoiser
-    from fastdenoise.models.denoiser import bind_sigma
-    from fastdenoise.models.zoo import SelfEnsemble, choose_weights
+    (with build=False: its config, for workers to build; --ensemble is then theirs to add), as the library does it
+    (`backends.load_network`, `build_backend`); every expected failure one line."""
+    from fastdenoise.backends import build_backend, load_network
+    from fastdenoise.models.zoo import choose_weights
 
+    with library_errors(backend):
+        network = load_network(choose_weights(model, weights, sigma), sigma)
+        cfg = backend_config(backend, device, precision, engine, trust_engine)
+        return (network, build_backend(network, cfg, ensemble)) if build else (network, cfg)
+
+
+def backend_config(backend: str, device: str, precision: str, engine: Path | None = None, trust_engine: bool = False):
+    """The options of the backend as its config (`backends.BackendConfig`); a bad combination is one line."""
+    from fastdenoise.backends import BackendConfig
+
+    with library_errors(backend):
+        return BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
+                             trust_engine=trust_engine)  # fmt: skip
+
+
+@contextmanager
+def library_errors(backend: str) -> Iterator[None]:
+    """Loading weights and building a backend: each expected failure one line and exit 2 (a CheckpointError is a
+    ValueError; an ImportError names the backend missing here; an OSError is the model cache's)."""
     try:
-        network = load_denoiser(choose_weights(model, weights, sigma))
-        if network.spec.noise_map:  # the level is a constant of the run: every backend and export runs it unchanged
-            if sigma is None:
-                raise ValueError(f"{choose_weights(model, weights, sigma)}: this model takes the noise level; give "
-                                 "--sigma S (0-255)")  # fmt: skip
-            network = bind_sigma(network, sigma)
-        cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
-                            trust_engine=trust_engine)  # fmt: skip
-        if not build:
-            return network, cfg
-        runner = make_backend(network, cfg)
-        return network, SelfEnsemble(runner) if ensemble else runner
-    except (CheckpointError, ValueError) as err:
+        yield
+    except ValueError as err:
         raise fail(str(err)) from err
     except ImportError as err:
         raise fail(f"backend {backend!r} is not available here: {err}") from err

@@ -5,21 +5,11 @@ from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import BlindWeightsOpt, Choice, DeviceOpt, OnnxPrecision, fail, starting
+from fastdenoise.choices import Exporter, HardwareCompatibility, OnnxPrecision
+from fastdenoise.cli.common import BlindWeightsOpt, DeviceOpt, fail, starting
 
 PrecisionChoice = Annotated[OnnxPrecision, typer.Option(help=(
     "Weights and compute (auto: as `run`); I/O stays float32."))]
-
-
-class Exporter(Choice):
-    dynamo = "dynamo"
-    torchscript = "torchscript"
-
-
-class HardwareCompatibility(Choice):  # = fastdenoise.engines.build's levels
-    none = "none"
-    ampere_plus = "ampere_plus"
-    same_compute_capability = "same_compute_capability"
 
 
 def export_onnx_cmd(

@@ -5,13 +5,12 @@ from typing import Annotated
 
 import typer
 
+from fastdenoise.choices import BackendKind, Precision
 from fastdenoise.cli.common import (
-    BackendKind,
     BackendOpt,
     DeviceOpt,
     EnsembleOpt,
     ModelNameOpt,
-    Precision,
     WeightsOpt,
     backend_options,
     fail,

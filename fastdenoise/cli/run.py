@@ -1,28 +1,23 @@
 """`fastdenoise run`: denoise a folder (and classify or segment each image with --task)."""
 
 import math
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from fastdenoise import interrupts
+from fastdenoise.choices import BackendKind, Executor, ExitStatus, ImageFormat, LoaderKind, Precision, Task
 from fastdenoise.cli.common import (
-    BackendKind,
     BackendOpt,
     DeviceOpt,
     EnsembleOpt,
-    Executor,
-    ImageFormat,
-    LoaderKind,
     ModelNameOpt,
-    Precision,
     PrecisionOpt,
-    Task,
     WeightsOpt,
-    backend_options,
+    backend_config,
     fail,
+    library_errors,
     starting,
 )
 
@@ -97,25 +92,18 @@ def run(
     --executor ray, Ray Data spreads them over the cluster (INPUT and OUTPUT at the same path on every node)."""
     with starting(until_run=True):
         from fastdenoise import distributed
-        from fastdenoise.models.zoo import choose_weights, jpeg_model, takes_level, task_choice, task_model
+        from fastdenoise.models.zoo import plan_weights
         from fastdenoise.pipeline.predictions import TaskConfig
         from fastdenoise.pipeline.runner import RunConfig, check_folders
-    backend, precision, format, loader = backend.value, precision.value, format.value, loader.value  # the library's str
 
     on_ray = executor is Executor.RAY
     auto, level = sigma_option(sigma)
-    choose, by_level = None, auto
-    if task is not None and model is None and weights is None:
-        model = task_model(task.value)  # the recommended task-aware model, where bundled ...
-        if model is not None and engine is None and not on_ray:  # ... from TASK_MIN_SIGMA; blind below
-            choose = task_choice(choose_weights(model, None, None))
-            model = model if level is None else choose(level).stem
-            auto = level is None  # each image's level estimated unless --sigma S
-    choose = choose or (lambda s: choose_weights(model, weights, s if auto else level))
     refuse_conflicts(task, bool(head or head_weights), top_k, address, on_ray, ensemble, ref, auto, engine)
     try:
-        cfg = RunConfig(format=format, quality=quality, batch=batch, tile=tile, overlap=overlap, overwrite=overwrite,
-                        workers=workers, loader=loader, strict=strict, fail_fast=fail_fast,
+        # JPEG inputs, --task's level rule: chosen per image, but not on Ray (one model runs) nor with --engine
+        plan = plan_weights(model, weights, level, auto, task.value if task else None, engine is not None or on_ray)
+        cfg = RunConfig(format=format.value, quality=quality, batch=batch, tile=tile, overlap=overlap,
+                        overwrite=overwrite, workers=workers, loader=loader.value, strict=strict, fail_fast=fail_fast,
                         max_pixels=max_pixels, include=tuple(include or ()), exclude=tuple(exclude or ()),
                         ref=str(ref) if ref else None)  # fmt: skip
         task_cfg = (TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5)
@@ -124,74 +112,46 @@ def run(
         shard = distributed.Shard() if on_ray else distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
-    # JPEG inputs run the JPEG model where no model is named (not on Ray, which runs one model, nor with --engine)
-    jpeg = jpeg_model() if model is None and weights is None and engine is None and not on_ray else None
-    if auto and takes_level(choose_weights(model, weights, None)):
-        level = 25.0  # a noise-map model under --sigma auto: the router binds each image's level; this is a stand-in
-    network, denoiser = backend_options(weights, backend, distributed.shard_device(device, shard), precision, engine,
-                                        model, level, ensemble, trust_engine,
-                                        build=not (on_ray or dry_run))  # on Ray: a BackendConfig, built by each actor
-    cfg = replace(cfg, made_by=recipe(network, precision, ensemble, auto, engine, jpeg))
+    backend_cfg = backend_config(backend.value, distributed.shard_device(device, shard), precision.value, engine,
+                                 trust_engine)  # fmt: skip
+    job = prepared(plan, cfg, backend_cfg, ensemble, build=not (on_ray or dry_run))  # on Ray, each actor builds it
     if dry_run:
-        return dry_run_line(input, output, cfg, shard)
-    router = sigma_router(denoiser, backend, precision, ensemble, choose, auto, jpeg)
-    predictor = task_predictor(task_cfg, "cpu" if on_ray else denoiser.device)  # on Ray, each actor moves it
-    summary, received = execute(input, output, network, denoiser, cfg, shard, predictor, router, on_ray, address)
-    used = per_image(by_level) if auto else choose_weights(model, weights, level)
+        return dry_run_line(input, output, job.cfg, shard)
+    predictor = task_predictor(task_cfg, "cpu" if on_ray else job.backend.device)  # on Ray, each actor moves it
+    summary, received = execute(input, output, job, shard, predictor, on_ray, address)
     if shard.rank == 0:  # under torchrun the summary is the whole job's: its closing lines once
-        report(summary, output, ran_line(denoiser, backend, on_ray, used, jpeg, summary.routes),
-               task_cfg)
+        report(summary, output, ran_line(job, backend.value, on_ray, summary.routes), task_cfg)
     raise typer.Exit(exit_code(summary, received, strict or fail_fast))
+
+
+def prepared(plan, cfg, backend_cfg, ensemble: bool, build: bool):
+    """The run's weights loaded and (with build) its backend and router built (`job.prepare_job`); every expected
+    failure one line, exit 2."""
+    from fastdenoise.pipeline.job import prepare_job
+
+    with library_errors(backend_cfg.kind.value):
+        return prepare_job(plan, cfg, backend_cfg, ensemble, build)
 
 
 def exit_code(summary, received: list[int], strict: bool) -> int:
     """128 + N after signal N; 3 when the output could not be written; 1 when an input failed (strict); else 0."""
     if received:
-        return 128 + received[0]
+        return ExitStatus.after_signal(received[0])
     if summary.cause == "output":
-        return 3
-    return 1 if summary.failed and strict else 0
+        return ExitStatus.OUTPUT
+    return ExitStatus.FAILED if summary.failed and strict else ExitStatus.OK
 
 
-def ran_line(denoiser, backend: str, on_ray: bool, weights: object, jpeg: Path | None, routes: dict) -> str:
+def ran_line(job, backend: str, on_ray: bool, routes: dict) -> str:
     """What ran: the backend and where, the weights (and the JPEG model, where JPEG inputs ran it); bundled weights
     by name."""
     from fastdenoise.backends.auto import describe_backend
+    from fastdenoise.models.zoo import weights_label
 
-    where = denoiser.device if not on_ray else "the Ray workers"
-    jpeg_note = f"; JPEG inputs: {weights_name(jpeg)}" if jpeg is not None and routes.get(jpeg.stem) else ""
-    return f"backend: {describe_backend(denoiser, backend)} on {where}; weights: {weights_name(weights)}{jpeg_note}"
-
-
-def weights_name(weights: object) -> str:
-    """A bundled weights file by its model name (as `--model` takes it), anything else as it is."""
-    from fastdenoise.models.zoo import bundled_weights
-
-    bundled = isinstance(weights, Path) and weights.parent.resolve() == bundled_weights().parent.resolve()
-    return f"{weights.stem} (bundled)" if bundled else str(weights)
-
-
-def per_image(asked: bool) -> str:
-    """How a routed run picked its weights: --sigma auto, or --task's level rule (zoo.task_choice)."""
-    from fastdenoise.models.zoo import TASK_MIN_SIGMA
-
-    if asked:
-        return "per image (--sigma auto)"
-    return f"per image (the task-aware model from an estimated sigma of {TASK_MIN_SIGMA:g}, blind below)"
-
-
-def recipe(network, precision: str, ensemble: bool, auto: bool, engine: Path | None, jpeg: Path | None) -> dict:
-    """The `made_by` record of this run's outputs: the digest of the weights (the level bound in, for a noise-map
-    model; the default weights' with --sigma auto, each row naming its own) or of the --engine file, of the weights
-    JPEG inputs run, the precision asked for, --ensemble; a manifest row made otherwise vouches for nothing."""
-    from fastdenoise.engines.export import weights_sha256
-    from fastdenoise.files import sha256_file
-
-    made = {"weights_sha256": weights_sha256(network), "precision": precision, "ensemble": ensemble}
-    if engine is not None:
-        made["engine_sha256"] = sha256_file(engine)
-    made |= {"jpeg_weights_sha256": sha256_file(jpeg)} if jpeg is not None else {}
-    return made | ({"sigma": "auto"} if auto else {})
+    where = job.backend.device if not on_ray else "the Ray workers"
+    jpeg = job.plan.jpeg
+    jpeg_note = f"; JPEG inputs: {weights_label(jpeg)}" if jpeg is not None and routes.get(jpeg.stem) else ""
+    return f"backend: {describe_backend(job.backend, backend)} on {where}; weights: {job.plan.describe()}{jpeg_note}"
 
 
 def dry_run_line(input: Path, output: Path, cfg, shard) -> None:
@@ -217,24 +177,24 @@ def task_predictor(task_cfg, device):
         raise fail(str(err)) from err
 
 
-def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor, router, on_ray: bool,
-            address: str | None):  # fmt: skip
+def execute(input: Path, output: Path, job, shard, predictor, on_ray: bool, address: str | None):
     """Denoise this process's share of INPUT under the signal handlers and the progress bar, here or on Ray. Returns
     the summary and the signals received; expected failures are one line: exit 2, 3 when the output cannot be written,
     4 when the Ray pipeline fails as a whole."""
     import threading
 
     from fastdenoise import distributed
-    from fastdenoise.backends.auto import expect_work
     from fastdenoise.pipeline.cluster import ClusterConfig, ClusterError, connect, denoise_on_cluster
     from fastdenoise.pipeline.runner import MANIFEST, denoise_folder, stop_on_signals
+    from fastdenoise.backends.auto import expect_work
     from fastdenoise.pipeline.selection import list_inputs, predicted_megapixels
     from fastdenoise.progress import progress_bar
 
+    cfg = job.cfg
     entries = list(distributed.take(list_inputs(input, cfg.include, cfg.exclude), shard))
     total = len(entries)
     if not on_ray:  # the probe of --backend auto may take a share of the predicted compute
-        expect_work(denoiser, predicted_megapixels(entries))
+        expect_work(job.backend, predicted_megapixels(entries))
     if on_ray:
         try:
             connect(address)  # before the signal handlers below, so Ray's own do not replace them
@@ -247,20 +207,20 @@ def execute(input: Path, output: Path, network, denoiser, cfg, shard, predictor,
         on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])
         try:
             if on_ray:
-                summary = denoise_on_cluster(input, output, network, denoiser, cfg, on_image, stop=stop,
+                summary = denoise_on_cluster(input, output, job.network, job.backend, cfg, on_image, stop=stop,
                                              predictor=predictor, cluster=ClusterConfig(address))  # fmt: skip
             else:
-                summary = denoise_folder(input, output, denoiser, cfg, on_image, stop=stop, shard=shard,
-                                         predictor=predictor, router=router)
+                summary = denoise_folder(input, output, job.backend, cfg, on_image, stop=stop, shard=shard,
+                                         predictor=predictor, router=job.router)
         except ClusterError as err:
             raise fail(f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest",
-                       code=4) from err
+                       code=ExitStatus.CLUSTER) from err
         except ImportError as err:
             raise fail(f"loader {cfg.loader!r} is not available here: {err}") from err
         except ValueError as err:
             raise fail(str(err)) from err
         except OSError as err:
-            raise fail(f"{output}: {err}; {output_advice(err)}", code=3) from err
+            raise fail(f"{output}: {err}; {output_advice(err)}", code=ExitStatus.OUTPUT) from err
     interrupts.enter("finishing")  # the manifest is merged: a signal now ends the command at once
     return summary, received
 
@@ -302,25 +262,6 @@ def refuse_conflicts(
         raise fail("--ref is not available with --executor ray (yet): run it with --executor local")
     if auto and (on_ray or engine is not None):
         raise fail("--sigma auto runs a model per noise level: not with --executor ray or --engine (yet)")
-
-
-def sigma_router(denoiser, backend: str, precision: str, ensemble: bool, choose, auto: bool, jpeg: Path | None):
-    """--sigma auto (each image's estimate to `choose`), a JPEG model: a router whose default weights' (`choose(None)`)
-    backend is the one already built; the others are built on the same device, backend kind and precision when an
-    image first needs them. None: one model runs all."""
-    from fastdenoise.backends.auto import share_ledger
-    from fastdenoise.models.zoo import SigmaRouter, takes_level
-
-    if not auto and jpeg is None:
-        return None
-    def build(path: Path, bound: float | None):  # one probe budget and summary for every weights' backend
-        built = backend_options(path, backend, str(denoiser.device), precision, None, None, bound, ensemble)[1]
-        share_ledger(built, denoiser)
-        return built
-
-    router = SigmaRouter(build, choose, takes_level, jpeg=jpeg, estimate=auto)
-    router.built[Path(choose(None)), None] = denoiser
-    return router
 
 
 def report(summary, output: Path, ran: str, task_cfg) -> None:

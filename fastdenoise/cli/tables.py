@@ -5,7 +5,8 @@ from typing import Annotated
 
 import typer
 
-from fastdenoise.cli.common import PEERS, DeviceOpt, NoiseAt, Split, fail, parse_sigmas, skipped_peer, starting
+from fastdenoise.choices import PEERS, NoiseAt, Split
+from fastdenoise.cli.common import DeviceOpt, fail, parse_sigmas, skipped_peer, starting
 from fastdenoise.words import plural
 
 tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + JSON + PNG per table.",

@@ -1,17 +1,14 @@
 """`fastdenoise train`: the denoiser alone (MSE) or jointly with frozen heads (--task)."""
 
-import json
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from fastdenoise import interrupts
-from fastdenoise.cli.common import Amp, DeviceOpt, Loss, Schedule, Switch, Target, fail, starting
-
-if TYPE_CHECKING:
-    from fastdenoise.training.fit import TrainConfig
+from fastdenoise.choices import Amp, ExitStatus, Loss, Schedule, Switch, TaskTarget
+from fastdenoise.cli.common import DeviceOpt, fail, starting
 
 
 def interrupt_on_sigterm() -> None:
@@ -88,9 +85,9 @@ def train(
         "norms; docs/task-aware.md); one or one per head."), min=0.0)] = None,
     balance_decay: Annotated[float, typer.Option(help=(
         "EMA decay of the gradient norms behind --balance."), min=0.0, max=0.9999)] = 0.99,
-    target: Annotated[Target, typer.Option(help=(
+    target: Annotated[TaskTarget, typer.Option(help=(
         "labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop."
-    ))] = Target.LABELS,
+    ))] = TaskTarget.LABELS,
     labels: Annotated[Path | None, typer.Option(help=(
         "Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class."),
         exists=True, dir_okay=False)] = None,
@@ -119,10 +116,11 @@ def train(
     with starting():
         from fastdenoise.models.checkpoint import CheckpointError
         from fastdenoise.models.denoiser import DenoiserSpec
+        from fastdenoise.training.config import resumed_config
         from fastdenoise.training.fit import TrainConfig, train_denoiser
         from fastdenoise.training.joint import JointConfig, Task, default_crop, parse_tasks, train_joint
 
-    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not Target.LABELS)
+    joint_only = (labels, masks, head, head_weights, lam, balance, resize, target is not TaskTarget.LABELS)
     hold_run_folder(ctx, out)
     stored = stored_config(out, data, resume, task, any(joint_only))
     try:
@@ -142,11 +140,11 @@ def train(
         if noise_map and tasks:
             raise ValueError("--noise-map trains the denoiser alone; joint training (--task) takes blind denoisers")
         if stored is not None:
-            cfg = resumed_config(ctx, cfg, stored, out)
+            cfg = resumed_config(cfg, stored, out, {name for name in asdict(cfg) if given(ctx, name)})
             data = Path(cfg.data)
         interrupt_on_sigterm()
         if not tasks:
-            train_denoiser(cfg, init=str(init) if init else None)
+            train_denoiser(cfg, init=str(init) if init else None, resume=resume)
         else:
             joint = JointConfig(
                 cfg, tasks=tasks, heads=tuple(head or ()), lam=tuple(lam or ()), balance=tuple(balance or ()),
@@ -154,7 +152,8 @@ def train(
                 masks=str(masks) if masks else None, ignore_index=ignore_index, resize=resize,
                 init=str(init) if init else None,
             )  # fmt: skip
-            train_joint(replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)))
+            train_joint(replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)),
+                        resume=resume)
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
     except OSError as err:  # disk full, read-only, no permission: one line
@@ -199,10 +198,15 @@ def let_go(lock, made: list[Path]) -> None:
 
 def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, joint_options: bool) -> dict | None:
     """The run folder's config.json when resuming (else None); one line, exit 2, for a folder that holds a run not to
-    be resumed, a missing DATA, or options of joint training without --task."""
-    if (out / "last.pt").exists() and not resume:
-        raise fail(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
-    stored = read_config(out / "config.json") if resume and (out / "config.json").is_file() else None
+    be resumed (`config.check_run_folder`, as the library refuses it), a missing DATA, or options of joint training
+    without --task."""
+    from fastdenoise.training.config import check_run_folder, read_config
+
+    try:
+        check_run_folder(out, resume)
+        stored = read_config(out / "config.json") if resume and (out / "config.json").is_file() else None
+    except ValueError as err:
+        raise fail(str(err)) from err
     if data is None and stored is None:
         raise fail("missing DATA: the folder of clean training images "
                    "(only --resume of a run with a config.json may omit it)")
@@ -211,17 +215,6 @@ def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, 
     if task is None and joint_options:
         raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
                    "training: add --task")
-    return stored
-
-
-def read_config(path: Path) -> dict:
-    """A run's config.json as a dict; one line, exit 2, for one that is not (damaged, or not a config)."""
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise fail(f"{path}: unreadable run config ({err})") from err
-    if not isinstance(stored, dict):
-        raise fail(f"{path}: not a run config (a JSON {type(stored).__name__})")
     return stored
 
 
@@ -241,7 +234,7 @@ def stopped(err: KeyboardInterrupt, out: Path) -> typer.Exit:
     import signal
 
     sigterm = getattr(err, "signum", None) == signal.SIGTERM or isinstance(err, interrupts.Terminated)
-    code = 143 if sigterm else 130
+    code = ExitStatus.TERMINATED if sigterm else ExitStatus.INTERRUPTED
     step = getattr(err, "step", None)  # TrainingStopped: fit saved a checkpoint at this step
     if step is None and not (out / "last.pt").is_file():
         return fail("interrupted before the first checkpoint", code=code)
@@ -257,11 +250,11 @@ def unwritable(err: OSError, out: Path) -> typer.Exit:
     import errno
 
     if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
-        return fail(f"{err.filename or out}: {err.strerror or err}", code=1)
+        return fail(f"{err.filename or out}: {err.strerror or err}", code=ExitStatus.FAILED)
     last = out / "last.pt"
     kept = f"{last} keeps step {last_step(last)}" if last.is_file() else "no checkpoint was saved"
     return fail(f"{err.filename or out}: cannot write it ({err.strerror}); {kept}: continue with --out {out} --resume "
-                "once OUT can be written", code=3)
+                "once OUT can be written", code=ExitStatus.OUTPUT)
 
 
 def last_step(path: Path) -> str:
@@ -278,32 +271,3 @@ def given(ctx: typer.Context, name: str) -> bool:
     """Whether option `name` was typed on the command line (not a default)."""
     source = ctx.get_parameter_source(name)
     return getattr(source, "name", None) == "COMMANDLINE"  # typer may ship its own click: compare by name
-
-
-def resumed_config(ctx: typer.Context, cfg: "TrainConfig", stored: dict, out: Path) -> "TrainConfig":
-    """The stored run's config in folder `out`, with the options given on this command line that may change (steps,
-    LR...).
-
-    An option given with another value than the run was started with is refused: it would silently make another run."""
-    from fastdenoise.training.fit import RESUMABLE_CHANGES, TrainConfig
-
-    fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
-    merged = {**stored, "out": str(out)}  # a run lives in --out: a stored (copied, relative) out never redirects it
-    for field, value in fresh.items():
-        if field not in stored or field == "out" or not given(ctx, field):
-            continue
-        if field in ("data", "val") and value and stored[field]:
-            same = Path(value).resolve() == Path(stored[field]).resolve()
-        else:
-            same = value == stored[field]
-        if same or field in RESUMABLE_CHANGES:
-            merged[field] = value
-        else:
-            flag = "DATA" if field == "data" else "--" + field.replace("_", "-")
-            was, now = (("-".join(f"{v:g}" for v in x) if field == "sigma" else x) for x in (stored[field], value))
-            raise ValueError(f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it "
-                             "was, or train into another --out")
-    try:
-        return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"])})
-    except TypeError as err:
-        raise ValueError(f"{out / 'config.json'}: not a config of this version ({err})") from err

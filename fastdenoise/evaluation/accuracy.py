@@ -22,7 +22,7 @@ from fastdenoise.images import list_images
 from fastdenoise.machine import machine_name
 from fastdenoise.models.checkpoint import bundled_weights, load_denoiser
 from fastdenoise.models.denoiser import Denoiser, macs_per_pixel
-from fastdenoise.models.zoo import bundled_models
+from fastdenoise.models.zoo import weights_in
 from fastdenoise.words import plural
 
 # Shipped with the package (package data), so an installed copy finds them too; `--baselines` points elsewhere.
@@ -197,7 +197,7 @@ class Scorer:
     def bundled(self, name: str) -> tuple[Denoiser, str]:
         """The bundled weights `name` of weights_folder and their SHA-256, loaded once."""
         if name not in self.named:
-            names = bundled_models(self.weights_folder)
+            names = weights_in(self.weights_folder)
             if name not in names:
                 raise ModelNotBundled(
                     f"model {name!r} is not bundled in {self.weights_folder} (bundled: {', '.join(names) or 'none'})"

@@ -11,9 +11,10 @@ from typing import Any
 import torch
 
 from fastdenoise.files import atomic_write
+from fastdenoise.models.catalog import DEFAULT
 from fastdenoise.models.denoiser import Denoiser, DenoiserSpec
 
-DEFAULT_WEIGHTS = "blind.safetensors"
+DEFAULT_WEIGHTS = DEFAULT.file  # the bundled default (models.catalog)
 
 
 class CheckpointError(ValueError):

@@ -1,48 +1,54 @@
-"""The models users pick: bundled weights by name, the per-sigma model nearest a noise level, a noise-level estimate
-for images of unknown noise, and the x8 flip/rotation self-ensemble."""
+"""The models users pick, as the bundled table (`catalog`) says: bundled weights by name, the per-sigma model nearest a
+noise level, the task-aware and JPEG models; a noise-level estimate for images of unknown noise, the router that runs
+each image's weights, and the x8 flip/rotation self-ensemble."""
 
 from __future__ import annotations
 
 import functools
-import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from fastdenoise.models.catalog import MODELS, BundledModel, bundled_model
 from fastdenoise.models.checkpoint import DEFAULT_WEIGHTS, bundled_weights
 
-PER_SIGMA = re.compile(r"^sigma(\d+)$")  # per-sigma models are bundled as sigma<N>.safetensors
 # A per-sigma model serves noise levels within this of its own; farther (or where none is bundled) blind runs: a model
 # fine-tuned at one level is worse than blind far from it (half the 15/25/35/50 spacing, which leaves 5 and 60 blind).
 PER_SIGMA_REACH = 7.5
 
 
+def present(folder: Path | None = None) -> list[BundledModel]:
+    """The table's models whose file is in folder (default: the package's weights), in the table's order."""
+    folder = folder or bundled_weights().parent
+    return [model for model in MODELS if (folder / model.file).is_file()]
+
+
 def bundled_models(folder: Path | None = None) -> list[str]:
     """Names of the bundled weights (blind, sigma25, joint-classify, ...), sorted."""
-    folder = folder or bundled_weights().parent
-    return sorted(p.stem for p in folder.glob("*.safetensors"))
+    return sorted(model.name for model in present(folder))
+
+
+def weights_in(folder: Path) -> list[str]:
+    """Names of the .safetensors files in a folder of one's own models (the accuracy checks' weights folder), sorted;
+    the bundled ones are the table's (`bundled_models`)."""
+    return sorted(p.stem for p in Path(folder).glob("*.safetensors"))
 
 
 def per_sigma_models(folder: Path | None = None) -> dict[float, str]:
     """{sigma: name} of the bundled per-sigma models."""
-    return {float(m.group(1)): name for name in bundled_models(folder) if (m := PER_SIGMA.match(name))}
+    return {model.sigma: model.name for model in present(folder) if model.sigma is not None}
 
 
-# The task-aware model `run --task T` uses by default (where bundled; --weights/--model override): the denoiser trained
-# through the frozen heads, which measured above its MSE-only control on that task (docs/task-aware.md).
-TASK_MODELS = {"classify": "task-aware", "segment": "task-aware"}
-
-
-# The model JPEG inputs run where no model is named (`run`, `eval --jpeg`): `blind` fine-tuned on noisy patches stored
-# as JPEG (quality 70-95, 4:2:0) and plain ones alike; JPEG after noise leaves it correlated, which `blind` keeps.
-JPEG_MODEL = "jpeg"
-# ... where its estimated noise level reaches this: below it (a clean or nearly clean JPEG) the default runs, as the
-# JPEG model smooths fine texture a clean photo keeps. Chosen on CBSD432 training crops stored as JPEG 90 / 75:
-# estimates average 1.5 / 1.2 at sigma 0 and 6.2 / 2.7 at sigma 10 (JPEG hides part of the noise from the estimate),
-# and the JPEG model overtakes `blind` between sigma 0 (-0.7 dB) and 5 (+0.2 dB).
+# The JPEG model (catalog: jpeg=True) runs JPEG inputs where no model is named (`run`, `eval --jpeg`): `blind`
+# fine-tuned on noisy patches stored as JPEG (quality 70-95, 4:2:0) and plain ones alike; JPEG after noise leaves it
+# correlated, which `blind` keeps ... where its estimated noise level reaches this: below it (a clean or nearly clean
+# JPEG) the default runs, as the JPEG model smooths fine texture a clean photo keeps. Chosen on CBSD432 training crops
+# stored as JPEG 90 / 75: estimates average 1.5 / 1.2 at sigma 0 and 6.2 / 2.7 at sigma 10 (JPEG hides part of the
+# noise from the estimate), and the JPEG model overtakes `blind` between sigma 0 (-0.7 dB) and 5 (+0.2 dB).
 JPEG_MIN_SIGMA = 3.0
 
 
@@ -55,13 +61,14 @@ def jpeg_gate(image: np.ndarray) -> tuple[float, bool]:
 def jpeg_model(folder: Path | None = None) -> Path | None:
     """The bundled weights for noisy photos stored as JPEG, or None where none is bundled."""
     folder = folder or bundled_weights().parent
-    return folder / f"{JPEG_MODEL}.safetensors" if JPEG_MODEL in bundled_models(folder) else None
+    return next((folder / model.file for model in present(folder) if model.jpeg), None)
 
 
 def task_model(task: str, folder: Path | None = None) -> str | None:
-    """The bundled model `run --task task` defaults to, or None (then the denoising default applies)."""
-    name = TASK_MODELS.get(task)
-    return name if name in bundled_models(folder) else None
+    """The bundled model `run --task task` defaults to (catalog: its `tasks`), or None (then the denoising default
+    applies). The task-aware model, trained through the frozen heads, measured above its MSE-only control on both
+    tasks (docs/task-aware.md)."""
+    return next((model.name for model in present(folder) if task in model.tasks), None)
 
 
 # Below this noise level `run --task` runs `blind` instead of its task-aware default, which paints patterns on clean
@@ -89,13 +96,73 @@ def choose_weights(model: str | None, weights: Path | None, sigma: float | None,
         names = bundled_models(folder)
         if model not in names:
             raise ValueError(f"--model {model!r} is not bundled; choose one of {', '.join(names)} (or --weights FILE)")
-        return folder / f"{model}.safetensors"
+        return folder / bundled_model(model).file
     levels = per_sigma_models(folder)
     if sigma is not None and levels:
         nearest = min(levels, key=lambda s: (abs(s - sigma), s))
         if abs(nearest - sigma) <= PER_SIGMA_REACH:
-            return folder / f"{levels[nearest]}.safetensors"
+            return folder / bundled_model(levels[nearest]).file
     return folder / DEFAULT_WEIGHTS
+
+
+@dataclass(frozen=True)
+class WeightsPlan:
+    """The weights a folder run runs (`plan_weights`): those its own backend loads (`default`), and in a routed run
+    how each image's are chosen."""
+
+    model: str | None  # bundled weights by name (--task's choice included), or None
+    weights: Path | None  # a weights file of one's own, or None
+    level: float | None  # the known noise level; under estimate, a stand-in a noise-map default is bound to
+    estimate: bool  # each image's level is estimated, and `choose` picks its weights
+    asked: bool  # ... because --sigma auto asked for it (else by --task's level rule)
+    choose: Callable[[float | None], Path]  # the weights at a noise level (None: unknown)
+    jpeg: Path | None  # the weights images stored as JPEG run (from JPEG_MIN_SIGMA), or None
+
+    @property
+    def default(self) -> Path:
+        return choose_weights(self.model, self.weights, self.level)
+
+    def describe(self) -> str:
+        """The weights, as the run's closing line names them."""
+        if not self.estimate:
+            return weights_label(self.default)
+        if self.asked:
+            return "per image (--sigma auto)"
+        return f"per image (the task-aware model from an estimated sigma of {TASK_MIN_SIGMA:g}, blind below)"
+
+
+def weights_label(weights: Path) -> str:
+    """A bundled weights file by its model name (as `--model` takes it), anything else as its path."""
+    bundled = Path(weights).parent.resolve() == bundled_weights().parent.resolve()
+    return f"{Path(weights).stem} (bundled)" if bundled else str(weights)
+
+
+def plan_weights(model: str | None = None, weights: Path | None = None, sigma: float | None = None,
+                 auto: bool = False, task: str | None = None, fixed: bool = False) -> WeightsPlan:  # fmt: skip
+    """The weights of `run` with these options: --weights, --model, the per-sigma model for --sigma S, each image's
+    by its estimated level (--sigma auto), --task's model (the task-aware one from TASK_MIN_SIGMA, blind below), and
+    the JPEG model for JPEG inputs where no model is named. `fixed`: one file runs every image (an --engine, Ray), so
+    nothing is chosen per image. ValueError for a model that is not bundled, or --model with --weights."""
+    estimate, choose = auto, None
+    if task is not None and model is None and weights is None:
+        model = task_model(task)  # the recommended task-aware model, where bundled ...
+        if model is not None and not fixed:  # ... from TASK_MIN_SIGMA; blind below
+            choose = task_choice(choose_weights(model, None, None))
+            model = model if sigma is None else choose(sigma).stem
+            estimate = sigma is None  # each image's level estimated unless --sigma S
+    chosen = choose_weights(model, weights, None)  # checks the names before any image is read
+    if choose is None:
+        choose = functools.partial(choice_at, model, weights, sigma, estimate)
+    jpeg = jpeg_model() if model is None and weights is None and not fixed else None
+    if estimate and takes_level(chosen):
+        sigma = 25.0  # a noise-map model: the router binds each image's level; this is a stand-in
+    return WeightsPlan(model, Path(weights) if weights else None, sigma, estimate, auto, choose, jpeg)
+
+
+def choice_at(model: str | None, weights: Path | None, known: float | None, estimate: bool,
+              sigma: float | None) -> Path:  # fmt: skip
+    """`choose_weights` at each image's estimated level `sigma` under estimate, else at the known level."""
+    return choose_weights(model, weights, sigma if estimate else known)
 
 
 def takes_level(weights: Path) -> bool:

@@ -13,12 +13,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 
 from fastdenoise.backends import BackendConfig, make_backend
+from fastdenoise.choices import Executor
 from fastdenoise.distributed import Shard
 from fastdenoise.images import FORMATS, Entry
 from fastdenoise.models.denoiser import Denoiser
@@ -31,13 +31,6 @@ from fastdenoise.pipeline.selection import list_inputs, lists_everything
 from fastdenoise.pipeline.summary import RunSummary
 
 __all__ = ["ClusterConfig", "ClusterError", "Executor", "connect", "denoise_on_cluster"]
-
-
-class Executor(Enum):
-    """Where `fastdenoise run` runs: local (this machine; under torchrun, each process a share) or ray."""
-
-    LOCAL = "local"
-    RAY = "ray"
 
 
 # Columns that name an item in every stage (an Item, flattened for Arrow); "" stands for no mask.

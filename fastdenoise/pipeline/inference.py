@@ -86,3 +86,12 @@ def denoise_group(
         raise GroupError(f"{predictor.task} head failed: {err}") from err
     finally:
         stages["head"] += time.perf_counter() - tick
+
+
+def denoise_floats(backend: Backend, x: torch.Tensor, cfg: RunConfig) -> torch.Tensor:
+    """(N, 3, H, W) float in [0, 1] -> the denoised float32 batch on the CPU, not quantized (the 8-bit path is
+    `denoise_group`'s); an image larger than the tile goes tile by tile."""
+    if max(x.shape[-2:]) <= cfg.tile:
+        return backend(x.to(backend.device, torch.float32)).cpu()
+    return torch.cat([denoise_tiled(backend, x[n : n + 1].cpu().float(), cfg.tile, cfg.overlap, cfg.batch)
+                      for n in range(len(x))])  # fmt: skip

@@ -5,7 +5,6 @@ on the CPU) and hands Pillow the files DALI would decode differently, so the two
 
 from __future__ import annotations
 
-import enum
 import time
 import warnings
 from collections import deque
@@ -16,6 +15,7 @@ from typing import Generic, NamedTuple, Protocol, TypeVar
 import numpy as np
 import torch
 
+from fastdenoise.choices import LoaderKind
 from fastdenoise.images import Header, ImageError, load_rgb, read_header, too_large
 
 
@@ -40,12 +40,6 @@ class Loader(Protocol):
     """items (anything with a `.path`) -> one `Decoded` per item, in any order, decoding ahead of the consumer."""
 
     def __call__(self, items: Iterable[T]) -> Iterator[Decoded[T]]: ...
-
-
-class LoaderKind(str, enum.Enum):
-    auto = "auto"
-    pil = "pil"
-    dali = "dali"
 
 
 def timed_load(path, max_pixels: int | None = None) -> tuple[np.ndarray | None, ImageError | None, float]:

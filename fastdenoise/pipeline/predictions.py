@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastdenoise.choices import Task, values
 from fastdenoise.models.heads.geometry import classifier_geometry
 from fastdenoise.pipeline.manifest import MANIFEST, read_lines
 from fastdenoise.pipeline.writers import PredictionWriter, top_k
 
-TASKS = ("classify", "segment")
 DEFAULT_HEADS = {"classify": "efficientnet-lite0", "segment": "espnetv2-camvid"}
 MASK_SUFFIX = ".mask.png"  # OUTPUT/<input's relative path, extension replaced by this>
 PREDICTIONS = "predictions.csv"
@@ -32,8 +32,8 @@ class TaskConfig:
     top_k: int = 5
 
     def __post_init__(self) -> None:
-        if self.task not in TASKS:
-            raise ValueError(f"task must be one of {list(TASKS)}, got {self.task!r}")
+        if self.task not in values(Task):
+            raise ValueError(f"task must be one of {list(values(Task))}, got {self.task!r}")
         if self.top_k < 1:
             raise ValueError(f"top-k must be >= 1, got {self.top_k}")
 

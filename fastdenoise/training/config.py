@@ -1,11 +1,15 @@
-"""The settings of a training run (`TrainConfig`, saved as config.json) and the learning-rate schedules they name."""
+"""The settings of a training run (`TrainConfig`, saved as config.json), the learning-rate schedules they name, and
+the rules of a run folder: a run in it is continued only when asked to, with the settings it was started with."""
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
+from fastdenoise.choices import Amp, Schedule, Switch, values
 from fastdenoise.models.denoiser import DenoiserSpec
 from fastdenoise.noise import check_sigma
 from fastdenoise.training.losses import LOSSES
@@ -57,12 +61,9 @@ class TrainConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.patch % 4:
             raise ValueError(f"patch must be a multiple of 4, got {self.patch}")
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            raise ValueError(f"amp must be one of auto, off, bf16, fp16; got {self.amp!r}")
-        if self.compile not in ("auto", "on", "off"):
-            raise ValueError(f"compile must be one of auto, on, off; got {self.compile!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        for name, choice in (("amp", Amp), ("compile", Switch), ("schedule", Schedule)):
+            if getattr(self, name) not in values(choice):
+                raise ValueError(f"{name} must be one of {', '.join(values(choice))}; got {getattr(self, name)!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {', '.join(LOSSES)}; got {self.loss!r}")
         if not 0.0 <= self.ema < 1.0:
@@ -97,11 +98,52 @@ def warmup_constant(warmup: int) -> Callable[[int], float]:
     return lambda step: min(1.0, (step + 1) / warmup)
 
 
-SCHEDULES = ("cosine", "constant")
-
-
 def lr_factor(cfg: TrainConfig) -> Callable[[int], float]:
     """The LR multiplier of cfg's schedule."""
     if cfg.schedule == "constant":
         return warmup_constant(cfg.warmup)
     return warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_min / cfg.lr)
+
+
+def check_run_folder(out: Path, resume: bool) -> None:
+    """Refuse (ValueError) a run folder that holds a run (its last.pt) unless asked to resume it: training into it
+    would silently continue that run, with its settings and step."""
+    if (Path(out) / "last.pt").exists() and not resume:
+        raise ValueError(f"{out}: holds a run already; pass --resume to continue it or choose another --out")
+
+
+def read_config(path: Path) -> dict:
+    """A run's config.json as a dict; ValueError for one that is not (damaged, or not a config)."""
+    try:
+        stored = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable run config ({err})") from err
+    if not isinstance(stored, dict):
+        raise ValueError(f"{path}: not a run config (a JSON {type(stored).__name__})")
+    return stored
+
+
+def resumed_config(cfg: TrainConfig, stored: dict, out: Path, given: Collection[str]) -> TrainConfig:
+    """The stored config of the run in folder `out`, with the fields of `cfg` named in `given` (the options given
+    anew) where they may change (RESUMABLE_CHANGES: steps, LR ...). A field given with another value than the run was
+    started with is refused (ValueError): it would silently make another run."""
+    fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
+    merged = {**stored, "out": str(out)}  # a run lives in --out: a stored (copied, relative) out never redirects it
+    for name, value in fresh.items():
+        if name not in stored or name == "out" or name not in given:
+            continue
+        if name in ("data", "val") and value and stored[name]:
+            same = Path(value).resolve() == Path(stored[name]).resolve()
+        else:
+            same = value == stored[name]
+        if same or name in RESUMABLE_CHANGES:
+            merged[name] = value
+        else:
+            flag = "DATA" if name == "data" else "--" + name.replace("_", "-")
+            was, now = (("-".join(f"{v:g}" for v in x) if name == "sigma" else x) for x in (stored[name], value))
+            raise ValueError(f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it "
+                             "was, or train into another --out")
+    try:
+        return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"])})
+    except TypeError as err:
+        raise ValueError(f"{out / 'config.json'}: not a config of this version ({err})") from err

@@ -33,9 +33,9 @@ from fastdenoise.training.samplers import Batch, PatchSampler, folder_images, jp
 from fastdenoise.training.state import (
     TrainState,
     build_state,
+    continue_run,
     open_log,
     optimizer_step,
-    resume,
     save_state,
     saved_run,
     start_output,
@@ -61,8 +61,10 @@ def fit(
     cfg: TrainConfig,
     validate: Validate | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> nn.Module:
-    """Train `model` on `loss_fn` for cfg.steps steps; checkpoints to cfg.out/last.pt and resumes from it.
+    """Train `model` on `loss_fn` for cfg.steps steps; checkpoints to cfg.out/last.pt and, with `resume`, continues
+    from one there (without, a folder holding one is refused: ValueError).
 
     `batches` must expose state_dict()/load_state_dict() so a resumed run draws the same batches; a `loss_fn` that
     does too (a balanced JointLoss) is checkpointed with them, so a resumed run keeps its state. SIGINT/SIGTERM stop
@@ -75,14 +77,14 @@ def fit(
     """
     shard = distributed.group_shard()
     device = resolve_device(distributed.shard_device(cfg.device, shard))
-    saved = saved_run(Path(cfg.out) / "last.pt", shard)  # read and checked before anything is written
+    saved = saved_run(Path(cfg.out) / "last.pt", shard, resume)  # read and checked before anything is written
     cfg = start_output(cfg, device, shard)
     amp = resolve_amp(cfg.amp, device)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     state = build_state(model, cfg, device, amp, shard.world)
     if saved is not None:
-        resume(state, saved, Path(cfg.out) / "last.pt", batches, loss_fn, cfg, shard.rank)
+        continue_run(state, saved, Path(cfg.out) / "last.pt", batches, loss_fn, cfg, shard.rank)
     loop = Loop(state, cfg, shard, wrap(state.model, cfg, device, shard.world), loss_fn, batches, device, amp, validate)
     log = open_log(Path(cfg.out)) if shard.rank == 0 else contextlib.nullcontext()
     visible = progress and shard.rank == 0
@@ -238,20 +240,22 @@ def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0, jpeg: 
     return validate
 
 
-def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = None) -> Denoiser:
+def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = None, resume: bool = False) -> Denoiser:
     """Separate (MSE) training of a Denoiser on a folder of clean images; writes model.safetensors to cfg.out.
 
     init: start from these weights (fine-tuning, e.g. the MSE control of a joint run on the same photos).
+    resume: continue the run in cfg.out (its last.pt) where there is one; without, such a folder is refused.
     Under torchrun every process trains one share of the global batch (DDP: gloo on CPUs, nccl on GPUs)."""
     shard = distributed.shard_from_env()
     device = resolve_device(distributed.shard_device(cfg.device, shard))
     with distributed.process_group(shard, "nccl" if device.type == "cuda" else "gloo"):
         shard = distributed.group_shard()
         cfg = distributed.from_rank0(lambda: cfg, shard)  # rank 0's settings (a resumed run's, read from its folder)
-        return _train_denoiser(cfg, progress, init, shard)
+        return _train_denoiser(cfg, progress, init, shard, resume)
 
 
-def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: distributed.Shard) -> Denoiser:
+def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: distributed.Shard,
+                    resume: bool) -> Denoiser:  # fmt: skip
     paths = folder_images(Path(cfg.data))
     images = [load_rgb(p) for p in paths]
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
@@ -270,7 +274,7 @@ def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: d
     val_jpeg = round(sum(cfg.jpeg) / 2) if cfg.jpeg else None
     validate = (psnr_validator(Path(cfg.val), val_sigma, cfg.val_images, jpeg=val_jpeg)
                 if cfg.val and shard.rank == 0 else None)  # fmt: skip
-    trained = fit(model, LOSSES[cfg.loss], sampler, cfg, validate, progress)
+    trained = fit(model, LOSSES[cfg.loss], sampler, cfg, validate, progress, resume)
     if shard.rank == 0:
         card = {"config": asdict(replace(cfg, world_size=shard.world)), "init": init}
         save_weights(trained.cpu(), Path(cfg.out) / "model.safetensors", card)  # type: ignore[arg-type]

@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from enum import Enum
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastdenoise.choices import Task, TaskTarget
 from fastdenoise.devices import resolve_device
 from fastdenoise.distributed import shard_from_env
 from fastdenoise.files import atomic_write
@@ -27,22 +27,10 @@ from fastdenoise.models.checkpoint import load_denoiser, save_weights
 from fastdenoise.models.denoiser import Denoiser, DenoiserSpec
 from fastdenoise.models.heads import TORCHVISION, head_names, load_head
 from fastdenoise.models.heads.geometry import resize_short_side
+from fastdenoise.training.config import check_run_folder
 from fastdenoise.training.fit import TrainConfig, fit, psnr_validator
 from fastdenoise.training.samplers import Batch
 from fastdenoise.training.task_data import CropSampler, check_masks, load_classification, load_segmentation
-
-
-class Task(Enum):
-    CLASSIFY = "classify"
-    SEGMENT = "segment"
-
-
-class TaskTarget(Enum):
-    """Where the task loss gets its target from."""
-
-    LABELS = "labels"  # ground truth
-    ARGMAX = "argmax"  # label-free: cross-entropy to H(clean).argmax
-    SOFTMAX = "softmax"  # label-free: KL(softmax H(clean) || softmax H(D(noisy)))
 
 
 def default_lam(task: Task) -> float:
@@ -346,9 +334,9 @@ def check_head_tasks(cfg: JointConfig, heads: Sequence[nn.Module]) -> None:
 
 
 def train_joint(cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None = None,
-                progress: bool = True) -> Denoiser:
+                progress: bool = True, resume: bool = False) -> Denoiser:
     """Joint training of a Denoiser against frozen heads (loaded from cfg unless given); writes joint.json, and
-    model.safetensors at the end, to cfg.train.out beside fit's checkpoints and log."""
+    model.safetensors at the end, to cfg.train.out beside fit's checkpoints and log; `resume` as `fit`'s."""
     t = cfg.train
     if shard_from_env().world > 1:  # each rank's gradient balance and label-free targets would drift apart
         raise ValueError("joint training (--task) runs as one process; "
@@ -371,11 +359,12 @@ def train_joint(cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None 
     val_sigma = t.val_sigma if t.val_sigma is not None else sum(t.sigma) / 2
     validate = psnr_validator(Path(t.val), val_sigma, t.val_images) if t.val else None
     text = json.dumps({**asdict(cfg), "objective": cfg.objective()}, indent=2).encode()
+    check_run_folder(Path(t.out), resume)  # before joint.json is written over a run's
     atomic_write(Path(t.out) / "joint.json", lambda handle: handle.write(text))  # makes OUT; replaces a planted link
     balanced = bool(cfg.balance)
     loss_fn = JointLoss(heads, GradientBalance(cfg.task_weights, balanced, cfg.balance_decay), TaskTarget(cfg.target),
                         cfg.ignore_index)
-    trained = fit(model, loss_fn, sampler, t, validate, progress)
+    trained = fit(model, loss_fn, sampler, t, validate, progress, resume)
     save_weights(trained.cpu(), Path(t.out) / "model.safetensors",  # type: ignore[arg-type]
                  {"config": asdict(cfg), "objective": cfg.objective()})
     return trained  # type: ignore[return-value]

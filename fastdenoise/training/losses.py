@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fastdenoise.choices import Loss
 from fastdenoise.training.samplers import Batch
 
 LossFn = Callable[[nn.Module, Batch], tuple[Tensor, dict[str, float]]]
@@ -33,4 +34,4 @@ def charbonnier_loss(model: nn.Module, batch: Batch, eps: float = 1e-3) -> tuple
     return loss, {"mse": F.mse_loss(out.detach(), batch.clean).item()}
 
 
-LOSSES: dict[str, LossFn] = {"mse": mse_loss, "l1": l1_loss, "charbonnier": charbonnier_loss}
+LOSSES: dict[str, LossFn] = {Loss.mse: mse_loss, Loss.l1: l1_loss, Loss.charbonnier: charbonnier_loss}

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from fastdenoise import distributed
 from fastdenoise.files import atomic_write, open_own
 from fastdenoise.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from fastdenoise.training.config import TrainConfig, lr_factor
+from fastdenoise.training.config import TrainConfig, check_run_folder, lr_factor
 from fastdenoise.training.losses import LossFn
 from fastdenoise.training.samplers import Batch
 
@@ -113,9 +113,15 @@ ENTRIES: dict[str, tuple[Any, str, bool]] = {
 }  # fmt: skip
 
 
-def saved_run(path: Path, shard: distributed.Shard) -> dict | None:
-    """The checkpoint at path, checked (`check_saved`), if there is one: rank 0 reads it and hands it to the others."""
-    return distributed.from_rank0(lambda: check_saved(load_checkpoint(path), path) if path.exists() else None, shard)
+def saved_run(path: Path, shard: distributed.Shard, resume: bool = False) -> dict | None:
+    """The checkpoint at path, checked (`check_saved`), if there is one: rank 0 reads it and hands it to the others.
+    Without `resume`, one there is refused (`check_run_folder`): a run is continued only when asked to."""
+
+    def read() -> dict | None:
+        check_run_folder(path.parent, resume)
+        return check_saved(load_checkpoint(path), path) if path.exists() else None
+
+    return distributed.from_rank0(read, shard)
 
 
 def check_saved(saved: Any, path: Path) -> dict:
@@ -137,7 +143,7 @@ def check_saved(saved: Any, path: Path) -> dict:
     return saved
 
 
-def resume(state: TrainState, saved: dict, path: Path, batches: Any, loss_fn: Any, cfg: TrainConfig,
+def continue_run(state: TrainState, saved: dict, path: Path, batches: Any, loss_fn: Any, cfg: TrainConfig,
            rank: int) -> None:  # fmt: skip
     """Continue the run `saved` (read from `path` by `saved_run`) on this rank; CheckpointError if it does not load."""
     state.step, state.best, state.pixels = restore(saved, path, state, cfg)

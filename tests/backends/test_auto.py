@@ -276,9 +276,12 @@ def test_run_says_when_it_probes_and_keeps_the_backend_line_short(tmp_path, weig
                         r"\(no probe cached for this shape here\); cached in .*", probing), probing  # fmt: skip
     assert probing.endswith(str(tmp_path / "cache" / "auto.json"))
     (line,) = [line for line in first.output.splitlines() if line.startswith("backend: ")]
-    assert re.fullmatch(r"backend: auto: eager float32 \(3 batches\); probed \((eager|onnxruntime) [0-9.]+, "
-                        r"(eager|onnxruntime) [0-9.]+ MP/s\); probes took [0-9.]+ s on cpu; weights: .*", line), line
+    # both candidates run eager: which one the probe keeps after the first batch is down to timing noise
+    assert re.fullmatch(r"backend: auto: (eager float32 \(3 batches\)|onnxruntime float32 \(2 batches\), eager "
+                        r"float32 \(1 batch\)); probed \((eager|onnxruntime) [0-9.]+, (eager|onnxruntime) [0-9.]+ "
+                        r"MP/s\); probes took [0-9.]+ s on cpu; weights: .*", line), line  # fmt: skip
     assert len(line) - len(str(weights)) <= 150
     assert "auto: probing" not in again.output
     (line,) = [line for line in again.output.splitlines() if line.startswith("backend: ")]
-    assert "backend: auto: eager float32 (3 batches); cached (" in line and "probes took" not in line
+    assert re.match(r"backend: auto: (eager|onnxruntime) float32 \(3 batches\); cached \(", line), line
+    assert "probes took" not in line

@@ -9,7 +9,8 @@ import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
 
-from fastdenoise.cli import app, common
+from fastdenoise import choices
+from fastdenoise.cli import app
 
 runner = CliRunner()
 
@@ -26,19 +27,19 @@ def one_error_line(args: list[str]) -> str:
 @pytest.mark.parametrize(
     "args,option,enum",
     [
-        (["run", "{tmp}", "{tmp}/o", "--backend"], "--backend", common.BackendKind),
-        (["run", "{tmp}", "{tmp}/o", "--precision"], "--precision", common.Precision),
-        (["run", "{tmp}", "{tmp}/o", "--format"], "--format", common.ImageFormat),
-        (["run", "{tmp}", "{tmp}/o", "--loader"], "--loader", common.LoaderKind),
-        (["run", "{tmp}", "{tmp}/o", "--task"], "--task", common.Task),
-        (["run", "{tmp}", "{tmp}/o", "--executor"], "--executor", common.Executor),
-        (["eval", "{tmp}", "--backend"], "--backend", common.BackendKind),
-        (["train", "{tmp}", "--amp"], "--amp", common.Amp),
-        (["train", "{tmp}", "--compile"], "--compile", common.Switch),
-        (["train", "{tmp}", "--loss"], "--loss", common.Loss),
-        (["train", "{tmp}", "--target"], "--target", common.Target),
-        (["export-onnx", "{tmp}/m.onnx", "--precision"], "--precision", common.OnnxPrecision),
-        (["tables", "split", "{tmp}/labels.csv", "-o", "{tmp}/s.csv", "--split"], "--split", common.Split),
+        (["run", "{tmp}", "{tmp}/o", "--backend"], "--backend", choices.BackendKind),
+        (["run", "{tmp}", "{tmp}/o", "--precision"], "--precision", choices.Precision),
+        (["run", "{tmp}", "{tmp}/o", "--format"], "--format", choices.ImageFormat),
+        (["run", "{tmp}", "{tmp}/o", "--loader"], "--loader", choices.LoaderKind),
+        (["run", "{tmp}", "{tmp}/o", "--task"], "--task", choices.Task),
+        (["run", "{tmp}", "{tmp}/o", "--executor"], "--executor", choices.Executor),
+        (["eval", "{tmp}", "--backend"], "--backend", choices.BackendKind),
+        (["train", "{tmp}", "--amp"], "--amp", choices.Amp),
+        (["train", "{tmp}", "--compile"], "--compile", choices.Switch),
+        (["train", "{tmp}", "--loss"], "--loss", choices.Loss),
+        (["train", "{tmp}", "--target"], "--target", choices.TaskTarget),
+        (["export-onnx", "{tmp}/m.onnx", "--precision"], "--precision", choices.OnnxPrecision),
+        (["tables", "split", "{tmp}/labels.csv", "-o", "{tmp}/s.csv", "--split"], "--split", choices.Split),
     ],
 )
 def test_a_wrong_choice_is_one_line_listing_the_valid_ones(args, option, enum, tmp_path):
@@ -57,7 +58,7 @@ def test_the_backend_error_reads_as_documented(tmp_path):
 
 def test_comma_lists_check_each_element(tmp_path):
     line = one_error_line(["tables", "table1", str(tmp_path), "--peers", "cbm3d,bm4d"])
-    assert line == "error: --peers: 'bm4d' is not one of " + ", ".join(common.PEERS)
+    assert line == "error: --peers: 'bm4d' is not one of " + ", ".join(choices.PEERS)
     line = one_error_line(["train", str(tmp_path), "-o", str(tmp_path / "r"), "--task", "segment,detect"])
     assert line == ("error: --task: task must be one of classify, segment (or several, comma-separated); "
                     "got 'segment,detect'")
@@ -117,38 +118,35 @@ def test_a_number_above_its_range_and_the_tile_overlap_rule_name_the_options(tmp
     assert one_error_line([*run, "--tile", "30"]) == (
         "error: --tile 30 and --overlap 64: both must be multiples of 4, with 0 < overlap < tile")
 
-def test_the_cli_choices_agree_with_the_library():
+def test_the_cli_and_the_library_share_one_vocabulary():
+    """Each choice is written once (fastdenoise.choices): the library's names are the very Enums the CLI offers."""
     from fastdenoise import backends, images
-    from fastdenoise.cli.engines import HardwareCompatibility
     from fastdenoise.engines.build import HARDWARE_COMPATIBILITY
+    from fastdenoise.engines.export import EXPORTERS
     from fastdenoise.evaluation import tables
-    from fastdenoise.pipeline import loaders
-    from fastdenoise.pipeline.cluster import Executor
+    from fastdenoise.pipeline import cluster, loaders
     from fastdenoise.training import joint
     from fastdenoise.training.fit import LOSSES, TrainConfig
 
-    def values(enum):
-        return [e.value for e in enum]
+    assert backends.BackendKind is choices.BackendKind and backends.Precision is choices.Precision
+    assert loaders.LoaderKind is choices.LoaderKind and cluster.Executor is choices.Executor
+    assert joint.Task is choices.Task and joint.TaskTarget is choices.TaskTarget and tables.Split is choices.Split
+    assert tables.PEERS is choices.PEERS
+    assert list(images.FORMATS) == list(choices.values(choices.ImageFormat)) and images.FORMATS["tiff"] == ".tif"
+    assert HARDWARE_COMPATIBILITY == choices.values(choices.HardwareCompatibility)
+    assert EXPORTERS == choices.values(choices.Exporter) and list(LOSSES) == list(choices.Loss)
+    assert set(choices.values(choices.OnnxPrecision)) == set(choices.values(choices.Precision)) - {"int8"}
+    for name, choice in (("amp", choices.Amp), ("compile", choices.Switch), ("schedule", choices.Schedule)):
+        for value in choices.values(choice):
+            TrainConfig("data", "out", **{name: value})
+        with pytest.raises(ValueError, match=f"{name} must be one of {', '.join(choices.values(choice))}"):
+            TrainConfig("data", "out", **{name: "fp8"})
 
-    assert values(common.BackendKind) == values(backends.BackendKind)
-    assert values(common.Precision) == values(backends.Precision)
-    assert set(values(common.OnnxPrecision)) == set(values(backends.Precision)) - {"int8"}
-    assert set(values(common.LoaderKind)) == set(values(loaders.LoaderKind))
-    assert values(common.Task) == values(joint.Task) and values(common.Target) == values(joint.TaskTarget)
-    assert [e.name for e in common.Task] == [e.name for e in joint.Task]  # the bodies test `task is Task.SEGMENT`
-    assert values(common.Split) == values(tables.Split) and values(common.Executor) == values(Executor)
-    assert set(values(common.ImageFormat)) == set(images.FORMATS)
-    assert common.PEERS == tables.PEERS
-    assert set(values(HardwareCompatibility)) == set(HARDWARE_COMPATIBILITY)
-    assert values(common.Loss) == list(LOSSES)
-    for amp in values(common.Amp):
-        TrainConfig("data", "out", amp=amp)
-    for switch in values(common.Switch):
-        TrainConfig("data", "out", compile=switch)
-    for schedule in values(common.Schedule):
-        TrainConfig("data", "out", schedule=schedule)
-    with pytest.raises(ValueError):
-        TrainConfig("data", "out", amp="fp8")
+
+def test_a_choice_is_its_value_for_the_library():
+    assert str(choices.BackendKind.eager) == f"{choices.BackendKind.eager}" == "eager"
+    assert choices.Task("segment") is choices.Task.SEGMENT and choices.Task.SEGMENT == "segment"
+    assert choices.ImageFormat.jpeg.suffix == ".jpg" and choices.ImageFormat.png.suffix == ".png"
 
 
 def test_version_and_short_help():

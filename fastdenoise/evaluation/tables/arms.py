@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 from pathlib import Path
 
 import numpy as np
 from torch import nn
 
+from fastdenoise.choices import PEERS, Split
 from fastdenoise.evaluation.evaluate import Denoise, output_key
 from fastdenoise.files import atomic_write
 from fastdenoise.noise import to_uint8
@@ -19,15 +19,6 @@ NOISY, CLEAN = "noisy", "clean"  # the arm without a denoiser, and the head on t
 
 
 ProgressFn = Callable[[int, int, str], None]  # (done, total, what was just done)
-
-
-
-class Split(str, Enum):
-    """Which rows of labels.csv a table uses: row p (0-based) is in `train` if p is even, in `test` if p is odd."""
-
-    all = "all"
-    train = "train"
-    test = "test"
 
 
 def split_positions(count: int, split: Split | str) -> list[int]:
@@ -145,8 +136,6 @@ def held_in(arms: Sequence[Arm], data: str) -> list[str]:
 
 
 
-# cdncnn: the one trained for the sigma
-PEERS = ("cbm3d", "cdncnn", "cdncnn-b", "cdncnn-25", "cdncnn-35", "cdncnn-50", "ffdnet")
 
 
 

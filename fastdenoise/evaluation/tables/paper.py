@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 from torch import nn
 
+from fastdenoise.choices import NoiseAt, Split, values
 from fastdenoise.evaluation.evaluate import evaluate
-from fastdenoise.evaluation.tables.arms import Arm, ProgressFn, Split, check_arms, held_in
+from fastdenoise.evaluation.tables.arms import Arm, ProgressFn, check_arms, held_in
 from fastdenoise.evaluation.tables.cells import (
     TableResult,
     arm_order,
@@ -44,8 +45,6 @@ from fastdenoise.images import list_images
 from fastdenoise.models.heads.geometry import classifier_geometry
 from fastdenoise.noise import check_sigma
 from fastdenoise.words import plural
-
-NOISE_AT = ("crop", "photo")  # where table 2's noise goes: the head's centre crop, or the whole photo (`run`'s path)
 
 
 def check_common(sigmas: Sequence[float], limit: int | None, seeds: Sequence[int], draws: int) -> None:
@@ -99,10 +98,10 @@ class Table2Config:
 
     def __post_init__(self) -> None:
         check_common(self.sigmas, self.limit, self.seeds, self.draws)
-        if self.noise_at not in NOISE_AT:
-            raise ValueError(f"noise_at must be one of {', '.join(NOISE_AT)}; got {self.noise_at!r}")
-        if self.split not in [s.value for s in Split]:
-            raise ValueError(f"split must be one of {', '.join(s.value for s in Split)}; got {self.split!r}")
+        if self.noise_at not in values(NoiseAt):
+            raise ValueError(f"noise_at must be one of {', '.join(values(NoiseAt))}; got {self.noise_at!r}")
+        if self.split not in values(Split):
+            raise ValueError(f"split must be one of {', '.join(values(Split))}; got {self.split!r}")
         if self.crop is not None and self.crop < 8:
             raise ValueError(f"crop must be >= 8 pixels, got {self.crop}")
         if self.resize is not None and self.crop is not None and self.resize < self.crop:
