@@ -19,6 +19,8 @@ PACKAGES = (
     "tensorrt",
     "nvidia-dali-cuda130",
     "numpy",
+    "pillow",
+    "imagecodecs",
     "bm3d",
     "fastdenoise",
 )
@@ -49,6 +51,23 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+# The /proc/cpuinfo flags that decide which SIMD paths codecs and kernels take (a subset: the full list is long).
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "bmi2", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "sha_ni", "vaes", "neon", "asimd", "sve")
+
+
+def cpu_flags() -> list[str]:
+    """The ISA_FLAGS this CPU has (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith(("flags", "Features")):
+                found = set(line.split(":", 1)[1].split())
+                return [flag for flag in ISA_FLAGS if flag in found]
+    except OSError:
+        pass
+    return []
+
+
 def machine_facts() -> dict:
     """CPU model and cores, GPU name/driver/CUDA, package versions, git commit (and whether the tree was dirty)."""
     import torch
@@ -58,6 +77,7 @@ def machine_facts() -> dict:
     facts = {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
+        "isa": cpu_flags(),
         "torch_threads": torch.get_num_threads(),
         "cpu_bf16": cpu_has_bf16(),
         "python": sys.version.split()[0],
