@@ -16,6 +16,7 @@ Runs use the run defaults except --tile 2048, so that a 1.5 MP image goes whole 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import math
@@ -26,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
@@ -34,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_facts, machine_name
 
+from fastdenoise import encoders, images
 from fastdenoise.encoders import imagecodecs_module, write_encoded
 from fastdenoise.images import load_rgb
 from fastdenoise.null_backend import NullBackend
@@ -52,6 +55,8 @@ ARMS = {
     "jpg->png level 0": ("jpg", {"format": "png", "png_level": 0}),
     "jpg->png level 6": ("jpg", {"format": "png", "png_level": 6}),
     "jpg->png tile 1024": ("jpg", {"format": "png", "tile": 1024}),
+    "jpg->png without imagecodecs": ("jpg", {"format": "png"}),  # Pillow decodes, zlib deflates: the fallback
+    "jpg->jpg without imagecodecs": ("jpg", {"format": "jpg"}),
 }
 MAIN = [name for name in ARMS if " " not in name]
 
@@ -117,6 +122,24 @@ def encoded(image: np.ndarray, fmt: str, quality: int = 95, level: int = 1) -> b
     return handle.getvalue()
 
 
+@contextlib.contextmanager
+def without_imagecodecs() -> Iterator[None]:
+    """Inside, the package runs as where imagecodecs is not installed (its fallbacks: Pillow, zlib)."""
+    saved = encoders.imagecodecs_module
+    encoders.imagecodecs_module = images.imagecodecs_module = lambda: None
+    try:
+        yield
+    finally:
+        encoders.imagecodecs_module = images.imagecodecs_module = saved
+
+
+def pillow_rgb(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        return np.array(ImageOps.exif_transpose(im).convert("RGB"), dtype=np.uint8)
+
+
 def pillow_png(image: np.ndarray, level: int) -> bytes:
     from PIL import Image
 
@@ -133,15 +156,25 @@ def stage_rates(folders: dict[str, Path], rounds: int) -> dict:
     image = load_rgb(jpg)
     mp = image.shape[0] * image.shape[1] / 1e6
     rows: dict[str, dict] = {}
-    for name, path in (("decode jpeg (Pillow)", jpg), ("decode png (Pillow)", png)):
-        rows[name] = {"mp_per_s": mp / best_of(lambda: load_rgb(path), rounds)[0]}
-    encoders = {f"encode png level {level}": (lambda lv=level: encoded(image, "PNG", level=lv)) for level in range(10)}
-    encoders |= {"encode png level 1 (Pillow, what run wrote before)": lambda: pillow_png(image, 1),
-                 "encode png level 6 (Pillow's default)": lambda: pillow_png(image, 6),
+    decoders = {"jpeg": lambda: load_rgb(jpg), "png": lambda: load_rgb(png)}
+    for name, path in (("jpeg", jpg), ("png", png)):
+        rows[f"decode {name} (Pillow as run did before: copied three times)"] = {
+            "mp_per_s": mp / best_of(lambda: pillow_rgb(path), rounds)[0]}
+    encodings = {f"encode png level {lv}": (lambda lv=lv: encoded(image, "PNG", level=lv)) for lv in range(10)}
+    encodings |= {"encode png level 1 (Pillow's encoder)": lambda: pillow_png(image, 1),
+                 "encode png level 6 (Pillow's encoder)": lambda: pillow_png(image, 6),
                  "encode jpeg q95": lambda: encoded(image, "JPEG"), "encode webp q95": lambda: encoded(image, "WEBP")}
-    for name, encode in encoders.items():
-        seconds, data = best_of(encode, rounds)
-        rows[name] = {"mp_per_s": mp / seconds, "bytes": len(data), "bits_per_pixel": 8 * len(data) / (mp * 1e6)}
+    for fallback in (False, True):  # without imagecodecs: Pillow decodes and encodes JPEG, zlib deflates PNG
+        tail = " without imagecodecs" if fallback else ""
+        with without_imagecodecs() if fallback else contextlib.nullcontext():
+            for name, decode in decoders.items():
+                rows[f"decode {name}{tail}"] = {"mp_per_s": mp / best_of(decode, rounds)[0]}
+            for name, encode in encodings.items():
+                if fallback and name not in ("encode png level 1", "encode jpeg q95"):
+                    continue
+                seconds, data = best_of(encode, rounds)
+                rows[name + tail] = {"mp_per_s": mp / seconds, "bytes": len(data),
+                                     "bits_per_pixel": 8 * len(data) / (mp * 1e6)}  # fmt: skip
     group = [image] * 4
     stages = {"compute": 0.0, "head": 0.0}
     seconds, _ = best_of(lambda: denoise_group(NullBackend(), None, group, RunConfig(tile=2048), stages), rounds)
@@ -177,7 +210,7 @@ def run_all(executor: Executor, paths: list[Path]) -> int:
     return sum(executor.map(decode_encode, paths))
 
 
-def run_arm(src: Path, fields: dict, count: int, tmp: Path) -> dict:
+def run_arm(src: Path, fields: dict, count: int, tmp: Path, fallback: bool = False) -> dict:
     """One `run` of the first `count` images of src with the null backend; its rate, stages and output bytes."""
     folder = tmp / "src"
     shutil.rmtree(folder, ignore_errors=True)
@@ -187,7 +220,8 @@ def run_arm(src: Path, fields: dict, count: int, tmp: Path) -> dict:
     dst = tmp / "out"
     shutil.rmtree(dst, ignore_errors=True)
     cpu = cpu_seconds()
-    summary = denoise_folder(folder, dst, NullBackend(), RunConfig(**({"tile": 2048} | fields)))
+    with without_imagecodecs() if fallback else contextlib.nullcontext():
+        summary = denoise_folder(folder, dst, NullBackend(), RunConfig(**({"tile": 2048} | fields)))
     cpu = cpu_seconds() - cpu
     if summary.ok != count:
         raise RuntimeError(f"{count - summary.ok} of {count} images failed: see {dst}/manifest.jsonl")
@@ -198,12 +232,13 @@ def run_arm(src: Path, fields: dict, count: int, tmp: Path) -> dict:
             "bytes_per_image": sum(sizes) / len(sizes)}  # fmt: skip
 
 
-def measure_arm(src: Path, fields: dict, args: argparse.Namespace, available: int, tmp: Path) -> dict:
+def measure_arm(name: str, src: Path, fields: dict, args: argparse.Namespace, available: int, tmp: Path) -> dict:
     """A warm-up round of 8 images sizes the arm to about args.seconds; then args.rounds rounds."""
-    warm = run_arm(src, fields, min(8, available), tmp)
+    fallback = "without imagecodecs" in name
+    warm = run_arm(src, fields, min(8, available), tmp, fallback)
     per_image = warm["megapixels"] / warm["images"]
     count = max(8, min(available, math.ceil(args.seconds * warm["mp_per_s"] / per_image)))
-    rounds = [run_arm(src, fields, count, tmp) for _ in range(args.rounds)]
+    rounds = [run_arm(src, fields, count, tmp, fallback) for _ in range(args.rounds)]
     rates, per_cpu = [r["mp_per_s"] for r in rounds], [r["mp_per_cpu_s"] for r in rounds]
     return {"run_config": {"tile": 2048} | fields, "warmup": warm, "rounds": rounds, "best_mp_per_s": max(rates),
             "median_mp_per_s": statistics.median(rates), "best_mp_per_cpu_s": max(per_cpu),
@@ -211,19 +246,19 @@ def measure_arm(src: Path, fields: dict, args: argparse.Namespace, available: in
 
 
 def scaling(entries: dict) -> dict:
-    """For each arm measured on one CPU and on more: best and median MP/s of the larger count over the one-CPU's."""
-    one = next((e for e in entries.values() if e["cpus"] == 1), None)
+    """For each arm measured on one CPU and on more: best and median MP/s of the larger count over the one-CPU's (and
+    MP per CPU-second: below 1 where more CPUs cost more work), against every one-CPU entry."""
     table = {}
-    for key, entry in entries.items():
-        if one is None or entry["cpus"] == 1:
-            continue
-        for arm, row in entry["arms"].items():
-            if arm in one["arms"]:
-                base = one["arms"][arm]
-                table[f"{arm}: 1 -> {entry['cpus']} CPUs"] = {
+    for one_key, one in entries.items():
+        for key, entry in entries.items():
+            if one["cpus"] != 1 or entry["cpus"] == 1:
+                continue
+            for arm in set(entry["arms"]) & set(one["arms"]):
+                row, base = entry["arms"][arm], one["arms"][arm]
+                table[f"{arm}: {one_key} -> {key}"] = {
                     "best": row["best_mp_per_s"] / base["best_mp_per_s"],
                     "median": row["median_mp_per_s"] / base["median_mp_per_s"],
-                    "mp_per_cpu_s": row["best_mp_per_cpu_s"] / base["best_mp_per_cpu_s"], "entry": key,
+                    "mp_per_cpu_s": row["best_mp_per_cpu_s"] / base["best_mp_per_cpu_s"],
                 }  # fmt: skip
     return table
 
@@ -243,10 +278,12 @@ def main() -> None:
     out = args.out or Path(__file__).resolve().parent / "results" / machine_name(facts) / "host_pipeline.json"
     result = json.loads(out.read_text()) if out.is_file() else {"entries": {}}
     key = f"cpus {','.join(map(str, cpus))}"
-    entry = {"command": f"taskset -c {','.join(map(str, cpus))} python " + shlex.join(sys.argv), "cpus": len(cpus),
-             "nice": os.nice(0), "machine": facts, "imagecodecs": imagecodecs_module() is not None,
-             "image": {"height": HEIGHT, "width": WIDTH}, "stages": {}, "pools": {}, "arms": {}}  # fmt: skip
-    result["entries"][key] = entry
+    entry = result["entries"].setdefault(key, {"stages": {}, "pools": {}, "arms": {}})  # parts not measured are kept
+    command = f"taskset -c {','.join(map(str, cpus))} python " + shlex.join(sys.argv)
+    earlier = [{"command": entry.pop("command")}] if "command" in entry else entry.get("commands", [])
+    entry["commands"] = [*earlier, {"command": command, "loadavg_at_start": os.getloadavg()}]
+    entry |= {"cpus": len(cpus), "nice": os.nice(0), "machine": facts, "imagecodecs": imagecodecs_module() is not None,
+              "image": {"height": HEIGHT, "width": WIDTH}}  # fmt: skip
 
     def save() -> None:
         result["scaling"] = scaling(result["entries"])
@@ -266,7 +303,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             fmt, fields = ARMS[name]
-            entry["arms"][name] = measure_arm(folders[fmt], fields, args, args.images, Path(tmp))
+            entry["arms"][name] = measure_arm(name, folders[fmt], fields, args, args.images, Path(tmp))
             row = entry["arms"][name]
             print(f"{name:20s} best {row['best_mp_per_s']:6.1f} MP/s (median {row['median_mp_per_s']:6.1f}), "
                   f"{row['best_mp_per_cpu_s']:6.1f} MP per CPU-second, {row['bytes_per_image']:,.0f} bytes an image",

@@ -1,9 +1,10 @@
-"""Image encoders for a run's outputs, the host's hottest stage after decode: PNG at levels 0-3 written here (one PNG
-filter in numpy, deflated by libdeflate where imagecodecs is installed, else by zlib), levels 4-9 and the other
-formats by Pillow; JPEG by imagecodecs' libjpeg-turbo where installed (the same bytes as Pillow's, twice as fast)."""
+"""Encoders of a run's outputs: PNG stored (level 0) and, with imagecodecs, levels 1-3 (one filter, libdeflate: 3.7x
+Pillow's level 1 for 5% more bytes) written here, the rest by Pillow (without imagecodecs, Pillow's very bytes); JPEG by
+imagecodecs' libjpeg-turbo where installed (Pillow's very bytes, 1.3-2x faster). Numbers: bench/host_pipeline.py."""
 
 from __future__ import annotations
 
+import functools
 import struct
 import zlib
 from typing import IO
@@ -12,10 +13,11 @@ import numpy as np
 
 PNG_LEVELS = range(10)
 DEFAULT_PNG_LEVEL = 1  # bench/host_pipeline.py: the fastest level that keeps Pillow's level-1 size (within ~5%)
-FAST_PNG_LEVELS = range(4)  # written here; 4-9 by Pillow, whose per-row adaptive filters make smaller, slower files
+FAST_PNG_LEVELS = range(1, 4)  # here with libdeflate; 4-9 by Pillow, whose per-row adaptive filters are smaller, slower
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
+@functools.cache
 def imagecodecs_module():
     """imagecodecs where installed (pip install 'fastdenoise[fast]'), else None: the encoders fall back."""
     try:
@@ -26,11 +28,9 @@ def imagecodecs_module():
 
 
 def deflate(data: np.ndarray, level: int) -> bytes:
-    """A zlib stream of data's bytes: libdeflate (about 2x zlib's speed at level 1, a few % larger) or zlib."""
+    """A zlib stream of data's bytes: stored at level 0 (a copy and a checksum), else by libdeflate."""
     codecs = imagecodecs_module()
-    if codecs is not None and level > 0:
-        return codecs.deflate_encode(data, level=level)
-    return zlib.compress(data, level)  # level 0: stored blocks, a copy and a checksum
+    return zlib.compress(data, 0) if level == 0 or codecs is None else codecs.deflate_encode(data, level=level)
 
 
 def filtered_rows(image: np.ndarray, level: int) -> np.ndarray:
@@ -55,10 +55,11 @@ def write_chunk(handle: IO[bytes], kind: bytes, data: bytes | np.ndarray) -> Non
 
 
 def write_png(handle: IO[bytes], image: np.ndarray, level: int) -> None:
-    """An (H, W, 3) uint8 image as an 8-bit RGB PNG; levels 0-3 here (one filter, 0 stored), 4-9 by Pillow."""
+    """An (H, W, 3) uint8 image as an 8-bit RGB PNG: level 0 stored here (Pillow filters even what it stores: 15x
+    slower), 1-3 here where imagecodecs is installed (one filter, libdeflate), the others by Pillow."""
     if level not in PNG_LEVELS:
         raise ValueError(f"PNG level must be in 0..9, got {level}")
-    if level not in FAST_PNG_LEVELS:
+    if level != 0 and (level not in FAST_PNG_LEVELS or imagecodecs_module() is None):
         from PIL import Image
 
         Image.fromarray(image).save(handle, format="PNG", compress_level=level)

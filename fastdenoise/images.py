@@ -285,9 +285,11 @@ def plain_decode(path: Path, im) -> np.ndarray | None:
     pixels (tests/test_encoders.py) for a third of Pillow's CPU time (it decodes into 4-byte pixels, then copies).
     None where imagecodecs is absent or does not decode it whole."""
     codecs = imagecodecs_module()
+    if codecs is None:
+        return None
     jpeg = im.format == "JPEG" and im.mode in ("RGB", "L") and im.getexif().get(0x0112, 1) == 1  # EXIF orientation
     png = im.format == "PNG" and im.mode == "RGB" and "transparency" not in im.info and not png_has_exif(path)
-    if codecs is None or not (jpeg or png):
+    if not (jpeg or png):
         return None
     data = Path(path).read_bytes()
     if not data.endswith(b"\xff\xd9" if jpeg else b"IEND\xaeB`\x82"):

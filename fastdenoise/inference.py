@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 def host_nchw(n: int, c: int, h: int, w: int, dtype: type) -> torch.Tensor:
     """An uninitialised (N, C, H, W) CPU tensor stored (N, H, W, C) in numpy's memory: numpy asks for transparent huge
     pages for large arrays, so first touching a batch (75 MB of float for 4 x 1.5 MP) faults 2 MB at a time, not 4 kB:
-    4x faster than torch's own allocation here (bench/host_pipeline.py)."""
+    4x faster than torch's own allocation on a 2-core EPYC VM (the float round trip in bench/host_pipeline.py)."""
     return torch.from_numpy(np.empty((n, h, w, c), dtype)).permute(0, 3, 1, 2)
 
 

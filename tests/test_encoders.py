@@ -54,6 +54,15 @@ def test_fast_levels_write_a_plain_rgb_png_and_level_0_stores(make_image, codecs
     assert sizes[0] > 96 * (1 + 71 * 3) > max(sizes[1], sizes[3])  # stored: the scanlines and the headers
 
 
+def test_without_imagecodecs_png_levels_1_to_9_are_pillows_bytes(make_image, monkeypatch):
+    monkeypatch.setattr(encoders, "imagecodecs_module", lambda: None)
+    image = make_image(33, 64)
+    for level in range(1, 10):
+        pillows = io.BytesIO()
+        Image.fromarray(image).save(pillows, format="PNG", compress_level=level)
+        assert png_bytes(image, level) == pillows.getvalue(), level
+
+
 @pytest.mark.parametrize("level", [-1, 10])
 def test_a_png_level_out_of_range_is_refused_and_nothing_is_left(level, tmp_path, make_image):
     with pytest.raises(ValueError, match="0..9"):

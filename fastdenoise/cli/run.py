@@ -50,7 +50,7 @@ def run(
     format: Annotated[ImageFormat, typer.Option(help="Output format.")] = ImageFormat.png,
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)] = 95,
     png_level: Annotated[int, typer.Option(help=(
-        "PNG compression, 0-9: the same pixels at every level; 0 stores (3x the bytes), 1 (default) is the fastest "
+        "PNG compression, 0-9: the same pixels at every level; 0 stores (~2x the bytes), 1 (default) is the fastest "
         "that keeps the size, 4-9 are smaller and slower."), min=0, max=9)] = 1,
     batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.", min=1)] = 4,
     tile: Annotated[int, typer.Option(help=(
