@@ -27,6 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fastdenoise.backends import TorchBackend
+from fastdenoise.backends.null import NullBackend
 from fastdenoise.evaluation.throughput import gflop_per_mp, measure_peak, time_rounds
 from fastdenoise.machine import machine_facts
 from fastdenoise.models.checkpoint import load_denoiser
@@ -101,16 +102,6 @@ def write_jpegs(folder: Path, count: int, height: int, width: int, seed: int = 0
         small = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
         image = Image.fromarray(small).resize((width, height), Image.BICUBIC)
         image.save(folder / f"{i:05d}.jpg", quality=95)
-
-
-class NullBackend:
-    """Returns its input: `run` with it measures the host alone (listing, decode, batching, encode, manifest)."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        return x
 
 
 def main() -> None:

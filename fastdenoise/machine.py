@@ -19,6 +19,8 @@ PACKAGES = (
     "tensorrt",
     "nvidia-dali-cuda130",
     "numpy",
+    "pillow",
+    "imagecodecs",
     "bm3d",
     "fastdenoise",
 )
@@ -49,18 +51,18 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-# The CPU flags that decide which arm wins: vector width, bf16 and int8 dot products, AMX tiles.
-ISA_FLAGS = ("avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx_vnni", "amx_tile",
-             "amx_bf16", "amx_int8")  # fmt: skip
+# The /proc/cpuinfo flags that decide which SIMD paths codecs and kernels take (a subset: the full list is long).
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "bmi2", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+             "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "sha_ni", "vaes", "neon", "asimd", "sve")
 
 
 def cpu_flags() -> list[str]:
-    """The ISA_FLAGS this CPU has (from /proc/cpuinfo; [] where it cannot be read)."""
+    """The ISA_FLAGS this CPU has (empty where /proc/cpuinfo cannot be read)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                have = set(line.split(":", 1)[1].split())
-                return [flag for flag in ISA_FLAGS if flag in have]
+            if line.startswith(("flags", "Features")):
+                found = set(line.split(":", 1)[1].split())
+                return [flag for flag in ISA_FLAGS if flag in found]
     except OSError:
         pass
     return []

@@ -175,11 +175,11 @@ class DiskFull:
     def __init__(self, room: int) -> None:
         self.room, self.write = room, outputs_module.write_image
 
-    def __call__(self, image, path, quality=95):
+    def __call__(self, image, path, *options):
         if self.room <= 0:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
         self.room -= 1
-        return self.write(image, path, quality)
+        return self.write(image, path, *options)
 
 
 def test_disk_full_stops_cleanly_and_a_later_run_resumes(tmp_path, backend, monkeypatch):
@@ -202,10 +202,10 @@ def test_unwritable_subfolder_fails_its_inputs_only(tmp_path, backend, monkeypat
     paths = photos(src, 9)
     write = outputs_module.write_image
 
-    def read_only_sub1(image, path, quality=95):
+    def read_only_sub1(image, path, *options):
         if Path(path).parent.name == "sub1":
             raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return write(image, path, quality)
+        return write(image, path, *options)
 
     monkeypatch.setattr(outputs_module, "write_image", read_only_sub1)
     first = denoise_folder(src, dst, backend, RunConfig(loader="pil"))

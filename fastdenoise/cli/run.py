@@ -44,6 +44,9 @@ def run(
         "the largest image."), min=1)] = 64_000_000,
     format: Annotated[ImageFormat, typer.Option(help="Output format.")] = ImageFormat.png,
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)] = 95,
+    png_level: Annotated[int, typer.Option(help=(
+        "PNG compression, 0-9: the same pixels at every level; 0 stores (~2x the bytes), 1 (default) is the fastest "
+        "that keeps the size, 4-9 are smaller and slower."), min=0, max=9)] = 1,
     batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.", min=1)] = 4,
     tile: Annotated[int, typer.Option(help=(
         "Images larger than this (px) go through overlapping tiles; a multiple of 4 above --overlap."), min=8)] = 1024,
@@ -102,9 +105,10 @@ def run(
     try:
         # JPEG inputs, --task's level rule: chosen per image, but not on Ray (one model runs) nor with --engine
         plan = plan_weights(model, weights, level, auto, task.value if task else None, engine is not None or on_ray)
-        cfg = RunConfig(format=format.value, quality=quality, batch=batch, tile=tile, overlap=overlap,
-                        overwrite=overwrite, workers=workers, loader=loader.value, strict=strict, fail_fast=fail_fast,
-                        max_pixels=max_pixels, include=tuple(include or ()), exclude=tuple(exclude or ()),
+        cfg = RunConfig(format=format.value, quality=quality, png_level=png_level, batch=batch, tile=tile,
+                        overlap=overlap, overwrite=overwrite, workers=workers, loader=loader.value, strict=strict,
+                        fail_fast=fail_fast, max_pixels=max_pixels, include=tuple(include or ()),
+                        exclude=tuple(exclude or ()),
                         ref=str(ref) if ref else None)  # fmt: skip
         task_cfg = (TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5)
                     if task else None)

@@ -20,6 +20,7 @@ import numpy as np
 from fastdenoise.backends import BackendConfig, make_backend
 from fastdenoise.choices import Executor
 from fastdenoise.distributed import Shard
+from fastdenoise.encoders import DEFAULT_PNG_LEVEL
 from fastdenoise.images import FORMATS, Entry
 from fastdenoise.models.denoiser import Denoiser
 from fastdenoise.pipeline.inference import GroupError, denoise_group
@@ -145,10 +146,10 @@ class Denoise:
 
 def write(
     batch: dict[str, np.ndarray], dst: str, quality: int, head: str | None, palette: np.ndarray | None = None,
-    made_by: dict | None = None,
+    made_by: dict | None = None, png_level: int = DEFAULT_PNG_LEVEL,
 ) -> dict[str, np.ndarray]:  # fmt: skip
     """CPU task: each item's output (and mask) written atomically under dst -> its manifest row as JSON text."""
-    tree = OutputTree(Path(dst), quality, head, palette, made_by)
+    tree = OutputTree(Path(dst), quality, head, palette, made_by, png_level)
     rows, fatal, seconds = [], [], []
     for k, item in enumerate(items_of(batch)):
         tick = time.perf_counter()
@@ -252,7 +253,7 @@ def run_pipeline(
                      fn_constructor_args=(model, backend, cfg, predictor), **resources)
         .map_batches(write, batch_size=cfg.batch, num_cpus=1,
                      fn_args=(str(dst), cfg.quality, predictor.key if predictor else None,
-                              predictor.palette if predictor else None, recipe_of(cfg)))
+                              predictor.palette if predictor else None, recipe_of(cfg), cfg.png_level))
     )  # fmt: skip
     stages, stop = record.summary.stages, record.stop
     rows = data.iter_rows()

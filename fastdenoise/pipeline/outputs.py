@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fastdenoise.encoders import DEFAULT_PNG_LEVEL
 from fastdenoise.images import EXTENSIONS, FORMATS, Entry, make_folders
 from fastdenoise.pipeline.lock import OutputLock
 from fastdenoise.pipeline.manifest import Journal, Voucher, load_vouchers, recipe_text
@@ -111,9 +112,10 @@ class OutputTree:
 
     def __init__(
         self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None,
-        made_by: dict | None = None,
+        made_by: dict | None = None, png_level: int = DEFAULT_PNG_LEVEL,
     ) -> None:  # fmt: skip
         self.dst, self.quality, self.head, self.palette, self.made_by = Path(dst), quality, head, palette, made_by
+        self.png_level = png_level  # not in made_by: every level holds the same pixels
         self.safe_folders: set[Path] = set()
 
     def recipe(self, height: int, width: int) -> dict | None:
@@ -134,7 +136,7 @@ class OutputTree:
         if folder not in self.safe_folders:
             make_folders(self.dst, folder)  # never through a symlink planted in the output tree
             self.safe_folders.add(folder)
-        st = write_image(image, item.out, self.quality)
+        st = write_image(image, item.out, self.quality, self.png_level)
         facts: dict = {} if prediction is None else {"head": self.head}
         if prediction is not None and prediction.top is not None:
             facts["top"] = prediction.top

@@ -21,22 +21,15 @@ import numpy as np
 from fastdenoise import distributed
 from fastdenoise.backends import Backend, BackendConfig
 from fastdenoise.distributed import Shard
+from fastdenoise.encoders import DEFAULT_PNG_LEVEL, PNG_LEVELS
 from fastdenoise.images import EXTENSIONS, FORMATS, ImageError, check_pixels, read_header, stored_as_jpeg
 from fastdenoise.pipeline.batching import batches, prefetch
 from fastdenoise.pipeline.inference import GroupError, denoise_group
 from fastdenoise.pipeline.loaders import Decoded, Loader, LoaderKind, make_loader
 from fastdenoise.pipeline.lock import OutputLock
 from fastdenoise.pipeline.manifest import MANIFEST, Journal, Voucher, load_vouchers, merge
-from fastdenoise.pipeline.outputs import (
-    Item,
-    OutputTree,
-    Recorder,
-    check_ref,
-    open_output,
-    output_recipe,
-    reference_scores,
-    triage,
-)
+from fastdenoise.pipeline.outputs import (Item, OutputTree, Recorder, check_ref, open_output, output_recipe,
+                                          reference_scores, triage)  # fmt: skip
 from fastdenoise.pipeline.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.pipeline.selection import list_inputs, lists_everything
 from fastdenoise.pipeline.summary import Plan, RunSummary, combined
@@ -52,6 +45,7 @@ class RunConfig:
 
     format: str = "png"
     quality: int = 95
+    png_level: int = DEFAULT_PNG_LEVEL  # 0-9: speed against size only (bench/host_pipeline.py), never pixels
     batch: int = 4
     tile: int = 1024
     overlap: int = 64
@@ -78,6 +72,8 @@ class RunConfig:
                              "0 < overlap < tile")
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
+        if self.png_level not in PNG_LEVELS:
+            raise ValueError(f"png_level must be in 0..9, got {self.png_level}")
         if self.loader not in {k.value for k in LoaderKind}:
             raise ValueError(f"loader must be one of {[k.value for k in LoaderKind]}, got {self.loader!r}")
 
@@ -198,7 +194,7 @@ def open_run(
     """Make dst, take this rank's output lock, read what earlier runs vouch for and open this rank's manifest part."""
     dst.mkdir(parents=True, exist_ok=True)
     tree = OutputTree(dst, cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None,
-                      recipe_of(cfg))
+                      recipe_of(cfg), cfg.png_level)
     summary, stop = RunSummary(), stop if stop is not None else threading.Event()
     lock, vouchers, journal = open_output(dst, rank, world)
     summary.taken_over = lock.taken_over

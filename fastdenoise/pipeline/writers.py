@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fastdenoise.encoders import DEFAULT_PNG_LEVEL
 from fastdenoise.files import atomic_file, atomic_write
 from fastdenoise.images import save_rgb
 from fastdenoise.pipeline.manifest import row_line
@@ -24,9 +25,11 @@ def output_path(dst: Path, rel: str, suffix: str, keep_extension: bool = False) 
     return Path(dst) / (rel + suffix if keep_extension else Path(rel).with_suffix(suffix))
 
 
-def write_image(image: np.ndarray, path: Path, quality: int = 95) -> os.stat_result:
+def write_image(
+    image: np.ndarray, path: Path, quality: int = 95, png_level: int = DEFAULT_PNG_LEVEL
+) -> os.stat_result:
     """A denoised (H, W, 3) uint8 image, atomically (format from the suffix); returns the written file's stat."""
-    save_rgb(image, path, quality)
+    save_rgb(image, path, quality, png_level)
     return Path(path).stat()
 
 
