@@ -100,8 +100,10 @@ def make_inputs(root: Path, count: int) -> dict[str, Path]:
 
 def cpu_seconds() -> float:
     """CPU seconds of this process's threads and its finished children (a process pool's workers once shut down)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    import resource
+
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)  # microseconds; os.times counts 10 ms ticks
+    return time.process_time() + children.ru_utime + children.ru_stime
 
 
 def best_of(fn, rounds: int) -> tuple[float, object]:
@@ -225,7 +227,7 @@ def run_arm(src: Path, fields: dict, count: int, tmp: Path, fallback: bool = Fal
         raise RuntimeError(f"{count - summary.ok} of {count} images failed: see {dst}/manifest.jsonl")
     sizes = [p.stat().st_size for p in dst.iterdir() if not p.name.startswith(("manifest", "."))]
     return {"images": count, "megapixels": summary.megapixels, "seconds": summary.seconds, "cpu_seconds": cpu,
-            "mp_per_s": summary.megapixels / summary.seconds, "mp_per_cpu_s": summary.megapixels / cpu,
+            "mp_per_s": summary.megapixels / summary.seconds, "mp_per_cpu_s": summary.megapixels / max(cpu, 1e-6),
             "cpus_busy": cpu / summary.seconds, "stages": dict(summary.stages),
             "bytes_per_image": sum(sizes) / len(sizes)}  # fmt: skip
 
