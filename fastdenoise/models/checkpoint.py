@@ -42,6 +42,12 @@ def bundled_weights(name: str = DEFAULT_WEIGHTS) -> Path:
     return Path(str(resources.files("fastdenoise") / "weights" / name))
 
 
+def key_mismatch(missing: list[str], unexpected: list[str], wrong: list[str]) -> str:
+    """The keys a state dict gets wrong, three of each kind at most: "missing: a, b; wrong shape: c ..."."""
+    kinds = (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+    return "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for what, keys in kinds if keys)
+
+
 def load_denoiser(path: Path | None = None) -> Denoiser:
     """Build a Denoiser from a .safetensors file or a training checkpoint (.pt: its weight average where it keeps one);
     None loads the bundled default."""
@@ -68,11 +74,7 @@ def load_denoiser(path: Path | None = None) -> Denoiser:
     unexpected = [k for k in state if k not in expected]
     wrong = [k for k in state if k in expected and state[k].shape != expected[k].shape]
     if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        )
+        detail = key_mismatch(missing, unexpected, wrong)
         raise CheckpointError(f"{path}: weights do not fit the denoiser architecture ({detail})")
     broken = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if broken:

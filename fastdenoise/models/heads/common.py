@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from fastdenoise.models.checkpoint import CheckpointError, load_checkpoint
+from fastdenoise.models.checkpoint import CheckpointError, key_mismatch, load_checkpoint
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -46,11 +46,7 @@ def load_state(model: nn.Module, state: dict, source: str) -> nn.Module:
         if k in expected and state[k].shape != expected[k].shape
     ]
     if missing or unexpected or wrong:
-        detail = "; ".join(
-            f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
-            for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-            if keys
-        )
+        detail = key_mismatch(missing, unexpected, wrong)
         raise CheckpointError(f"{source}: weights do not fit {type(model).__name__} ({detail})")
     model.load_state_dict(state, strict=True)
     return model.eval()
