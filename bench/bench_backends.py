@@ -130,12 +130,21 @@ def main() -> None:
             seconds = statistics.median(times[arm.name, case])
             mp_per_s = n * h * w / 1e6 / seconds
             compute = arm.precision if arm.precision in peak else ("bf16" if cpu_has_bf16() else "fp32")
-            rows.append({
-                "arm": arm.name, "batch": n, "height": h, "width": w, "seconds": times[arm.name, case],
-                "mp_per_s": mp_per_s, "vs_default": reference / seconds, "gflops": mp_per_s * gflop,
-                "fraction_of_peak": mp_per_s * gflop / peak[compute], "peak_used": compute,
-                "warmup_seconds": warmup[arm.name, case],
-            })  # fmt: skip
+            rows.append(
+                {
+                    "arm": arm.name,
+                    "batch": n,
+                    "height": h,
+                    "width": w,
+                    "seconds": times[arm.name, case],
+                    "mp_per_s": mp_per_s,
+                    "vs_default": reference / seconds,
+                    "gflops": mp_per_s * gflop,
+                    "fraction_of_peak": mp_per_s * gflop / peak[compute],
+                    "peak_used": compute,
+                    "warmup_seconds": warmup[arm.name, case],
+                }
+            )
 
     auto = next(b for b in built.values() if isinstance(b, AutoBackend))
     auto.ledger.work_mp = 1e6  # a run long enough to probe every candidate, as runs before this one would have
@@ -151,13 +160,21 @@ def main() -> None:
                     args.data, Path(tmp) / f"{r}-{arm.name}", built[arm.name], RunConfig(batch=args.batch)
                 )
                 model_only = next(
-                    row["mp_per_s"] for row in rows if row["arm"] == arm.name
-                    and (row["batch"], row["height"], row["width"]) == against
-                )  # fmt: skip
-                end_to_end.append({"arm": arm.name, "repeat": r, "mp_per_s": summary.mp_per_s,
-                                   "seconds": summary.seconds, "model_only_mp_per_s": model_only,
-                                   "fraction_of_model_only": summary.mp_per_s / model_only,
-                                   "stages": dict(summary.stages)})  # fmt: skip
+                    row["mp_per_s"]
+                    for row in rows
+                    if row["arm"] == arm.name and (row["batch"], row["height"], row["width"]) == against
+                )
+                end_to_end.append(
+                    {
+                        "arm": arm.name,
+                        "repeat": r,
+                        "mp_per_s": summary.mp_per_s,
+                        "seconds": summary.seconds,
+                        "model_only_mp_per_s": model_only,
+                        "fraction_of_model_only": summary.mp_per_s / model_only,
+                        "stages": dict(summary.stages),
+                    }
+                )
                 print(
                     f"run {arm.name}: {summary.mp_per_s:.3f} MP/s ({summary.mp_per_s / model_only:.2f} of model-only)",
                     flush=True,
@@ -224,13 +241,18 @@ def int8_peak(n: int = 2048, rounds: int = 5) -> dict[str, float]:
 
 
 def render(result: dict) -> str:
-    lines = [f"{result['machine']['cpu']}, {result['threads']} thread(s); peak GFLOP/s "
-             + ", ".join(f"{k} {v:.0f}" for k, v in result["peak_gflops"].items()), "",
-             f"{'arm':32s} {'NxHxW':>12s} {'MP/s':>7s} {'x default':>9s} {'% peak':>7s}"]  # fmt: skip
+    lines = [
+        f"{result['machine']['cpu']}, {result['threads']} thread(s); peak GFLOP/s "
+        + ", ".join(f"{k} {v:.0f}" for k, v in result["peak_gflops"].items()),
+        "",
+        f"{'arm':32s} {'NxHxW':>12s} {'MP/s':>7s} {'x default':>9s} {'% peak':>7s}",
+    ]
     for row in result["model_only"]:
         shape = f"{row['batch']}x{row['height']}x{row['width']}"
-        lines.append(f"{row['arm']:32s} {shape:>12s} {row['mp_per_s']:7.3f} {row['vs_default']:9.2f} "
-                     f"{100 * row['fraction_of_peak']:6.1f}%")  # fmt: skip
+        lines.append(
+            f"{row['arm']:32s} {shape:>12s} {row['mp_per_s']:7.3f} {row['vs_default']:9.2f} "
+            f"{100 * row['fraction_of_peak']:6.1f}%"
+        )
     lines += ["", f"{'run over the folder':32s} {'MP/s':>7s} {'of model-only':>14s}"]
     for row in result["end_to_end"]:
         lines.append(f"{row['arm']:32s} {row['mp_per_s']:7.3f} {row['fraction_of_model_only']:14.2f}")

@@ -124,14 +124,8 @@ def layer_ops(layer: Layer, dtype: torch.dtype, device: torch.device) -> dict[st
         fused = lambda: deconv2x.deconv2x(x, packed, bias, relu=layer.relu)
     else:
         packed = conv2d.pack_weight(weight)
-        fused = lambda: conv2d.conv2d(
-            x, packed, bias, stride=layer.stride, relu=layer.relu, residual=residual
-        )
-    return {
-        "eager": lambda: torch_layer(x_nchw, r_nchw),
-        "compiled": lambda: compiled(x_nchw, r_nchw),
-        "triton": fused,
-    }
+        fused = lambda: conv2d.conv2d(x, packed, bias, stride=layer.stride, relu=layer.relu, residual=residual)
+    return {"eager": lambda: torch_layer(x_nchw, r_nchw), "compiled": lambda: compiled(x_nchw, r_nchw), "triton": fused}
 
 
 def environment() -> dict[str, str]:

@@ -104,8 +104,15 @@ def main() -> None:
         run_name = type(run_loader).__name__
         for r in range(args.repeat):
             seconds = naive_loop(model, paths, src, Path(tmp) / f"naive{r}")
-            result["rows"].append({"method": "naive per-image loop", "repeat": r, "seconds": seconds,
-                                   "images_per_s": len(paths) / seconds, "mp_per_s": megapixels / seconds})  # fmt: skip
+            result["rows"].append(
+                {
+                    "method": "naive per-image loop",
+                    "repeat": r,
+                    "seconds": seconds,
+                    "images_per_s": len(paths) / seconds,
+                    "mp_per_s": megapixels / seconds,
+                }
+            )
             print(result["rows"][-1], flush=True)
             summary = denoise_folder(src, Path(tmp) / f"run{r}", backend, cfg, loader=run_loader)
             assert summary.ok == len(paths)
@@ -119,8 +126,12 @@ def main() -> None:
         best[row["method"]] = max(best.get(row["method"], 0.0), row["mp_per_s"])
     base = best["naive per-image loop"]
     facts = machine_facts()
-    result |= {"machine": facts, "torch_threads": torch.get_num_threads(), "best_mp_per_s": best,
-               "ratio_vs_naive": {k: v / base for k, v in best.items()}}  # fmt: skip
+    result |= {
+        "machine": facts,
+        "torch_threads": torch.get_num_threads(),
+        "best_mp_per_s": best,
+        "ratio_vs_naive": {k: v / base for k, v in best.items()},
+    }
     out = args.out or Path(__file__).resolve().parent / "results" / machine_name(facts) / "bench_pipeline.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))

@@ -105,10 +105,14 @@ def joint_fields(run: Path, log: list[dict]) -> dict:
         }
     tasks = [k for k in last if k.startswith("task")]
     return {
-        **facts, "target": joint["target"], "init": joint["init"],
-        "labels": joint.get("labels"), "masks": joint.get("masks"), "ignore_index": joint.get("ignore_index"),
+        **facts,
+        "target": joint["target"],
+        "init": joint["init"],
+        "labels": joint.get("labels"),
+        "masks": joint.get("masks"),
+        "ignore_index": joint.get("ignore_index"),
         "final_loss": {"mse": last.get("mse"), **{k: last.get(k) for k in tasks}},
-    }  # fmt: skip
+    }
 
 
 if __name__ == "__main__":

@@ -128,8 +128,15 @@ def main() -> None:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     model = load_denoiser()
     gflop = gflop_per_mp(model)
-    result: dict = {"command": " ".join(sys.argv), "dry_run": args.dry_run, "machine": machine_facts(),
-                    "gflop_per_mp": gflop, "model_only": [], "skipped": [], "end_to_end": []}  # fmt: skip
+    result: dict = {
+        "command": " ".join(sys.argv),
+        "dry_run": args.dry_run,
+        "machine": machine_facts(),
+        "gflop_per_mp": gflop,
+        "model_only": [],
+        "skipped": [],
+        "end_to_end": [],
+    }
 
     def save() -> None:
         result["elapsed_s"] = time.perf_counter() - start
@@ -160,17 +167,29 @@ def main() -> None:
                     seconds = time_calls(forward, x, rounds, sync)
                     median = statistics.median(seconds)
                     mp_per_s = batch * h * w / 1e6 / median
-                    result["model_only"].append({
-                        "arm": name, "batch": batch, "height": h, "width": w, "mp_per_s": mp_per_s,
-                        "gflops": mp_per_s * gflop,
-                        "fraction_of_bf16_peak": mp_per_s * gflop / result["peak_gflops"]["bf16"],
-                        "seconds": seconds, "warmup_seconds": warm,
-                    })  # fmt: skip
+                    result["model_only"].append(
+                        {
+                            "arm": name,
+                            "batch": batch,
+                            "height": h,
+                            "width": w,
+                            "mp_per_s": mp_per_s,
+                            "gflops": mp_per_s * gflop,
+                            "fraction_of_bf16_peak": mp_per_s * gflop / result["peak_gflops"]["bf16"],
+                            "seconds": seconds,
+                            "warmup_seconds": warm,
+                        }
+                    )
                     best[name] = max(best.get(name, 0.0), mp_per_s)
             result.setdefault("build_seconds", {})[name] = time.perf_counter() - built
         except Exception as err:  # noqa: BLE001  # an arm that fails is a finding, not a reason to lose the others
-            result["skipped"].append({"arm": name, "reason": f"{type(err).__name__}: {str(err).strip()[:300]}",
-                                      "traceback": traceback.format_exc()[-2000:]})  # fmt: skip
+            result["skipped"].append(
+                {
+                    "arm": name,
+                    "reason": f"{type(err).__name__}: {str(err).strip()[:300]}",
+                    "traceback": traceback.format_exc()[-2000:],
+                }
+            )
         finally:
             if device.type == "cuda":
                 torch.cuda.empty_cache()
@@ -198,7 +217,8 @@ def end_to_end(result: dict, model, device: torch.device, size: tuple, images: i
     backends = {"null": lambda: NullBackend(device)}
     for kind in ("eager", "compiled"):
         backends[f"{kind} bf16"] = lambda kind=kind: make_backend(
-            model, BackendConfig(kind=kind, device=device.type, precision="bf16"))
+            model, BackendConfig(kind=kind, device=device.type, precision="bf16")
+        )
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "jpegs"
         write_jpegs(src, images, h, w)
@@ -209,17 +229,29 @@ def end_to_end(result: dict, model, device: torch.device, size: tuple, images: i
                     x = torch.rand(batch, 3, h, w).to(device)
                     time_calls(backend, x, 2, sync)  # compile, autotune
                     model_only = batch * h * w / 1e6 / statistics.median(time_calls(backend, x, 3, sync))
-                    summary = denoise_folder(src, Path(tmp) / f"out-{loader}", backend, RunConfig(
-                        batch=batch, format="jpg", loader=loader, workers=workers, overwrite=True))
+                    summary = denoise_folder(
+                        src,
+                        Path(tmp) / f"out-{loader}",
+                        backend,
+                        RunConfig(batch=batch, format="jpg", loader=loader, workers=workers, overwrite=True),
+                    )
                 except (ImportError, ValueError, RuntimeError) as err:
-                    result["skipped"].append({"arm": f"run {name} --loader {loader}",
-                                              "reason": f"{type(err).__name__}: {str(err)[:300]}"})  # fmt: skip
+                    result["skipped"].append(
+                        {"arm": f"run {name} --loader {loader}", "reason": f"{type(err).__name__}: {str(err)[:300]}"}
+                    )
                     continue
-                result["end_to_end"].append({
-                    "backend": name, "loader": loader, "images": summary.ok, "workers": workers,
-                    "mp_per_s": summary.mp_per_s, "model_only_mp_per_s": model_only,
-                    "fraction_of_model_only": summary.mp_per_s / model_only, "stages": dict(summary.stages),
-                })  # fmt: skip
+                result["end_to_end"].append(
+                    {
+                        "backend": name,
+                        "loader": loader,
+                        "images": summary.ok,
+                        "workers": workers,
+                        "mp_per_s": summary.mp_per_s,
+                        "model_only_mp_per_s": model_only,
+                        "fraction_of_model_only": summary.mp_per_s / model_only,
+                        "stages": dict(summary.stages),
+                    }
+                )
                 save()
 
 

@@ -51,9 +51,15 @@ def main() -> None:
         data=str(args.data), out="unused", sigma=(low, high), patch=default_crop(task), batch=args.batch, seed=args.seed
     )
     head_weights = find_segmenter_weights(head_name, args.data) if task is Task.SEGMENT else None
-    cfg = JointConfig(train, tasks=(task.value,), heads=(head_name,),
-                      head_weights=(str(head_weights) if head_weights else None,),
-                      labels=args.labels, masks=args.masks, ignore_index=args.ignore_index)  # fmt: skip
+    cfg = JointConfig(
+        train,
+        tasks=(task.value,),
+        heads=(head_name,),
+        head_weights=(str(head_weights) if head_weights else None,),
+        labels=args.labels,
+        masks=args.masks,
+        ignore_index=args.ignore_index,
+    )
     head = freeze(load_head(head_name, head_weights))
     model = load_denoiser(args.weights).train()
     params = list(model.parameters())

@@ -71,12 +71,18 @@ def compare(name: str, path: Path, data: Path, limit: int, seed: int) -> list[di
     for sigma in own_sigmas(name):
         a, b = psnr_rows(full, data, sigma, limit, seed), psnr_rows(half, data, sigma, limit, seed)
         diff = np.array([b[image] - a[image] for image in a])
-        rows.append({
-            "model": name, "sigma": sigma, "images": len(a),
-            "psnr_fp32": float(np.mean(list(a.values()))), "psnr_fp16": float(np.mean(list(b.values()))),
-            "mean_diff": float(diff.mean()), "max_abs_diff": float(np.abs(diff).max()),
-            "per_image": {image: {"fp32": a[image], "fp16": b[image]} for image in a},
-        })  # fmt: skip
+        rows.append(
+            {
+                "model": name,
+                "sigma": sigma,
+                "images": len(a),
+                "psnr_fp32": float(np.mean(list(a.values()))),
+                "psnr_fp16": float(np.mean(list(b.values()))),
+                "mean_diff": float(diff.mean()),
+                "max_abs_diff": float(np.abs(diff).max()),
+                "per_image": {image: {"fp32": a[image], "fp16": b[image]} for image in a},
+            }
+        )
         mean, worst = diff.mean(), np.abs(diff).max()
         print(f"{name} sigma {sigma:g}: fp16 - fp32 {mean:+.5f} dB mean, {worst:.5f} max", flush=True)
     return rows
@@ -142,10 +148,18 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(__file__).resolve().parent / "results" / machine_name(facts) / "half_weights.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "command": shlex.join(["python", *sys.argv]), "machine": facts, "data": str(data), "limit": args.limit,
-        "seed": args.seed, "backend": "eager fp32 cpu", "hold_db": HOLD_DB, "skipped": skipped,
-        "holds": holds, "converted": sorted(n for n, ok in holds.items() if ok) if args.convert else [], "rows": rows,
-    }  # fmt: skip
+        "command": shlex.join(["python", *sys.argv]),
+        "machine": facts,
+        "data": str(data),
+        "limit": args.limit,
+        "seed": args.seed,
+        "backend": "eager fp32 cpu",
+        "hold_db": HOLD_DB,
+        "skipped": skipped,
+        "holds": holds,
+        "converted": sorted(n for n, ok in holds.items() if ok) if args.convert else [],
+        "rows": rows,
+    }
     out.write_text(json.dumps(payload, indent=1) + "\n")
     print(f"wrote {out}")
     if args.convert:

@@ -159,11 +159,15 @@ def stage_rates(folders: dict[str, Path], rounds: int) -> dict:
     decoders = {"jpeg": lambda: load_rgb(jpg), "png": lambda: load_rgb(png)}
     for name, path in (("jpeg", jpg), ("png", png)):
         rows[f"decode {name} (Pillow as run did before: copied three times)"] = {
-            "mp_per_s": mp / best_of(lambda: pillow_rgb(path), rounds)[0]}
+            "mp_per_s": mp / best_of(lambda: pillow_rgb(path), rounds)[0]
+        }
     encodings = {f"encode png level {lv}": (lambda lv=lv: encoded(image, "PNG", level=lv)) for lv in range(10)}
-    encodings |= {"encode png level 1 (Pillow's encoder)": lambda: pillow_png(image, 1),
-                 "encode png level 6 (Pillow's encoder)": lambda: pillow_png(image, 6),
-                 "encode jpeg q95": lambda: encoded(image, "JPEG"), "encode webp q95": lambda: encoded(image, "WEBP")}
+    encodings |= {
+        "encode png level 1 (Pillow's encoder)": lambda: pillow_png(image, 1),
+        "encode png level 6 (Pillow's encoder)": lambda: pillow_png(image, 6),
+        "encode jpeg q95": lambda: encoded(image, "JPEG"),
+        "encode webp q95": lambda: encoded(image, "WEBP"),
+    }
     for fallback in (False, True):  # without imagecodecs: Pillow decodes and encodes JPEG, zlib deflates PNG
         tail = " without imagecodecs" if fallback else ""
         with without_imagecodecs() if fallback else contextlib.nullcontext():
@@ -173,8 +177,11 @@ def stage_rates(folders: dict[str, Path], rounds: int) -> dict:
                 if fallback and name not in ("encode png level 1", "encode jpeg q95"):
                     continue
                 seconds, data = best_of(encode, rounds)
-                rows[name + tail] = {"mp_per_s": mp / seconds, "bytes": len(data),
-                                     "bits_per_pixel": 8 * len(data) / (mp * 1e6)}  # fmt: skip
+                rows[name + tail] = {
+                    "mp_per_s": mp / seconds,
+                    "bytes": len(data),
+                    "bits_per_pixel": 8 * len(data) / (mp * 1e6),
+                }
     group = [image] * 4
     stages = {"compute": 0.0, "head": 0.0}
     seconds, _ = best_of(lambda: denoise_group(NullBackend(), None, group, RunConfig(tile=2048), stages), rounds)
@@ -201,8 +208,11 @@ def pool_rates(folders: dict[str, Path], count: int) -> dict:
                 tick = time.perf_counter()
                 run_all(executor, paths)
                 walls.append(time.perf_counter() - tick)
-        rows[f"decode + encode png, {workers} {name}"] = {"mp_per_s": mp / min(walls), "images": count,
-                                                           "wall_seconds": walls}  # fmt: skip
+        rows[f"decode + encode png, {workers} {name}"] = {
+            "mp_per_s": mp / min(walls),
+            "images": count,
+            "wall_seconds": walls,
+        }
     return rows
 
 
@@ -226,10 +236,17 @@ def run_arm(src: Path, fields: dict, count: int, tmp: Path, fallback: bool = Fal
     if summary.ok != count:
         raise RuntimeError(f"{count - summary.ok} of {count} images failed: see {dst}/manifest.jsonl")
     sizes = [p.stat().st_size for p in dst.iterdir() if not p.name.startswith(("manifest", "."))]
-    return {"images": count, "megapixels": summary.megapixels, "seconds": summary.seconds, "cpu_seconds": cpu,
-            "mp_per_s": summary.megapixels / summary.seconds, "mp_per_cpu_s": summary.megapixels / max(cpu, 1e-6),
-            "cpus_busy": cpu / summary.seconds, "stages": dict(summary.stages),
-            "bytes_per_image": sum(sizes) / len(sizes)}  # fmt: skip
+    return {
+        "images": count,
+        "megapixels": summary.megapixels,
+        "seconds": summary.seconds,
+        "cpu_seconds": cpu,
+        "mp_per_s": summary.megapixels / summary.seconds,
+        "mp_per_cpu_s": summary.megapixels / max(cpu, 1e-6),
+        "cpus_busy": cpu / summary.seconds,
+        "stages": dict(summary.stages),
+        "bytes_per_image": sum(sizes) / len(sizes),
+    }
 
 
 def measure_arm(name: str, src: Path, fields: dict, args: argparse.Namespace, available: int, tmp: Path) -> dict:
@@ -240,9 +257,16 @@ def measure_arm(name: str, src: Path, fields: dict, args: argparse.Namespace, av
     count = max(8, min(available, math.ceil(args.seconds * warm["mp_per_s"] / per_image)))
     rounds = [run_arm(src, fields, count, tmp, fallback) for _ in range(args.rounds)]
     rates, per_cpu = [r["mp_per_s"] for r in rounds], [r["mp_per_cpu_s"] for r in rounds]
-    return {"run_config": {"tile": 2048} | fields, "warmup": warm, "rounds": rounds, "best_mp_per_s": max(rates),
-            "median_mp_per_s": statistics.median(rates), "best_mp_per_cpu_s": max(per_cpu),
-            "median_mp_per_cpu_s": statistics.median(per_cpu), "bytes_per_image": rounds[-1]["bytes_per_image"]}
+    return {
+        "run_config": {"tile": 2048} | fields,
+        "warmup": warm,
+        "rounds": rounds,
+        "best_mp_per_s": max(rates),
+        "median_mp_per_s": statistics.median(rates),
+        "best_mp_per_cpu_s": max(per_cpu),
+        "median_mp_per_cpu_s": statistics.median(per_cpu),
+        "bytes_per_image": rounds[-1]["bytes_per_image"],
+    }
 
 
 def scaling(entries: dict) -> dict:
@@ -259,7 +283,7 @@ def scaling(entries: dict) -> dict:
                     "best": row["best_mp_per_s"] / base["best_mp_per_s"],
                     "median": row["median_mp_per_s"] / base["median_mp_per_s"],
                     "mp_per_cpu_s": row["best_mp_per_cpu_s"] / base["best_mp_per_cpu_s"],
-                }  # fmt: skip
+                }
     return table
 
 
@@ -282,8 +306,13 @@ def main() -> None:
     command = f"taskset -c {','.join(map(str, cpus))} python " + shlex.join(sys.argv)
     earlier = [{"command": entry.pop("command")}] if "command" in entry else entry.get("commands", [])
     entry["commands"] = [*earlier, {"command": command, "loadavg_at_start": os.getloadavg()}]
-    entry |= {"cpus": len(cpus), "nice": os.nice(0), "machine": facts, "imagecodecs": imagecodecs_module() is not None,
-              "image": {"height": HEIGHT, "width": WIDTH}}  # fmt: skip
+    entry |= {
+        "cpus": len(cpus),
+        "nice": os.nice(0),
+        "machine": facts,
+        "imagecodecs": imagecodecs_module() is not None,
+        "image": {"height": HEIGHT, "width": WIDTH},
+    }
 
     def save() -> None:
         result["scaling"] = scaling(result["entries"])
@@ -298,16 +327,25 @@ def main() -> None:
     if "pools" in parts:
         entry["pools"] = pool_rates(folders, 8 * len(cpus))
         save()
-    names = [] if "arms" not in parts else list(ARMS) if args.arms == "all" else MAIN if args.arms == "main" else (
-        args.arms.split(","))
+    names = (
+        []
+        if "arms" not in parts
+        else list(ARMS)
+        if args.arms == "all"
+        else MAIN
+        if args.arms == "main"
+        else (args.arms.split(","))
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             fmt, fields = ARMS[name]
             entry["arms"][name] = measure_arm(name, folders[fmt], fields, args, args.images, Path(tmp))
             row = entry["arms"][name]
-            print(f"{name:20s} best {row['best_mp_per_s']:6.1f} MP/s (median {row['median_mp_per_s']:6.1f}), "
-                  f"{row['best_mp_per_cpu_s']:6.1f} MP per CPU-second, {row['bytes_per_image']:,.0f} bytes an image",
-                  flush=True)  # fmt: skip
+            print(
+                f"{name:20s} best {row['best_mp_per_s']:6.1f} MP/s (median {row['median_mp_per_s']:6.1f}), "
+                f"{row['best_mp_per_cpu_s']:6.1f} MP per CPU-second, {row['bytes_per_image']:,.0f} bytes an image",
+                flush=True,
+            )
             save()
     for name, row in entry["stages"].items():
         print(f"{name:70s} {row['mp_per_s']:7.1f} MP/s {row.get('bits_per_pixel', 0):6.2f} bits/pixel")

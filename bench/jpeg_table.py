@@ -47,9 +47,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path)
     args = parser.parse_args()
-    print("| set | quality | sigma | noisy JPEG | `blind` | JPEG model | `run` default (JPEG model on) | "
-          "default - noisy [95 %], better on | default - `blind` [95 %], better on |\n"
-          "|---|---|---|---|---|---|---|---|---|")  # fmt: skip
+    print(
+        "| set | quality | sigma | noisy JPEG | `blind` | JPEG model | `run` default (JPEG model on) | "
+        "default - noisy [95 %], better on | default - `blind` [95 %], better on |\n"
+        "|---|---|---|---|---|---|---|---|---|"
+    )
     for jpeg_run in sorted(args.folder.glob("*-q*-jpeg")):
         name, quality = jpeg_run.name.rsplit("-", 2)[0], jpeg_run.name.rsplit("-", 2)[1]
         blind_run = args.folder / f"{name}-{quality}-blind"
@@ -65,8 +67,10 @@ def main() -> None:
             on = np.array([routes[k] for k in keys])
             default = np.where(on, model, blind)
             means = " | ".join(f"{v.mean():.2f}" for v in (noisy, blind, model))
-            print(f"| {name} | {quality[1:]} | {sigma:g} | {means} | **{default.mean():.2f}** ({on.sum()}/{len(on)}) | "
-                  f"{paired(default, noisy)} | {paired(default, blind)} |")  # fmt: skip
+            print(
+                f"| {name} | {quality[1:]} | {sigma:g} | {means} | **{default.mean():.2f}** ({on.sum()}/{len(on)}) | "
+                f"{paired(default, noisy)} | {paired(default, blind)} |"
+            )
 
 
 if __name__ == "__main__":

@@ -45,8 +45,12 @@ def scored(out: Path, noisy: Path, clean: list[np.ndarray]) -> dict:
     vs_clean = np.array([psnr(load_rgb(out / r["output"]), clean[int(Path(r["input"]).stem)]) for r in ok])
     vs_input = np.array([psnr(load_rgb(out / r["output"]), load_rgb(noisy / r["input"])) for r in ok])
     lo, hi = bootstrap_interval(vs_clean[:, None], lambda sums: sums[:, 0] / len(ok))
-    return {"psnr_clean": float(vs_clean.mean()), "ci": [lo, hi], "psnr_input": float(vs_input.mean()),
-            "weights": dict(Counter(r.get("weights", "(one model)") for r in ok))}  # fmt: skip
+    return {
+        "psnr_clean": float(vs_clean.mean()),
+        "ci": [lo, hi],
+        "psnr_input": float(vs_input.mean()),
+        "weights": dict(Counter(r.get("weights", "(one model)") for r in ok)),
+    }
 
 
 def main() -> None:
@@ -66,13 +70,27 @@ def main() -> None:
         clean = noisy_folder(photos, sigma, noisy)
         for name, extra in VARIANTS.items():
             out = args.out / f"out-{sigma:g}-{name}"
-            command = ["fastdenoise", "run", str(noisy), str(out), "--task", args.task, "--backend", args.backend,
-                       "--precision", "fp32", *extra]  # fmt: skip
+            command = [
+                "fastdenoise",
+                "run",
+                str(noisy),
+                str(out),
+                "--task",
+                args.task,
+                "--backend",
+                args.backend,
+                "--precision",
+                "fp32",
+                *extra,
+            ]
             subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
             r = {"sigma": sigma, "variant": name, "command": " ".join(command), **scored(out, noisy, clean)}
             results.append(r)
-            print(f"| {sigma:g} | {name} | {r['psnr_clean']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] | "
-                  f"{r['psnr_input']:.2f} | {r['weights']} |", flush=True)  # fmt: skip
+            print(
+                f"| {sigma:g} | {name} | {r['psnr_clean']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}] | "
+                f"{r['psnr_input']:.2f} | {r['weights']} |",
+                flush=True,
+            )
     meta = {"data": str(args.data), "images": len(photos), "task": args.task, "python": sys.version.split()[0]}
     (args.out / "low_noise.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
 

@@ -33,10 +33,16 @@ def compare(a: dict[tuple[float, str], float], b: dict[tuple[float, str], float]
         x = np.array([[a[sigma, i]] for i in images])
         y = np.array([[b[sigma, i]] for i in images])
         test = paired_bootstrap(x, y, lambda sums: sums[:, 0] / len(images), draws=4000)
-        rows.append({
-            "sigma": sigma, "images": len(images), "a": float(x.mean()), "b": float(y.mean()), **test,
-            "a_better": int((x > y).sum()),
-        })  # fmt: skip
+        rows.append(
+            {
+                "sigma": sigma,
+                "images": len(images),
+                "a": float(x.mean()),
+                "b": float(y.mean()),
+                **test,
+                "a_better": int((x > y).sum()),
+            }
+        )
     return rows
 
 

@@ -58,9 +58,18 @@ def run_arm(name: str, overrides: dict, args: argparse.Namespace) -> dict:
     settings = {**BASE, **overrides}
     steps = math.ceil(args.budget_mpx * 1e6 / (settings["batch"] * settings["patch"] ** 2))
     cfg = TrainConfig(
-        data=str(args.data), out=str(out), val=str(args.val), val_images=8, val_every=max(1, steps // 4),
-        val_sigma=35.0, steps=steps, ckpt_every=max(1, steps // 4), log_every=10, seed=args.seed, **settings,
-    )  # fmt: skip
+        data=str(args.data),
+        out=str(out),
+        val=str(args.val),
+        val_images=8,
+        val_every=max(1, steps // 4),
+        val_sigma=35.0,
+        steps=steps,
+        ckpt_every=max(1, steps // 4),
+        log_every=10,
+        seed=args.seed,
+        **settings,
+    )
     start = time.perf_counter()
     train_denoiser(cfg, progress=False, init=str(args.init), resume=True)  # an arm cut short goes on where it was
     seconds = time.perf_counter() - start

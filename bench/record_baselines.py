@@ -64,9 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"left out, not bundled in {folder}: {line}")
     keys = [k for k in keys if checks[k].model in (None, *present)]
     scorer = Scorer(
-        args.data or require_data_root(), load_denoiser(args.weights), torch.device("cpu"), log=print,
+        args.data or require_data_root(),
+        load_denoiser(args.weights),
+        torch.device("cpu"),
+        log=print,
         weights_folder=folder,
-    )  # fmt: skip
+    )
     outcomes = run_accuracy(scorer, [checks[k] for k in keys], weights_digest(args.weights))
     for outcome in outcomes:
         if outcome.psnr is None:

@@ -62,9 +62,15 @@ def main() -> None:
                     summary = denoise_folder(
                         args.data, Path(tmp) / f"{kind}-{precision}-{r}", backend, RunConfig(batch=4)
                     )
-                    rows.append({"method": f"fastdenoise run --backend {kind} --precision {precision}", "repeat": r,
-                                 "seconds": summary.seconds, "mp_per_s": summary.mp_per_s,
-                                 "stages": dict(summary.stages)})  # fmt: skip
+                    rows.append(
+                        {
+                            "method": f"fastdenoise run --backend {kind} --precision {precision}",
+                            "repeat": r,
+                            "seconds": summary.seconds,
+                            "mp_per_s": summary.mp_per_s,
+                            "stages": dict(summary.stages),
+                        }
+                    )
                     print(rows[-1], flush=True)
     best = {}
     for row in rows:

@@ -39,10 +39,19 @@ def measure(mode: str, images: list[np.ndarray], args: argparse.Namespace) -> di
     amp, channels_last, compile = MODES[mode]
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig(
-            data="in-memory", out=out, patch=args.patch, batch=args.batch, steps=args.warmup + args.steps,
-            log_every=args.warmup, amp=amp, channels_last=channels_last, compile=compile, device="cpu",
-            schedule="constant", lr=1e-4,
-        )  # fmt: skip
+            data="in-memory",
+            out=out,
+            patch=args.patch,
+            batch=args.batch,
+            steps=args.warmup + args.steps,
+            log_every=args.warmup,
+            amp=amp,
+            channels_last=channels_last,
+            compile=compile,
+            device="cpu",
+            schedule="constant",
+            lr=1e-4,
+        )
         torch.manual_seed(0)
         fit(Denoiser(), mse_loss, PatchSampler(images, args.patch, args.batch, (5.0, 60.0), 0), cfg, progress=False)
         rows = [json.loads(line) for line in (Path(out) / "log.jsonl").read_text().splitlines()]
@@ -85,9 +94,15 @@ def main() -> None:
         print(f"| {s['mode']} | {s['mpx_per_s']:.4f} | {s['vs_first']:.2f}x |")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        meta = {"cpu": platform.processor() or platform.machine(), "bf16_native": cpu_has_bf16(),
-                "threads": torch.get_num_threads(), "torch": torch.__version__, "patch": args.patch,
-                "batch": args.batch, "steps": args.steps}  # fmt: skip
+        meta = {
+            "cpu": platform.processor() or platform.machine(),
+            "bf16_native": cpu_has_bf16(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "patch": args.patch,
+            "batch": args.batch,
+            "steps": args.steps,
+        }
         result = {"meta": meta, "machine": machine_facts(), "command": " ".join(sys.argv), "summary": summary}
         args.out.write_text(json.dumps(result, indent=1))
 

@@ -43,8 +43,9 @@ def main() -> None:
     state = torch.load(packaged_weights(0), map_location="cpu", weights_only=True)
     half = {k: v.bfloat16() if v.is_floating_point() and v.dim() >= 2 else v for k, v in state.items()}
     torch.save(half, args.out / "lite0-bf16.pth")
-    shutil.copyfile(args.data / "weights/espnetv2/espnetv2_s_2.0_city_1024x512.pth",
-                    args.out / "espnetv2_s_2.0_city_1024x512.pth")  # fmt: skip
+    shutil.copyfile(
+        args.data / "weights/espnetv2/espnetv2_s_2.0_city_1024x512.pth", args.out / "espnetv2_s_2.0_city_1024x512.pth"
+    )
     size = sum(p.stat().st_size for p in args.out.rglob("*") if p.is_file())
     print(f"{len(photos)} photos and two heads in {args.out}: {size / 2**20:.1f} MiB")
 

@@ -50,8 +50,11 @@ class Prefetch:
         while True:
             batch = next(self.sampler)
             pinned = lambda t: None if t is None else t.pin_memory()
-            self.queue.put(Batch(*map(pinned, (batch.noisy, batch.clean, batch.target, batch.sigma)))
-                           if torch.cuda.is_available() else batch)  # fmt: skip
+            self.queue.put(
+                Batch(*map(pinned, (batch.noisy, batch.clean, batch.target, batch.sigma)))
+                if torch.cuda.is_available()
+                else batch
+            )
 
     def __iter__(self) -> Prefetch:
         return self
@@ -72,7 +75,9 @@ def main() -> None:
     parser.add_argument("--val", type=Path, default=None)
     parser.add_argument("--init", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--seconds", type=float, default=420.0, help="training time budget (the call's limit minus set-up)")
+    parser.add_argument(
+        "--seconds", type=float, default=420.0, help="training time budget (the call's limit minus set-up)"
+    )
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--patch", type=int, default=128)
     parser.add_argument("--batch", type=int, default=64)
@@ -91,13 +96,33 @@ def main() -> None:
         model = with_noise_map(model)  # step 0 computes what the blind init computes
     jpeg = tuple(int(q) for q in args.jpeg.split("-")) if args.jpeg else None
     cfg = TrainConfig(
-        data=str(args.data), out=str(args.out), val=str(args.val) if args.val else None, sigma=(lo, hi), patch=args.patch,
-        batch=args.batch, steps=10**9, lr=args.lr, schedule="constant", ema=args.ema, warmup=100, val_every=2000,
-        val_images=args.val_images, ckpt_every=2000, log_every=50, device=args.device, amp="auto", compile=args.compile,
-        spec=asdict(model.spec), jpeg=jpeg, jpeg_share=args.jpeg_share,
-    )  # fmt: skip
-    sampler = Prefetch(PatchSampler(load_folder(args.data), cfg.patch, cfg.batch, cfg.sigma, cfg.seed, jpeg=jpeg,
-                                    jpeg_share=args.jpeg_share))  # fmt: skip
+        data=str(args.data),
+        out=str(args.out),
+        val=str(args.val) if args.val else None,
+        sigma=(lo, hi),
+        patch=args.patch,
+        batch=args.batch,
+        steps=10**9,
+        lr=args.lr,
+        schedule="constant",
+        ema=args.ema,
+        warmup=100,
+        val_every=2000,
+        val_images=args.val_images,
+        ckpt_every=2000,
+        log_every=50,
+        device=args.device,
+        amp="auto",
+        compile=args.compile,
+        spec=asdict(model.spec),
+        jpeg=jpeg,
+        jpeg_share=args.jpeg_share,
+    )
+    sampler = Prefetch(
+        PatchSampler(
+            load_folder(args.data), cfg.patch, cfg.batch, cfg.sigma, cfg.seed, jpeg=jpeg, jpeg_share=args.jpeg_share
+        )
+    )
     validate = psnr_validator(args.val, 32.5, args.val_images) if args.val else None
     timer = threading.Timer(args.seconds, lambda: os.kill(os.getpid(), signal.SIGTERM))
     timer.daemon = True
@@ -110,15 +135,22 @@ def main() -> None:
     seconds = time.perf_counter() - start
     state = load_checkpoint(args.out / "last.pt")
     final = load_denoiser(args.out / "last.pt")
-    save_weights(final, args.out / "model.safetensors", {"config": asdict(cfg), "init": str(args.init), "gpx_seen": state["pixels"] / 1e9})
+    save_weights(
+        final,
+        args.out / "model.safetensors",
+        {"config": asdict(cfg), "init": str(args.init), "gpx_seen": state["pixels"] / 1e9},
+    )
     rows = [json.loads(line) for line in (args.out / "log.jsonl").read_text().splitlines()]
     rates = [r["mpx_per_s"] for r in rows if "mpx_per_s" in r][1:]  # the first window holds compilation
     summary = {
-        "steps": state["step"], "gpx_seen": state["pixels"] / 1e9, "seconds": seconds,
+        "steps": state["step"],
+        "gpx_seen": state["pixels"] / 1e9,
+        "seconds": seconds,
         "mpx_per_s_median": sorted(rates)[len(rates) // 2] if rates else None,
         "val_psnr": (psnr_validator(args.val, 32.5, args.val_images)(final.to(cfg.device)) if args.val else None),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
-    }  # fmt: skip
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+    }
     (args.out / "summary.json").write_text(json.dumps(summary, indent=1))
     (args.out / "last.pt").unlink()  # the optimizer state is not needed back; the weights are
     print(json.dumps(summary))

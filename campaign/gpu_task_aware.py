@@ -89,8 +89,9 @@ class PhotoScaleSampler:
     right flips, Gaussian noise of a sigma uniform in the range per crop, then clipped and rounded to 8 bits (a stored
     noisy photo). `target` holds the crops' short side after the classifier's resize (round(P * resize / short))."""
 
-    def __init__(self, images: list[np.ndarray], resize: int, crop: int, batch: int, sigma: tuple[float, float],
-                 seed: int) -> None:  # fmt: skip
+    def __init__(
+        self, images: list[np.ndarray], resize: int, crop: int, batch: int, sigma: tuple[float, float], seed: int
+    ) -> None:
         groups: dict[int, list[np.ndarray]] = defaultdict(list)
         for image in images:
             groups[min(image.shape[:2])].append(image)
@@ -114,8 +115,14 @@ class PhotoScaleSampler:
             window = image[top : top + p, left : left + p]
             clean[k] = (window[:, ::-1] if self.rng.random() < 0.5 else window) / 255.0
         sigma = self.rng.uniform(*self.sigma, size=self.batch).astype(np.float32)
-        noisy = np.clip(np.rint((clean + self.rng.standard_normal(clean.shape) * sigma[:, None, None, None] / 255)
-                                * 255), 0, 255) / 255  # fmt: skip
+        noisy = (
+            np.clip(
+                np.rint((clean + self.rng.standard_normal(clean.shape) * sigma[:, None, None, None] / 255) * 255),
+                0,
+                255,
+            )
+            / 255
+        )
         as_tensor = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)).permute(0, 3, 1, 2)
         short_side = torch.full((self.batch,), round(p * self.resize / short))
         return Batch(as_tensor(noisy), as_tensor(clean), short_side, torch.from_numpy(sigma))
@@ -141,7 +148,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="clean photos, none of them evaluated")
     parser.add_argument("--init", type=Path, default=Path("fastdenoise/weights/blind.safetensors"))
-    parser.add_argument("--init-dir", type=Path, default=None, help="each arm from <dir>/<arm>.safetensors (a 2nd stretch)")
+    parser.add_argument(
+        "--init-dir", type=Path, default=None, help="each arm from <dir>/<arm>.safetensors (a 2nd stretch)"
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--arm", action="append", required=True)
     parser.add_argument("--classifier-weights", type=Path, default=None)
@@ -163,9 +172,20 @@ def main() -> None:
     lo, hi = (float(v) for v in args.sigma.split("-"))
     args.out.mkdir(parents=True, exist_ok=True)
     cfg = TrainConfig(
-        data=str(args.data), out=str(args.out), sigma=(lo, hi), patch=args.patch, batch=args.batch, steps=10**9,
-        lr=args.lr, schedule="constant", seed=args.seed, device=args.device, amp="auto", compile="off", freeze_bn=True,
-    )  # fmt: skip
+        data=str(args.data),
+        out=str(args.out),
+        sigma=(lo, hi),
+        patch=args.patch,
+        batch=args.batch,
+        steps=10**9,
+        lr=args.lr,
+        schedule="constant",
+        seed=args.seed,
+        device=args.device,
+        amp="auto",
+        compile="off",
+        freeze_bn=True,
+    )
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
     torch.backends.cudnn.benchmark = True

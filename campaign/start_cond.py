@@ -10,9 +10,22 @@ from fastdenoise.models.denoiser import DenoiserSpec
 from fastdenoise.training.fit import TrainConfig, TrainingStopped, train_denoiser
 
 cfg = TrainConfig(
-    data="../shared/data/cbsd432", out="campaign/cond-p48", val="../shared/data/cbsd68", sigma=(0.0, 75.0), patch=48,
-    batch=32, steps=1_000_000, lr=1e-4, schedule="constant", ema=0.999, val_every=500, val_images=12, val_sigma=25.0,
-    ckpt_every=250, seed=2, spec=asdict(DenoiserSpec(noise_map=True)),
+    data="../shared/data/cbsd432",
+    out="campaign/cond-p48",
+    val="../shared/data/cbsd68",
+    sigma=(0.0, 75.0),
+    patch=48,
+    batch=32,
+    steps=1_000_000,
+    lr=1e-4,
+    schedule="constant",
+    ema=0.999,
+    val_every=500,
+    val_images=12,
+    val_sigma=25.0,
+    ckpt_every=250,
+    seed=2,
+    spec=asdict(DenoiserSpec(noise_map=True)),
 )
 try:
     train_denoiser(cfg, progress=False, init="fastdenoise/weights/blind.safetensors")

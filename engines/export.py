@@ -192,9 +192,16 @@ def time_limit(seconds: float | None) -> Iterator[None]:
 
 def export_dynamo(module: nn.Module, example: Tensor, opset: int) -> Any:  # -> onnx.ModelProto
     program = torch.onnx.export(
-        module, (example,), dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-        dynamic_shapes=(DYNAMIC_DIMS,), opset_version=opset, verbose=False, optimize=True,
-    )  # fmt: skip
+        module,
+        (example,),
+        dynamo=True,
+        input_names=[INPUT],
+        output_names=[OUTPUT],
+        dynamic_shapes=(DYNAMIC_DIMS,),
+        opset_version=opset,
+        verbose=False,
+        optimize=True,
+    )
     assert program is not None  # dynamo=True always returns an ONNXProgram
     return program.model_proto
 
@@ -209,9 +216,15 @@ def export_torchscript(module: nn.Module, example: Tensor, opset: int) -> Any:  
     with tempfile.TemporaryDirectory() as tmp:
         file = Path(tmp) / "model.onnx"
         torch.onnx.export(
-            module, (example,), str(file), dynamo=False, input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_axes={INPUT: DYNAMIC_DIMS, OUTPUT: out_axes}, opset_version=opset,
-        )  # fmt: skip
+            module,
+            (example,),
+            str(file),
+            dynamo=False,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            dynamic_axes={INPUT: DYNAMIC_DIMS, OUTPUT: out_axes},
+            opset_version=opset,
+        )
         return onnx.load(str(file))
 
 

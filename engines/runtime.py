@@ -13,15 +13,7 @@ from fastdenoise.cache import trim
 from fastdenoise.devices import canonical_device
 from fastdenoise.models.denoiser import Denoiser, fold_bn
 
-from .build import (
-    BuildConfig,
-    EngineError,
-    Profile,
-    build_engine,
-    current_target,
-    require_tensorrt,
-    verify_engine,
-)
+from .build import BuildConfig, EngineError, Profile, build_engine, current_target, require_tensorrt, verify_engine
 from .export import (
     PRECISIONS,
     cached_denoiser_onnx,

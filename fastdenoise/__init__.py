@@ -12,8 +12,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 # Each public name and the module it comes from, loaded on first use, not on `import fastdenoise`: the CLI starts
 # (and answers Ctrl-C) before torch is imported.
-LAZY = {"load": "api", "denoise_folder": "api", "ImageDenoiser": "api", "Denoiser": "models.denoiser",
-        "DenoiserSpec": "models.denoiser", "fold_bn": "models.denoiser"}  # fmt: skip
+LAZY = {
+    "load": "api",
+    "denoise_folder": "api",
+    "ImageDenoiser": "api",
+    "Denoiser": "models.denoiser",
+    "DenoiserSpec": "models.denoiser",
+    "fold_bn": "models.denoiser",
+}
 __all__ = list(LAZY)
 
 

@@ -22,9 +22,11 @@ def refuse_a_shadowing_folder() -> None:
     spec = fastdenoise.__spec__
     if spec is not None and spec.origin is None:  # a namespace package: no __init__.py behind it
         folder = next(iter(fastdenoise.__path__), "fastdenoise")
-        print(f"error: {folder}: this folder hides the installed fastdenoise package (python -m imports the working "
-              "directory's fastdenoise/ first); run the `fastdenoise` command, or python -m from another folder",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: {folder}: this folder hides the installed fastdenoise package (python -m imports the working "
+            "directory's fastdenoise/ first); run the `fastdenoise` command, or python -m from another folder",
+            file=sys.stderr,
+        )
         sys.exit(ExitStatus.USAGE)
 
 

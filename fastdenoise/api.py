@@ -45,8 +45,16 @@ class ImageDenoiser:
     sigma (0-255 units): a noise-map model needs it; on the default model (`blind`) it picks the bundled per-sigma
     model within 7.5 of it, as `fastdenoise run --sigma S` does (blind beyond); other models take none."""
 
-    def __init__(self, weights: Path, backend: BackendConfig, model: BundledModel | None = None, ensemble: bool = False,
-                 tile: int = 1024, overlap: int = 64, batch: int = 4) -> None:  # fmt: skip
+    def __init__(
+        self,
+        weights: Path,
+        backend: BackendConfig,
+        model: BundledModel | None = None,
+        ensemble: bool = False,
+        tile: int = 1024,
+        overlap: int = 64,
+        batch: int = 4,
+    ) -> None:
         self.weights, self.model, self.config, self.ensemble = Path(weights), model, backend, ensemble
         self.cfg = RunConfig(tile=tile, overlap=overlap, batch=batch)  # checks them
         self.network = load_denoiser(self.weights)
@@ -61,8 +69,9 @@ class ImageDenoiser:
     def backend_at(self, sigma: float | None = None) -> Backend:
         """The backend an image at noise level `sigma` (None: unknown) runs on, built on first use."""
         if isinstance(sigma, str):
-            raise ValueError(f"sigma {sigma!r}: give a noise level in 0-255 (an estimate per image, 'auto', is "
-                             "denoise_folder's)")  # fmt: skip
+            raise ValueError(
+                f"sigma {sigma!r}: give a noise level in 0-255 (an estimate per image, 'auto', is denoise_folder's)"
+            )
         if sigma is not None:
             sigma = check_sigma(float(sigma))
         if self.network.spec.noise_map:
@@ -74,8 +83,10 @@ class ImageDenoiser:
         elif self.model is not None and self.model.default:
             key = (choose_weights(None, None, sigma), None)  # the per-sigma model within reach, else this one
         else:
-            raise ValueError(f"{self.weights.stem}: a blind model takes no sigma (noise-map models and the default "
-                             "model, which picks the per-sigma model for it, do)")  # fmt: skip
+            raise ValueError(
+                f"{self.weights.stem}: a blind model takes no sigma (noise-map models and the default "
+                "model, which picks the per-sigma model for it, do)"
+            )
         if key not in self.built:
             self.built[key] = build_backend(load_network(*key), self.config, self.ensemble)
         return self.built[key]
@@ -139,8 +150,9 @@ class ImageDenoiser:
         outputs = []
         for start in range(0, len(batch), step):
             try:
-                results, _, problems = denoise_group(backend, None, list(batch[start : start + step]), self.cfg,
-                                                     defaultdict(float))  # fmt: skip
+                results, _, problems = denoise_group(
+                    backend, None, list(batch[start : start + step]), self.cfg, defaultdict(float)
+                )
             except GroupError as err:
                 raise RuntimeError(str(err)) from err
             if any(problems):
@@ -167,9 +179,19 @@ def resolve(name_or_path: str | Path) -> tuple[BundledModel | None, Path]:
     return None, path
 
 
-def load(name_or_path: str | Path = "blind", backend: str = "eager", device: str = "cpu", precision: str = "auto", *,
-         ensemble: bool = False, engine: str | Path | None = None, trust_engine: bool = False, tile: int = 1024,
-         overlap: int = 64, batch: int = 4) -> ImageDenoiser:  # fmt: skip
+def load(
+    name_or_path: str | Path = "blind",
+    backend: str = "eager",
+    device: str = "cpu",
+    precision: str = "auto",
+    *,
+    ensemble: bool = False,
+    engine: str | Path | None = None,
+    trust_engine: bool = False,
+    tile: int = 1024,
+    overlap: int = 64,
+    batch: int = 4,
+) -> ImageDenoiser:
     """A bundled model by name (blind, sigma25, jpeg, task-aware ...: `models.catalog.MODELS`) or a weights file
     (.safetensors or a training checkpoint), on a backend (eager, compiled, triton, onnxruntime, tensorrt, openvino,
     auto), device (cpu, cuda, cuda:1, auto) and precision (auto, fp32, bf16, fp16, int8), as `fastdenoise run`'s
@@ -179,18 +201,36 @@ def load(name_or_path: str | Path = "blind", backend: str = "eager", device: str
     ImageDenoiser('sigma25', backend='eager', device='cpu')
     """
     model, weights = resolve(name_or_path)
-    cfg = BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
-                        trust_engine=trust_engine)  # fmt: skip
+    cfg = BackendConfig(
+        kind=backend,
+        device=device,
+        precision=precision,
+        engine=str(engine) if engine else None,
+        trust_engine=trust_engine,
+    )
     return ImageDenoiser(weights, cfg, model, ensemble, tile, overlap, batch)
 
 
-def denoise_folder(src: str | Path, dst: str | Path, *, model: str | Path | None = None,
-                   sigma: float | str | None = None, backend: str = "auto", device: str = "auto",
-                   precision: str = "auto", ensemble: bool = False, engine: str | Path | None = None,
-                   trust_engine: bool = False, task: str | None = None, head: str | None = None,
-                   head_weights: str | Path | None = None, top_k: int = 5,
-                   on_image: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
-                   **options: Any) -> RunSummary:  # fmt: skip
+def denoise_folder(
+    src: str | Path,
+    dst: str | Path,
+    *,
+    model: str | Path | None = None,
+    sigma: float | str | None = None,
+    backend: str = "auto",
+    device: str = "auto",
+    precision: str = "auto",
+    ensemble: bool = False,
+    engine: str | Path | None = None,
+    trust_engine: bool = False,
+    task: str | None = None,
+    head: str | None = None,
+    head_weights: str | Path | None = None,
+    top_k: int = 5,
+    on_image: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    **options: Any,
+) -> RunSummary:
     """Denoise every image under src (or one image file) into dst as `fastdenoise run src dst` does, and return the
     run's summary: a manifest.jsonl row per file (a file that fails gets an error row, the others go on), outputs
     written atomically, a second call resuming what a first left undone. The options are `run`'s, with its defaults:
@@ -216,10 +256,16 @@ def denoise_folder(src: str | Path, dst: str | Path, *, model: str | Path | None
     if task is None and (head is not None or head_weights is not None):
         raise ValueError("head and head_weights are for task='classify' or 'segment'")
     entry, weights = (None, None) if model is None else resolve(model)
-    plan = plan_weights(entry.name if entry else None, None if entry else weights, level, auto, task,
-                        fixed=engine is not None)  # fmt: skip
-    backend_cfg = BackendConfig(kind=backend, device=device, precision=precision,
-                                engine=str(engine) if engine else None, trust_engine=trust_engine)  # fmt: skip
+    plan = plan_weights(
+        entry.name if entry else None, None if entry else weights, level, auto, task, fixed=engine is not None
+    )
+    backend_cfg = BackendConfig(
+        kind=backend,
+        device=device,
+        precision=precision,
+        engine=str(engine) if engine else None,
+        trust_engine=trust_engine,
+    )
     job = prepare_job(plan, RunConfig(**options), backend_cfg, ensemble)
     predictor = None
     if task is not None:
@@ -227,5 +273,6 @@ def denoise_folder(src: str | Path, dst: str | Path, *, model: str | Path | None
 
         cfg = TaskConfig(task, head, str(head_weights) if head_weights else None, top_k)
         predictor = load_predictor(cfg, job.backend.device)  # type: ignore[union-attr]
-    return run_folder(Path(src), Path(dst), job.backend, job.cfg, on_image, stop=stop, predictor=predictor,
-                      router=job.router)  # type: ignore[arg-type]
+    return run_folder(
+        Path(src), Path(dst), job.backend, job.cfg, on_image, stop=stop, predictor=predictor, router=job.router
+    )  # type: ignore[arg-type]

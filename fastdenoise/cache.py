@@ -97,8 +97,10 @@ def entries(root: Path) -> list[Entry]:
         except OSError:
             continue
         groups.setdefault(entry_name(path.relative_to(root).as_posix()), []).append((path, st))
-    found = [Entry(name, tuple(p for p, _ in group), sum(st.st_size for _, st in group), last_use(group))
-             for name, group in groups.items()]  # fmt: skip
+    found = [
+        Entry(name, tuple(p for p, _ in group), sum(st.st_size for _, st in group), last_use(group))
+        for name, group in groups.items()
+    ]
     return sorted(found, key=lambda e: (e.used, e.name))
 
 

@@ -83,8 +83,13 @@ def atomic_write(path: Path, write: Callable[[IO], Any], mode: str = "wb", uniqu
         write(handle)
 
 
-SPECIAL_FILES = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
-                 stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a folder"}
+SPECIAL_FILES = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFDIR: "a folder",
+}
 
 
 def check_replaceable(path: Path) -> None:

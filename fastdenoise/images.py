@@ -246,8 +246,10 @@ def check_data(path: Path, fmt: str, width: int, height: int) -> None:
     except (IndexError, ValueError):  # a frame header cut short: the decoder says what is wrong
         return
     if seen * 8 < needed:
-        raise ImageError(f"{path}: the data is shorter than its header says ({width}x{height} needs at least "
-                         f"{-(-needed // 8)} bytes of image data, the file has {seen}): truncated or corrupt")
+        raise ImageError(
+            f"{path}: the data is shorter than its header says ({width}x{height} needs at least "
+            f"{-(-needed // 8)} bytes of image data, the file has {seen}): truncated or corrupt"
+        )
 
 
 def too_large(header: Header, max_pixels: int | None) -> bool:

@@ -52,8 +52,28 @@ def cpu_model() -> str:
 
 
 # The /proc/cpuinfo flags that decide which SIMD paths codecs and kernels take (a subset: the full list is long).
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "bmi2", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
-             "avx512_bf16", "avx_vnni", "amx_tile", "amx_bf16", "amx_int8", "sha_ni", "vaes", "neon", "asimd", "sve")
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "bmi2",
+    "f16c",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx_vnni",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "sha_ni",
+    "vaes",
+    "neon",
+    "asimd",
+    "sve",
+)
 
 
 def cpu_flags() -> list[str]:

@@ -12,8 +12,14 @@ from typing import Any
 PLAIN_EVERY = 30.0  # seconds between two plain progress lines
 
 
-def progress_bar(label: str, field: str = "last", remaining: bool = True, transient: bool = True, markup: bool = True,
-                 enabled: bool = True) -> Any:  # fmt: skip
+def progress_bar(
+    label: str,
+    field: str = "last",
+    remaining: bool = True,
+    transient: bool = True,
+    markup: bool = True,
+    enabled: bool = True,
+) -> Any:
     """A rich Progress: the label in bold, the bar, done of total, each task's `field`, elapsed and (remaining) time;
     `transient` bars vanish when done, `markup=False` shows the field's brackets as they are. Where the output is no
     terminal rich draws nothing: there a PlainProgress prints a line every PLAIN_EVERY seconds instead."""
@@ -23,8 +29,13 @@ def progress_bar(label: str, field: str = "last", remaining: bool = True, transi
     console = rich.get_console()
     if enabled and not (console.is_terminal or console.is_jupyter):
         return PlainProgress(label, field, remaining, PLAIN_EVERY, final=not transient)
-    columns = [rp.TextColumn(f"[bold]{label}"), rp.BarColumn(), rp.MofNCompleteColumn(),
-               rp.TextColumn(f"{{task.fields[{field}]}}", markup=markup), rp.TimeElapsedColumn()]  # fmt: skip
+    columns = [
+        rp.TextColumn(f"[bold]{label}"),
+        rp.BarColumn(),
+        rp.MofNCompleteColumn(),
+        rp.TextColumn(f"{{task.fields[{field}]}}", markup=markup),
+        rp.TimeElapsedColumn(),
+    ]
     if remaining:
         columns.append(rp.TimeRemainingColumn())
     return rp.Progress(*columns, transient=transient, disable=not enabled)
@@ -68,8 +79,14 @@ class PlainProgress:
         self.tasks.append(PlainTask(total, completed, fields, self.printed, completed))
         return len(self.tasks) - 1
 
-    def update(self, task_id: int, completed: float | None = None, total: float | None = None,
-               advance: float | None = None, **fields: Any) -> None:  # fmt: skip
+    def update(
+        self,
+        task_id: int,
+        completed: float | None = None,
+        total: float | None = None,
+        advance: float | None = None,
+        **fields: Any,
+    ) -> None:
         task = self.tasks[task_id]
         task.total = task.total if total is None else total
         task.completed = (task.completed if completed is None else completed) + (advance or 0)

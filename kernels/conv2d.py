@@ -31,15 +31,44 @@ CONFIGS = [
 @tune(CONFIGS, key=["C_in", "C_out", "KH", "STRIDE", "M_BUCKET"])
 @triton.jit
 def conv2d_kernel(
-    x_ptr, w_ptr, b_ptr, r_ptr, out_ptr,
-    M, H, W, C_in, H_out, W_out, C_out, K, M_BUCKET,
-    stride_xn, stride_xh, stride_xw, stride_xc,
-    stride_rn, stride_rh, stride_rw, stride_rc,
-    stride_on, stride_oh, stride_ow, stride_oc,
-    KH: tl.constexpr, KW: tl.constexpr, STRIDE: tl.constexpr, PAD: tl.constexpr,
-    HAS_RESIDUAL: tl.constexpr, RELU: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    r_ptr,
+    out_ptr,
+    M,
+    H,
+    W,
+    C_in,
+    H_out,
+    W_out,
+    C_out,
+    K,
+    M_BUCKET,
+    stride_xn,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_rn,
+    stride_rh,
+    stride_rw,
+    stride_rc,
+    stride_on,
+    stride_oh,
+    stride_ow,
+    stride_oc,
+    KH: tl.constexpr,
+    KW: tl.constexpr,
+    STRIDE: tl.constexpr,
+    PAD: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    RELU: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """out[m, n] = act(sum_k x[m, k] w[k, n] + b[n] (+ r[m, n])) with m = (n, oh, ow) and k = (kh, kw, c).
 
     x (N, H, W, C_in), r and out (N, H_out, W_out, C_out): any strides, so channel slices of a concatenation buffer and
@@ -169,23 +198,37 @@ def conv2d(
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]),)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         conv2d_kernel[grid](
-            x, weight, bias, r, out,
-            m, h, w, c_in, out.shape[1], out.shape[2], c_out, kh * kw * c_in, m.bit_length(),
-            *x.stride(), *r.stride(), *out.stride(),
-            KH=kh, KW=kw, STRIDE=stride, PAD=kh // 2,
-            HAS_RESIDUAL=residual is not None, RELU=relu, DOT_PRECISION=precision, UPCAST=upcast,
-        )  # fmt: skip
+            x,
+            weight,
+            bias,
+            r,
+            out,
+            m,
+            h,
+            w,
+            c_in,
+            out.shape[1],
+            out.shape[2],
+            c_out,
+            kh * kw * c_in,
+            m.bit_length(),
+            *x.stride(),
+            *r.stride(),
+            *out.stride(),
+            KH=kh,
+            KW=kw,
+            STRIDE=stride,
+            PAD=kh // 2,
+            HAS_RESIDUAL=residual is not None,
+            RELU=relu,
+            DOT_PRECISION=precision,
+            UPCAST=upcast,
+        )
     return out
 
 
 def reference(
-    x: Tensor,
-    weight: Tensor,
-    bias: Tensor,
-    *,
-    stride: int = 1,
-    relu: bool = False,
-    residual: Tensor | None = None,
+    x: Tensor, weight: Tensor, bias: Tensor, *, stride: int = 1, relu: bool = False, residual: Tensor | None = None
 ) -> Tensor:
     """What `conv2d` computes, in plain fp32 PyTorch: NHWC x, nn.Conv2d-layout weight (C_out, C_in, KH, KW).
 

@@ -33,13 +33,32 @@ TAPS = ((3, 1), (2, 0))
 @tune(CONFIGS, key=["C_in", "C_out", "M_BUCKET"])
 @triton.jit
 def deconv2x_kernel(
-    x_ptr, w_ptr, b_ptr, out_ptr,
-    M, H, W, C_in, C_out, K, M_BUCKET,
-    stride_xn, stride_xh, stride_xw, stride_xc,
-    stride_on, stride_oh, stride_ow, stride_oc,
-    RELU: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
+    x_ptr,
+    w_ptr,
+    b_ptr,
+    out_ptr,
+    M,
+    H,
+    W,
+    C_in,
+    C_out,
+    K,
+    M_BUCKET,
+    stride_xn,
+    stride_xh,
+    stride_xw,
+    stride_xc,
+    stride_on,
+    stride_oh,
+    stride_ow,
+    stride_oc,
+    RELU: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+    UPCAST: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
+):
     """out[n, 2j+ry, 2i+rx, :] = act(sum_k x[n, j+dy, i+dx, c] w[ry, rx, k, :] + b), k = (ty, tx, c), dy = ry-1+ty.
 
     x (N, H, W, C_in) and out (N, 2H, 2W, C_out): any strides (out is usually a channel slice of the concatenation
@@ -141,11 +160,23 @@ def deconv2x(x: Tensor, weight: Tensor, bias: Tensor, *, relu: bool = True, out:
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(c_out, meta["BLOCK_N"]), 4)
     with torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext():
         deconv2x_kernel[grid](
-            x, weight, bias, out,
-            m, h, w, c_in, c_out, k, m.bit_length(),
-            *x.stride(), *out.stride(),
-            RELU=relu, DOT_PRECISION=precision, UPCAST=upcast,
-        )  # fmt: skip
+            x,
+            weight,
+            bias,
+            out,
+            m,
+            h,
+            w,
+            c_in,
+            c_out,
+            k,
+            m.bit_length(),
+            *x.stride(),
+            *out.stride(),
+            RELU=relu,
+            DOT_PRECISION=precision,
+            UPCAST=upcast,
+        )
     return out
 
 

@@ -85,9 +85,22 @@ def model() -> FrozenBNDenoiser:
 
 def config(out: Path, steps: int) -> TrainConfig:
     return TrainConfig(
-        data=".", out=str(out), patch=PATCH, batch=BATCH, steps=steps, lr=1e-2, warmup=1, ckpt_every=steps,
-        log_every=1, seed=SEED, device="cpu", amp="off", compile="off", channels_last=False, spec=asdict(SMALL),
-    )  # fmt: skip
+        data=".",
+        out=str(out),
+        patch=PATCH,
+        batch=BATCH,
+        steps=steps,
+        lr=1e-2,
+        warmup=1,
+        ckpt_every=steps,
+        log_every=1,
+        seed=SEED,
+        device="cpu",
+        amp="off",
+        compile="off",
+        channels_last=False,
+        spec=asdict(SMALL),
+    )
 
 
 def rank_batches(shard: Shard) -> Double:

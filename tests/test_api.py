@@ -48,8 +48,9 @@ def test_the_docstring_examples_run():
 def test_the_docs_page_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the page writes photos/ and denoised/ where it runs
     save_rgb(np.random.default_rng(3).integers(0, 256, (40, 48, 3), dtype=np.uint8), tmp_path / "photos" / "a.png")
-    failed, tried = doctest.testfile(str(ROOT / "docs" / "python-api.md"), module_relative=False,
-                                     optionflags=doctest.ELLIPSIS)  # fmt: skip
+    failed, tried = doctest.testfile(
+        str(ROOT / "docs" / "python-api.md"), module_relative=False, optionflags=doctest.ELLIPSIS
+    )
     assert failed == 0 and tried > 5
 
 
@@ -84,8 +85,10 @@ def test_sigma_binds_a_noise_map_model_and_picks_the_per_sigma_model(photo, tmp_
     torch.manual_seed(5)
     save_weights(randomize_bn(Denoiser(replace(SMALL, noise_map=True))), path)
     mapped = fastdenoise.load(path, precision="fp32")
-    assert np.array_equal(mapped.denoise(image, sigma=30), run_cli(src, tmp_path / "o30", "-w", str(path),
-                                                                   "--sigma", "30", "--precision", "fp32"))
+    assert np.array_equal(
+        mapped.denoise(image, sigma=30),
+        run_cli(src, tmp_path / "o30", "-w", str(path), "--sigma", "30", "--precision", "fp32"),
+    )
     assert not np.array_equal(mapped.denoise(image, sigma=30), mapped.denoise(image, sigma=10))
     with pytest.raises(ValueError, match="takes the noise level"):
         mapped.denoise(image)
@@ -137,11 +140,30 @@ def test_denoise_folder_with_sigma_auto_routes_each_image_as_run_does(tmp_path, 
     for i, sigma in enumerate((12, 48)):
         save_rgb(to_uint8(add_noise(make_image(48, 56), sigma, 7, i)), src / f"{i}.png")
     fastdenoise.denoise_folder(src, tmp_path / "api", sigma="auto", backend="eager", device="cpu", workers=1)
-    result = runner.invoke(app, ["run", str(src), str(tmp_path / "cli"), "--sigma", "auto", "--backend", "eager",
-                                 "--device", "cpu", "--workers", "1"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(src),
+            str(tmp_path / "cli"),
+            "--sigma",
+            "auto",
+            "--backend",
+            "eager",
+            "--device",
+            "cpu",
+            "--workers",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    rows = [{r["input"]: (r["weights"], r["sigma_est"]) for r in map(json.loads, (tmp_path / out / "manifest.jsonl")
-             .read_text().splitlines())} for out in ("api", "cli")]  # fmt: skip
+    rows = [
+        {
+            r["input"]: (r["weights"], r["sigma_est"])
+            for r in map(json.loads, (tmp_path / out / "manifest.jsonl").read_text().splitlines())
+        }
+        for out in ("api", "cli")
+    ]
     assert rows[0] == rows[1] and [w for w, _ in rows[0].values()] == ["sigma15", "sigma50"], rows
     for name in rows[0]:
         assert np.array_equal(load_rgb(tmp_path / "api" / name), load_rgb(tmp_path / "cli" / name))
@@ -149,8 +171,9 @@ def test_denoise_folder_with_sigma_auto_routes_each_image_as_run_does(tmp_path, 
 
 def test_import_fastdenoise_stays_light():
     code = "import sys, fastdenoise; print('torch' in sys.modules, callable(fastdenoise.load), 'torch' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert done.stdout.split() == ["False", "True", "True"], done.stdout + done.stderr
 
 

@@ -153,8 +153,10 @@ def photos(tmp_path, make_image):
     return folder
 
 
-@pytest.mark.skipif(skip_reason("openvino", "fp32") or importlib.util.find_spec("nncf") is None,
-                    reason="int8 needs openvino, nncf and the ONNX exporter")  # fmt: skip
+@pytest.mark.skipif(
+    skip_reason("openvino", "fp32") or importlib.util.find_spec("nncf") is None,
+    reason="int8 needs openvino, nncf and the ONNX exporter",
+)
 def test_int8_quantizes_close_to_fp32_and_is_cached(model, cache, photos, make_image) -> None:
     from fastdenoise.backends.openvino import Calibration, OpenVinoBackend
 

@@ -50,41 +50,115 @@ QUIET = lambda message: None
 
 
 def speed_row(name: str, backend: str, precision: str, mp_per_s: float, batch: int = 4, size: int = 64) -> dict:
-    return {"name": name, "backend": backend, "precision": precision, "batch": batch, "height": size, "width": size,
-            "mp_per_s": mp_per_s, "images_per_s": mp_per_s / (size * size / 1e6),
-            "gflops": mp_per_s * 441.0}  # fmt: skip
+    return {
+        "name": name,
+        "backend": backend,
+        "precision": precision,
+        "batch": batch,
+        "height": size,
+        "width": size,
+        "mp_per_s": mp_per_s,
+        "images_per_s": mp_per_s / (size * size / 1e6),
+        "gflops": mp_per_s * 441.0,
+    }
 
 
 def synthetic_result(speed: float = 1.0, psnr_shift: float = 0.0, machine: str = "test-box") -> dict:
     """A complete result as run_benchmark writes it, with round numbers; `speed` scales every rate."""
     return {
-        "schema": 1, "profile": "quick", "created": "2026-11-24T12:00:00+00:00", "device": "cpu", "seconds": 42.0,
-        "machine": {"cpu": "Test CPU", "cores": 2, "torch_threads": 2, "versions": {"torch": "2.13.0"}, "gpu": None,
-                    "commit": "0123456789abcdef", "dirty": False},
-        "machine_name": machine, "weights": {"path": "bundled", "sha256": "ab" * 32}, "gflop_per_mp": 441.0,
+        "schema": 1,
+        "profile": "quick",
+        "created": "2026-11-24T12:00:00+00:00",
+        "device": "cpu",
+        "seconds": 42.0,
+        "machine": {
+            "cpu": "Test CPU",
+            "cores": 2,
+            "torch_threads": 2,
+            "versions": {"torch": "2.13.0"},
+            "gpu": None,
+            "commit": "0123456789abcdef",
+            "dirty": False,
+        },
+        "machine_name": machine,
+        "weights": {"path": "bundled", "sha256": "ab" * 32},
+        "gflop_per_mp": 441.0,
         "peak": {"fp32": 100.0, "bf16": 400.0},
         "throughput": [
             speed_row("naive fp32 b1 64x64", "naive", "fp32", 0.01 * speed, batch=1),
             speed_row("eager fp32 b4 64x64", "eager", "fp32", 0.05 * speed),
             speed_row("eager bf16 b4 64x64", "eager", "bf16", 0.2 * speed),
         ],
-        "training": [{"name": "train eager fp32 b8 64x64", "samples_per_s": 3.0 * speed, "mp_per_s": 0.0123 * speed,
-                      "gflops": 16.3 * speed}],
-        "skipped": [{"name": "triton fp32 b4 64x64", "reason": "interpreter only"},
-                    {"name": "train compiled amp bf16 b8 64x64", "reason": "no compiler"}],
-        "quality": [
-            {"method": "fastdenoise eager fp32", "key": "bundled", "images": 4, "data": "kodak24", "sigma": 25.0,
-             "seed": 0, "psnr": 32.0 + psnr_shift, "mp_per_s": 0.04 * speed, "gflop_per_mp": 441.0},
-            {"method": "naive loop fp32", "key": "naive", "images": 4, "data": "kodak24", "sigma": 25.0,
-             "seed": 0, "psnr": 32.0 + psnr_shift, "mp_per_s": 0.02 * speed, "gflop_per_mp": 441.0},
-            {"method": "CDnCNN-B", "key": "cdncnn-b", "images": 4, "data": "kodak24", "sigma": 25.0,
-             "seed": 0, "psnr": 31.5, "mp_per_s": 0.015 * speed, "gflop_per_mp": 1334.0},
-            {"method": "CBM3D", "key": "cbm3d", "images": 1, "data": "kodak24", "sigma": 25.0,
-             "seed": 0, "psnr": 30.1, "mp_per_s": 0.01 * speed, "gflop_per_mp": None},
+        "training": [
+            {
+                "name": "train eager fp32 b8 64x64",
+                "samples_per_s": 3.0 * speed,
+                "mp_per_s": 0.0123 * speed,
+                "gflops": 16.3 * speed,
+            }
         ],
-        "accuracy": [{"key": "kodak24-first4-sigma25", "method": "bundled", "psnr": 32.0 + psnr_shift, "baseline": None,
-                      "tolerance_db": 0.05, "status": "no-baseline", "message": "no baseline recorded"}],
-    }  # fmt: skip
+        "skipped": [
+            {"name": "triton fp32 b4 64x64", "reason": "interpreter only"},
+            {"name": "train compiled amp bf16 b8 64x64", "reason": "no compiler"},
+        ],
+        "quality": [
+            {
+                "method": "fastdenoise eager fp32",
+                "key": "bundled",
+                "images": 4,
+                "data": "kodak24",
+                "sigma": 25.0,
+                "seed": 0,
+                "psnr": 32.0 + psnr_shift,
+                "mp_per_s": 0.04 * speed,
+                "gflop_per_mp": 441.0,
+            },
+            {
+                "method": "naive loop fp32",
+                "key": "naive",
+                "images": 4,
+                "data": "kodak24",
+                "sigma": 25.0,
+                "seed": 0,
+                "psnr": 32.0 + psnr_shift,
+                "mp_per_s": 0.02 * speed,
+                "gflop_per_mp": 441.0,
+            },
+            {
+                "method": "CDnCNN-B",
+                "key": "cdncnn-b",
+                "images": 4,
+                "data": "kodak24",
+                "sigma": 25.0,
+                "seed": 0,
+                "psnr": 31.5,
+                "mp_per_s": 0.015 * speed,
+                "gflop_per_mp": 1334.0,
+            },
+            {
+                "method": "CBM3D",
+                "key": "cbm3d",
+                "images": 1,
+                "data": "kodak24",
+                "sigma": 25.0,
+                "seed": 0,
+                "psnr": 30.1,
+                "mp_per_s": 0.01 * speed,
+                "gflop_per_mp": None,
+            },
+        ],
+        "accuracy": [
+            {
+                "key": "kodak24-first4-sigma25",
+                "method": "bundled",
+                "psnr": 32.0 + psnr_shift,
+                "baseline": None,
+                "tolerance_db": 0.05,
+                "status": "no-baseline",
+                "message": "no baseline recorded",
+            }
+        ],
+    }
 
 
 # ------------------------------------------------------------------------------------------------- tables and compare
@@ -92,9 +166,15 @@ def synthetic_result(speed: float = 1.0, psnr_shift: float = 0.0, machine: str =
 
 def test_table_shows_every_section_ratios_and_roofline() -> None:
     text = render_text(synthetic_result(), width=200)
-    for expected in ("eager bf16 b4 64x64", "train eager fp32 b8 64x64", "CDnCNN-B", "kodak24-first4-sigma25",
-                     "not recorded", "skipped triton fp32 b4 64x64: interpreter only",
-                     "skipped train compiled amp bf16 b8 64x64: no compiler"):  # fmt: skip
+    for expected in (
+        "eager bf16 b4 64x64",
+        "train eager fp32 b8 64x64",
+        "CDnCNN-B",
+        "kodak24-first4-sigma25",
+        "not recorded",
+        "skipped triton fp32 b4 64x64: interpreter only",
+        "skipped train compiled amp bf16 b8 64x64: no compiler",
+    ):
         assert expected in text
     eager_bf16 = next(line for line in text.splitlines() if "eager bf16 b4 64x64" in line)
     assert "20.00" in eager_bf16  # x naive: 0.2 / 0.01
@@ -133,8 +213,10 @@ def test_compare_fails_on_a_psnr_drop_and_matches_rows_by_name() -> None:
 def test_accuracy_failed_lists_failures_and_errors() -> None:
     result = synthetic_result()
     assert accuracy_failed(result) == []
-    result["accuracy"] += [{**result["accuracy"][0], "status": "fail", "message": "dropped"},
-                           {**result["accuracy"][0], "status": "error", "message": "checksum differs"}]  # fmt: skip
+    result["accuracy"] += [
+        {**result["accuracy"][0], "status": "fail", "message": "dropped"},
+        {**result["accuracy"][0], "status": "error", "message": "checksum differs"},
+    ]
     assert accuracy_failed(result) == ["dropped", "checksum differs"]
 
 
@@ -319,10 +401,23 @@ def test_tiny_run_end_to_end(tmp_path: Path, rng: np.random.Generator) -> None:
     baselines = tmp_path / "baselines.json"
     baselines.write_text(json.dumps({"checks": {"tiny": {"limit": 2, "psnr": 99.0}}}))
     profile = replace(
-        PROFILES["quick"], name="tiny", backends=("eager", "triton"), precisions=("fp32",), batches=(1, 2),
-        sizes=((16, 16),), rounds=1, train_modes=(TrainMode(),), train_batch=1, train_patch=16, train_rounds=1,
-        quality_images=2, ours=("fp32",), peers=(), accuracy=("tiny",), matmul_size=64,
-    )  # fmt: skip
+        PROFILES["quick"],
+        name="tiny",
+        backends=("eager", "triton"),
+        precisions=("fp32",),
+        batches=(1, 2),
+        sizes=((16, 16),),
+        rounds=1,
+        train_modes=(TrainMode(),),
+        train_batch=1,
+        train_patch=16,
+        train_rounds=1,
+        quality_images=2,
+        ours=("fp32",),
+        peers=(),
+        accuracy=("tiny",),
+        matmul_size=64,
+    )
     cfg = BenchConfig(data=str(root), weights=str(weights), baselines=str(baselines))
     result = run_benchmark(cfg, log=QUIET, profile=profile)
 
@@ -398,7 +493,9 @@ def test_a_run_without_the_shared_data_measures_quality_on_the_sample_photos(tmp
     result = run_benchmark(cfg, log=lines.append, profile=profile)
     assert result["data"].startswith("samples") and "no shared data folder" in lines[0]
     assert [(r["key"], r["data"], r["images"]) for r in result["quality"]] == [
-        ("bundled", "samples", 1), ("naive", "samples", 1)]
+        ("bundled", "samples", 1),
+        ("naive", "samples", 1),
+    ]
     assert 0 < result["quality"][0]["psnr"] < 60 and result["accuracy"] == []
     assert {s["name"] for s in result["skipped"]} == {"accuracy checks"}
     with pytest.raises(FileNotFoundError, match="FASTDENOISE_DATA"):

@@ -120,9 +120,22 @@ def test_run_openvino_with_a_foreign_engine_exits_2_in_one_line(model, tmp_path,
     (tmp_path / "in").mkdir()
     save_rgb(make_image(24, 20), tmp_path / "in" / "a.png")
 
-    result = CliRunner().invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(weights),
-                                      "--backend", "openvino", "--precision", "fp32",
-                                      "--engine", str(tmp_path / "foreign.onnx")])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "--weights",
+            str(weights),
+            "--backend",
+            "openvino",
+            "--precision",
+            "fp32",
+            "--engine",
+            str(tmp_path / "foreign.onnx"),
+        ],
+    )
 
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()
@@ -271,8 +284,10 @@ def test_cache_command_on_a_cache_folder_that_is_a_file_is_one_line(tmp_path, mo
     monkeypatch.setenv("FASTDENOISE_CACHE", str(tmp_path / "cachefile"))
     result = CliRunner().invoke(app, ["cache", "--clear"])
     assert result.exit_code == 2
-    assert result.output.strip() == f"error: {tmp_path / 'cachefile'}: the cache folder is a file; remove it or set " \
+    assert (
+        result.output.strip() == f"error: {tmp_path / 'cachefile'}: the cache folder is a file; remove it or set "
         "FASTDENOISE_CACHE"
+    )
     assert (tmp_path / "cachefile").read_bytes() == b"x"
 
 
@@ -284,8 +299,10 @@ def test_clear_removes_only_the_model_cache(tmp_path, rng):
     assert clear(tmp_path)[0] == 3 and entries(tmp_path) == [] and (tmp_path / "cbm3d" / "out.png").exists()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
-                    reason="needs onnxruntime and the ONNX exporter")  # fmt: skip
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
+    reason="needs onnxruntime and the ONNX exporter",
+)
 def test_a_backend_built_from_the_cache_keeps_it_within_the_budget(model, tmp_path, rng, monkeypatch):
     from fastdenoise.engines.runtime import OnnxRuntimeBackend
 
@@ -299,8 +316,10 @@ def test_a_backend_built_from_the_cache_keeps_it_within_the_budget(model, tmp_pa
     assert "openvino/blobs/old5" in {e.name for e in left} and "openvino/blobs/old0" not in {e.name for e in left}
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
-                    reason="needs onnxruntime and the ONNX exporter")  # fmt: skip
+@pytest.mark.skipif(
+    importlib.util.find_spec("onnxruntime") is None or importlib.util.find_spec("onnxscript") is None,
+    reason="needs onnxruntime and the ONNX exporter",
+)
 def test_run_with_a_cache_folder_that_is_a_file_is_one_line(model, tmp_path, monkeypatch, make_image):
     from fastdenoise.images import save_rgb
     from fastdenoise.models.checkpoint import save_weights
@@ -310,9 +329,22 @@ def test_run_with_a_cache_folder_that_is_a_file_is_one_line(model, tmp_path, mon
     (tmp_path / "cachefile").write_bytes(b"not a folder")
     monkeypatch.setenv("FASTDENOISE_CACHE", str(tmp_path / "cachefile"))
 
-    result = CliRunner().invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights",
-                                      str(tmp_path / "w.safetensors"), "--backend", "onnxruntime", "--device", "cpu",
-                                      "--precision", "fp32"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "--weights",
+            str(tmp_path / "w.safetensors"),
+            "--backend",
+            "onnxruntime",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ],
+    )
 
     assert result.exit_code == 2, result.output
     (line,) = result.output.strip().splitlines()

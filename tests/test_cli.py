@@ -95,8 +95,21 @@ def test_eval_writes_json_and_markdown(photos, tmp_path, weights):
     rows = payload["results"][0]["rows"]
     assert len(rows) == 6 and {r["sigma"] for r in rows} == {15.0, 50.0}
     assert "| fastdenoise |" in (out / "eval.md").read_text()
-    stored = runner.invoke(app, ["eval", str(photos), "--sigma", "15,50", "--weights", str(weights), "--out",
-                                 str(tmp_path / "evj"), "--jpeg", "75"])  # fmt: skip
+    stored = runner.invoke(
+        app,
+        [
+            "eval",
+            str(photos),
+            "--sigma",
+            "15,50",
+            "--weights",
+            str(weights),
+            "--out",
+            str(tmp_path / "evj"),
+            "--jpeg",
+            "75",
+        ],
+    )
     assert stored.exit_code == 0, stored.output
     jpeg_rows = json.loads((tmp_path / "evj" / "eval.json").read_text())["results"][0]["rows"]
     assert all(r["jpeg"] == 75 for r in jpeg_rows) and "stored as JPEG 75" in stored.output
@@ -144,9 +157,28 @@ def test_bundled_weights_denoise_the_samples(tmp_path):
 def test_train_joint_label_free(tmp_path, make_image):
     for i in range(3):
         save_rgb(make_image(64, 80), tmp_path / "photos" / f"{i}.png")
-    args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify", "--target", "softmax",
-            "--patch", "32", "--batch", "2", "--steps", "2", "--device", "cpu", "--amp", "off",
-            "--compile", "off"]  # fmt: skip
+    args = [
+        "train",
+        str(tmp_path / "photos"),
+        "-o",
+        str(tmp_path / "run"),
+        "--task",
+        "classify",
+        "--target",
+        "softmax",
+        "--patch",
+        "32",
+        "--batch",
+        "2",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--amp",
+        "off",
+        "--compile",
+        "off",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert (tmp_path / "run" / "joint.json").is_file() and (tmp_path / "run" / "model.safetensors").is_file()
@@ -159,8 +191,28 @@ def test_joint_options_need_task(photos, tmp_path):
 
 def test_resume_restores_the_runs_own_settings(photos, tmp_path):
     out = tmp_path / "run"
-    first = ["train", str(photos), "--out", str(out), "--patch", "16", "--batch", "2", "--sigma", "5-50",
-             "--amp", "off", "--steps", "2", "--schedule", "constant", "--ema", "0.9", "--loss", "l1"]  # fmt: skip
+    first = [
+        "train",
+        str(photos),
+        "--out",
+        str(out),
+        "--patch",
+        "16",
+        "--batch",
+        "2",
+        "--sigma",
+        "5-50",
+        "--amp",
+        "off",
+        "--steps",
+        "2",
+        "--schedule",
+        "constant",
+        "--ema",
+        "0.9",
+        "--loss",
+        "l1",
+    ]
     assert runner.invoke(app, first).exit_code == 0
     resumed = runner.invoke(app, ["train", "--out", str(out), "--resume", "--steps", "3", "--lr", "5e-4"])
     assert resumed.exit_code == 0, resumed.output
@@ -185,8 +237,25 @@ def test_sigterm_stops_training_with_a_checkpoint_and_exit_143(photos, tmp_path)
     import time
 
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16",
-            "--batch", "2", "--amp", "off", "--steps", "100000", "--ckpt-every", "100000"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "fastdenoise",
+        "train",
+        str(photos),
+        "--out",
+        str(out),
+        "--patch",
+        "16",
+        "--batch",
+        "2",
+        "--amp",
+        "off",
+        "--steps",
+        "100000",
+        "--ckpt-every",
+        "100000",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
     log = out / "log.jsonl"
@@ -237,8 +306,19 @@ def foreign_identity_onnx(path: Path) -> Path:
 
 def test_a_foreign_onnx_is_refused_unless_trusted(photos, tmp_path, weights):
     engine = foreign_identity_onnx(tmp_path / "identity.onnx")
-    base = ["run", str(photos), str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu",
-            "--backend", "onnxruntime", "--engine", str(engine)]  # fmt: skip
+    base = [
+        "run",
+        str(photos),
+        str(tmp_path / "out"),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--backend",
+        "onnxruntime",
+        "--engine",
+        str(engine),
+    ]
     refused = runner.invoke(app, base)
     assert refused.exit_code == 2 and "identity.onnx: no fastdenoise metadata" in refused.output
     assert "--trust-engine" in refused.output and len(refused.output.strip().splitlines()) == 1
@@ -256,9 +336,32 @@ def test_train_one_denoiser_against_both_heads_label_free_and_balanced(tmp_path,
         pytest.skip("no ESPNetv2 weights under the shared data")
     for i in range(2):
         save_rgb(make_image(40, 48), tmp_path / "photos" / f"{i}.png")
-    args = ["train", str(tmp_path / "photos"), "-o", str(tmp_path / "run"), "--task", "classify,segment",
-            "--target", "argmax", "--balance", "0.3", "--balance", "1.0", "--patch", "32", "--batch", "1",
-            "--steps", "1", "--device", "cpu", "--amp", "off", "--compile", "off"]  # fmt: skip
+    args = [
+        "train",
+        str(tmp_path / "photos"),
+        "-o",
+        str(tmp_path / "run"),
+        "--task",
+        "classify,segment",
+        "--target",
+        "argmax",
+        "--balance",
+        "0.3",
+        "--balance",
+        "1.0",
+        "--patch",
+        "32",
+        "--batch",
+        "1",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--amp",
+        "off",
+        "--compile",
+        "off",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     joint = json.loads((tmp_path / "run" / "joint.json").read_text())
@@ -271,8 +374,23 @@ def test_train_one_denoiser_against_both_heads_label_free_and_balanced(tmp_path,
 def test_train_rejects_an_unknown_task_and_mismatched_weights(photos, tmp_path):
     result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,detect"])
     assert result.exit_code == 2 and "--task" in result.output and "detect" in result.output
-    result = runner.invoke(app, ["train", str(photos), "-o", str(tmp_path / "r"), "--task", "classify,segment",
-                                 "--target", "argmax", "--lam", "1", "--balance", "1"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            str(photos),
+            "-o",
+            str(tmp_path / "r"),
+            "--task",
+            "classify,segment",
+            "--target",
+            "argmax",
+            "--lam",
+            "1",
+            "--balance",
+            "1",
+        ],
+    )
     assert result.exit_code == 2 and "not both" in result.output
 
 

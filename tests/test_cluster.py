@@ -83,8 +83,11 @@ def test_ray_run_equals_the_local_run_and_a_rerun_skips_everything(local_ray, tm
     assert snapshot(tmp_path, skip=dst) == before  # inputs untouched, nothing written outside OUTPUT
     expected = denoise_folder(src, local, make_backend(model, FP32), cfg)
     assert (summary.ok, summary.failed, summary.ignored, summary.skipped) == (
-        expected.ok, expected.failed, expected.ignored, 0,
-    )  # fmt: skip
+        expected.ok,
+        expected.failed,
+        expected.ignored,
+        0,
+    )
     assert summary.ok >= 10 and summary.failed >= 3 and summary.megapixels == pytest.approx(expected.megapixels)
     ours, theirs = rows_of(dst), rows_of(local)
     assert {k: without_times(r) for k, r in ours.items()} == {k: without_times(r) for k, r in theirs.items()}
@@ -201,8 +204,19 @@ def test_cli_executor_ray_runs_resumes_and_reports_a_pipeline_failure(local_ray,
     src, dst = tmp_path / "in", tmp_path / "out"
     photos(src, 5, (24, 32))
     (src / "broken.png").write_bytes(b"not an image")
-    args = ["run", str(src), str(dst), "--weights", str(weights), "--device", "cpu", "--precision", "fp32",
-            "--executor", "ray"]  # fmt: skip
+    args = [
+        "run",
+        str(src),
+        str(dst),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--executor",
+        "ray",
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output  # strict: the broken file fails
     assert "5 denoised, 0 skipped, 1 failed" in result.output

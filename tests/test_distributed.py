@@ -97,8 +97,12 @@ def test_the_jobs_summary_adds_up_the_ranks():
     rng = np.random.default_rng(28)
     parts = []
     for rank in range(int(rng.integers(2, 5))):
-        part = RunSummary(ok=int(rng.integers(0, 50)), failed=int(rng.integers(0, 3)), megapixels=float(rng.random()),
-                          seconds=float(rng.random()))  # fmt: skip
+        part = RunSummary(
+            ok=int(rng.integers(0, 50)),
+            failed=int(rng.integers(0, 3)),
+            megapixels=float(rng.random()),
+            seconds=float(rng.random()),
+        )
         part.stages["compute"] = float(rng.random())
         part.routes["blind"] = int(rng.integers(1, 9))
         part.problems["error"] = [(f"r{rank}/{i}.png", "broken") for i in range(int(rng.integers(0, 8)))]

@@ -6,8 +6,16 @@ import re
 import pytest
 from conftest import ROOT, shared_data
 
-DATA_SETS = ("kodak24/", "cbsd68/", "cbsd432/", "imagenet-samples/", "camvid/", "weights/espnetv2/", "weights/dncnn/",
-             "weights/ffdnet/")  # fmt: skip
+DATA_SETS = (
+    "kodak24/",
+    "cbsd68/",
+    "cbsd432/",
+    "imagenet-samples/",
+    "camvid/",
+    "weights/espnetv2/",
+    "weights/dncnn/",
+    "weights/ffdnet/",
+)
 
 
 def source_rows(text: str) -> dict[str, str]:
@@ -79,7 +87,8 @@ def test_the_readme_is_a_front_door():
 
 def test_the_anchor_rule_is_githubs():
     assert anchor("Stage 2 (`campaign/blind-p48/`): 48 px patches, then a lower LR") == (
-        "stage-2-campaignblind-p48-48-px-patches-then-a-lower-lr")
+        "stage-2-campaignblind-p48-48-px-patches-then-a-lower-lr"
+    )
     assert anchor("The user's path (issue 26, session 8)") == "the-users-path-issue-26-session-8"
 
 

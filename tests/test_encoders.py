@@ -88,10 +88,16 @@ def pillow_rgb(path) -> np.ndarray:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
-@pytest.mark.parametrize("options", [
-    {"quality": 90}, {"quality": 95, "subsampling": 0}, {"quality": 80, "subsampling": 1},
-    {"quality": 85, "progressive": True}, {"quality": 70, "restart_marker_blocks": 2},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"quality": 90},
+        {"quality": 95, "subsampling": 0},
+        {"quality": 80, "subsampling": 1},
+        {"quality": 85, "progressive": True},
+        {"quality": 70, "restart_marker_blocks": 2},
+    ],
+)
 def test_jpegs_decode_to_pillows_pixels(options, tmp_path, make_image, codecs):
     for h, w in SIZES:
         path = tmp_path / f"{h}x{w}.jpg"

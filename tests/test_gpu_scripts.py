@@ -34,9 +34,32 @@ def test_gpu_task_aware_arms_take_the_same_batches(tmp_path):
     init = tmp_path / "init.safetensors"
     save_weights(Denoiser(SMALL), init)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "campaign/gpu_task_aware.py"), "--data", str(data), "--init", str(init),
-           "--out", str(out), "--device", "cpu", "--seconds", "3", "--patch", "32", "--batch", "2", "--log-every", "1",
-           "--save-every", "2", "--arm", "control=mse", "--arm", "cls=classify:1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "campaign/gpu_task_aware.py"),
+        "--data",
+        str(data),
+        "--init",
+        str(init),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--seconds",
+        "3",
+        "--patch",
+        "32",
+        "--batch",
+        "2",
+        "--log-every",
+        "1",
+        "--save-every",
+        "2",
+        "--arm",
+        "control=mse",
+        "--arm",
+        "cls=classify:1",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     summary = json.loads((out / "summary.json").read_text())
@@ -73,9 +96,35 @@ def test_gpu_task_aware_at_photo_scale_sizes_crops_for_the_heads_resize(tmp_path
     init = tmp_path / "init.safetensors"
     save_weights(Denoiser(SMALL), init)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "campaign/gpu_task_aware.py"), "--data", str(data), "--init", str(init),
-           "--out", str(out), "--device", "cpu", "--seconds", "3", "--batch", "2", "--log-every", "1", "--photo-scale",
-           "--resize", "32", "--crop", "24", "--sigma", "0-60", "--arm", "control=mse", "--arm", "cls=classify:1"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        str(ROOT / "campaign/gpu_task_aware.py"),
+        "--data",
+        str(data),
+        "--init",
+        str(init),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+        "--seconds",
+        "3",
+        "--batch",
+        "2",
+        "--log-every",
+        "1",
+        "--photo-scale",
+        "--resize",
+        "32",
+        "--crop",
+        "24",
+        "--sigma",
+        "0-60",
+        "--arm",
+        "control=mse",
+        "--arm",
+        "cls=classify:1",
+    ]
     subprocess.run(cmd, check=True, capture_output=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert rows[0]["control"]["mse"] == rows[0]["cls"]["mse"] and rows[-1]["cls"]["ratio"] > 0

@@ -65,8 +65,24 @@ def _mkdir(path: Path) -> Path:
 
 
 def run_cli(src: Path, dst: Path, weights: Path, *extra: str):
-    args = ["run", str(src), str(dst), "--weights", str(weights), "--device", "cpu", "--precision", "fp32",
-            "--backend", "eager", "--loader", "pil", "--workers", "1", *extra]  # fmt: skip
+    args = [
+        "run",
+        str(src),
+        str(dst),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--backend",
+        "eager",
+        "--loader",
+        "pil",
+        "--workers",
+        "1",
+        *extra,
+    ]
     return runner.invoke(app, args)
 
 
@@ -113,4 +129,6 @@ def test_the_benchmark_times_an_arm_and_reports_scaling(tmp_path, make_image):
     two = {"best_mp_per_s": 19.0, "median_mp_per_s": 18.0, "best_mp_per_cpu_s": 10.0}
     entries = {"cpus 0": {"cpus": 1, "arms": {"a": arm}}, "cpus 0,1": {"cpus": 2, "arms": {"a": two}}}
     table = host_pipeline.scaling(entries)
-    assert table["a: cpus 0 -> cpus 0,1"]["best"] == pytest.approx(1.9) and table["a: cpus 0 -> cpus 0,1"]["median"] == 2.0
+    assert (
+        table["a: cpus 0 -> cpus 0,1"]["best"] == pytest.approx(1.9) and table["a: cpus 0 -> cpus 0,1"]["median"] == 2.0
+    )

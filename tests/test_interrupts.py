@@ -33,8 +33,10 @@ def test_after_start_up_signals_raise_and_sigterm_is_told_apart(monkeypatch):
 
 
 def test_importing_the_cli_changes_no_signal_handler():
-    script = "import signal; before = signal.getsignal(signal.SIGTERM); import fastdenoise.cli; " \
-             "assert signal.getsignal(signal.SIGTERM) is before; print('ok')"  # fmt: skip
+    script = (
+        "import signal; before = signal.getsignal(signal.SIGTERM); import fastdenoise.cli; "
+        "assert signal.getsignal(signal.SIGTERM) is before; print('ok')"
+    )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "ok", done.stderr
 
@@ -84,15 +86,35 @@ def test_run_on_openvino_stops_with_its_exit_code_and_a_rerun_finishes(tmp_path,
     weights, cache = exported
     src, dst = tmp_path / "in", tmp_path / "out"
     paths = photos(src, 60)
-    command = [sys.executable, "-m", "fastdenoise", "run", str(src), str(dst), "--weights", str(weights),
-               "--backend", "openvino", "--precision", "fp32", "--batch", "2", "--workers", "1", "--loader", "pil"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "fastdenoise",
+        "run",
+        str(src),
+        str(dst),
+        "--weights",
+        str(weights),
+        "--backend",
+        "openvino",
+        "--precision",
+        "fp32",
+        "--batch",
+        "2",
+        "--workers",
+        "1",
+        "--loader",
+        "pil",
+    ]
     env = os.environ | {"OMP_NUM_THREADS": "1", "FASTDENOISE_CACHE": str(cache)}
     stopped = signal_at(command, tmp_path, env, signum, moment)
     lines = stopped.stderr.strip().splitlines()
     assert stopped.returncode == 128 + signum, f"exit {stopped.returncode}: {stopped.stderr[-2000:]}"
     assert "Traceback" not in stopped.stderr and not list(tmp_path.glob("core*"))
-    assert lines[-1] in (f"error: {WORD[signum]} while starting", "stopped early: stop requested; the same command "
-                         "again does the rest"), stopped.stderr  # fmt: skip
+    assert lines[-1] in (
+        f"error: {WORD[signum]} while starting",
+        "stopped early: stop requested; the same command again does the rest",
+    ), stopped.stderr
     if moment == "run":
         assert lines[-1].startswith("stopped early") and 3 <= ok_rows(dst / "manifest.jsonl") < len(paths)
     again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -109,8 +131,14 @@ def test_run_on_openvino_stops_with_its_exit_code_and_a_rerun_finishes(tmp_path,
 def test_start_up_answers_a_signal_at_any_delay_with_one_line(tmp_path, weights, signum, delay):
     photos(tmp_path / "in", 4)
     command = [sys.executable, "-m", "fastdenoise", "run", "in", "out", "--weights", str(weights), "--device", "cpu"]
-    proc = subprocess.Popen(command, cwd=tmp_path, env=os.environ | {"OMP_NUM_THREADS": "1"},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        env=os.environ | {"OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(delay)
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=240)

@@ -55,9 +55,21 @@ class TinyHead(nn.Module):
 
 def train_config(tmp_path: Path, data: Path, **overrides) -> TrainConfig:
     base = TrainConfig(
-        data=str(data), out=str(tmp_path / "run"), patch=32, batch=4, steps=3, lr=3e-3, warmup=1, log_every=1,
-        ckpt_every=100, device="cpu", amp="off", compile="off", spec=asdict(TINY), seed=3,
-    )  # fmt: skip
+        data=str(data),
+        out=str(tmp_path / "run"),
+        patch=32,
+        batch=4,
+        steps=3,
+        lr=3e-3,
+        warmup=1,
+        log_every=1,
+        ckpt_every=100,
+        device="cpu",
+        amp="off",
+        compile="off",
+        spec=asdict(TINY),
+        seed=3,
+    )
     return replace(base, **overrides)
 
 

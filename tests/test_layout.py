@@ -5,6 +5,7 @@ largest functions and modules."""
 from __future__ import annotations
 
 import ast
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,9 +13,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "fastdenoise"
-MAX_FUNCTION_LINES = 60
+MAX_FUNCTION_LINES = 80  # lines as `ruff format` writes them (60 when wrapped by hand: the formatter spreads calls)
 MAX_LINE_CHARS = 120  # pyproject's [tool.ruff] line-length
-MAX_MODULE_LINES = 400
+MAX_MODULE_LINES = 500  # likewise (400 by hand)
 # Exceptions to the limits, each held at its size so it can only shrink. report.py: 399 lines before its long lines
 # were wrapped to the 120-character limit.
 OVERSIZED_FUNCTIONS: dict[str, int] = {}
@@ -94,7 +95,9 @@ def module_sizes() -> dict[str, int]:
 
 def test_imports_parse_relative_and_lazy_forms(tmp_path):
     probe = tmp_path / "probe.py"
-    probe.write_text("from .export import x\ndef f():\n    from fastdenoise.training.fit import fit\nimport fastdenoise.cli\n")
+    probe.write_text(
+        "from .export import x\ndef f():\n    from fastdenoise.training.fit import fit\nimport fastdenoise.cli\n"
+    )
     assert package_imports(probe, "fastdenoise.engines.build") == {"engines", "training", "cli"}
 
 
@@ -133,9 +136,12 @@ def module_name(path: Path) -> str:
 
 
 def test_only_the_trainers_and_the_cli_import_fit():
-    users = {module_name(p) for p in sources(PACKAGE)
-             if "training" in package_imports(p, f"fastdenoise.{module_name(p)}")
-             and "fastdenoise.training.fit" in imported_modules(p, f"fastdenoise.{module_name(p)}")}  # fmt: skip
+    users = {
+        module_name(p)
+        for p in sources(PACKAGE)
+        if "training" in package_imports(p, f"fastdenoise.{module_name(p)}")
+        and "fastdenoise.training.fit" in imported_modules(p, f"fastdenoise.{module_name(p)}")
+    }
     users = {name for name in users if not name.startswith(("cli", "training"))}
     assert users <= {"evaluation.throughput"}, sorted(users)  # throughput times `fit`'s step
 
@@ -168,16 +174,6 @@ def test_no_line_is_over_the_line_length_limit(folder):
     assert not too_long, f"lines over {MAX_LINE_CHARS} characters: {', '.join(too_long)}"
 
 
-if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 8
-    functions = {k: v for p in sources(PACKAGE) for k, v in function_sizes(p).items()}
-    for key, lines in sorted(functions.items(), key=lambda kv: -kv[1])[:count]:
-        print(f"{lines:5d}  {key}")
-    print()
-    for key, lines in sorted(module_sizes().items(), key=lambda kv: -kv[1])[:count]:
-        print(f"{lines:5d}  {key}")
-
-
 def test_every_package_folder_is_in_the_wheel():
     """pyproject lists the packages by hand (kernels/ and engines/ install under fastdenoise.): a folder missing from
     the list is missing from every non-editable install (fastdenoise.evaluation.tables once was)."""
@@ -186,3 +182,22 @@ def test_every_package_folder_is_in_the_wheel():
     folders = {".".join(p.parent.relative_to(ROOT).parts) for p in PACKAGE.rglob("__init__.py")}
     folders |= {f"fastdenoise.{name}" for name in ("kernels", "engines")}
     assert folders == listed
+
+
+def test_the_tree_is_as_the_formatter_writes_it():
+    """`ruff format` (pinned in the test extra; pyproject configures it) would change no file: run it to fix this."""
+    pytest.importorskip("ruff", reason="the formatter comes with the test extra: pip install -e '.[test]'")
+    done = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", str(ROOT)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, f"run `ruff format .` in the repository: {done.stdout.strip() or done.stderr.strip()}"
+
+
+if __name__ == "__main__":
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 8
+    functions = {k: v for p in sources(PACKAGE) for k, v in function_sizes(p).items()}
+    for key, lines in sorted(functions.items(), key=lambda kv: -kv[1])[:count]:
+        print(f"{lines:5d}  {key}")
+    print()
+    for key, lines in sorted(module_sizes().items(), key=lambda kv: -kv[1])[:count]:
+        print(f"{lines:5d}  {key}")

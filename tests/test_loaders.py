@@ -74,8 +74,19 @@ def test_dali_and_pil_loaders_give_identical_pixels(samples, monkeypatch):
             assert a.image.shape == b.image.shape and np.array_equal(a.image, b.image), name
     # DALI really decoded the common cases (JPEG incl. every EXIF orientation, PNG, grey, palette, WebP, BMP, PNM);
     # Pillow only got the cases routed to it and the batches DALI failed on.
-    routed = {"rgba.png", "grey_alpha.png", "palette_transparent.png", "grey16.png", "dark16.png", "rgb16.png",
-              "cmyk.jpg", "alpha.webp", "plain_tiff.tif", "zero.jpg", "text.jpg"}  # fmt: skip
+    routed = {
+        "rgba.png",
+        "grey_alpha.png",
+        "palette_transparent.png",
+        "grey16.png",
+        "dark16.png",
+        "rgb16.png",
+        "cmyk.jpg",
+        "alpha.webp",
+        "plain_tiff.tif",
+        "zero.jpg",
+        "text.jpg",
+    }
     decoded_by_dali = set(pil) - set(fallbacks)
     assert {
         "q90.jpg",
@@ -135,8 +146,11 @@ def test_a_jpeg_whose_header_claims_more_than_its_data_is_an_error_quickly(tmp_p
 
     rng = np.random.default_rng(27)
     small = jpeg_bytes(rng, 64, 64, progressive=progressive)
-    cases = {"claims.jpg": claim_size(small, 2000, 3000), "cut.jpg": small[: len(small) // 2],
-             "tiny_claims.jpg": claim_size(jpeg_bytes(rng, 8, 8), 7000, 9000)}  # fmt: skip
+    cases = {
+        "claims.jpg": claim_size(small, 2000, 3000),
+        "cut.jpg": small[: len(small) // 2],
+        "tiny_claims.jpg": claim_size(jpeg_bytes(rng, 8, 8), 7000, 9000),
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         tick = time.perf_counter()

@@ -101,8 +101,21 @@ def test_a_plain_run_never_takes_over_while_a_rank_of_a_torchrun_run_still_write
     rank1 = subprocess.Popen([sys.executable, "-c", HOLD_RANK1, str(dst)], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         assert rank1.stdout.readline().strip() == "held"
-        args = ["run", str(src), str(dst), "--weights", str(weights), "--backend", "eager", "--device", "cpu",
-                "--precision", "fp32", "--loader", "pil"]  # fmt: skip
+        args = [
+            "run",
+            str(src),
+            str(dst),
+            "--weights",
+            str(weights),
+            "--backend",
+            "eager",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--loader",
+            "pil",
+        ]
         refused = CliRunner().invoke(app, args)
         assert refused.exit_code == 2, refused.output
         (line,) = refused.output.strip().splitlines()

@@ -11,8 +11,10 @@ from fastdenoise import machine
 
 def test_cpu_flags_keep_the_flags_that_pick_an_arm(monkeypatch, tmp_path: Path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nmodel name\t: Some EPYC\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 "
-                       "amx_tile amx_int8 ht\n")  # fmt: skip
+    cpuinfo.write_text(
+        "processor\t: 0\nmodel name\t: Some EPYC\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 "
+        "amx_tile amx_int8 ht\n"
+    )
     real = Path
 
     monkeypatch.setattr(machine, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else real(p))

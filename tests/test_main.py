@@ -12,10 +12,22 @@ def test_python_m_beside_a_clone_named_fastdenoise_is_one_line_or_works(tmp_path
     (clone / "fastdenoise").mkdir(parents=True)  # a checkout's layout: the package one level down
     (clone / "pyproject.toml").write_text("[project]\nname = 'fastdenoise'\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    probe = subprocess.run([sys.executable, "-c", "import fastdenoise; print(fastdenoise.__spec__.origin)"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
-    done = subprocess.run([sys.executable, "-m", "fastdenoise", "--version"], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    probe = subprocess.run(
+        [sys.executable, "-c", "import fastdenoise; print(fastdenoise.__spec__.origin)"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "fastdenoise", "--version"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if probe.stdout.strip() == "None":  # an editable install: the folder shadows the package
         assert done.returncode == 2 and done.stdout == ""
         assert done.stderr == (

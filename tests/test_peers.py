@@ -29,11 +29,7 @@ from fastdenoise.noise import add_noise, to_uint8
 
 # PSNR (dB) on the two crops below at sigma 25, noise seed [0, i], measured with the implementation that reproduces the
 # README's Kodak24 reference points (CDnCNN-B 32.13, CDnCNN sigma=25 32.35, FFDNet 32.25 dB; bench/eval_peers.py).
-CROP_PSNR = {
-    "cdncnn-b": (28.9706, 31.8852),
-    "cdncnn-25": (29.0251, 32.1999),
-    "ffdnet": (28.9549, 32.1212),
-}
+CROP_PSNR = {"cdncnn-b": (28.9706, 31.8852), "cdncnn-25": (29.0251, 32.1999), "ffdnet": (28.9549, 32.1212)}
 
 
 def random_convs(rng: np.random.Generator, widths: list[int]) -> list[MatConv]:

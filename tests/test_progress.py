@@ -42,8 +42,10 @@ def test_plain_lines_every_interval_with_done_share_elapsed_left_and_the_last_na
     assert len(lines) == total // per_line
     done = per_line
     elapsed, left = round(done * step), round((total - done) * step)
-    assert lines[0] == (f"denoise: {done}/{total} ({done / total:.0%}), {clock_time(elapsed)} elapsed, "
-                        f"{clock_time(left)} left; photo {done - 1} [x].png")  # fmt: skip
+    assert lines[0] == (
+        f"denoise: {done}/{total} ({done / total:.0%}), {clock_time(elapsed)} elapsed, "
+        f"{clock_time(left)} left; photo {done - 1} [x].png"
+    )
 
 
 def test_plain_lines_without_a_total_or_the_remaining_time(capsys):

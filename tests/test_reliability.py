@@ -241,9 +241,27 @@ def test_cli_disk_full_exit_code_and_message(tmp_path, weights, monkeypatch):
 
 
 def cli_command(src: Path, dst: Path, weights: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "fastdenoise", "run", str(src), str(dst), "--weights", str(weights),
-            "--device", "cpu", "--precision", "fp32", "--batch", "2", "--workers", "1", "--loader", "pil",
-            *extra]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "fastdenoise",
+        "run",
+        str(src),
+        str(dst),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--batch",
+        "2",
+        "--workers",
+        "1",
+        "--loader",
+        "pil",
+        *extra,
+    ]
 
 
 ENV = os.environ | {"OMP_NUM_THREADS": "1"}  # see the one_torch_thread fixture
@@ -497,9 +515,12 @@ def test_disk_full_inside_a_manifest_row_leaves_whole_rows_and_resumes_exactly(t
 
 def mount_tmpfs(where: Path, size: str) -> bool:
     where.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
-    ).returncode == 0
+    return (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], capture_output=True
+        ).returncode
+        == 0
+    )
 
 
 def test_a_really_full_small_disk_then_room_made_gives_one_row_per_input(tmp_path, weights):
@@ -670,8 +691,20 @@ def test_an_output_it_may_not_write_says_to_fix_it_not_just_to_resume(tmp_path, 
     """OUTPUT's manifest a folder: one line, exit 3, advice that fits a refusal (a full disk keeps "resume")."""
     save_rgb(make_image(24, 32), tmp_path / "in" / "a.png")
     (tmp_path / "out" / MANIFEST).mkdir(parents=True)
-    result = CliRunner().invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(weights),
-                                      "--backend", "eager", "--device", "cpu"])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "--weights",
+            str(weights),
+            "--backend",
+            "eager",
+            "--device",
+            "cpu",
+        ],
+    )
     assert result.exit_code == 3, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / 'out'}: ")

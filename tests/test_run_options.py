@@ -22,8 +22,22 @@ runner = CliRunner()
 
 
 def run(src: Path, dst: Path, weights: Path, *extra: str):
-    args = ["run", str(src), str(dst), "--weights", str(weights), "--device", "cpu", "--precision", "fp32",
-            "--loader", "pil", "--workers", "1", *extra]  # fmt: skip
+    args = [
+        "run",
+        str(src),
+        str(dst),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--loader",
+        "pil",
+        "--workers",
+        "1",
+        *extra,
+    ]
     return runner.invoke(app, args)
 
 
@@ -86,8 +100,9 @@ def test_one_file_as_input_denoises_only_it(tmp_path, make_image, weights):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["manifest.jsonl", "photo.png"]
     refused = run(tmp_path / "photo.png", tmp_path, weights)
     assert refused.exit_code == 2
-    assert refused.output.strip() == (f"error: {tmp_path}: output folder may not be the input file's folder: "
-                                      "the output could overwrite it")  # fmt: skip
+    assert refused.output.strip() == (
+        f"error: {tmp_path}: output folder may not be the input file's folder: the output could overwrite it"
+    )
 
 
 def test_a_linked_input_whose_real_file_is_in_output_is_refused_and_kept(tmp_path, make_image, weights):
@@ -98,8 +113,9 @@ def test_a_linked_input_whose_real_file_is_in_output_is_refused_and_kept(tmp_pat
     (tmp_path / "in" / "photo.png").symlink_to(real)
     refused = run(tmp_path / "in" / "photo.png", tmp_path / "out", weights)
     assert refused.exit_code == 2
-    assert refused.output.strip() == (f"error: {tmp_path / 'out'}: output folder may not be the input file's folder: "
-                                      "the output could overwrite it")  # fmt: skip
+    assert refused.output.strip() == (
+        f"error: {tmp_path / 'out'}: output folder may not be the input file's folder: the output could overwrite it"
+    )
     assert real.read_bytes() == before and sorted(p.name for p in real.parent.iterdir()) == ["photo.png"]
 
 
@@ -113,7 +129,6 @@ def test_include_and_exclude_globs_narrow_the_run(tmp_path, make_image, weights)
     assert sorted(rows_of(dst)) == ["a.png", "sub/c.png"]  # left-out files get no row
     nothing = run(src, tmp_path / "none", weights, "--include", "*.webp")
     assert nothing.exit_code == 2 and nothing.output.startswith(f"error: {src}: no images found matching --include")
-
 
 
 def test_dry_run_names_the_files_that_would_fail_then_how_many_more(tmp_path, make_image, weights):
@@ -135,6 +150,7 @@ def test_dry_run_names_the_files_that_would_fail_then_how_many_more(tmp_path, ma
     assert lines[1] == f"  would fail: a00.png: {src / 'a00.png'}: not a recognised image format"
     assert len(lines) == 2 + PROBLEMS_KEPT and lines[-1] == "  ... and 2 more would fail"
     assert not dst.exists()
+
 
 def test_dry_run_counts_images_and_megapixels_and_writes_nothing(tmp_path, make_image, weights):
     src, dst = tmp_path / "in", tmp_path / "out"
@@ -202,19 +218,35 @@ def test_a_ref_image_over_max_pixels_is_a_ref_error_not_a_decode(tmp_path, make_
     assert result.exit_code == 0, result.output
     row = rows_of(dst)["a.png"]
     assert row["status"] == "ok" and "psnr" not in row
-    assert row["ref_error"] == (f"{clean / 'a.png'}: 56x40 = 0.0 MP is over the pixel budget of 0.001 MP "
-                                "(--max-pixels); not decoded")  # fmt: skip
+    assert row["ref_error"] == (
+        f"{clean / 'a.png'}: 56x40 = 0.0 MP is over the pixel budget of 0.001 MP (--max-pixels); not decoded"
+    )
 
 
-def test_int8_without_calibration_photos_is_one_line_saying_what_to_set(tmp_path, make_image, weights, monkeypatch,
-                                                                        recwarn):  # fmt: skip
+def test_int8_without_calibration_photos_is_one_line_saying_what_to_set(
+    tmp_path, make_image, weights, monkeypatch, recwarn
+):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
     monkeypatch.delenv("FASTDENOISE_DATA", raising=False)
     monkeypatch.chdir(tmp_path)  # no shared data folder here or above
     save_rgb(make_image(20, 28), tmp_path / "in" / "a.png")
-    result = runner.invoke(app, ["run", str(tmp_path / "in"), str(tmp_path / "out"), "--weights", str(weights),
-                                 "--device", "cpu", "--backend", "openvino", "--precision", "int8"])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "run",
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--backend",
+            "openvino",
+            "--precision",
+            "int8",
+        ],
+    )
     assert result.exit_code == 2, result.output
     assert result.output.count("\n") == 1 and result.output.startswith("error: --precision int8 calibrates on "), (
         result.output
@@ -232,6 +264,7 @@ def test_a_run_into_a_log_prints_plain_progress_lines(tmp_path, make_image, weig
     result = run(src, tmp_path / "out", weights)  # CliRunner's output is no terminal, as a log file is not
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stderr.splitlines() if line.startswith("denoise: ")]
-    assert [line.split(",")[0] for line in lines] == [f"denoise: {i}/{count} ({i / count:.0%})"
-                                                      for i in range(1, count + 1)]  # fmt: skip
+    assert [line.split(",")[0] for line in lines] == [
+        f"denoise: {i}/{count} ({i / count:.0%})" for i in range(1, count + 1)
+    ]
     assert re.fullmatch(r"denoise: 1/\d+ \(\d+%\), \d:\d\d:\d\d elapsed, \d:\d\d:\d\d left; p\d\.png", lines[0])

@@ -17,8 +17,24 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def run(src: Path, dst: Path, weights: Path, *extra: str):
-    args = ["run", str(src), str(dst), "--weights", str(weights), "--device", "cpu", "--precision", "fp32",
-            "--loader", "pil", "--workers", "1", "--backend", "eager", *extra]  # fmt: skip
+    args = [
+        "run",
+        str(src),
+        str(dst),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--loader",
+        "pil",
+        "--workers",
+        "1",
+        "--backend",
+        "eager",
+        *extra,
+    ]
     return CliRunner().invoke(app, args)
 
 
@@ -62,8 +78,9 @@ def test_other_weights_on_the_same_output_redo_every_image(photos, tmp_path, wei
     assert run(photos, dst, other_weights).output.strip().startswith("0 denoised, 2 skipped")  # same weights: done
 
 
-@pytest.mark.parametrize("change", [("--precision", "bf16"), ("--ensemble",), ("--format", "jpg"),
-                                    ("--quality", "80", "--format", "jpg")])
+@pytest.mark.parametrize(
+    "change", [("--precision", "bf16"), ("--ensemble",), ("--format", "jpg"), ("--quality", "80", "--format", "jpg")]
+)
 def test_a_setting_that_changes_pixels_redoes_the_images(photos, tmp_path, weights, change):
     dst = tmp_path / "out"
     base = ("--format", "jpg", "--quality", "95") if "--quality" in change else ()
@@ -77,7 +94,9 @@ def test_settings_that_keep_pixels_still_skip(photos, tmp_path, weights):
     dst = tmp_path / "out"
     assert run(photos, dst, weights, "--batch", "2").exit_code == 0
     again = run(photos, dst, weights, "--batch", "1", "--tile", "512", "--overlap", "32", "--workers", "2")
-    assert again.output.strip().startswith("0 denoised, 2 skipped"), again.output  # every image is smaller than the tile
+    assert again.output.strip().startswith("0 denoised, 2 skipped"), (
+        again.output
+    )  # every image is smaller than the tile
 
 
 def test_a_tile_change_redoes_only_images_larger_than_a_tile(tmp_path, make_image, weights):
@@ -144,8 +163,10 @@ def test_ref_into_the_output_is_refused_in_one_line(photos, tmp_path, weights):
         ref.mkdir(exist_ok=True)
         result = run(photos, dst, weights, "--ref", str(ref))
         assert result.exit_code == 2, result.output
-        assert result.output.strip() == f"error: {ref}: --ref may not be the output folder or inside it (each output " \
+        assert (
+            result.output.strip() == f"error: {ref}: --ref may not be the output folder or inside it (each output "
             "its own reference)"
+        )
     assert not (dst / "a.png").exists()
 
 

@@ -227,8 +227,21 @@ def test_cli_classify_with_lite0_writes_imagenet_labels(photos, tmp_path, weight
     from fastdenoise.models.heads.efficientnet_lite import imagenet_classes
 
     out = tmp_path / "out"
-    args = ["run", str(photos), str(out), "--weights", str(weights), "--device", "cpu", "--precision", "fp32",
-            "--task", "classify", "--top-k", "2"]  # fmt: skip
+    args = [
+        "run",
+        str(photos),
+        str(out),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--task",
+        "classify",
+        "--top-k",
+        "2",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert f"predictions: {out / PREDICTIONS} (top-2 of efficientnet-lite0)" in result.output
@@ -240,7 +253,9 @@ def test_cli_classify_with_lite0_writes_imagenet_labels(photos, tmp_path, weight
 
 
 def test_cli_segment_reports_the_masks(photos, tmp_path, weights, monkeypatch):
-    monkeypatch.setattr("fastdenoise.models.heads.load_head", lambda name, weights=None: TinySegmenter())  # no weights needed
+    monkeypatch.setattr(
+        "fastdenoise.models.heads.load_head", lambda name, weights=None: TinySegmenter()
+    )  # no weights needed
     out = tmp_path / "out"
     result = runner.invoke(
         app, ["run", str(photos), str(out), "--weights", str(weights), "--precision", "fp32", "--task", "segment"]
@@ -271,8 +286,13 @@ def test_cli_task_defaults_to_the_bundled_task_aware_model_from_sigma_10(photos,
     assert segment.exit_code == 0, segment.output
     assert "weights: per image (the task-aware model from an estimated sigma of 10, blind below)" in segment.output
     routes = {name: row["weights"] for name, row in rows_of(tmp_path / "--task-segment").items()}
-    assert routes == {"a.png": "blind", "b.jpg": "blind", "sub/c.png": "blind", "sub/d.png": "blind",
-                      "noisy.png": "task-aware"}, routes  # fmt: skip
+    assert routes == {
+        "a.png": "blind",
+        "b.jpg": "blind",
+        "sub/c.png": "blind",
+        "sub/d.png": "blind",
+        "noisy.png": "task-aware",
+    }, routes
     given = ran("--task", "segment", "--sigma", "25")
     assert given.exit_code == 0 and "weights: task-aware (bundled)" in given.output
     low = ran("--task", "segment", "--sigma", "5")
@@ -333,8 +353,13 @@ def test_table2_on_the_users_path_predicts_what_run_task_classify_does(tmp_path,
     assert len(table) == 4 and "noise on the whole photo" in result.title
 
     backend = make_backend(load_denoiser(weights), BackendConfig(device="cpu", precision="fp32"))
-    denoise_folder(noisy, tmp_path / "out", backend, RunConfig(batch=1),
-                   predictor=Predictor(head, "classify", top_k=5, name="tiny"))  # fmt: skip
+    denoise_folder(
+        noisy,
+        tmp_path / "out",
+        backend,
+        RunConfig(batch=1),
+        predictor=Predictor(head, "classify", top_k=5, name="tiny"),
+    )
     ran = {name: [t[0] for t in row["top"]] for name, row in rows_of(tmp_path / "out").items()}
     assert ran == table
     crop = Table2Config(str(data), sigmas=(30.0,), seeds=(3,), device="cpu", draws=100)  # the paper's protocol

@@ -78,9 +78,16 @@ RELEASED_ON_A_THREAD = """
 )
 @pytest.mark.parametrize("with_faulthandler", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_openvino_released_on_another_thread_then_a_signal_is_handled(tmp_path, with_faulthandler):
-    script = RELEASED_ON_A_THREAD.format(tests=str(ROOT / "tests"), faulthandler=with_faulthandler,
-                                         cache=str(tmp_path / "cache"))  # fmt: skip
-    done = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], cwd=tmp_path, capture_output=True, text=True,
-                          env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}, timeout=300)  # fmt: skip
+    script = RELEASED_ON_A_THREAD.format(
+        tests=str(ROOT / "tests"), faulthandler=with_faulthandler, cache=str(tmp_path / "cache")
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+        timeout=300,
+    )
     assert done.returncode == 0, f"exit {done.returncode} (-11: SIGSEGV on a dangling signal stack): {done.stderr}"
     assert done.stdout.strip().endswith("handled [15]")

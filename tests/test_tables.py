@@ -357,9 +357,29 @@ def test_cli_table1_with_two_seeds_and_a_control(tmp_path, make_image):
     folder = tmp_path / "kodak"
     write_images(folder, make_image, 3)
     a, b = weights_file(tmp_path / "a.safetensors", 1), weights_file(tmp_path / "b.safetensors", 2)
-    args = ["tables", "table1", str(folder), "-m", f"a={a}", "-m", f"b={b}", "--peers", "", "--sigma", "25",
-            "--seeds", "0,1", "--control", "a", "--draws", "200", "--device", "cpu",
-            "-o", str(tmp_path / "out")]  # fmt: skip
+    args = [
+        "tables",
+        "table1",
+        str(folder),
+        "-m",
+        f"a={a}",
+        "-m",
+        f"b={b}",
+        "--peers",
+        "",
+        "--sigma",
+        "25",
+        "--seeds",
+        "0,1",
+        "--control",
+        "a",
+        "--draws",
+        "200",
+        "--device",
+        "cpu",
+        "-o",
+        str(tmp_path / "out"),
+    ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     payload = json.loads((tmp_path / "out" / "table1.json").read_text())
@@ -407,4 +427,5 @@ def test_a_table_run_into_a_log_prints_plain_progress_lines(monkeypatch, capsys)
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == total
     assert lines[-1].startswith(f"table2: {total}/{total} (100%), 0:00:0") and lines[-1].endswith(
-        f"; kodim{total:02d}.png sigma 25")
+        f"; kodim{total:02d}.png sigma 25"
+    )

@@ -26,10 +26,24 @@ def image_folder(tmp_path, make_image) -> Path:
 
 def config(folder: Path, out: Path, steps: int, **kw) -> TrainConfig:
     return TrainConfig(
-        data=str(folder), out=str(out), val=str(folder), sigma=(10, 40), patch=24, batch=4, steps=steps, lr=3e-3,
-        warmup=2, val_every=6, val_images=2, ckpt_every=3, log_every=1, amp="off", compile="off", spec=asdict(SMALL),
+        data=str(folder),
+        out=str(out),
+        val=str(folder),
+        sigma=(10, 40),
+        patch=24,
+        batch=4,
+        steps=steps,
+        lr=3e-3,
+        warmup=2,
+        val_every=6,
+        val_images=2,
+        ckpt_every=3,
+        log_every=1,
+        amp="off",
+        compile="off",
+        spec=asdict(SMALL),
         **kw,
-    )  # fmt: skip
+    )
 
 
 def test_short_run_lowers_the_loss(image_folder, tmp_path):

@@ -23,8 +23,9 @@ from fastdenoise.training.fit import fit
 def test_two_ranks_equal_one_process_on_the_global_batch(tmp_path):
     steps, world = 4, 2
     ddp, joined = tmp_path / "ddp", tmp_path / "one"
-    mp.start_processes(ddp_worker.train_rank, args=(world, str(tmp_path / "init"), str(ddp), steps), nprocs=world,
-                       start_method="spawn")  # fmt: skip
+    mp.start_processes(
+        ddp_worker.train_rank, args=(world, str(tmp_path / "init"), str(ddp), steps), nprocs=world, start_method="spawn"
+    )
     ddp_worker.train_joined(joined, world, steps)
     a, b = load_checkpoint(ddp / "last.pt"), load_checkpoint(joined / "last.pt")
     assert a["step"] == b["step"] == steps and a["world_size"] == world
@@ -77,12 +78,44 @@ def test_torchrun_train_stops_on_sigterm_and_resumes(tmp_path, rng):
     for i in range(3):
         save_rgb(random_image(rng, 32 + 4 * i, 40), data / f"img{i}.png")
     env = os.environ | {"OMP_NUM_THREADS": "1"}
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                "-m", "fastdenoise"]  # fmt: skip
-    train = ["train", str(data), "--out", str(out), "--patch", "16", "--batch", "4", "--ckpt-every", "2",
-             "--device", "cpu", "--amp", "off", "--compile", "off", "--schedule", "constant"]  # fmt: skip
-    first = subprocess.Popen([*torchrun, *train, "--steps", "100000"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+        "-m",
+        "fastdenoise",
+    ]
+    train = [
+        "train",
+        str(data),
+        "--out",
+        str(out),
+        "--patch",
+        "16",
+        "--batch",
+        "4",
+        "--ckpt-every",
+        "2",
+        "--device",
+        "cpu",
+        "--amp",
+        "off",
+        "--compile",
+        "off",
+        "--schedule",
+        "constant",
+    ]
+    first = subprocess.Popen(
+        [*torchrun, *train, "--steps", "100000"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 240
         while not read_rows(out / "log.jsonl") and time.monotonic() < deadline and first.poll() is None:
@@ -99,8 +132,15 @@ def test_torchrun_train_stops_on_sigterm_and_resumes(tmp_path, rng):
     assert f"stopped at step {stopped['step']}: " in output  # what rank 0 wrote is where it stopped
 
     goal = stopped["step"] + 3
-    again = subprocess.run([*torchrun, *train, "--resume", "--steps", str(goal)], check=False, cwd=ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)  # fmt: skip
+    again = subprocess.run(
+        [*torchrun, *train, "--resume", "--steps", str(goal)],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert load_checkpoint(out / "last.pt")["step"] == goal
     steps = [r["step"] for r in read_rows(out / "log.jsonl") if "loss" in r]

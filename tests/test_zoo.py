@@ -97,7 +97,9 @@ def test_sigma_auto_routes_each_image_to_the_weights_nearest_its_estimate(zoo, m
         save_rgb(to_uint8(add_noise(make_image(96, 120), sigma, 7, i)), src / name)
     build = lambda path: make_backend(load_denoiser(path), BackendConfig(device="cpu", precision="fp32"))
     built: list[str] = []
-    router = SigmaRouter(lambda p, level: built.append(p.stem) or build(p), lambda s: choose_weights(None, None, s, zoo))
+    router = SigmaRouter(
+        lambda p, level: built.append(p.stem) or build(p), lambda s: choose_weights(None, None, s, zoo)
+    )
     cfg = RunConfig(loader="pil", workers=1, batch=4)
     summary = denoise_folder(src, tmp_path / "out", build(zoo / "blind.safetensors"), cfg, router=router)
     rows = {r["input"]: r for r in map(json.loads, (tmp_path / "out" / "manifest.jsonl").read_text().splitlines())}
@@ -153,8 +155,18 @@ def test_sigma_auto_binds_a_noise_map_model_to_each_images_estimate(tmp_path, ma
     src = tmp_path / "in"
     for i, sigma in enumerate((10, 45)):
         save_rgb(to_uint8(add_noise(make_image(64, 80), sigma, 3, i)), src / f"n{sigma}.png")
-    common = ["--weights", str(tmp_path / "cond.safetensors"), "--device", "cpu", "--backend", "eager", "--loader",
-              "pil", "--precision", "fp32"]  # fmt: skip
+    common = [
+        "--weights",
+        str(tmp_path / "cond.safetensors"),
+        "--device",
+        "cpu",
+        "--backend",
+        "eager",
+        "--loader",
+        "pil",
+        "--precision",
+        "fp32",
+    ]
     result = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "auto"), "--sigma", "auto", *common])
     assert result.exit_code == 0, result.output
     rows = [json.loads(line) for line in (tmp_path / "auto" / "manifest.jsonl").read_text().splitlines()]
@@ -162,8 +174,9 @@ def test_sigma_auto_binds_a_noise_map_model_to_each_images_estimate(tmp_path, ma
     assert len({r["level"] for r in rows}) == 2
     for row in rows:
         fixed = tmp_path / f"at-{row['level']}"
-        one = CliRunner().invoke(app, ["run", str(src / row["input"]), str(fixed), "--sigma", str(row["level"]),
-                                       *common])  # fmt: skip
+        one = CliRunner().invoke(
+            app, ["run", str(src / row["input"]), str(fixed), "--sigma", str(row["level"]), *common]
+        )
         assert one.exit_code == 0, one.output
         assert np.array_equal(load_rgb(tmp_path / "auto" / row["output"]), load_rgb(fixed / row["output"]))
 
@@ -198,11 +211,21 @@ def test_jpeg_inputs_run_the_jpeg_model_and_the_others_the_default(zoo, make_ima
     assert "sigma_est" not in rows["a.png"] and rows["d-clean.jpg"]["sigma_est"] < 3 <= rows["b.jpg"]["sigma_est"]
     assert f"JPEG inputs: {jpeg}" in result.output and f"images per weights: {blind.stem} 2, jpeg 2" in result.output
     for name, row in rows.items():  # the routed output is the chosen model's own
-        alone = CliRunner().invoke(app, ["run", str(src / name), str(tmp_path / f"alone-{name}"), *common,
-                                         "--weights", str(tmp_path / f"{row['weights']}.safetensors")])  # fmt: skip
+        alone = CliRunner().invoke(
+            app,
+            [
+                "run",
+                str(src / name),
+                str(tmp_path / f"alone-{name}"),
+                *common,
+                "--weights",
+                str(tmp_path / f"{row['weights']}.safetensors"),
+            ],
+        )
         assert alone.exit_code == 0, alone.output
-        assert np.array_equal(load_rgb(tmp_path / "out" / row["output"]),
-                              load_rgb(tmp_path / f"alone-{name}" / row["output"]))
+        assert np.array_equal(
+            load_rgb(tmp_path / "out" / row["output"]), load_rgb(tmp_path / f"alone-{name}" / row["output"])
+        )
     auto = CliRunner().invoke(app, ["run", str(src), str(tmp_path / "auto"), *common, "--sigma", "auto"])
     assert auto.exit_code == 0, auto.output
     rows = {r["input"]: r for r in map(json.loads, (tmp_path / "auto" / "manifest.jsonl").read_text().splitlines())}

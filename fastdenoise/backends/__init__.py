@@ -177,6 +177,7 @@ def sigma_router(plan: WeightsPlan, backend: Backend, cfg: BackendConfig, ensemb
     if not plan.estimate and plan.jpeg is None:
         return None
     same = replace(cfg, device=str(backend.device), engine=None, trust_engine=False)
+
     def build(weights: Path, level: float | None) -> Backend:  # one probe budget and summary for every weights'
         from fastdenoise.backends.auto import share_ledger
 

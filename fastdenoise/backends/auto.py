@@ -35,8 +35,14 @@ PROBE_CLASSES = 3  # shape classes probed per run at most; later new ones take t
 # Seconds a backend takes to build before its first call (2-core AVX2 EPYC under load, bundled weights): what a probe
 # of it costs beyond its calls. onnxruntime and OpenVINO build from the ONNX export: EXPORT_S more (40-52 s measured
 # there) where it is not on disk yet, which is why a first small run leaves them to later, larger runs.
-BUILD_S = {BackendKind.eager: 0.0, BackendKind.compiled: 60.0, BackendKind.triton: 10.0,
-           BackendKind.onnxruntime: 0.5, BackendKind.openvino: 1.5, BackendKind.tensorrt: 120.0}  # fmt: skip
+BUILD_S = {
+    BackendKind.eager: 0.0,
+    BackendKind.compiled: 60.0,
+    BackendKind.triton: 10.0,
+    BackendKind.onnxruntime: 0.5,
+    BackendKind.openvino: 1.5,
+    BackendKind.tensorrt: 120.0,
+}
 EXPORT_S = 45.0
 EXPORTED = (BackendKind.onnxruntime, BackendKind.openvino)
 
@@ -193,8 +199,10 @@ class AutoBackend:
         left = [k for k in rest if k not in plan]
         if plan:
             later = f"; {', '.join(k.value for k in left)} left to later runs" if left else ""
-            note(f"auto: probing {plan_text([guess, *plan])} for ~{retime + self.cost_s(plan, call_s):.0f} s of this "
-                 f"run's {budget:.0f} s budget ({why}){later}; cached in {self.cache.path}")  # fmt: skip
+            note(
+                f"auto: probing {plan_text([guess, *plan])} for ~{retime + self.cost_s(plan, call_s):.0f} s of this "
+                f"run's {budget:.0f} s budget ({why}){later}; cached in {self.cache.path}"
+            )
         for kind in [guess, *plan] if plan else ():  # estimates can be wrong: what no longer fits is left too
             if kind != guess and time.perf_counter() - start + self.cost_s([kind], call_s) > budget:
                 left.append(kind)
@@ -268,8 +276,10 @@ class AutoBackend:
         pending = [k for k in self.kinds if k != kind]
         speeds, left = self.probe(x, {kind.value: mp_per_s}, kind, mp_per_s, "no probe cached for this shape here")
         if left == pending:  # nothing probed: the batch's speed is what the next run's budget starts from
-            why = f"known best here ({kind.value} {mp_per_s:.3f} MP/s as run; {', '.join(k.value for k in left)} " \
-                  "left to later runs)"  # fmt: skip
+            why = (
+                f"known best here ({kind.value} {mp_per_s:.3f} MP/s as run; {', '.join(k.value for k in left)} "
+                "left to later runs)"
+            )
         else:
             why = decision_text(speeds, {}, left)
         best = self.fastest(speeds)

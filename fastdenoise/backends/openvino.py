@@ -90,8 +90,10 @@ def default_calibration() -> Calibration:
     try:
         return Calibration(str(require_data_root() / "cbsd432"))
     except FileNotFoundError as err:  # a ValueError: the CLI's one line, exit 2
-        raise ValueError(f"--precision int8 calibrates on the training photos in DATA/cbsd432, and {Path.cwd()} has no "
-                         f"shared data folder (SHA256SUMS or weights/) in or above it: set {DATA_ENV}=DATA") from err
+        raise ValueError(
+            f"--precision int8 calibrates on the training photos in DATA/cbsd432, and {Path.cwd()} has no "
+            f"shared data folder (SHA256SUMS or weights/) in or above it: set {DATA_ENV}=DATA"
+        ) from err
 
 
 def calibration_crops(cal: Calibration) -> list[np.ndarray]:
@@ -138,9 +140,13 @@ def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: P
         convolutions = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
         ends = nncf.IgnoredScope(names=[convolutions[0], convolutions[-1]]) if cal.float_ends and convolutions else None
         quantized = nncf.quantize(
-            model, nncf.Dataset(crops), subset_size=len(crops), preset=nncf.QuantizationPreset.MIXED,
-            fast_bias_correction=False, ignored_scope=ends,
-        )  # fmt: skip
+            model,
+            nncf.Dataset(crops),
+            subset_size=len(crops),
+            preset=nncf.QuantizationPreset.MIXED,
+            fast_bias_correction=False,
+            ignored_scope=ends,
+        )
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = xml.with_name(xml.stem + ".partial.xml")
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)
@@ -181,9 +187,11 @@ def graph_file(folded: Denoiser, engine: str | None, trust: bool, cache: Path, i
     else:  # an IR of ours has the sidecar the int8 cache writes
         meta = ir_sidecar(path)
     if "weights_sha256" not in meta and not trust:
-        raise ValueError(f"{path}: no fastdenoise metadata (not written by `fastdenoise export-onnx` or the int8 "
-                         "cache), so nothing says which weights it holds or that it denoises; pass --trust-engine "
-                         "to run it anyway")  # fmt: skip
+        raise ValueError(
+            f"{path}: no fastdenoise metadata (not written by `fastdenoise export-onnx` or the int8 "
+            "cache), so nothing says which weights it holds or that it denoises; pass --trust-engine "
+            "to run it anyway"
+        )
     check_weights(meta, folded, str(path))
     return path
 
@@ -246,9 +254,14 @@ class OpenVinoBackend:
             raise ValueError(f"{path}: not readable by OpenVINO ({str(err).strip().splitlines()[0][:200]})") from err
         if len(self.graph.inputs) != 1 or len(self.graph.outputs) != 1:
             raise ValueError(f"{path}: expected one input and one output")
-        self.made_from = {"kind": "openvino-blob", "weights_sha256": weights_sha256(folded),
-                          "graph_sha256": graph_sha256(path), "openvino": ov.__version__, "cpu": cpu_model(),
-                          "config": self.config}  # fmt: skip
+        self.made_from = {
+            "kind": "openvino-blob",
+            "weights_sha256": weights_sha256(folded),
+            "graph_sha256": graph_sha256(path),
+            "openvino": ov.__version__,
+            "cpu": cpu_model(),
+            "config": self.config,
+        }
         self.compiled: OrderedDict[tuple[int, ...], Any] = OrderedDict()
         trim(cache, keep=(path,))
 

@@ -77,8 +77,12 @@ class ProbeCache:
     def store(self, key: str, speeds: dict, chosen: object, left: list[str], shape: list[int]) -> None:
         """Write one key's probe (re-reading first: another process may have written meanwhile)."""
         known = self.read()
-        known[key] = {"chosen": getattr(chosen, "value", chosen), "mp_per_s": speeds, "left": left,
-                      "probe_shape": shape}  # fmt: skip
+        known[key] = {
+            "chosen": getattr(chosen, "value", chosen),
+            "mp_per_s": speeds,
+            "left": left,
+            "probe_shape": shape,
+        }
         try:
             atomic_write(self.path, lambda f: f.write(json.dumps(known, indent=1, sort_keys=True).encode()))
         except OSError:

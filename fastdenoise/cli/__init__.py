@@ -13,8 +13,14 @@ from fastdenoise.cli.common import OneLineErrors, VersionOpt, backend_options, f
 __all__ = ["app", "backend_options", "fail", "main", "parse_sigmas"]
 
 HELP = "Fast task-aware image denoising (Liu et al., IJCAI 2018)."
-app = typer.Typer(help=HELP, no_args_is_help=True, pretty_exceptions_enable=False, cls=OneLineErrors,
-                  rich_markup_mode=None, context_settings={"help_option_names": ["-h", "--help"]})  # fmt: skip
+app = typer.Typer(
+    help=HELP,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    cls=OneLineErrors,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 
 
 @app.callback()

@@ -11,31 +11,73 @@ from fastdenoise.cli.common import BlindWeightsOpt, fail, skipped_peer, starting
 
 
 def bench(
-    profile: Annotated[str, typer.Option(help=(
-        "quick (CI-sized CPU run, a few minutes), full (CPU, all sizes and peers), gpu."))] = "quick",
-    data: Annotated[Path | None, typer.Option(help=(
-        "Shared data folder (kodak24/, weights/, SHA256SUMS); default $FASTDENOISE_DATA or ../shared/data; "
-        "without one, quality runs on the demo's sample photos, without peers or accuracy checks."),
-        exists=True, file_okay=False)] = None,
+    profile: Annotated[
+        str, typer.Option(help=("quick (CI-sized CPU run, a few minutes), full (CPU, all sizes and peers), gpu."))
+    ] = "quick",
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "Shared data folder (kodak24/, weights/, SHA256SUMS); default $FASTDENOISE_DATA or ../shared/data; "
+                "without one, quality runs on the demo's sample photos, without peers or accuracy checks."
+            ),
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
     weights: BlindWeightsOpt = None,
-    out: Annotated[Path | None, typer.Option("--out", "-o", help=(
-        "Results root: writes OUT/<machine>/<profile>.json, .txt and -throughput/-quality.png (default: "
-        "$FASTDENOISE_CACHE/bench, else ~/.cache/fastdenoise/bench)."), file_okay=False)] = None,
-    compare: Annotated[Path | None, typer.Option(help=(
-        "A saved result (.json) to compare with: prints the ratios, exit 1 past --threshold."),
-        exists=True, dir_okay=False)] = None,
-    threshold: Annotated[float, typer.Option(help=(
-        "With --compare: fail when a speed falls below (1 - threshold) x the saved one."), min=0.0, max=0.99)] = 0.10,
-    accuracy_only: Annotated[bool, typer.Option("--accuracy-only", help=(
-        "Only the accuracy checks against the baselines (CI): no timings, nothing written."))] = False,
-    baselines: Annotated[Path | None, typer.Option(help=(
-        "Accuracy baselines; default: those shipped with the package "
-        "(fastdenoise/baselines.json)."), exists=True, dir_okay=False)] = None,
-    cache: Annotated[Path | None, typer.Option(help=(
-        "CBM3D output cache; default ~/.cache/fastdenoise/cbm3d."), file_okay=False)] = None,
-    report: Annotated[Path | None, typer.Option(help=(
-        "Show a saved result (.json) instead of running; redraws its plots beside it."),
-        exists=True, dir_okay=False)] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            "-o",
+            help=(
+                "Results root: writes OUT/<machine>/<profile>.json, .txt and -throughput/-quality.png (default: "
+                "$FASTDENOISE_CACHE/bench, else ~/.cache/fastdenoise/bench)."
+            ),
+            file_okay=False,
+        ),
+    ] = None,
+    compare: Annotated[
+        Path | None,
+        typer.Option(
+            help=("A saved result (.json) to compare with: prints the ratios, exit 1 past --threshold."),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    threshold: Annotated[
+        float,
+        typer.Option(
+            help=("With --compare: fail when a speed falls below (1 - threshold) x the saved one."), min=0.0, max=0.99
+        ),
+    ] = 0.10,
+    accuracy_only: Annotated[
+        bool,
+        typer.Option(
+            "--accuracy-only",
+            help=("Only the accuracy checks against the baselines (CI): no timings, nothing written."),
+        ),
+    ] = False,
+    baselines: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Accuracy baselines; default: those shipped with the package (fastdenoise/baselines.json)."),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help=("CBM3D output cache; default ~/.cache/fastdenoise/cbm3d."), file_okay=False)
+    ] = None,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Show a saved result (.json) instead of running; redraws its plots beside it."),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Throughput per backend, training steps and the roofline, quality vs the peers, accuracy regressions: table,
     JSON, plots.
@@ -55,10 +97,13 @@ def bench(
             result = load_result(report)
         else:
             cfg = BenchConfig(
-                profile=profile, data=str(data) if data else None, weights=str(weights) if weights else None,
+                profile=profile,
+                data=str(data) if data else None,
+                weights=str(weights) if weights else None,
                 baselines=str(baselines) if baselines else None,
-                cache=str(cache) if cache else None, sections=("accuracy",) if accuracy_only else SECTIONS,
-            )  # fmt: skip
+                cache=str(cache) if cache else None,
+                sections=("accuracy",) if accuracy_only else SECTIONS,
+            )
             result = measure(cfg, console)
     except (ValueError, FileNotFoundError, ImportError) as err:
         raise fail(str(err)) from err

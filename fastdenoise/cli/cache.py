@@ -9,8 +9,14 @@ from fastdenoise.cli.common import fail
 
 def cache_cmd(
     clear: Annotated[bool, typer.Option("--clear", help="Remove every entry.")] = False,
-    trim: Annotated[str | None, typer.Option("--trim", metavar="SIZE", help=(
-        "Remove the least recently used entries until the cache holds at most SIZE (2G, 500M)."))] = None,
+    trim: Annotated[
+        str | None,
+        typer.Option(
+            "--trim",
+            metavar="SIZE",
+            help=("Remove the least recently used entries until the cache holds at most SIZE (2G, 500M)."),
+        ),
+    ] = None,
 ) -> None:
     """List the model cache under $FASTDENOISE_CACHE (default ~/.cache/fastdenoise): ONNX exports, OpenVINO IR and
     compiled blobs, TensorRT engines, the auto probe. One line per entry (size, time since last use, name), least

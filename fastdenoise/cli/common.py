@@ -72,8 +72,14 @@ def bound(message: str) -> str:
 class OneLineErrors(TyperGroup):
     """The command group: every usage error ends as `error: ...` on one line with exit 2, not typer's boxes."""
 
-    def main(self, args: Any = None, prog_name: str | None = None, complete_var: str | None = None,
-             standalone_mode: bool = True, **extra: Any) -> Any:  # fmt: skip
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:
@@ -101,8 +107,9 @@ def show_version(value: bool) -> None:
         raise typer.Exit(ExitStatus.OK)
 
 
-VersionOpt = Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
-                                          callback=show_version)]  # fmt: skip
+VersionOpt = Annotated[
+    bool, typer.Option("--version", help="Print the version and exit.", is_eager=True, callback=show_version)
+]
 
 
 PEER_PACKAGES = {"cbm3d": "bm3d"}  # peers that need an optional package (the `peers` extra)
@@ -132,18 +139,40 @@ def skipped_peer(peer: str) -> bool:
     return bool(why)
 
 
-WeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
-    "Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind."))]
-BlindWeightsOpt = Annotated[Path | None, typer.Option("--weights", "-w", help=(
-    "Weights (.safetensors or checkpoint); default: the bundled blind model."))]  # for commands without --sigma
-ModelNameOpt = Annotated[str | None, typer.Option("--model", help=(
-    "Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model within 7.5 of "
-    "--sigma where bundled, else blind)."))]
-EnsembleOpt = Annotated[bool, typer.Option(
-    help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")]
-BackendOpt = Annotated[BackendKind, typer.Option(help=(
-    "auto (default): the fastest here of eager, onnxruntime, openvino (compiled where openvino is missing), by a "
-    "short probe per shape class, cached per machine and weights; the summary says which ran and why."))]
+WeightsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--weights",
+        "-w",
+        help=("Weights (.safetensors or checkpoint); default: the bundled model for --sigma, else blind."),
+    ),
+]
+BlindWeightsOpt = Annotated[
+    Path | None,
+    typer.Option("--weights", "-w", help=("Weights (.safetensors or checkpoint); default: the bundled blind model.")),
+]  # for commands without --sigma
+ModelNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help=(
+            "Bundled weights by name: blind, sigma15, sigma25, ..., joint-classify ... (default: per-sigma model "
+            "within 7.5 of --sigma where bundled, else blind)."
+        ),
+    ),
+]
+EnsembleOpt = Annotated[
+    bool, typer.Option(help="Average the 8 flips/rotations of each image: a little more PSNR for 8x the compute.")
+]
+BackendOpt = Annotated[
+    BackendKind,
+    typer.Option(
+        help=(
+            "auto (default): the fastest here of eager, onnxruntime, openvino (compiled where openvino is missing), by "
+            "a short probe per shape class, cached per machine and weights; the summary says which ran and why."
+        )
+    ),
+]
 DeviceOpt = Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1 ...")]
 PrecisionOpt = Annotated[Precision, typer.Option(help="auto: bf16 where fast and accurate; int8: openvino only.")]
 
@@ -159,10 +188,17 @@ def parse_sigmas(text: str) -> list[float]:
 
 
 def backend_options(
-    weights: Path | None, backend: str, device: str, precision: str, engine: Path | None = None,
-    model: str | None = None, sigma: float | None = None, ensemble: bool = False, trust_engine: bool = False,
+    weights: Path | None,
+    backend: str,
+    device: str,
+    precision: str,
+    engine: Path | None = None,
+    model: str | None = None,
+    sigma: float | None = None,
+    ensemble: bool = False,
+    trust_engine: bool = False,
     build: bool = True,
-) -> tuple:  # fmt: skip
+) -> tuple:
     """Choose and load the weights (--weights, --model, or the per-sigma model nearest --sigma) and build the backend
     (with build=False: its config, for workers to build; --ensemble is then theirs to add), as the library does it
     (`backends.load_network`, `build_backend`); every expected failure one line."""
@@ -180,8 +216,13 @@ def backend_config(backend: str, device: str, precision: str, engine: Path | Non
     from fastdenoise.backends import BackendConfig
 
     with library_errors(backend):
-        return BackendConfig(kind=backend, device=device, precision=precision, engine=str(engine) if engine else None,
-                             trust_engine=trust_engine)  # fmt: skip
+        return BackendConfig(
+            kind=backend,
+            device=device,
+            precision=precision,
+            engine=str(engine) if engine else None,
+            trust_engine=trust_engine,
+        )
 
 
 @contextmanager

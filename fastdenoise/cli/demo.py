@@ -10,7 +10,8 @@ from fastdenoise.cli.common import DeviceOpt, EnsembleOpt, ModelNameOpt, Weights
 
 def demo(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where the noisy | denoised | clean strips go.")] = Path(
-        "demo"),
+        "demo"
+    ),
     sigma: Annotated[float, typer.Option(help="Noise level, 0-255 units.")] = 25.0,
     weights: WeightsOpt = None,
     model: ModelNameOpt = None,
@@ -36,7 +37,12 @@ def demo(
     rows = run_demo(backend_denoiser(denoiser), out, sigma)
     table = Table("image", "size", "noisy PSNR", "denoised PSNR", "gain", title=f"fastdenoise demo, sigma {sigma:g}")
     for r in rows:
-        table.add_row(r["image"], r["size"], f"{r['noisy_psnr']:.2f} dB", f"{r['psnr']:.2f} dB",
-                      f"{r['psnr'] - r['noisy_psnr']:+.2f} dB")  # fmt: skip
+        table.add_row(
+            r["image"],
+            r["size"],
+            f"{r['noisy_psnr']:.2f} dB",
+            f"{r['psnr']:.2f} dB",
+            f"{r['psnr'] - r['noisy_psnr']:+.2f} dB",
+        )
     Console().print(table)
     typer.echo(f"noisy | denoised | clean images written to {out}/")

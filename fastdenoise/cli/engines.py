@@ -8,24 +8,34 @@ import typer
 from fastdenoise.choices import Exporter, HardwareCompatibility, OnnxPrecision
 from fastdenoise.cli.common import BlindWeightsOpt, DeviceOpt, fail, starting
 
-PrecisionChoice = Annotated[OnnxPrecision, typer.Option(help=(
-    "Weights and compute (auto: as `run`); I/O stays float32."))]
+PrecisionChoice = Annotated[
+    OnnxPrecision, typer.Option(help=("Weights and compute (auto: as `run`); I/O stays float32."))
+]
 
 
 def export_onnx_cmd(
     out: Annotated[Path, typer.Argument(metavar="OUT", help="ONNX file to write.", dir_okay=False)],
     weights: BlindWeightsOpt = None,
     precision: PrecisionChoice = OnnxPrecision.fp32,
-    head: Annotated[str | None, typer.Option(help=(
-        "Append a head and export denoiser -> head as one graph (efficientnet-lite0, espnetv2-voc, torchvision:<model> "
-        "...)."))] = None,
-    head_weights: Annotated[Path | None, typer.Option(help=(
-        "Weights for --head (default: the head's own)."), exists=True, dir_okay=False)] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Append a head and export denoiser -> head as one graph (efficientnet-lite0, espnetv2-voc, "
+                "torchvision:<model> ...)."
+            )
+        ),
+    ] = None,
+    head_weights: Annotated[
+        Path | None, typer.Option(help=("Weights for --head (default: the head's own)."), exists=True, dir_okay=False)
+    ] = None,
     opset: Annotated[int | None, typer.Option(help="ONNX opset (default 18; 22 for bf16).")] = None,
-    exporter: Annotated[Exporter, typer.Option(help=(
-        "dynamo (default) exports every head; torchscript the denoiser and simple heads."))] = Exporter.dynamo,
-    timeout: Annotated[float, typer.Option(help=(
-        "Seconds the exporter may take before it stops with an error (0: no limit)."), min=0)] = 600,
+    exporter: Annotated[
+        Exporter, typer.Option(help=("dynamo (default) exports every head; torchscript the denoiser and simple heads."))
+    ] = Exporter.dynamo,
+    timeout: Annotated[
+        float, typer.Option(help=("Seconds the exporter may take before it stops with an error (0: no limit)."), min=0)
+    ] = 600,
 ) -> None:
     """Export the BN-folded denoiser (or denoiser -> head) to ONNX with dynamic batch, height and width."""
     with starting():
@@ -45,42 +55,70 @@ def export_onnx_cmd(
         else:
             from fastdenoise.models.heads import load_head
 
-            path = export_cascade(model, load_head(head, head_weights), out, dtype=dtype, opset=opset,
-                                  exporter=exporter, timeout=timeout)
+            path = export_cascade(
+                model, load_head(head, head_weights), out, dtype=dtype, opset=opset, exporter=exporter, timeout=timeout
+            )
     except (CheckpointError, ValueError, ImportError) as err:  # ExportError is a ValueError
         raise fail(str(err)) from err
     typer.echo(f"onnx: {path} (sha256 {file_sha256(path)[:12]})")
 
 
 def build_engine_cmd(
-    onnx_file: Annotated[Path | None, typer.Argument(metavar="ONNX_FILE", help=(
-        "ONNX from `export-onnx`; omitted: export --weights at --precision first."),
-        exists=True, dir_okay=False)] = None,
+    onnx_file: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="ONNX_FILE",
+            help=("ONNX from `export-onnx`; omitted: export --weights at --precision first."),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     weights: BlindWeightsOpt = None,  # only without ONNX_FILE
     precision: PrecisionChoice = OnnxPrecision.auto,  # only without ONNX_FILE; a given ONNX file carries its precision
-    tile: Annotated[int, typer.Option(help=(
-        "Profile for `run --tile T --batch B`: up to B x 3 x (T+3) x (T+3), tuned for B x 3 x T x T."), min=1)] = 1024,
+    tile: Annotated[
+        int,
+        typer.Option(
+            help=("Profile for `run --tile T --batch B`: up to B x 3 x (T+3) x (T+3), tuned for B x 3 x T x T."), min=1
+        ),
+    ] = 1024,
     batch: Annotated[int, typer.Option(help="Largest batch of the profile (see --tile).", min=1)] = 4,
-    min_shape: Annotated[str | None, typer.Option("--min", help=(
-        "Explicit profile: NxCxHxW; --min, --opt, --max together replace --tile/--batch."))] = None,
+    min_shape: Annotated[
+        str | None,
+        typer.Option("--min", help=("Explicit profile: NxCxHxW; --min, --opt, --max together replace --tile/--batch.")),
+    ] = None,
     opt_shape: Annotated[str | None, typer.Option("--opt", help="Shape TensorRT tunes for, NxCxHxW.")] = None,
     max_shape: Annotated[str | None, typer.Option("--max", help="Largest accepted shape, NxCxHxW.")] = None,
-    workspace: Annotated[int | None, typer.Option(help=(
-        "Builder workspace limit in MiB (default: TensorRT's, the whole GPU)."), min=1)] = None,
-    optimization_level: Annotated[int, typer.Option(help=(
-        "Builder optimization level 0 (fast build) .. 5 (slowest build)."), min=0, max=5)] = 3,
-    hardware_compatibility: Annotated[HardwareCompatibility, typer.Option(help=(
-        "none: this GPU model only."))] = HardwareCompatibility.none,
+    workspace: Annotated[
+        int | None, typer.Option(help=("Builder workspace limit in MiB (default: TensorRT's, the whole GPU)."), min=1)
+    ] = None,
+    optimization_level: Annotated[
+        int, typer.Option(help=("Builder optimization level 0 (fast build) .. 5 (slowest build)."), min=0, max=5)
+    ] = 3,
+    hardware_compatibility: Annotated[
+        HardwareCompatibility, typer.Option(help=("none: this GPU model only."))
+    ] = HardwareCompatibility.none,
     version_compatible: Annotated[bool, typer.Option(help="Loadable by later TensorRT 10.x runtimes too.")] = False,
-    timing_cache: Annotated[Path | None, typer.Option(help=(
-        "Timing cache file (default: one per GPU and TensorRT version in the cache)."), dir_okay=False)] = None,
-    cache_dir: Annotated[Path | None, typer.Option(help=(
-        "Engine cache (default: $FASTDENOISE_CACHE/engines or ~/.cache/fastdenoise/engines)."),
-        file_okay=False)] = None,
+    timing_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Timing cache file (default: one per GPU and TensorRT version in the cache)."), dir_okay=False
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Engine cache (default: $FASTDENOISE_CACHE/engines or ~/.cache/fastdenoise/engines)."),
+            file_okay=False,
+        ),
+    ] = None,
     device: DeviceOpt = "cuda",
     rebuild: Annotated[bool, typer.Option(help="Build again even if the cache holds this engine.")] = False,
-    list_engines_: Annotated[bool, typer.Option("--list", help=(
-        "List the cached engines (GPU, TensorRT, precision, profile, checksum state) and exit."))] = False,
+    list_engines_: Annotated[
+        bool,
+        typer.Option(
+            "--list", help=("List the cached engines (GPU, TensorRT, precision, profile, checksum state) and exit.")
+        ),
+    ] = False,
 ) -> None:
     """Build a TensorRT engine for this GPU (cached with a JSON sidecar); use it with `run --backend tensorrt
     --engine`."""
@@ -95,10 +133,13 @@ def build_engine_cmd(
     try:
         profile = engine_profile(tile, batch, min_shape, opt_shape, max_shape)
         cfg = BuildConfig(
-            profile=profile, workspace_mib=workspace, optimization_level=optimization_level,
-            hardware_compatibility=hardware_compatibility, version_compatible=version_compatible,
+            profile=profile,
+            workspace_mib=workspace,
+            optimization_level=optimization_level,
+            hardware_compatibility=hardware_compatibility,
+            version_compatible=version_compatible,
             timing_cache=str(timing_cache) if timing_cache else None,
-        )  # fmt: skip
+        )
         cuda = torch.device(device)
         current_target(cuda)  # TensorRT and a GPU are there, before minutes of ONNX export
         if onnx_file is None:

@@ -33,9 +33,17 @@ def evaluate_cmd(
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for eval.json and eval.md.")] = Path("results/eval"),
     name: Annotated[str, typer.Option(help="Method name in the tables.")] = "fastdenoise",
     limit: Annotated[int | None, typer.Option(help="Only the first N images.", min=1)] = None,
-    jpeg: Annotated[int | None, typer.Option(min=1, max=100, help=(
-        "Store each noisy image as JPEG at this quality (4:2:0, as phones and cameras do) before it is denoised; "
-        "without a named model, the JPEG model runs where bundled (as `run` does for JPEG inputs)."))] = None,
+    jpeg: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=100,
+            help=(
+                "Store each noisy image as JPEG at this quality (4:2:0, as phones and cameras do) before it is "
+                "denoised; without a named model, the JPEG model runs where bundled (as `run` does for JPEG inputs)."
+            ),
+        ),
+    ] = None,
 ) -> None:
     """Per-image and mean PSNR/SSIM on a folder at one or more noise levels."""
     with starting():
@@ -57,13 +65,15 @@ def evaluate_cmd(
         raise fail(str(err)) from err
     # A noise-map model runs bound to each sigma (the protocol's level is known); a blind one serves every sigma.
     keys = {s: (path, s if takes_level(path) else None) for s, path in chosen.items()}
-    denoisers = {key: backend_denoiser(backend_options(key[0], backend, device, precision, sigma=key[1],
-                                                       ensemble=ensemble)[1])
-                 for key in set(keys.values())}  # fmt: skip
+    denoisers = {
+        key: backend_denoiser(backend_options(key[0], backend, device, precision, sigma=key[1], ensemble=ensemble)[1])
+        for key in set(keys.values())
+    }
     denoise = lambda x, s: denoisers[keys[s]](x, s)  # noqa: E731
     if stored is not None:  # as `run` routes a JPEG input: the JPEG model from its estimated level JPEG_MIN_SIGMA
-        denoise = jpeg_routed(denoise, backend_denoiser(backend_options(stored, backend, device, precision,
-                                                                        ensemble=ensemble)[1]))  # fmt: skip
+        denoise = jpeg_routed(
+            denoise, backend_denoiser(backend_options(stored, backend, device, precision, ensemble=ensemble)[1])
+        )
     console = Console()
     try:
         with console.status("evaluating") as status:
@@ -72,17 +82,28 @@ def evaluate_cmd(
         raise fail(str(err)) from err
     images = len(result.rows) // len(sigmas)
     stored_as = f", stored as JPEG {jpeg}" if jpeg is not None else ""
-    table = Table("sigma", "noisy PSNR", "PSNR (dB)", "SSIM",
-                  title=f"{name} on {data} (seed {seed}, {plural(images, 'image')}{stored_as})")
+    table = Table(
+        "sigma",
+        "noisy PSNR",
+        "PSNR (dB)",
+        "SSIM",
+        title=f"{name} on {data} (seed {seed}, {plural(images, 'image')}{stored_as})",
+    )
     for s in result.sigmas:
-        table.add_row(f"{s:g}", f"{result.mean(s, 'noisy_psnr'):.2f}", f"{result.mean(s):.2f}",
-                      f"{result.mean(s, 'ssim'):.4f}")  # fmt: skip
+        table.add_row(
+            f"{s:g}", f"{result.mean(s, 'noisy_psnr'):.2f}", f"{result.mean(s):.2f}", f"{result.mean(s, 'ssim'):.4f}"
+        )
     console.print(table)
-    meta = {"weights": {f"{s:g}": str(p) for s, p in chosen.items()}, "backend": backend, "precision": precision,
-            "ensemble": ensemble, "jpeg": jpeg, "jpeg_model": str(stored) if stored else None}  # fmt: skip
+    meta = {
+        "weights": {f"{s:g}": str(p) for s, p in chosen.items()},
+        "backend": backend,
+        "precision": precision,
+        "ensemble": ensemble,
+        "jpeg": jpeg,
+        "jpeg_model": str(stored) if stored else None,
+    }
     write_results([result], out, meta)
     console.print(f"wrote {out / 'eval.json'} and {out / 'eval.md'}")
-
 
 
 def jpeg_routed(default, on_jpeg):

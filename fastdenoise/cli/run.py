@@ -23,67 +23,147 @@ from fastdenoise.cli.common import (
 
 
 def run(
-    input: Annotated[Path, typer.Argument(metavar="INPUT", help=(
-        "Folder of images (searched recursively), or one image file."))],
+    input: Annotated[
+        Path, typer.Argument(metavar="INPUT", help=("Folder of images (searched recursively), or one image file."))
+    ],
     output: Annotated[Path, typer.Argument(metavar="OUTPUT", help="Output folder; mirrors the input tree.")],
     weights: WeightsOpt = None,
     model: ModelNameOpt = None,
-    sigma: Annotated[str | None, typer.Option(metavar="S|auto", help=(
-        "Noise level of the inputs (0-255), if known: picks the bundled per-sigma model within 7.5 of it, else blind. "
-        "auto: each image's level is estimated (manifest: sigma_est) and chosen for the same way."))] = None,
+    sigma: Annotated[
+        str | None,
+        typer.Option(
+            metavar="S|auto",
+            help=(
+                "Noise level of the inputs (0-255), if known: picks the bundled per-sigma model within 7.5 of it, else "
+                "blind. auto: each image's level is estimated (manifest: sigma_est) and chosen for the same way."
+            ),
+        ),
+    ] = None,
     ensemble: EnsembleOpt = False,
     backend: BackendOpt = BackendKind.auto,
     device: DeviceOpt = "auto",
     precision: PrecisionOpt = Precision.auto,
-    engine: Annotated[Path | None, typer.Option(help=(
-        "Prebuilt TensorRT engine or ONNX file for those backends."))] = None,
-    trust_engine: Annotated[bool, typer.Option(help=(
-        "Run an --engine ONNX or OpenVINO IR file that lacks fastdenoise's metadata (made elsewhere)."))] = False,
-    max_pixels: Annotated[int, typer.Option(help=(
-        "Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a pixel of "
-        "the largest image."), min=1)] = 64_000_000,
+    engine: Annotated[
+        Path | None, typer.Option(help=("Prebuilt TensorRT engine or ONNX file for those backends."))
+    ] = None,
+    trust_engine: Annotated[
+        bool,
+        typer.Option(
+            help=("Run an --engine ONNX or OpenVINO IR file that lacks fastdenoise's metadata (made elsewhere).")
+        ),
+    ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option(
+            help=(
+                "Images with more pixels (by their header) get an error row, undecoded: peak memory grows ~50 bytes a "
+                "pixel of the largest image."
+            ),
+            min=1,
+        ),
+    ] = 64_000_000,
     format: Annotated[ImageFormat, typer.Option(help="Output format.")] = ImageFormat.png,
     quality: Annotated[int, typer.Option(help="JPEG/WebP quality.", min=1, max=100)] = 95,
-    png_level: Annotated[int, typer.Option(help=(
-        "PNG compression, 0-9: the same pixels at every level; 0 stores (~2x the bytes), 1 (default) is the fastest "
-        "that keeps the size, 4-9 are smaller and slower."), min=0, max=9)] = 1,
+    png_level: Annotated[
+        int,
+        typer.Option(
+            help=(
+                "PNG compression, 0-9: the same pixels at every level; 0 stores (~2x the bytes), 1 (default) is the "
+                "fastest that keeps the size, 4-9 are smaller and slower."
+            ),
+            min=0,
+            max=9,
+        ),
+    ] = 1,
     batch: Annotated[int, typer.Option(help="Images (or tiles) of equal size per batch.", min=1)] = 4,
-    tile: Annotated[int, typer.Option(help=(
-        "Images larger than this (px) go through overlapping tiles; a multiple of 4 above --overlap."), min=8)] = 1024,
+    tile: Annotated[
+        int,
+        typer.Option(
+            help=("Images larger than this (px) go through overlapping tiles; a multiple of 4 above --overlap."), min=8
+        ),
+    ] = 1024,
     overlap: Annotated[int, typer.Option(help="Tile overlap in pixels (blended); a multiple of 4.", min=4)] = 64,
     overwrite: Annotated[bool, typer.Option(help="Redo images the manifest says are done.")] = False,
     workers: Annotated[int, typer.Option(help="Decoder and writer threads (each).", min=1)] = 2,
-    loader: Annotated[LoaderKind, typer.Option(
-        help="auto: DALI on a GPU where installed, else Pillow.")] = LoaderKind.auto,
+    loader: Annotated[
+        LoaderKind, typer.Option(help="auto: DALI on a GPU where installed, else Pillow.")
+    ] = LoaderKind.auto,
     strict: Annotated[bool, typer.Option(help="Exit 1 if any input failed (default); --no-strict exits 0.")] = True,
     fail_fast: Annotated[bool, typer.Option(help="Stop at the first input that fails (exit 1).")] = False,
-    task: Annotated[Task | None, typer.Option(help=(
-        "Also run a frozen head on each denoised image: classify (top-k into OUTPUT/predictions.csv) or segment (a "
-        "<name>.mask.png beside each output); both denoise with the bundled task-aware model unless --model or "
-        "--weights says otherwise."))] = None,
-    head: Annotated[str | None, typer.Option(help=(
-        "Head for --task (default: efficientnet-lite0 for classify, espnetv2-camvid for segment); the names of `train "
-        "--head`."))] = None,
-    head_weights: Annotated[Path | None, typer.Option(help=(
-        "Weights of the head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or a folder "
-        "above DATA)."), exists=True, dir_okay=False)] = None,
-    top_k: Annotated[int | None, typer.Option(help=(
-        "Classes kept per image with --task classify (default 5)."), min=1)] = None,
-    executor: Annotated[Executor, typer.Option(help=(
-        "local: this machine (under torchrun, each process a share); ray: Ray Data on a cluster, one denoising actor "
-        "per GPU (pip install 'fastdenoise[ray]')."))] = Executor.LOCAL,
-    address: Annotated[str | None, typer.Option(help=(
-        "--executor ray: the cluster's address (default: $RAY_ADDRESS, else a Ray instance started on this machine)."
-    ))] = None,
-    include: Annotated[list[str] | None, typer.Option(help=(
-        "Only files whose path relative to INPUT matches this glob ('*' also crosses '/'); repeatable."))] = None,
-    exclude: Annotated[list[str] | None, typer.Option(help=(
-        "Leave out files whose path relative to INPUT matches this glob; repeatable."))] = None,
-    dry_run: Annotated[bool, typer.Option(help=(
-        "Say what would be done (images, megapixels, done earlier) and write nothing."))] = False,
-    ref: Annotated[Path | None, typer.Option(help=(
-        "Folder of clean images at the same relative paths: PSNR/SSIM of each output (manifest) and overall."),
-        exists=True, file_okay=False)] = None,
+    task: Annotated[
+        Task | None,
+        typer.Option(
+            help=(
+                "Also run a frozen head on each denoised image: classify (top-k into OUTPUT/predictions.csv) or "
+                "segment (a <name>.mask.png beside each output); both denoise with the bundled task-aware model unless "
+                "--model or --weights says otherwise."
+            )
+        ),
+    ] = None,
+    head: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Head for --task (default: efficientnet-lite0 for classify, espnetv2-camvid for segment); the names of "
+                "`train --head`."
+            )
+        ),
+    ] = None,
+    head_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "Weights of the head (default: its pip package; ESPNetv2: weights/espnetv2 under $FASTDENOISE_DATA or "
+                "a folder above DATA)."
+            ),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    top_k: Annotated[
+        int | None, typer.Option(help=("Classes kept per image with --task classify (default 5)."), min=1)
+    ] = None,
+    executor: Annotated[
+        Executor,
+        typer.Option(
+            help=(
+                "local: this machine (under torchrun, each process a share); ray: Ray Data on a cluster, one denoising "
+                "actor per GPU (pip install 'fastdenoise[ray]')."
+            )
+        ),
+    ] = Executor.LOCAL,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "--executor ray: the cluster's address (default: $RAY_ADDRESS, else a Ray instance started on this "
+                "machine)."
+            )
+        ),
+    ] = None,
+    include: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=("Only files whose path relative to INPUT matches this glob ('*' also crosses '/'); repeatable.")
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(help=("Leave out files whose path relative to INPUT matches this glob; repeatable.")),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help=("Say what would be done (images, megapixels, done earlier) and write nothing."))
+    ] = False,
+    ref: Annotated[
+        Path | None,
+        typer.Option(
+            help=(
+                "Folder of clean images at the same relative paths: PSNR/SSIM of each output (manifest) and overall."
+            ),
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
 ) -> None:
     """Denoise every image under INPUT into OUTPUT (PNG by default) with a manifest.jsonl row per file; with --task,
     also classify (OUTPUT/predictions.csv) or segment (OUTPUT/<path>.mask.png) each denoised image.
@@ -105,19 +185,33 @@ def run(
     try:
         # JPEG inputs, --task's level rule: chosen per image, but not on Ray (one model runs) nor with --engine
         plan = plan_weights(model, weights, level, auto, task.value if task else None, engine is not None or on_ray)
-        cfg = RunConfig(format=format.value, quality=quality, png_level=png_level, batch=batch, tile=tile,
-                        overlap=overlap, overwrite=overwrite, workers=workers, loader=loader.value, strict=strict,
-                        fail_fast=fail_fast, max_pixels=max_pixels, include=tuple(include or ()),
-                        exclude=tuple(exclude or ()),
-                        ref=str(ref) if ref else None)  # fmt: skip
-        task_cfg = (TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5)
-                    if task else None)
+        cfg = RunConfig(
+            format=format.value,
+            quality=quality,
+            png_level=png_level,
+            batch=batch,
+            tile=tile,
+            overlap=overlap,
+            overwrite=overwrite,
+            workers=workers,
+            loader=loader.value,
+            strict=strict,
+            fail_fast=fail_fast,
+            max_pixels=max_pixels,
+            include=tuple(include or ()),
+            exclude=tuple(exclude or ()),
+            ref=str(ref) if ref else None,
+        )
+        task_cfg = (
+            TaskConfig(task.value, head, str(head_weights) if head_weights else None, top_k or 5) if task else None
+        )
         check_folders(input, output)
         shard = distributed.Shard() if on_ray else distributed.shard_from_env()
     except ValueError as err:
         raise fail(str(err)) from err
-    backend_cfg = backend_config(backend.value, distributed.shard_device(device, shard), precision.value, engine,
-                                 trust_engine)  # fmt: skip
+    backend_cfg = backend_config(
+        backend.value, distributed.shard_device(device, shard), precision.value, engine, trust_engine
+    )
     job = prepared(plan, cfg, backend_cfg, ensemble, build=not (on_ray or dry_run))  # on Ray, each actor builds it
     if dry_run:
         return dry_run_line(input, output, job.cfg, shard)
@@ -205,20 +299,43 @@ def execute(input: Path, output: Path, job, shard, predictor, on_ray: bool, addr
         except (ImportError, ValueError) as err:
             raise fail(str(err)) from err
     stop = threading.Event()
-    with (distributed.process_group(shard), stop_on_signals(stop) as received,
-          progress_bar("denoise", markup=False, enabled=shard.rank == 0) as bar):  # fmt: skip
+    with (
+        distributed.process_group(shard),
+        stop_on_signals(stop) as received,
+        progress_bar("denoise", markup=False, enabled=shard.rank == 0) as bar,
+    ):
         progress = bar.add_task("run", total=total, last="")
         on_image = lambda row: bar.update(progress, advance=1, last=row["input"][-40:])
         try:
             if on_ray:
-                summary = denoise_on_cluster(input, output, job.network, job.backend, cfg, on_image, stop=stop,
-                                             predictor=predictor, cluster=ClusterConfig(address))  # fmt: skip
+                summary = denoise_on_cluster(
+                    input,
+                    output,
+                    job.network,
+                    job.backend,
+                    cfg,
+                    on_image,
+                    stop=stop,
+                    predictor=predictor,
+                    cluster=ClusterConfig(address),
+                )
             else:
-                summary = denoise_folder(input, output, job.backend, cfg, on_image, stop=stop, shard=shard,
-                                         predictor=predictor, router=job.router)
+                summary = denoise_folder(
+                    input,
+                    output,
+                    job.backend,
+                    cfg,
+                    on_image,
+                    stop=stop,
+                    shard=shard,
+                    predictor=predictor,
+                    router=job.router,
+                )
         except ClusterError as err:
-            raise fail(f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest",
-                       code=ExitStatus.CLUSTER) from err
+            raise fail(
+                f"{err}; what was done is in {output / MANIFEST}, the same command again does the rest",
+                code=ExitStatus.CLUSTER,
+            ) from err
         except ImportError as err:
             raise fail(f"loader {cfg.loader!r} is not available here: {err}") from err
         except ValueError as err:
@@ -250,9 +367,16 @@ def sigma_option(text: str | None) -> tuple[bool, float | None]:
 
 
 def refuse_conflicts(
-    task: Task | None, head: bool, top_k: int | None, address: str | None, on_ray: bool, ensemble: bool,
-    ref: Path | None, auto: bool, engine: Path | None,
-) -> None:  # fmt: skip
+    task: Task | None,
+    head: bool,
+    top_k: int | None,
+    address: str | None,
+    on_ray: bool,
+    ensemble: bool,
+    ref: Path | None,
+    auto: bool,
+    engine: Path | None,
+) -> None:
     """One line for each combination of options that cannot run together."""
     if task is None and (head or top_k is not None):
         raise fail("--head, --head-weights and --top-k are for --task classify|segment")
@@ -281,8 +405,10 @@ def report(summary, output: Path, ran: str, task_cfg) -> None:
     if summary.predictions:
         typer.echo(f"predictions: {summary.predictions} (top-{task_cfg.top_k} of {task_cfg.head_name})")
     elif task_cfg is not None and task_cfg.task == "segment":
-        typer.echo(f"masks: {summary.masks} ({task_cfg.head_name}), each beside its output as "
-                   f"{output}/<path>{MASK_SUFFIX}")
+        typer.echo(
+            f"masks: {summary.masks} ({task_cfg.head_name}), each beside its output as {output}/<path>{MASK_SUFFIX}"
+        )
     if summary.stopped:
-        typer.secho(f"stopped early: {summary.stopped}; the same command again does the rest", err=True,
-                    fg=typer.colors.YELLOW)
+        typer.secho(
+            f"stopped early: {summary.stopped}; the same command again does the rest", err=True, fg=typer.colors.YELLOW
+        )

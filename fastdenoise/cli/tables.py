@@ -9,36 +9,77 @@ from fastdenoise.choices import PEERS, NoiseAt, Split
 from fastdenoise.cli.common import DeviceOpt, fail, parse_sigmas, skipped_peer, starting
 from fastdenoise.words import plural
 
-tables_app = typer.Typer(help="The paper's Tables 1-3, regenerated: Markdown + JSON + PNG per table.",
-                         no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
+tables_app = typer.Typer(
+    help="The paper's Tables 1-3, regenerated: Markdown + JSON + PNG per table.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 
 SigmaOpt = Annotated[str, typer.Option(help="Comma-separated noise levels, 0-255 units.")]
-SeedOpt = Annotated[str, typer.Option("--seeds", "--seed", help=(
-    "Noise seeds, comma-separated (0,1): image i gets numpy default_rng([seed, i]) under each; cells pool the seeds."))]
-ControlOpt = Annotated[str | None, typer.Option(help=(
-    "Arm every other arm is tested against (paired tests in the table); default: separate, if given."))]
+SeedOpt = Annotated[
+    str,
+    typer.Option(
+        "--seeds",
+        "--seed",
+        help=(
+            "Noise seeds, comma-separated (0,1): image i gets numpy default_rng([seed, i]) under each; cells pool the "
+            "seeds."
+        ),
+    ),
+]
+ControlOpt = Annotated[
+    str | None,
+    typer.Option(
+        help=("Arm every other arm is tested against (paired tests in the table); default: separate, if given.")
+    ),
+]
 DrawsOpt = Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals and paired tests.", min=100)]
 LimitOpt = Annotated[int | None, typer.Option(help="Only the first N images (quick runs).", min=1)]
-ModelOpt = Annotated[list[str] | None, typer.Option("--model", "-m", help=(
-    "Extra arm NAME=WEIGHTS (or WEIGHTS: named by its stem); repeatable."))]
+ModelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--model", "-m", help=("Extra arm NAME=WEIGHTS (or WEIGHTS: named by its stem); repeatable.")),
+]
+
+
 def arm_weights(arm: str, trained: str):
     """The option naming one arm's denoiser weights (table2/table3: separate, joint, cross-task)."""
-    return Annotated[Path | None, typer.Option(help=f"Arm '{arm}': denoiser weights trained {trained}.", exists=True,
-                                               dir_okay=False)]  # fmt: skip
+    return Annotated[
+        Path | None, typer.Option(help=f"Arm '{arm}': denoiser weights trained {trained}.", exists=True, dir_okay=False)
+    ]
 
 
 SeparateOpt = arm_weights("separate", "with MSE alone")
 WithClassifier = "with the classifier (--task classify)"
 WithSegmenter = "with the segmenter (--task segment)"
-CacheOpt = Annotated[Path | None, typer.Option(help=(
-    "CBM3D results cache (keyed by noisy image, sigma, bm3d version); default ~/.cache/fastdenoise/cbm3d or "
-    "$FASTDENOISE_CACHE/cbm3d."), file_okay=False)]
-OutputCacheOpt = Annotated[Path | None, typer.Option(help=(
-    "Keep every model arm's 8-bit outputs here (by weights, noisy input, sigma): a second table over the same crops "
-    "(another --head, the same resizing and cropping) runs no denoiser."), file_okay=False)]
-QuantizeOpt = Annotated[bool, typer.Option(help=(
-    "Every arm starts from the noisy image clipped and rounded to 8 bits (as the data README's reference numbers); "
-    "--no-quantize: denoisers get the unclipped float noisy image."))]
+CacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help=(
+            "CBM3D results cache (keyed by noisy image, sigma, bm3d version); default ~/.cache/fastdenoise/cbm3d or "
+            "$FASTDENOISE_CACHE/cbm3d."
+        ),
+        file_okay=False,
+    ),
+]
+OutputCacheOpt = Annotated[
+    Path | None,
+    typer.Option(
+        help=(
+            "Keep every model arm's 8-bit outputs here (by weights, noisy input, sigma): a second table over the same "
+            "crops (another --head, the same resizing and cropping) runs no denoiser."
+        ),
+        file_okay=False,
+    ),
+]
+QuantizeOpt = Annotated[
+    bool,
+    typer.Option(
+        help=(
+            "Every arm starts from the noisy image clipped and rounded to 8 bits (as the data README's reference "
+            "numbers); --no-quantize: denoisers get the unclipped float noisy image."
+        )
+    ),
+]
 CleanOpt = Annotated[bool, typer.Option(help="Add the head on the clean image as a reference row.")]
 
 
@@ -100,17 +141,34 @@ def sigma_list(text: str) -> tuple[float, ...]:
 
 @tables_app.command("table1")
 def table1_cmd(
-    data: Annotated[Path, typer.Argument(metavar="DATA",
-        help="Folder of clean images (Kodak24).", exists=True, file_okay=False)],
+    data: Annotated[
+        Path, typer.Argument(metavar="DATA", help="Folder of clean images (Kodak24).", exists=True, file_okay=False)
+    ],
     model: ModelOpt = None,
-    peers: Annotated[str, typer.Option(help=(
-        f"Comma-separated peers run in the same command ('' for none): {', '.join(PEERS)}; cdncnn = the network "
-        "trained for each sigma."))] = "cbm3d,cdncnn,cdncnn-b,ffdnet",
-    peer_data: Annotated[Path | None, typer.Option(help=(
-        "Shared data folder holding weights/dncnn and weights/ffdnet; default $FASTDENOISE_DATA or DATA/.."),
-        exists=True, file_okay=False)] = None,
-    cbm3d_limit: Annotated[int | None, typer.Option(help=(
-        "CBM3D on the first N images only (~25 s a Kodak image per sigma on 2 cores; cached)."), min=1)] = None,
+    peers: Annotated[
+        str,
+        typer.Option(
+            help=(
+                f"Comma-separated peers run in the same command ('' for none): {', '.join(PEERS)}; cdncnn = the "
+                f"network "
+                "trained for each sigma."
+            )
+        ),
+    ] = "cbm3d,cdncnn,cdncnn-b,ffdnet",
+    peer_data: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Shared data folder holding weights/dncnn and weights/ffdnet; default $FASTDENOISE_DATA or DATA/.."),
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    cbm3d_limit: Annotated[
+        int | None,
+        typer.Option(
+            help=("CBM3D on the first N images only (~25 s a Kodak image per sigma on 2 cores; cached)."), min=1
+        ),
+    ] = None,
     cbm3d_cache: CacheOpt = None,
     sigma: SigmaOpt = "25,35,50",
     seed: SeedOpt = "0",
@@ -119,8 +177,9 @@ def table1_cmd(
     limit: LimitOpt = None,
     ssim: Annotated[bool, typer.Option(help="Also SSIM (slower).")] = False,
     device: DeviceOpt = "auto",
-    out: Annotated[Path, typer.Option("--out", "-o", help=(
-        "Folder for table1.md, table1.json, table1.png."))] = Path("results/table1"),
+    out: Annotated[Path, typer.Option("--out", "-o", help=("Folder for table1.md, table1.json, table1.png."))] = Path(
+        "results/table1"
+    ),
 ) -> None:
     """Table 1: mean PSNR at each sigma for our denoisers (--model, default the bundled one) beside the peers."""
     names = [p.strip() for p in peers.split(",") if p.strip()]
@@ -146,33 +205,77 @@ def table1_cmd(
 
 @tables_app.command("table2")
 def table2_cmd(
-    data: Annotated[Path, typer.Argument(metavar="DATA", help=(
-        "Folder of labelled photos (imagenet-samples) with labels.csv 'file,index'."), exists=True, file_okay=False)],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATA",
+            help=("Folder of labelled photos (imagenet-samples) with labels.csv 'file,index'."),
+            exists=True,
+            file_okay=False,
+        ),
+    ],
     separate: SeparateOpt = None,
     joint: arm_weights("joint", WithClassifier) = None,
     cross_task: arm_weights("cross-task", WithSegmenter) = None,
     model: ModelOpt = None,
-    cbm3d: Annotated[int, typer.Option(help=(
-        "CBM3D arm on the first N images of the split (~3 s a 224x224 crop per sigma; cached); 0 leaves it out."),
-        min=0)] = 100,
+    cbm3d: Annotated[
+        int,
+        typer.Option(
+            help=(
+                "CBM3D arm on the first N images of the split (~3 s a 224x224 crop per sigma; cached); 0 leaves it out."
+            ),
+            min=0,
+        ),
+    ] = 100,
     cbm3d_cache: CacheOpt = None,
     output_cache: OutputCacheOpt = None,
-    labels: Annotated[Path | None, typer.Option(help=(
-        "CSV 'file,index' (files relative to DATA); default DATA/labels.csv."), exists=True, dir_okay=False)] = None,
-    split: Annotated[Split, typer.Option(help=(
-        "Rows of labels.csv used (0-based): train = even rows, test = odd rows, all. Evaluate a denoiser trained on "
-        "the train half with --split test."))] = Split.all,
-    head: Annotated[str, typer.Option(help=(
-        "Classifier: efficientnet-lite0|1|2, vgg16 (with --head-weights), torchvision:<model>. A head other than the "
-        "one the joint arm was trained with measures cross-architecture transfer."))] = "efficientnet-lite0",
-    head_weights: Annotated[Path | None, typer.Option(help=(
-        "Weights of the head (default: its pip package; vgg16 needs torchvision's vgg16-397923af.pth)."),
-        exists=True, dir_okay=False)] = None,
-    resize: Annotated[int | None, typer.Option(help=(
-        "Short side before the centre crop (default: the head's; Lite0 256, Lite1 272, Lite2 292, others 256)."),
-        min=8)] = None,
-    crop: Annotated[int | None, typer.Option(help=(
-        "Centre crop side (default: the head's; Lite0 224, Lite1 240, Lite2 260, others 224)."), min=8)] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help=("CSV 'file,index' (files relative to DATA); default DATA/labels.csv."), exists=True, dir_okay=False
+        ),
+    ] = None,
+    split: Annotated[
+        Split,
+        typer.Option(
+            help=(
+                "Rows of labels.csv used (0-based): train = even rows, test = odd rows, all. Evaluate a denoiser "
+                "trained on the train half with --split test."
+            )
+        ),
+    ] = Split.all,
+    head: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "Classifier: efficientnet-lite0|1|2, vgg16 (with --head-weights), torchvision:<model>. A head other "
+                "than the one the joint arm was trained with measures cross-architecture transfer."
+            )
+        ),
+    ] = "efficientnet-lite0",
+    head_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Weights of the head (default: its pip package; vgg16 needs torchvision's vgg16-397923af.pth)."),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    resize: Annotated[
+        int | None,
+        typer.Option(
+            help=(
+                "Short side before the centre crop (default: the head's; Lite0 256, Lite1 272, Lite2 292, others 256)."
+            ),
+            min=8,
+        ),
+    ] = None,
+    crop: Annotated[
+        int | None,
+        typer.Option(
+            help=("Centre crop side (default: the head's; Lite0 224, Lite1 240, Lite2 260, others 224)."), min=8
+        ),
+    ] = None,
     sigma: SigmaOpt = "15,30,45,60",
     seed: SeedOpt = "0",
     control: ControlOpt = None,
@@ -180,13 +283,20 @@ def table2_cmd(
     limit: LimitOpt = None,
     quantize: QuantizeOpt = True,
     clean: CleanOpt = True,
-    noise_at: Annotated[NoiseAt, typer.Option(help=(
-        "crop: noise on the head's centre crop (the paper's protocol); photo: on the whole photo at its own size, "
-        "denoised whole, then resized and cropped for the head as `run --task classify` does (the user's path)."))
+    noise_at: Annotated[
+        NoiseAt,
+        typer.Option(
+            help=(
+                "crop: noise on the head's centre crop (the paper's protocol); photo: on the whole photo at its own "
+                "size, denoised whole, then resized and cropped for the head as `run --task classify` does (the user's "
+                "path)."
+            )
+        ),
     ] = NoiseAt.crop,
     device: DeviceOpt = "auto",
-    out: Annotated[Path, typer.Option("--out", "-o", help=(
-        "Folder for table2.md, table2.json, table2.png."))] = Path("results/table2"),
+    out: Annotated[Path, typer.Option("--out", "-o", help=("Folder for table2.md, table2.json, table2.png."))] = Path(
+        "results/table2"
+    ),
 ) -> None:
     """Table 2: top-1 / top-5 of a frozen classifier at each sigma for the arms noisy, CBM3D, separate, joint,
     cross-task (each only if its weights are given), extra --model arms, and clean."""
@@ -198,11 +308,22 @@ def table2_cmd(
 
     def build(progress):
         cfg = Table2Config(
-            str(data), str(labels) if labels else None, sigma_list(sigma), seed_list(seed), control, draws,
-            split=split.value, limit=limit, head=head, head_weights=str(head_weights) if head_weights else None,
-            resize=resize, crop=crop,
-            quantize=quantize, device=device, noise_at=noise_at.value,
-        )  # fmt: skip
+            str(data),
+            str(labels) if labels else None,
+            sigma_list(sigma),
+            seed_list(seed),
+            control,
+            draws,
+            split=split.value,
+            limit=limit,
+            head=head,
+            head_weights=str(head_weights) if head_weights else None,
+            resize=resize,
+            crop=crop,
+            quantize=quantize,
+            device=device,
+            noise_at=noise_at.value,
+        )
         arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache, output_cache)
         return table2(cfg, arms, clean=clean, progress=progress)
 
@@ -211,28 +332,59 @@ def table2_cmd(
 
 @tables_app.command("table3")
 def table3_cmd(
-    data: Annotated[Path, typer.Argument(metavar="DATA", help=(
-        "CamVid folder (SegNet layout: val/ and valannot/ inside)."), exists=True, file_okay=False)],
+    data: Annotated[
+        Path,
+        typer.Argument(
+            metavar="DATA",
+            help=("CamVid folder (SegNet layout: val/ and valannot/ inside)."),
+            exists=True,
+            file_okay=False,
+        ),
+    ],
     separate: SeparateOpt = None,
     joint: arm_weights("joint", WithSegmenter) = None,
     cross_task: arm_weights("cross-task", WithClassifier) = None,
     model: ModelOpt = None,
-    cbm3d: Annotated[int, typer.Option(help=(
-        "CBM3D arm on the first N images (~11 s a 480x360 image per sigma; cached); 0 leaves it out."), min=0)] = 25,
+    cbm3d: Annotated[
+        int,
+        typer.Option(
+            help=("CBM3D arm on the first N images (~11 s a 480x360 image per sigma; cached); 0 leaves it out."), min=0
+        ),
+    ] = 25,
     cbm3d_cache: CacheOpt = None,
     output_cache: OutputCacheOpt = None,
     subset: Annotated[str, typer.Option(help="Images in DATA/<subset>, masks in DATA/<subset>annot.")] = "val",
-    head: Annotated[str, typer.Option(help=(
-        "Segmenter: espnetv2-camvid (Cityscapes weights, classes merged into CamVid's 11), or another head with CamVid "
-        "classes."))] = "espnetv2-camvid",
-    head_weights: Annotated[Path | None, typer.Option(help=(
-        "Weights of the head (default: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA)."),
-        exists=True, dir_okay=False)] = None,
-    scale: Annotated[float, typer.Option(help=(
-        "The head sees the image resized by this (1.5: 720x540, mIoU 0.606 clean vs 0.551 at 1.0); scored on the "
-        "native masks."), min=0.1, max=8.0)] = 1.0,
-    ignore_index: Annotated[int, typer.Option(help=(
-        "Mask value without a class (CamVid void: 11)."), min=0, max=255)] = 11,
+    head: Annotated[
+        str,
+        typer.Option(
+            help=(
+                "Segmenter: espnetv2-camvid (Cityscapes weights, classes merged into CamVid's 11), or another head "
+                "with CamVid classes."
+            )
+        ),
+    ] = "espnetv2-camvid",
+    head_weights: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Weights of the head (default: weights/espnetv2 under $FASTDENOISE_DATA or a folder above DATA)."),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    scale: Annotated[
+        float,
+        typer.Option(
+            help=(
+                "The head sees the image resized by this (1.5: 720x540, mIoU 0.606 clean vs 0.551 at 1.0); scored on "
+                "the native masks."
+            ),
+            min=0.1,
+            max=8.0,
+        ),
+    ] = 1.0,
+    ignore_index: Annotated[
+        int, typer.Option(help=("Mask value without a class (CamVid void: 11)."), min=0, max=255)
+    ] = 11,
     sigma: SigmaOpt = "15,30,45,60",
     seed: SeedOpt = "0",
     control: ControlOpt = None,
@@ -241,8 +393,9 @@ def table3_cmd(
     quantize: QuantizeOpt = True,
     clean: CleanOpt = True,
     device: DeviceOpt = "auto",
-    out: Annotated[Path, typer.Option("--out", "-o", help=(
-        "Folder for table3.md, table3.json, table3.png."))] = Path("results/table3"),
+    out: Annotated[Path, typer.Option("--out", "-o", help=("Folder for table3.md, table3.json, table3.png."))] = Path(
+        "results/table3"
+    ),
 ) -> None:
     """Table 3: mIoU (confusion summed over the images) of a frozen segmenter at each sigma for the arms noisy, CBM3D,
     separate, joint, cross-task (each only if its weights are given), extra --model arms, and clean."""
@@ -259,10 +412,20 @@ def table3_cmd(
 
     def build(progress):
         cfg = Table3Config(
-            str(images), str(masks), sigma_list(sigma), seed_list(seed), control, draws, limit=limit, head=head,
-            head_weights=str(weights) if weights else None, scale=scale, ignore_index=ignore_index, quantize=quantize,
+            str(images),
+            str(masks),
+            sigma_list(sigma),
+            seed_list(seed),
+            control,
+            draws,
+            limit=limit,
+            head=head,
+            head_weights=str(weights) if weights else None,
+            scale=scale,
+            ignore_index=ignore_index,
+            quantize=quantize,
             device=device,
-        )  # fmt: skip
+        )
         arms = task_arms(separate, joint, cross_task, cbm3d, extra, device, cbm3d_cache, output_cache)
         return table3(cfg, arms, clean=clean, progress=progress)
 
@@ -271,10 +434,16 @@ def table3_cmd(
 
 @tables_app.command("split")
 def split_cmd(
-    labels: Annotated[Path, typer.Argument(metavar="LABELS", help=(
-        "CSV 'file,index' (imagenet-samples/labels.csv)."), exists=True, dir_okay=False)],
-    out: Annotated[Path, typer.Option("--out", "-o", help=(
-        "Where to write the split's CSV (pass it to fastdenoise train --labels)."))],
+    labels: Annotated[
+        Path,
+        typer.Argument(
+            metavar="LABELS", help=("CSV 'file,index' (imagenet-samples/labels.csv)."), exists=True, dir_okay=False
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option("--out", "-o", help=("Where to write the split's CSV (pass it to fastdenoise train --labels).")),
+    ],
     split: Annotated[Split, typer.Option(help="train = even rows (0-based), test = odd rows.")] = Split.train,
 ) -> None:
     """Write one half of a labels CSV: train a joint denoiser on --split train, then `tables table2 --split test`."""

@@ -35,23 +35,41 @@ def parse_range(text: str) -> tuple[float, float]:
 
 def train(
     ctx: typer.Context,
-    data: Annotated[Path | None, typer.Argument(metavar="DATA",
-        help="Folder of clean training images (optional with --resume: the run's own).", exists=True, file_okay=False,
-    )] = None,
+    data: Annotated[
+        Path | None,
+        typer.Argument(
+            metavar="DATA",
+            help="Folder of clean training images (optional with --resume: the run's own).",
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Run folder: checkpoints, log.jsonl, config.json.")] = Path(
-        "runs/denoiser"),
-    val: Annotated[Path | None, typer.Option(
-        help="Folder of clean validation images.", exists=True, file_okay=False)] = None,
+        "runs/denoiser"
+    ),
+    val: Annotated[
+        Path | None, typer.Option(help="Folder of clean validation images.", exists=True, file_okay=False)
+    ] = None,
     sigma: Annotated[str, typer.Option(help="Noise level in 0-255 units: fixed (25) or a blind range (5-55).")] = "25",
-    patch: Annotated[int | None, typer.Option(help=(
-        "Crop side, multiple of 4 (default 48; joint: 224 classify, 256 segment)."), min=4)] = None,
+    patch: Annotated[
+        int | None,
+        typer.Option(help=("Crop side, multiple of 4 (default 48; joint: 224 classify, 256 segment)."), min=4),
+    ] = None,
     batch: Annotated[int, typer.Option(help="Patches per step.", min=1)] = 32,
     steps: Annotated[int, typer.Option(help="Optimizer steps in total.", min=1)] = 20_000,
     lr: Annotated[float, typer.Option(help="Peak Adam learning rate.")] = 1e-3,
-    schedule: Annotated[Schedule, typer.Option(help=(
-        "cosine: to --steps; constant: after warm-up, for runs extended with --resume --steps."))] = Schedule.cosine,
-    ema: Annotated[float, typer.Option(help=(
-        "Decay of a moving average of the weights, validated and saved (0.999; 0 = off)."), min=0.0, max=0.9999)] = 0.0,
+    schedule: Annotated[
+        Schedule,
+        typer.Option(help=("cosine: to --steps; constant: after warm-up, for runs extended with --resume --steps.")),
+    ] = Schedule.cosine,
+    ema: Annotated[
+        float,
+        typer.Option(
+            help=("Decay of a moving average of the weights, validated and saved (0.999; 0 = off)."),
+            min=0.0,
+            max=0.9999,
+        ),
+    ] = 0.0,
     loss: Annotated[Loss, typer.Option(help="Reconstruction loss.")] = Loss.mse,
     val_every: Annotated[int, typer.Option(help="Validate every N steps.", min=1)] = 1000,
     val_images: Annotated[int, typer.Option(help="Validation images used (first N of the folder).", min=1)] = 12,
@@ -60,54 +78,132 @@ def train(
     device: DeviceOpt = "auto",
     amp: Annotated[Amp, typer.Option(help="Mixed precision; auto: bf16 on a GPU that has it.")] = Amp.auto,
     compile: Annotated[Switch, typer.Option(help="torch.compile; auto: on for CUDA.")] = Switch.auto,
-    freeze_bn: Annotated[bool | None, typer.Option("--freeze-bn/--batch-bn", help=(
-        "BatchNorm keeps its running statistics while training (default with --init: a fine-tune on small batches "
-        "keeps its init's) or uses each batch's (default from scratch)."))] = None,
-    sync_bn: Annotated[bool, typer.Option(help=(
-        "Under torchrun on GPUs: BatchNorm statistics over the global batch (default: each process its own share, "
-        "as one GPU saw its batch in the paper)."))] = False,
-    resume: Annotated[bool, typer.Option(help=(
-        "Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise)."))] = False,
-    task: Annotated[str | None, typer.Option(help=(
-        "Joint training against frozen heads: classify, segment, or several comma-separated (classify,segment: one "
-        "denoiser for both, label-free); omit for MSE alone."))] = None,
-    head: Annotated[list[str] | None, typer.Option(help=(
-        "Frozen head, repeat for several (one per task, or several for one task): efficientnet-lite0|1|2, "
-        "espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>. Default: efficientnet-lite0 "
-        "(classify), espnetv2-camvid (segment)."))] = None,
-    head_weights: Annotated[list[Path] | None, typer.Option(help=(
-        "Weights of the head, one per --head (default: its pip package; ESPNetv2: weights/espnetv2 under "
-        "$FASTDENOISE_DATA or a folder above DATA)."), exists=True, dir_okay=False)] = None,
-    lam: Annotated[list[float] | None, typer.Option(help=(
-        "Raw weight of the task loss, one or one per head (default 0.25 classify, 0.5 segment)."), min=0.0)] = None,
-    balance: Annotated[list[float] | None, typer.Option(help=(
-        "Instead of --lam: the task's gradient w.r.t. the denoiser output is kept at R times the MSE's (EMA of the "
-        "norms; docs/task-aware.md); one or one per head."), min=0.0)] = None,
-    balance_decay: Annotated[float, typer.Option(help=(
-        "EMA decay of the gradient norms behind --balance."), min=0.0, max=0.9999)] = 0.99,
-    target: Annotated[TaskTarget, typer.Option(help=(
-        "labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop."
-    ))] = TaskTarget.LABELS,
-    labels: Annotated[Path | None, typer.Option(help=(
-        "Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class."),
-        exists=True, dir_okay=False)] = None,
-    masks: Annotated[Path | None, typer.Option(
-        help="Segment: folder of masks named like the images.", exists=True, file_okay=False)] = None,
-    ignore_index: Annotated[int, typer.Option(
-        help="Segment: mask value without a class (CamVid: 11).", min=0, max=255)] = 255,
-    resize: Annotated[int | None, typer.Option(help=(
-        "Short side before cropping (default: 8/7 of --patch for classify, unchanged for segment)."))] = None,
-    init: Annotated[Path | None, typer.Option(help=(
-        "Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run."), exists=True,
-        dir_okay=False)] = None,
-    jpeg: Annotated[str | None, typer.Option(help=(
-        "Store a share of the noisy patches as JPEG of a quality in this range (e.g. 70-95, 4:2:0 chroma), as cameras "
-        "save noisy photos."))] = None,
-    jpeg_share: Annotated[float, typer.Option(help="The share of patches --jpeg stores as JPEG.", min=0.0,
-                                              max=1.0)] = 0.5,
-    noise_map: Annotated[bool, typer.Option(help=(
-        "Give the network the noise level as a fourth input channel (then run and eval need --sigma); --init with "
-        "blind weights starts it exactly where they are."))] = False,
+    freeze_bn: Annotated[
+        bool | None,
+        typer.Option(
+            "--freeze-bn/--batch-bn",
+            help=(
+                "BatchNorm keeps its running statistics while training (default with --init: a fine-tune on small "
+                "batches keeps its init's) or uses each batch's (default from scratch)."
+            ),
+        ),
+    ] = None,
+    sync_bn: Annotated[
+        bool,
+        typer.Option(
+            help=(
+                "Under torchrun on GPUs: BatchNorm statistics over the global batch (default: each process its own "
+                "share, as one GPU saw its batch in the paper)."
+            )
+        ),
+    ] = False,
+    resume: Annotated[
+        bool, typer.Option(help=("Continue from OUT/last.pt if present (refuse to reuse a finished folder otherwise)."))
+    ] = False,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Joint training against frozen heads: classify, segment, or several comma-separated (classify,segment: "
+                "one denoiser for both, label-free); omit for MSE alone."
+            )
+        ),
+    ] = None,
+    head: Annotated[
+        list[str] | None,
+        typer.Option(
+            help=(
+                "Frozen head, repeat for several (one per task, or several for one task): efficientnet-lite0|1|2, "
+                "espnetv2-voc|cityscapes|camvid, vgg16, deeplab-largefov, torchvision:<model>. Default: "
+                "efficientnet-lite0 (classify), espnetv2-camvid (segment)."
+            )
+        ),
+    ] = None,
+    head_weights: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help=(
+                "Weights of the head, one per --head (default: its pip package; ESPNetv2: weights/espnetv2 under "
+                "$FASTDENOISE_DATA or a folder above DATA)."
+            ),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    lam: Annotated[
+        list[float] | None,
+        typer.Option(
+            help=("Raw weight of the task loss, one or one per head (default 0.25 classify, 0.5 segment)."), min=0.0
+        ),
+    ] = None,
+    balance: Annotated[
+        list[float] | None,
+        typer.Option(
+            help=(
+                "Instead of --lam: the task's gradient w.r.t. the denoiser output is kept at R times the MSE's (EMA of "
+                "the norms; docs/task-aware.md); one or one per head."
+            ),
+            min=0.0,
+        ),
+    ] = None,
+    balance_decay: Annotated[
+        float, typer.Option(help=("EMA decay of the gradient norms behind --balance."), min=0.0, max=0.9999)
+    ] = 0.99,
+    target: Annotated[
+        TaskTarget,
+        typer.Option(
+            help=("labels: ground truth; argmax / softmax: label-free, the head's prediction on the clean crop.")
+        ),
+    ] = TaskTarget.LABELS,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Classify: CSV 'file,index' (files relative to DATA); default: one sub-folder per class."),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    masks: Annotated[
+        Path | None, typer.Option(help="Segment: folder of masks named like the images.", exists=True, file_okay=False)
+    ] = None,
+    ignore_index: Annotated[
+        int, typer.Option(help="Segment: mask value without a class (CamVid: 11).", min=0, max=255)
+    ] = 255,
+    resize: Annotated[
+        int | None,
+        typer.Option(
+            help=("Short side before cropping (default: 8/7 of --patch for classify, unchanged for segment).")
+        ),
+    ] = None,
+    init: Annotated[
+        Path | None,
+        typer.Option(
+            help=("Start from these denoiser weights (.safetensors or last.pt), e.g. an MSE run."),
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
+    jpeg: Annotated[
+        str | None,
+        typer.Option(
+            help=(
+                "Store a share of the noisy patches as JPEG of a quality in this range (e.g. 70-95, 4:2:0 chroma), as "
+                "cameras save noisy photos."
+            )
+        ),
+    ] = None,
+    jpeg_share: Annotated[
+        float, typer.Option(help="The share of patches --jpeg stores as JPEG.", min=0.0, max=1.0)
+    ] = 0.5,
+    noise_map: Annotated[
+        bool,
+        typer.Option(
+            help=(
+                "Give the network the noise level as a fourth input channel (then run and eval need --sigma); --init "
+                "with blind weights starts it exactly where they are."
+            )
+        ),
+    ] = False,
 ) -> None:
     """Train the denoiser with MSE alone ("separate"), or jointly with a frozen classifier/segmenter (--task).
 
@@ -130,13 +226,30 @@ def train(
     crop = patch if patch is not None else (max(default_crop(Task(t)) for t in tasks) if tasks else 48)
     try:
         cfg = TrainConfig(
-            data=str(data or "."), out=str(out), val=str(val) if val else None, sigma=parse_range(sigma), patch=crop,
-            batch=batch, steps=steps, lr=lr, val_every=val_every, val_images=val_images, ckpt_every=ckpt_every,
-            seed=seed, device=device, amp=amp.value, compile=compile.value, schedule=schedule.value, ema=ema,
-            loss=loss.value, sync_bn=sync_bn, freeze_bn=freeze_bn if freeze_bn is not None else init is not None,
+            data=str(data or "."),
+            out=str(out),
+            val=str(val) if val else None,
+            sigma=parse_range(sigma),
+            patch=crop,
+            batch=batch,
+            steps=steps,
+            lr=lr,
+            val_every=val_every,
+            val_images=val_images,
+            ckpt_every=ckpt_every,
+            seed=seed,
+            device=device,
+            amp=amp.value,
+            compile=compile.value,
+            schedule=schedule.value,
+            ema=ema,
+            loss=loss.value,
+            sync_bn=sync_bn,
+            freeze_bn=freeze_bn if freeze_bn is not None else init is not None,
             spec=asdict(DenoiserSpec(noise_map=noise_map)),
-            jpeg=tuple(int(q) for q in parse_range(jpeg)) if jpeg else None, jpeg_share=jpeg_share,
-        )  # fmt: skip
+            jpeg=tuple(int(q) for q in parse_range(jpeg)) if jpeg else None,
+            jpeg_share=jpeg_share,
+        )
         if noise_map and tasks:
             raise ValueError("--noise-map trains the denoiser alone; joint training (--task) takes blind denoisers")
         if stored is not None:
@@ -147,13 +260,22 @@ def train(
             train_denoiser(cfg, init=str(init) if init else None, resume=resume)
         else:
             joint = JointConfig(
-                cfg, tasks=tasks, heads=tuple(head or ()), lam=tuple(lam or ()), balance=tuple(balance or ()),
-                balance_decay=balance_decay, target=target.value, labels=str(labels) if labels else None,
-                masks=str(masks) if masks else None, ignore_index=ignore_index, resize=resize,
+                cfg,
+                tasks=tasks,
+                heads=tuple(head or ()),
+                lam=tuple(lam or ()),
+                balance=tuple(balance or ()),
+                balance_decay=balance_decay,
+                target=target.value,
+                labels=str(labels) if labels else None,
+                masks=str(masks) if masks else None,
+                ignore_index=ignore_index,
+                resize=resize,
                 init=str(init) if init else None,
-            )  # fmt: skip
-            train_joint(replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)),
-                        resume=resume)
+            )
+            train_joint(
+                replace(joint, head_weights=found_head_weights(joint.head_list, head_weights, data)), resume=resume
+            )
     except (ValueError, FileNotFoundError, CheckpointError, ImportError) as err:
         raise fail(str(err)) from err
     except OSError as err:  # disk full, read-only, no permission: one line
@@ -182,8 +304,11 @@ def hold_run_folder(ctx: typer.Context, out: Path) -> None:
         raise fail(str(err)) from err
     ctx.call_on_close(lambda: let_go(lock, made))
     if lock.taken_over:
-        typer.secho(f"note: took over the output lock of a run no longer running ({lock.taken_over})", err=True,
-                    fg=typer.colors.YELLOW)
+        typer.secho(
+            f"note: took over the output lock of a run no longer running ({lock.taken_over})",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
 
 
 def let_go(lock, made: list[Path]) -> None:
@@ -208,13 +333,16 @@ def stored_config(out: Path, data: Path | None, resume: bool, task: str | None, 
     except ValueError as err:
         raise fail(str(err)) from err
     if data is None and stored is None:
-        raise fail("missing DATA: the folder of clean training images "
-                   "(only --resume of a run with a config.json may omit it)")
+        raise fail(
+            "missing DATA: the folder of clean training images (only --resume of a run with a config.json may omit it)"
+        )
     if stored is not None and task is None and (out / "joint.json").is_file():
         raise fail(f"{out}: a joint run; resume it with its --task, --head ... options as in {out / 'joint.json'}")
     if task is None and joint_options:
-        raise fail("--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
-                   "training: add --task")
+        raise fail(
+            "--head, --head-weights, --lam, --balance, --target, --labels, --masks and --resize are for joint "
+            "training: add --task"
+        )
     return stored
 
 
@@ -239,8 +367,11 @@ def stopped(err: KeyboardInterrupt, out: Path) -> typer.Exit:
     if step is None and not (out / "last.pt").is_file():
         return fail("interrupted before the first checkpoint", code=code)
     at = "" if step is None else f" at step {step}"
-    typer.secho(f"stopped{at}: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume",
-                err=True, fg=typer.colors.YELLOW)
+    typer.secho(
+        f"stopped{at}: the last checkpoint is {out / 'last.pt'}; continue with --out {out} --resume",
+        err=True,
+        fg=typer.colors.YELLOW,
+    )
     return typer.Exit(code)
 
 
@@ -253,8 +384,11 @@ def unwritable(err: OSError, out: Path) -> typer.Exit:
         return fail(f"{err.filename or out}: {err.strerror or err}", code=ExitStatus.FAILED)
     last = out / "last.pt"
     kept = f"{last} keeps step {last_step(last)}" if last.is_file() else "no checkpoint was saved"
-    return fail(f"{err.filename or out}: cannot write it ({err.strerror}); {kept}: continue with --out {out} --resume "
-                "once OUT can be written", code=ExitStatus.OUTPUT)
+    return fail(
+        f"{err.filename or out}: cannot write it ({err.strerror}); {kept}: continue with --out {out} --resume "
+        "once OUT can be written",
+        code=ExitStatus.OUTPUT,
+    )
 
 
 def last_step(path: Path) -> str:

@@ -29,7 +29,6 @@ from fastdenoise.words import plural
 DEFAULT_BASELINES = Path(str(resources.files("fastdenoise").joinpath("baselines.json")))
 
 
-
 class DataIntegrityError(ValueError):
     """A benchmark data file missing from, or differing from, ../shared/data/SHA256SUMS."""
 
@@ -141,9 +140,15 @@ def judge(check: AccuracyCheck, psnr: float, weights_sha256: str | None = None) 
     ran = {"model": check.model, "weights_sha256": weights_sha256}
     if check.psnr is None:
         return AccuracyOutcome(
-            check.key, check.method, psnr, None, check.tolerance_db, "no-baseline",
-            f"{what}: {psnr:.3f} dB; no baseline recorded (python bench/record_baselines.py)", **ran,
-        )  # fmt: skip
+            check.key,
+            check.method,
+            psnr,
+            None,
+            check.tolerance_db,
+            "no-baseline",
+            f"{what}: {psnr:.3f} dB; no baseline recorded (python bench/record_baselines.py)",
+            **ran,
+        )
     delta = psnr - check.psnr
     status = "fail" if delta < -check.tolerance_db else "pass"
     message = (
@@ -185,9 +190,14 @@ class Scorer:
     scored once. `model` runs "bundled" (blind or --weights); a check's named model is read from weights_folder."""
 
     def __init__(
-        self, data_root: Path, model: Denoiser, device: torch.device, cache_dir: Path | None = None, log: Log = print,
+        self,
+        data_root: Path,
+        model: Denoiser,
+        device: torch.device,
+        cache_dir: Path | None = None,
+        log: Log = print,
         weights_folder: Path | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.data_root, self.model, self.device = Path(data_root), model, device
         self.cache_dir, self.log = cache_dir, log
         self.weights_folder = Path(weights_folder) if weights_folder is not None else bundled_weights().parent
@@ -228,9 +238,15 @@ class Scorer:
         return LABELS[kind], make_peer(kind, self.data_root, device, self.cache_dir)
 
     def score(
-        self, method: str, data: str, limit: int | None, sigma: float, seed: int, precision: str = "fp32",
+        self,
+        method: str,
+        data: str,
+        limit: int | None,
+        sigma: float,
+        seed: int,
+        precision: str = "fp32",
         model: str | None = None,
-    ) -> dict:  # fmt: skip
+    ) -> dict:
         key = (method, model, precision, data, limit, sigma, seed)
         if key in self.done:
             return self.done[key]
@@ -247,11 +263,19 @@ class Scorer:
         seconds, megapixels = spent()
         macs = macs_per_pixel(net.spec) if method in ("bundled", "naive") else MACS_PER_PIXEL.get(PeerKind(method))
         self.done[key] = {
-            "method": label, "key": method, "model": model, "precision": precision, "data": data, "images": len(paths),
-            "sigma": sigma, "seed": seed,
-            "psnr": result.mean(sigma), "seconds": seconds, "mp_per_s": megapixels / seconds if seconds else math.nan,
+            "method": label,
+            "key": method,
+            "model": model,
+            "precision": precision,
+            "data": data,
+            "images": len(paths),
+            "sigma": sigma,
+            "seed": seed,
+            "psnr": result.mean(sigma),
+            "seconds": seconds,
+            "mp_per_s": megapixels / seconds if seconds else math.nan,
             "gflop_per_mp": 2 * macs / 1e3 if macs else None,
-        }  # fmt: skip
+        }
         return self.done[key]
 
 
@@ -284,4 +308,3 @@ def run_accuracy(scorer: Scorer, checks: list[AccuracyCheck], weights_sha256: st
             digest = weights_sha256 if check.model is None else scorer.bundled(check.model)[1]
         outcomes.append(judge(check, row["psnr"], digest))
     return outcomes
-

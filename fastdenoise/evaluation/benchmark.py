@@ -37,7 +37,6 @@ SCHEMA = 1
 SAMPLES = "samples"  # the quality section's data where no shared data folder is installed: the demo's photos
 
 
-
 @dataclass(frozen=True)
 class BenchProfile:
     """What one `fastdenoise bench --profile NAME` run measures."""
@@ -85,37 +84,74 @@ class BenchProfile:
 
 # The full-Kodak24 checks of the full and gpu profiles (the per-sigma models' skip while those are not bundled).
 FULL_ACCURACY = (
-    "kodak24-first4-sigma25", "kodak24-sigma25", "kodak24-sigma50", "cdncnn-b-kodak24-sigma25",
-    "cdncnn-25-kodak24-sigma25", "ffdnet-kodak24-sigma25",
+    "kodak24-first4-sigma25",
+    "kodak24-sigma25",
+    "kodak24-sigma50",
+    "cdncnn-b-kodak24-sigma25",
+    "cdncnn-25-kodak24-sigma25",
+    "ffdnet-kodak24-sigma25",
     *(f"sigma{n}-kodak24-sigma{n}" for n in (15, 25, 35, 50)),
-)  # fmt: skip
+)
 
 PROFILES = {
     # CI-sized CPU run: a few minutes on 2 cores.
     "quick": BenchProfile(
-        "quick", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"),
-        precisions=("fp32", "bf16"), batches=(1, 4), sizes=((256, 256),), rounds=3, train_modes=(TrainMode(),),
-        train_batch=4, train_patch=64, train_rounds=2,
-        quality_images=2, ours=("fp32", "bf16"), peers=("cdncnn-b", "ffdnet", "cbm3d"), cbm3d_images=1,
-        accuracy=("kodak24-first4-sigma25",), matmul_size=2048,
+        "quick",
+        device="cpu",
+        backends=("eager", "compiled", "onnxruntime", "openvino", "triton"),
+        precisions=("fp32", "bf16"),
+        batches=(1, 4),
+        sizes=((256, 256),),
+        rounds=3,
+        train_modes=(TrainMode(),),
+        train_batch=4,
+        train_patch=64,
+        train_rounds=2,
+        quality_images=2,
+        ours=("fp32", "bf16"),
+        peers=("cdncnn-b", "ffdnet", "cbm3d"),
+        cbm3d_images=1,
+        accuracy=("kodak24-first4-sigma25",),
+        matmul_size=2048,
     ),
     "full": BenchProfile(
-        "full", device="cpu", backends=("eager", "compiled", "onnxruntime", "openvino", "triton"),
-        precisions=("fp32", "bf16"), batches=(1, 4), sizes=((256, 256), (512, 512), (1024, 1024)), rounds=5,
-        train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")), train_batch=16, train_patch=64,
-        quality_images=None, ours=("fp32", "bf16"), peers=("cdncnn-b", "cdncnn-25", "ffdnet", "cbm3d"), cbm3d_images=4,
+        "full",
+        device="cpu",
+        backends=("eager", "compiled", "onnxruntime", "openvino", "triton"),
+        precisions=("fp32", "bf16"),
+        batches=(1, 4),
+        sizes=((256, 256), (512, 512), (1024, 1024)),
+        rounds=5,
+        train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")),
+        train_batch=16,
+        train_patch=64,
+        quality_images=None,
+        ours=("fp32", "bf16"),
+        peers=("cdncnn-b", "cdncnn-25", "ffdnet", "cbm3d"),
+        cbm3d_images=4,
         accuracy=FULL_ACCURACY,
         matmul_size=4096,
     ),
     "gpu": BenchProfile(
-        "gpu", device="cuda", backends=tuple(k.value for k in BackendKind), precisions=("fp32", "bf16", "fp16"),
-        batches=(1, 8), sizes=((512, 512), (1024, 1024), (2048, 2048)), rounds=20,
-        train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")), train_batch=32, train_patch=96, train_rounds=10,
-        quality_images=None, ours=("fp32", "bf16"), peers=("cdncnn-b", "cdncnn-25", "ffdnet", "cbm3d"), cbm3d_images=2,
+        "gpu",
+        device="cuda",
+        backends=tuple(k.value for k in BackendKind),
+        precisions=("fp32", "bf16", "fp16"),
+        batches=(1, 8),
+        sizes=((512, 512), (1024, 1024), (2048, 2048)),
+        rounds=20,
+        train_modes=(TrainMode(), TrainMode(compile=True, amp="bf16")),
+        train_batch=32,
+        train_patch=96,
+        train_rounds=10,
+        quality_images=None,
+        ours=("fp32", "bf16"),
+        peers=("cdncnn-b", "cdncnn-25", "ffdnet", "cbm3d"),
+        cbm3d_images=2,
         accuracy=FULL_ACCURACY,
         matmul_size=8192,
     ),
-}  # fmt: skip
+}
 
 
 def get_profile(name: str) -> BenchProfile:
@@ -127,8 +163,11 @@ def get_profile(name: str) -> BenchProfile:
 def measure_quality(scorer: Scorer, profile: BenchProfile, data: str = "kodak24") -> list[dict]:
     """Ours (per precision), the naive loop and the peers on the same images of `data`; CBM3D on its own subset."""
     sigma, seed, limit = profile.quality_sigma, profile.seed, profile.quality_images
-    rows = [scorer.score("bundled", data, limit, sigma, seed, precision) for precision in profile.ours
-            if backend_unavailable("eager", precision, scorer.device) is None]  # fmt: skip
+    rows = [
+        scorer.score("bundled", data, limit, sigma, seed, precision)
+        for precision in profile.ours
+        if backend_unavailable("eager", precision, scorer.device) is None
+    ]
     rows.append(scorer.score("naive", data, limit, sigma, seed))
     for peer in profile.peers:
         if PeerKind(peer) == PeerKind.cbm3d:
@@ -194,14 +233,24 @@ def measure_sections(cfg: BenchConfig, profile: BenchProfile, root: Path, shared
     model = load_denoiser(Path(cfg.weights) if cfg.weights else None)
     weights_sha = weights_digest(Path(cfg.weights) if cfg.weights else None)
     result: dict = {
-        "schema": SCHEMA, "profile": profile.name, "config": asdict(profile), "sections": list(cfg.sections),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": facts,
-        "machine_name": machine_name(facts), "device": str(device),
+        "schema": SCHEMA,
+        "profile": profile.name,
+        "config": asdict(profile),
+        "sections": list(cfg.sections),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": facts,
+        "machine_name": machine_name(facts),
+        "device": str(device),
         "weights": {"path": cfg.weights or "bundled", "sha256": weights_sha},
         "data": str(root) if shared else f"{SAMPLES}: the demo's sample photos (no shared data folder)",
-        "gflop_per_mp": gflop_per_mp(model), "peak": {}, "throughput": [], "training": [], "skipped": [], "quality": [],
+        "gflop_per_mp": gflop_per_mp(model),
+        "peak": {},
+        "throughput": [],
+        "training": [],
+        "skipped": [],
+        "quality": [],
         "accuracy": [],
-    }  # fmt: skip
+    }
     if "peak" in cfg.sections:
         log(f"matmul peak {profile.matmul_size}^3")
         result["peak"] = measure_peak(device, profile.precisions, profile.matmul_size)

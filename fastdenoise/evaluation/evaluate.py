@@ -122,10 +122,16 @@ def write_results(results: list[EvalResult], out: Path, meta: dict | None = None
         ],
     }
     (out / "eval.json").write_text(json.dumps(payload, indent=1))
-    parts = [f"# Evaluation on {results[0].data}", "",
-             "Noise: Gaussian, per-image seed [seed, i], noisy input not clipped; "
-             f"output clipped and rounded to uint8; PSNR over RGB. Seed {results[0].seed}.",
-             "", "## PSNR (dB)", "", markdown_table(results)]
+    parts = [
+        f"# Evaluation on {results[0].data}",
+        "",
+        "Noise: Gaussian, per-image seed [seed, i], noisy input not clipped; "
+        f"output clipped and rounded to uint8; PSNR over RGB. Seed {results[0].seed}.",
+        "",
+        "## PSNR (dB)",
+        "",
+        markdown_table(results),
+    ]
     if "ssim" in results[0].rows[0]:
         parts += ["", "## SSIM", "", markdown_table(results, "ssim")]
     (out / "eval.md").write_text("\n".join(parts) + "\n")

@@ -77,13 +77,14 @@ def roofline_line(result: dict) -> str:
     if not rows or not peak:
         return "roofline: not measured (needs the peak and throughput sections)"
     best = max(rows, key=lambda r: r["mp_per_s"])
-    peaks = ", ".join(f"{k}{' (TF32)' if k == 'fp32' and result.get('tf32') else ''} {v:,.0f}"
-                      for k, v in peak.items())
+    peaks = ", ".join(f"{k}{' (TF32)' if k == 'fp32' and result.get('tf32') else ''} {v:,.0f}" for k, v in peak.items())
     fraction = peak_fraction(best, peak)
     share = f" = {peak_cell(fraction)} of the {best['precision']} peak" if fraction is not None else ""
-    return (f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; best {best['name']}: "
-            f"{fmt(best['mp_per_s'])} MP/s = {fmt(best['gflops'])} GFLOP/s achieved{share}; "
-            f"measured matmul peak (GFLOP/s): {peaks}")  # fmt: skip
+    return (
+        f"roofline: {result.get('gflop_per_mp', 441):.0f} GFLOP/MP; best {best['name']}: "
+        f"{fmt(best['mp_per_s'])} MP/s = {fmt(best['gflops'])} GFLOP/s achieved{share}; "
+        f"measured matmul peak (GFLOP/s): {peaks}"
+    )
 
 
 def fmt(value: float) -> str:
@@ -102,17 +103,26 @@ def skipped_lines(result: dict, training: bool) -> list[Text]:
 
 def throughput_table(result: dict) -> Table:
     naive, peak = naive_rates(result), result.get("peak") or {}
-    table = Table("case", "MP/s", "images/s", "GFLOP/s", "% peak", "x naive", title="Inference throughput",
-                  title_justify="left")
+    table = Table(
+        "case", "MP/s", "images/s", "GFLOP/s", "% peak", "x naive", title="Inference throughput", title_justify="left"
+    )
     for row in result["throughput"]:
         base = naive.get((row["height"], row["width"]))
-        table.add_row(row["name"], fmt(row["mp_per_s"]), fmt(row["images_per_s"]), fmt(row["gflops"]),
-                      peak_cell(peak_fraction(row, peak)), f"{row['mp_per_s'] / base:.2f}" if base else "-")
+        table.add_row(
+            row["name"],
+            fmt(row["mp_per_s"]),
+            fmt(row["images_per_s"]),
+            fmt(row["gflops"]),
+            peak_cell(peak_fraction(row, peak)),
+            f"{row['mp_per_s'] / base:.2f}" if base else "-",
+        )
     return table
 
 
-ABOVE_ROOF = ("! above the measured matmul roof of its precision: the roof was measured while other work shared the "
-              "device, or the convolutions ran a cheaper algorithm (Winograd, FFT) than the FLOPs counted")
+ABOVE_ROOF = (
+    "! above the measured matmul roof of its precision: the roof was measured while other work shared the "
+    "device, or the convolutions ran a cheaper algorithm (Winograd, FFT) than the FLOPs counted"
+)
 
 
 def peak_cell(fraction: float | None) -> str:
@@ -129,8 +139,14 @@ def above_roof_lines(result: dict) -> list[Text]:
 
 
 def training_table(result: dict) -> Table:
-    table = Table("training step", "samples/s", "MP/s", "~GFLOP/s", title="Training throughput (random patches)",
-                  title_justify="left")
+    table = Table(
+        "training step",
+        "samples/s",
+        "MP/s",
+        "~GFLOP/s",
+        title="Training throughput (random patches)",
+        title_justify="left",
+    )
     for row in result["training"]:
         table.add_row(row["name"], fmt(row["samples_per_s"]), fmt(row["mp_per_s"]), fmt(row["gflops"]))
     return table
@@ -145,20 +161,29 @@ def quality_table(result: dict) -> Table:
     for row in rows:
         gflop = row.get("gflop_per_mp")
         table.add_row(
-            row["method"], str(row["images"]), f"{row['psnr']:.2f}", fmt(row["mp_per_s"]),
-            f"{gflop:,.0f}" if gflop else "-", f"{row['mp_per_s'] / naive:.2f}" if naive else "-",
-        )  # fmt: skip
+            row["method"],
+            str(row["images"]),
+            f"{row['psnr']:.2f}",
+            fmt(row["mp_per_s"]),
+            f"{gflop:,.0f}" if gflop else "-",
+            f"{row['mp_per_s'] / naive:.2f}" if naive else "-",
+        )
     return table
 
 
 def accuracy_table(result: dict) -> Table:
-    table = Table("check", "PSNR (dB)", "baseline", "tol.", "status", title="Accuracy regressions",
-                  title_justify="left")
+    table = Table(
+        "check", "PSNR (dB)", "baseline", "tol.", "status", title="Accuracy regressions", title_justify="left"
+    )
     for row in result["accuracy"]:
         psnr, base = row["psnr"], row["baseline"]
-        table.add_row(row["key"], f"{psnr:.3f}" if psnr is not None else "-",
-                      f"{base:.3f}" if base is not None else "not recorded", f"{row['tolerance_db']:g}",
-                      Text(row["status"], style=STATUS_STYLE.get(row["status"], "")))  # fmt: skip
+        table.add_row(
+            row["key"],
+            f"{psnr:.3f}" if psnr is not None else "-",
+            f"{base:.3f}" if base is not None else "not recorded",
+            f"{row['tolerance_db']:g}",
+            Text(row["status"], style=STATUS_STYLE.get(row["status"], "")),
+        )
     return table
 
 
@@ -168,8 +193,10 @@ def header(result: dict) -> str:
     versions = ", ".join(f"{k} {v}" for k, v in m["versions"].items() if v and k != "fastdenoise")
     threads = f"{plural(m['cores'], 'core')}, {plural(m['torch_threads'], 'torch thread')}"
     isa = f" [{' '.join(m['isa'])}]" if m.get("isa") else ""  # results before the flags were recorded have none
-    return (f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']}{isa} ({threads}){gpu}; "
-            f"{source_line(m)}; {versions}; {result.get('seconds', 0):.0f} s")
+    return (
+        f"fastdenoise bench --profile {result['profile']} on {result['device']}: {m['cpu']}{isa} ({threads}){gpu}; "
+        f"{source_line(m)}; {versions}; {result.get('seconds', 0):.0f} s"
+    )
 
 
 def source_line(machine: dict) -> str:
@@ -183,16 +210,21 @@ def render(result: dict) -> Group:
     """Everything a run measured, as rich renderables (print with rich's Console)."""
     parts: list = [Text(header(result), style="bold")]
     if result.get("throughput"):
-        parts += [throughput_table(result), *above_roof_lines(result), *skipped_lines(result, training=False),
-                  Text(roofline_line(result))]
+        parts += [
+            throughput_table(result),
+            *above_roof_lines(result),
+            *skipped_lines(result, training=False),
+            Text(roofline_line(result)),
+        ]
     if result.get("training"):
         parts += [training_table(result), *skipped_lines(result, training=True)]
     if result.get("quality"):
         parts.append(quality_table(result))
     if result.get("accuracy"):
         parts.append(accuracy_table(result))
-        parts += [Text(r["message"], style=STATUS_STYLE[r["status"]])
-                  for r in result["accuracy"] if r["status"] != "pass"]
+        parts += [
+            Text(r["message"], style=STATUS_STYLE[r["status"]]) for r in result["accuracy"] if r["status"] != "pass"
+        ]
     return Group(*parts)
 
 
@@ -261,8 +293,10 @@ def compare_results(current: dict, saved: dict, threshold: float = 0.10, psnr_to
 
 
 def compare_table(changes: list[Change], current: dict, saved: dict, threshold: float) -> Group:
-    title = (f"Against {saved.get('machine_name', '?')} {saved.get('created', '')} "
-             f"(fail: speed < {1 - threshold:.0%} of saved, PSNR drop)")
+    title = (
+        f"Against {saved.get('machine_name', '?')} {saved.get('created', '')} "
+        f"(fail: speed < {1 - threshold:.0%} of saved, PSNR drop)"
+    )
     table = Table("section", "name", "metric", "saved", "now", "ratio", title=title, title_justify="left")
     for c in changes:
         ratio = f"{c.current - c.saved:+.3f} dB" if c.metric == "psnr" else f"{c.ratio:.2f}x"
@@ -270,8 +304,13 @@ def compare_table(changes: list[Change], current: dict, saved: dict, threshold: 
         table.add_row(c.section, c.name, c.metric, fmt(c.saved), fmt(c.current), Text(ratio, style=style))
     parts: list = [table]
     if current.get("machine_name") != saved.get("machine_name"):
-        parts.append(Text(f"note: different machines ({current.get('machine_name')} vs {saved.get('machine_name')}): "
-                          "speeds are not comparable", style="yellow"))
+        parts.append(
+            Text(
+                f"note: different machines ({current.get('machine_name')} vs {saved.get('machine_name')}): "
+                "speeds are not comparable",
+                style="yellow",
+            )
+        )
     failed = [c for c in changes if c.failed]
     parts.append(
         Text(f"{len(failed)} of {len(changes)} metrics past the threshold", style="bold red" if failed else "green")
@@ -345,8 +384,9 @@ def plot_quality(result: dict, path: Path) -> Path:
     def crowd(i: int) -> int:
         """Labels already placed near point i (close PSNR, MP/s within 4x): stack this one above them."""
         here = rows[i]
-        return sum(abs(r["psnr"] - here["psnr"]) < 0.15 and here["mp_per_s"] / max(r["mp_per_s"], 1e-12) < 4
-                   for r in rows[:i])
+        return sum(
+            abs(r["psnr"] - here["psnr"]) < 0.15 and here["mp_per_s"] / max(r["mp_per_s"], 1e-12) < 4 for r in rows[:i]
+        )
 
     for i, row in enumerate(rows):
         marker, colour, group = style.get(row["key"], ("s", "tab:blue", "peers"))
@@ -362,11 +402,7 @@ def plot_quality(result: dict, path: Path) -> Path:
         seen.add(group)
         label = row["method"] + (f" ({row['images']} img)" if row["images"] != first["images"] else "")
         ax.annotate(
-            label,
-            (row["mp_per_s"], row["psnr"]),
-            textcoords="offset points",
-            xytext=(7, 7 + 11 * crowd(i)),
-            fontsize=8,
+            label, (row["mp_per_s"], row["psnr"]), textcoords="offset points", xytext=(7, 7 + 11 * crowd(i)), fontsize=8
         )
     ax.set_xscale("log")
     low, high = rows[0]["mp_per_s"], rows[-1]["mp_per_s"]
@@ -378,8 +414,11 @@ def plot_quality(result: dict, path: Path) -> Path:
     ax.set_xlabel("megapixels per second (log scale; one image per call)")
     ax.set_ylabel("PSNR (dB)")
     images = f"{first['images']} image" + ("s" if first["images"] != 1 else "")
-    ax.set_title(f"Quality vs speed: {first['data']} ({images}), sigma {first['sigma']:g}, seed {first['seed']}; "
-                 f"{result['machine_name']} ({result['device']})", fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"Quality vs speed: {first['data']} ({images}), sigma {first['sigma']:g}, seed {first['seed']}; "
+        f"{result['machine_name']} ({result['device']})",
+        fontsize=10,
+    )
     ax.legend(loc="best", fontsize=8)
     ax.grid(alpha=0.3, which="both")
     fig.savefig(path, dpi=120)

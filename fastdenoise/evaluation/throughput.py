@@ -27,7 +27,6 @@ Log = Callable[[str], None]
 GFLOP_PER_MP = 2 * macs_per_pixel() / 1e3  # 441 GFLOP per megapixel for the default network
 
 
-
 @dataclass(frozen=True)
 class TrainMode:
     """One way of running a training step: eager or torch.compile'd, fp32 or an autocast dtype."""
@@ -169,10 +168,19 @@ def throughput_row(
     median = statistics.median(seconds)
     megapixels = batch * height * width / 1e6
     return {
-        "name": name, **extra, "batch": batch, "height": height, "width": width, "rounds": len(seconds),
-        "seconds_median": median, "seconds_min": min(seconds), "seconds": list(seconds),  # every round
-        "mp_per_s": megapixels / median, "images_per_s": batch / median, "gflops": megapixels * gflop / median,
-    }  # fmt: skip
+        "name": name,
+        **extra,
+        "batch": batch,
+        "height": height,
+        "width": width,
+        "rounds": len(seconds),
+        "seconds_median": median,
+        "seconds_min": min(seconds),
+        "seconds": list(seconds),  # every round
+        "mp_per_s": megapixels / median,
+        "images_per_s": batch / median,
+        "gflops": megapixels * gflop / median,
+    }
 
 
 def measure_throughput(
@@ -200,8 +208,18 @@ def measure_throughput(
         log(f"throughput {case.name}")
         backend(x)  # warm-up: torch.compile, ONNX export/session, TensorRT build, allocator
         seconds = time_rounds(partial(backend, x), rounds, sync)
-        rows.append(throughput_row(case.name, seconds, case.batch, case.height, case.width, gflop_per_mp(model),
-                                   backend=case.backend, precision=case.precision))  # fmt: skip
+        rows.append(
+            throughput_row(
+                case.name,
+                seconds,
+                case.batch,
+                case.height,
+                case.width,
+                gflop_per_mp(model),
+                backend=case.backend,
+                precision=case.precision,
+            )
+        )
     return rows, skipped
 
 
@@ -287,4 +305,3 @@ def measure_training(
         row["gflops"] *= 3  # forward + backward (input and weight gradients) ~ 3x the forward FLOPs
         rows.append(row)
     return rows, skipped
-

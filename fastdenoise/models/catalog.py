@@ -33,8 +33,11 @@ MODELS = (
     BundledModel("sigma35", "blind fine-tuned at sigma 35", sigma=35.0),
     BundledModel("sigma50", "blind fine-tuned at sigma 50", sigma=50.0),
     BundledModel("jpeg", "blind fine-tuned on noisy patches stored as JPEG (quality 70-95) and plain ones", jpeg=True),
-    BundledModel("task-aware", "blind fine-tuned label-free through frozen EfficientNet-Lite0 and ESPNetv2-CamVid",
-                 tasks=(Task.CLASSIFY, Task.SEGMENT)),  # fmt: skip
+    BundledModel(
+        "task-aware",
+        "blind fine-tuned label-free through frozen EfficientNet-Lite0 and ESPNetv2-CamVid",
+        tasks=(Task.CLASSIFY, Task.SEGMENT),
+    ),
     BundledModel("joint-classify", "joint training with frozen EfficientNet-Lite0, lambda 0.25 (Table 2)"),
     BundledModel("joint-classify-lam0.05", "joint training with frozen EfficientNet-Lite0, lambda 0.05 (Table 2)"),
     BundledModel("joint-segment", "joint training with frozen ESPNetv2-CamVid, lambda 0.5 (Table 3)"),

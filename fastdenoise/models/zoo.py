@@ -137,8 +137,14 @@ def weights_label(weights: Path) -> str:
     return f"{Path(weights).stem} (bundled)" if bundled else str(weights)
 
 
-def plan_weights(model: str | None = None, weights: Path | None = None, sigma: float | None = None,
-                 auto: bool = False, task: str | None = None, fixed: bool = False) -> WeightsPlan:  # fmt: skip
+def plan_weights(
+    model: str | None = None,
+    weights: Path | None = None,
+    sigma: float | None = None,
+    auto: bool = False,
+    task: str | None = None,
+    fixed: bool = False,
+) -> WeightsPlan:
     """The weights of `run` with these options: --weights, --model, the per-sigma model for --sigma S, each image's
     by its estimated level (--sigma auto), --task's model (the task-aware one from TASK_MIN_SIGMA, blind below), and
     the JPEG model for JPEG inputs where no model is named. `fixed`: one file runs every image (an --engine, Ray), so
@@ -159,8 +165,9 @@ def plan_weights(model: str | None = None, weights: Path | None = None, sigma: f
     return WeightsPlan(model, Path(weights) if weights else None, sigma, estimate, auto, choose, jpeg)
 
 
-def choice_at(model: str | None, weights: Path | None, known: float | None, estimate: bool,
-              sigma: float | None) -> Path:  # fmt: skip
+def choice_at(
+    model: str | None, weights: Path | None, known: float | None, estimate: bool, sigma: float | None
+) -> Path:
     """`choose_weights` at each image's estimated level `sigma` under estimate, else at the known level."""
     return choose_weights(model, weights, sigma if estimate else known)
 
@@ -221,10 +228,14 @@ class SigmaRouter:
     grid. `jpeg`: the weights images stored as JPEG run instead (estimate or not). Each weights file and level gets its
     backend once, on first use, from `build(weights, level)`."""
 
-    def __init__(self, build: Callable[[Path, float | None], object],
-                 choose: Callable[[float | None], Path] | None = None,
-                 takes_level: Callable[[Path], bool] = lambda weights: False, jpeg: Path | None = None,
-                 estimate: bool = True) -> None:  # fmt: skip
+    def __init__(
+        self,
+        build: Callable[[Path, float | None], object],
+        choose: Callable[[float | None], Path] | None = None,
+        takes_level: Callable[[Path], bool] = lambda weights: False,
+        jpeg: Path | None = None,
+        estimate: bool = True,
+    ) -> None:
         self.build, self.built = build, {}
         self.takes_level = functools.cache(takes_level)  # asked per image: each weights file is read once
         self.choose = choose or (lambda sigma: choose_weights(None, None, sigma))
@@ -275,10 +286,30 @@ class SelfEnsemble:
             total += torch.rot90(y, -(k % 4), (2, 3))
         return total / 8
 
+
 # Mean raw estimate at true sigma 0, 5, ..., 90 on 24 CBSD432 training photos (noise clipped and rounded to 8 bits):
 # made by `python bench/calibrate_sigma.py ../shared/data/cbsd432 --images 24` (seed 1).
 CALIBRATION = (
-    (5.90, 7.88, 11.71, 16.01, 20.50, 24.95, 29.37, 33.72, 37.89, 42.00, 45.91, 49.66, 53.25, 56.71, 60.00, 63.07,
-     66.01, 68.75, 71.36),
+    (
+        5.90,
+        7.88,
+        11.71,
+        16.01,
+        20.50,
+        24.95,
+        29.37,
+        33.72,
+        37.89,
+        42.00,
+        45.91,
+        49.66,
+        53.25,
+        56.71,
+        60.00,
+        63.07,
+        66.01,
+        68.75,
+        71.36,
+    ),
     (0, 5, 10, 15, 20, 25, 30, 35, 40, 45, 50, 55, 60, 65, 70, 75, 80, 85, 90),
 )

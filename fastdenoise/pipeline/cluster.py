@@ -73,8 +73,17 @@ def connect(address: str | None = None) -> None:
 
 
 def item_columns(items: list[Item]) -> list[dict]:
-    return [{"input": i.entry.rel, "path": str(i.entry.path), "out": str(i.out), "mask": str(i.mask or ""),
-             "size": i.size, "mtime_ns": i.mtime_ns} for i in items]  # fmt: skip
+    return [
+        {
+            "input": i.entry.rel,
+            "path": str(i.entry.path),
+            "out": str(i.out),
+            "mask": str(i.mask or ""),
+            "size": i.size,
+            "mtime_ns": i.mtime_ns,
+        }
+        for i in items
+    ]
 
 
 def items_of(batch: dict[str, np.ndarray]) -> list[Item]:
@@ -139,15 +148,24 @@ class Denoise:
                 if prediction is not None and prediction.labels is not None:
                     labels[i] = prediction.labels
         return {c: batch[c] for c in (*ITEM_COLUMNS, "decode")} | {
-            "image": images, "error": np.array(errors, dtype=object), "compute": compute, "head": head,
-            "top": np.array(top, dtype=object), "labels": labels,
-        }  # fmt: skip
+            "image": images,
+            "error": np.array(errors, dtype=object),
+            "compute": compute,
+            "head": head,
+            "top": np.array(top, dtype=object),
+            "labels": labels,
+        }
 
 
 def write(
-    batch: dict[str, np.ndarray], dst: str, quality: int, head: str | None, palette: np.ndarray | None = None,
-    made_by: dict | None = None, png_level: int = DEFAULT_PNG_LEVEL,
-) -> dict[str, np.ndarray]:  # fmt: skip
+    batch: dict[str, np.ndarray],
+    dst: str,
+    quality: int,
+    head: str | None,
+    palette: np.ndarray | None = None,
+    made_by: dict | None = None,
+    png_level: int = DEFAULT_PNG_LEVEL,
+) -> dict[str, np.ndarray]:
     """CPU task: each item's output (and mask) written atomically under dst -> its manifest row as JSON text."""
     tree = OutputTree(Path(dst), quality, head, palette, made_by, png_level)
     rows, fatal, seconds = [], [], []
@@ -236,9 +254,16 @@ def denoise_on_cluster(
 
 
 def run_pipeline(
-    items: list[Item], pending: set[str], dst: Path, model: Denoiser, backend: BackendConfig, cfg: RunConfig,
-    predictor: Predictor | None, cluster: ClusterConfig, record: Recorder,
-) -> Exception | None:  # fmt: skip
+    items: list[Item],
+    pending: set[str],
+    dst: Path,
+    model: Denoiser,
+    backend: BackendConfig,
+    cfg: RunConfig,
+    predictor: Predictor | None,
+    cluster: ClusterConfig,
+    record: Recorder,
+) -> Exception | None:
     """Items -> decode -> denoise actors -> write, rows recorded as they come back (each input once); returns the
     exception that ended the pipeline, if one did. Ray Data's defaults retry: a task whose worker dies runs again, an
     actor that dies is restarted and its batch resent (outputs are atomic renames, so a rerun is harmless)."""
@@ -249,12 +274,27 @@ def run_pipeline(
     data = (
         ray.data.from_items(item_columns(items), override_num_blocks=blocks)
         .map_batches(decode, batch_size=cfg.batch, num_cpus=1, fn_args=(cfg.loader, cfg.workers, cfg.max_pixels))
-        .map_batches(Denoise, batch_size=cfg.batch, compute=ray.data.ActorPoolStrategy(size=actors),
-                     fn_constructor_args=(model, backend, cfg, predictor), **resources)
-        .map_batches(write, batch_size=cfg.batch, num_cpus=1,
-                     fn_args=(str(dst), cfg.quality, predictor.key if predictor else None,
-                              predictor.palette if predictor else None, recipe_of(cfg), cfg.png_level))
-    )  # fmt: skip
+        .map_batches(
+            Denoise,
+            batch_size=cfg.batch,
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            fn_constructor_args=(model, backend, cfg, predictor),
+            **resources,
+        )
+        .map_batches(
+            write,
+            batch_size=cfg.batch,
+            num_cpus=1,
+            fn_args=(
+                str(dst),
+                cfg.quality,
+                predictor.key if predictor else None,
+                predictor.palette if predictor else None,
+                recipe_of(cfg),
+                cfg.png_level,
+            ),
+        )
+    )
     stages, stop = record.summary.stages, record.stop
     rows = data.iter_rows()
     try:

@@ -117,5 +117,6 @@ def denoise_floats(backend: Backend, x: torch.Tensor, cfg: RunConfig) -> torch.T
     `denoise_group`'s); an image larger than the tile goes tile by tile."""
     if max(x.shape[-2:]) <= cfg.tile:
         return backend(x.to(backend.device, torch.float32)).cpu()
-    return torch.cat([denoise_tiled(backend, x[n : n + 1].cpu().float(), cfg.tile, cfg.overlap, cfg.batch)
-                      for n in range(len(x))])  # fmt: skip
+    return torch.cat(
+        [denoise_tiled(backend, x[n : n + 1].cpu().float(), cfg.tile, cfg.overlap, cfg.batch) for n in range(len(x))]
+    )

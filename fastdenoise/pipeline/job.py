@@ -28,8 +28,9 @@ class Job:
     router: SigmaRouter | None = None
 
 
-def prepare_job(plan: WeightsPlan, cfg: RunConfig, backend: BackendConfig, ensemble: bool = False,
-                build: bool = True) -> Job:  # fmt: skip
+def prepare_job(
+    plan: WeightsPlan, cfg: RunConfig, backend: BackendConfig, ensemble: bool = False, build: bool = True
+) -> Job:
     """Load the plan's default weights and (with `build`) build its backend and the router; the errors are those of
     `load_network` and `make_backend` (CheckpointError and ValueError, ImportError for a backend missing here)."""
     network = load_network(plan.default, plan.level)
@@ -48,8 +49,11 @@ def made_by(network: Denoiser, backend: BackendConfig, ensemble: bool, plan: Wei
     from fastdenoise.engines.export import weights_sha256
     from fastdenoise.files import sha256_file
 
-    made = {"weights_sha256": weights_sha256(network), "precision": Precision(backend.precision).value,
-            "ensemble": ensemble}  # fmt: skip
+    made = {
+        "weights_sha256": weights_sha256(network),
+        "precision": Precision(backend.precision).value,
+        "ensemble": ensemble,
+    }
     if backend.engine is not None:
         made["engine_sha256"] = sha256_file(backend.engine)
     made |= {"jpeg_weights_sha256": sha256_file(plan.jpeg)} if plan.jpeg is not None else {}

@@ -116,14 +116,22 @@ class DaliLoader:
 
         gpu = self.device.type == "cuda"
 
-        @pipeline_def(batch_size=self.batch, num_threads=self.workers,
-                      device_id=(self.device.index or 0) if gpu else None, prefetch_queue_depth=2)  # fmt: skip
+        @pipeline_def(
+            batch_size=self.batch,
+            num_threads=self.workers,
+            device_id=(self.device.index or 0) if gpu else None,
+            prefetch_queue_depth=2,
+        )
         def decode():
             encoded, _ = fn.readers.file(files=files, pad_last_batch=True, name="files")
             return fn.decoders.image(
-                encoded, device="mixed" if gpu else "cpu", output_type=types.RGB, adjust_orientation=True,
-                jpeg_fancy_upsampling=True, use_fast_idct=False,
-            )  # fmt: skip
+                encoded,
+                device="mixed" if gpu else "cpu",
+                output_type=types.RGB,
+                adjust_orientation=True,
+                jpeg_fancy_upsampling=True,
+                use_fast_idct=False,
+            )
 
         pipe = decode()
         pipe.build()

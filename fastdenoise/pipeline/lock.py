@@ -29,8 +29,10 @@ def holder_text(facts: dict) -> str:
 
 
 def busy(dst: Path, facts: dict, name: str) -> LockError:
-    return LockError(f"{dst}: another run is writing here ({holder_text(facts)}; lock {name}); wait for it or choose "
-                     "another output folder")
+    return LockError(
+        f"{dst}: another run is writing here ({holder_text(facts)}; lock {name}); wait for it or choose "
+        "another output folder"
+    )
 
 
 def clear_ranks(dst: Path, world: int) -> None:

@@ -61,10 +61,22 @@ class Voucher:
         try:
             top = json.dumps(row["top"], ensure_ascii=False) if row.get("top") is not None else None
             kept = {k: v for k, v in row.items() if k not in NOT_KEPT}
-            return cls(row["output"], row["input_size"], row["input_mtime_ns"], row["output_size"],
-                       row["output_mtime_ns"], row["height"], row["width"], row.get("head"), top, row.get("mask"),
-                       row.get("mask_size"), row.get("mask_mtime_ns"), recipe_text(row.get("made_by")),
-                       json.dumps(kept, ensure_ascii=False) if kept else None)  # fmt: skip
+            return cls(
+                row["output"],
+                row["input_size"],
+                row["input_mtime_ns"],
+                row["output_size"],
+                row["output_mtime_ns"],
+                row["height"],
+                row["width"],
+                row.get("head"),
+                top,
+                row.get("mask"),
+                row.get("mask_size"),
+                row.get("mask_mtime_ns"),
+                recipe_text(row.get("made_by")),
+                json.dumps(kept, ensure_ascii=False) if kept else None,
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -94,9 +106,14 @@ class Voucher:
         return True
 
     def fields(self) -> dict:
-        facts = {"height": self.height, "width": self.width, "input_size": self.input_size,
-                 "input_mtime_ns": self.input_mtime_ns, "output_size": self.output_size,
-                 "output_mtime_ns": self.output_mtime_ns}  # fmt: skip
+        facts = {
+            "height": self.height,
+            "width": self.width,
+            "input_size": self.input_size,
+            "input_mtime_ns": self.input_mtime_ns,
+            "output_size": self.output_size,
+            "output_mtime_ns": self.output_mtime_ns,
+        }
         if self.head is not None:
             facts["head"] = self.head
         if self.top is not None:
@@ -109,9 +126,29 @@ class Voucher:
 
 
 # Fields a Voucher holds itself, and the --ref scores (which belong to the --ref folder of the run that wrote them).
-NOT_KEPT = frozenset({"input", "status", "output", "error", "height", "width", "input_size", "input_mtime_ns",
-                      "output_size", "output_mtime_ns", "head", "top", "mask", "mask_size", "mask_mtime_ns", "made_by",
-                      "psnr", "ssim", "ref_error"})  # fmt: skip
+NOT_KEPT = frozenset(
+    {
+        "input",
+        "status",
+        "output",
+        "error",
+        "height",
+        "width",
+        "input_size",
+        "input_mtime_ns",
+        "output_size",
+        "output_mtime_ns",
+        "head",
+        "top",
+        "mask",
+        "mask_size",
+        "mask_mtime_ns",
+        "made_by",
+        "psnr",
+        "ssim",
+        "ref_error",
+    }
+)
 
 
 def recipe_text(made_by: dict | None) -> str | None:

@@ -82,11 +82,19 @@ class Recorder:
     error row stops the run (`halt` names why)."""
 
     def __init__(
-        self, journal: Journal, summary: RunSummary, stop: threading.Event, on_image: Callable[[dict], None] | None,
+        self,
+        journal: Journal,
+        summary: RunSummary,
+        stop: threading.Event,
+        on_image: Callable[[dict], None] | None,
         fail_fast: bool,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.journal, self.summary, self.stop, self.on_image, self.fail_fast = (
-            journal, summary, stop, on_image, fail_fast
+            journal,
+            summary,
+            stop,
+            on_image,
+            fail_fast,
         )
         self.lock = threading.Lock()
 
@@ -111,9 +119,14 @@ class OutputTree:
     through a folder that leads outside it. `head` is the predictor's key (None without --task)."""
 
     def __init__(
-        self, dst: Path, quality: int = 95, head: str | None = None, palette: np.ndarray | None = None,
-        made_by: dict | None = None, png_level: int = DEFAULT_PNG_LEVEL,
-    ) -> None:  # fmt: skip
+        self,
+        dst: Path,
+        quality: int = 95,
+        head: str | None = None,
+        palette: np.ndarray | None = None,
+        made_by: dict | None = None,
+        png_level: int = DEFAULT_PNG_LEVEL,
+    ) -> None:
         self.dst, self.quality, self.head, self.palette, self.made_by = Path(dst), quality, head, palette, made_by
         self.png_level = png_level  # not in made_by: every level holds the same pixels
         self.safe_folders: set[Path] = set()
@@ -156,10 +169,24 @@ class OutputTree:
         except ValueError as err:
             return self.error_row(item, f"cannot encode output: {err}"), None
         h, w = image.shape[:2]
-        return ({"input": item.entry.rel, "status": "ok", "output": self.relative(item.out), "error": None,
-                "height": h, "width": w, "input_size": item.size, "input_mtime_ns": item.mtime_ns,
-                "output_size": st.st_size, "output_mtime_ns": st.st_mtime_ns, "made_by": self.recipe(h, w)}
-                | facts | routed(item), None)  # fmt: skip
+        return (
+            {
+                "input": item.entry.rel,
+                "status": "ok",
+                "output": self.relative(item.out),
+                "error": None,
+                "height": h,
+                "width": w,
+                "input_size": item.size,
+                "input_mtime_ns": item.mtime_ns,
+                "output_size": st.st_size,
+                "output_mtime_ns": st.st_mtime_ns,
+                "made_by": self.recipe(h, w),
+            }
+            | facts
+            | routed(item),
+            None,
+        )
 
 
 def output_recipe(settings: dict, fmt: str, quality: int, tile: int, overlap: int) -> dict:
@@ -186,8 +213,12 @@ def triage(
         return {"input": entry.rel, "status": "ignored", "output": None, "error": entry.problem}
     out = output_path(tree.dst, entry.rel, suffix, entry.keep_extension)
     if segment and suffix == ".png" and collides_with_mask(entry):
-        return {"input": entry.rel, "status": "ignored", "output": None,
-                "error": "output name is the mask of an image beside it (--task segment)"}  # fmt: skip
+        return {
+            "input": entry.rel,
+            "status": "ignored",
+            "output": None,
+            "error": "output name is the mask of an image beside it (--task segment)",
+        }
     try:
         st = entry.path.stat()
     except OSError as err:

@@ -28,8 +28,16 @@ from fastdenoise.pipeline.inference import GroupError, denoise_group
 from fastdenoise.pipeline.loaders import Decoded, Loader, LoaderKind, make_loader
 from fastdenoise.pipeline.lock import OutputLock
 from fastdenoise.pipeline.manifest import MANIFEST, Journal, Voucher, load_vouchers, merge
-from fastdenoise.pipeline.outputs import (Item, OutputTree, Recorder, check_ref, open_output, output_recipe,
-                                          reference_scores, triage)  # fmt: skip
+from fastdenoise.pipeline.outputs import (
+    Item,
+    OutputTree,
+    Recorder,
+    check_ref,
+    open_output,
+    output_recipe,
+    reference_scores,
+    triage,
+)
 from fastdenoise.pipeline.predictions import Prediction, Predictor, write_predictions
 from fastdenoise.pipeline.selection import list_inputs, lists_everything
 from fastdenoise.pipeline.summary import Plan, RunSummary, combined
@@ -38,6 +46,7 @@ if TYPE_CHECKING:
     from fastdenoise.models.zoo import SigmaRouter
 
 __all__ = ["MANIFEST", "Plan", "RunConfig", "check_folders", "denoise_folder", "plan_run", "stop_on_signals"]
+
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -68,8 +77,9 @@ class RunConfig:
         if self.batch < 1 or self.workers < 1 or self.max_pixels < 1:
             raise ValueError("batch, workers and max_pixels must be >= 1")
         if self.tile % 4 or self.overlap % 4 or not 0 < self.overlap < self.tile:
-            raise ValueError(f"--tile {self.tile} and --overlap {self.overlap}: both must be multiples of 4, with "
-                             "0 < overlap < tile")
+            raise ValueError(
+                f"--tile {self.tile} and --overlap {self.overlap}: both must be multiples of 4, with 0 < overlap < tile"
+            )
         if not 1 <= self.quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {self.quality}")
         if self.png_level not in PNG_LEVELS:
@@ -188,13 +198,25 @@ class Run:
 
 
 def open_run(
-    dst: Path, backend: Backend | BackendConfig, cfg: RunConfig, predictor: Predictor | None,
-    on_image: Callable[[dict], None] | None, stop: threading.Event | None, rank: int = 0, world: int = 1,
-) -> Run:  # fmt: skip
+    dst: Path,
+    backend: Backend | BackendConfig,
+    cfg: RunConfig,
+    predictor: Predictor | None,
+    on_image: Callable[[dict], None] | None,
+    stop: threading.Event | None,
+    rank: int = 0,
+    world: int = 1,
+) -> Run:
     """Make dst, take this rank's output lock, read what earlier runs vouch for and open this rank's manifest part."""
     dst.mkdir(parents=True, exist_ok=True)
-    tree = OutputTree(dst, cfg.quality, predictor.key if predictor else None, predictor.palette if predictor else None,
-                      recipe_of(cfg), cfg.png_level)
+    tree = OutputTree(
+        dst,
+        cfg.quality,
+        predictor.key if predictor else None,
+        predictor.palette if predictor else None,
+        recipe_of(cfg),
+        cfg.png_level,
+    )
     summary, stop = RunSummary(), stop if stop is not None else threading.Event()
     lock, vouchers, journal = open_output(dst, rank, world)
     summary.taken_over = lock.taken_over

@@ -51,8 +51,12 @@ class RunSummary:
             self.routes[row["weights"]] += 1
         if row.get("sigma_est") is not None:
             low, high, total, count = self.estimates or (math.inf, -math.inf, 0.0, 0)
-            self.estimates = [min(low, row["sigma_est"]), max(high, row["sigma_est"]), total + row["sigma_est"],
-                              count + 1]  # fmt: skip
+            self.estimates = [
+                min(low, row["sigma_est"]),
+                max(high, row["sigma_est"]),
+                total + row["sigma_est"],
+                count + 1,
+            ]
         if row.get("psnr") is not None:
             self.scores["psnr"] += row["psnr"]
             self.scores["ssim"] += row["ssim"]
@@ -81,8 +85,12 @@ def combined(parts: list[RunSummary]) -> RunSummary:
             job.problems[status] = (job.problems[status] + found)[:PROBLEMS_KEPT]
         if part.estimates:
             low, high, total, count = job.estimates or (math.inf, -math.inf, 0.0, 0)
-            job.estimates = [min(low, part.estimates[0]), max(high, part.estimates[1]), total + part.estimates[2],
-                             count + part.estimates[3]]  # fmt: skip
+            job.estimates = [
+                min(low, part.estimates[0]),
+                max(high, part.estimates[1]),
+                total + part.estimates[2],
+                count + part.estimates[3],
+            ]
         if job.stopped is None:
             job.stopped, job.cause = part.stopped, part.cause
         job.taken_over, job.predictions = job.taken_over or part.taken_over, job.predictions or part.predictions
@@ -108,8 +116,10 @@ class Plan:
     def lines(self) -> list[str]:
         """The counts, then each file that would fail and why (the first PROBLEMS_KEPT, then how many more)."""
         ignored = plural(self.ignored, "not an image", "not images")
-        lines = [f"dry run: {plural(self.todo, 'image')} to denoise ({self.megapixels:.2f} MP), {self.done} done "
-                 f"earlier, {self.failing} would fail, {ignored}; nothing written"]  # fmt: skip
+        lines = [
+            f"dry run: {plural(self.todo, 'image')} to denoise ({self.megapixels:.2f} MP), {self.done} done "
+            f"earlier, {self.failing} would fail, {ignored}; nothing written"
+        ]
         lines += [f"  would fail: {name}: {reason}" for name, reason in self.problems]
         if self.failing > len(self.problems):
             lines.append(f"  ... and {self.failing - len(self.problems)} more would fail")

@@ -25,9 +25,7 @@ def output_path(dst: Path, rel: str, suffix: str, keep_extension: bool = False) 
     return Path(dst) / (rel + suffix if keep_extension else Path(rel).with_suffix(suffix))
 
 
-def write_image(
-    image: np.ndarray, path: Path, quality: int = 95, png_level: int = DEFAULT_PNG_LEVEL
-) -> os.stat_result:
+def write_image(image: np.ndarray, path: Path, quality: int = 95, png_level: int = DEFAULT_PNG_LEVEL) -> os.stat_result:
     """A denoised (H, W, 3) uint8 image, atomically (format from the suffix); returns the written file's stat."""
     save_rgb(image, path, quality, png_level)
     return Path(path).stat()

@@ -141,8 +141,10 @@ def resumed_config(cfg: TrainConfig, stored: dict, out: Path, given: Collection[
         else:
             flag = "DATA" if name == "data" else "--" + name.replace("_", "-")
             was, now = (("-".join(f"{v:g}" for v in x) if name == "sigma" else x) for x in (stored[name], value))
-            raise ValueError(f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it "
-                             "was, or train into another --out")
+            raise ValueError(
+                f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it "
+                "was, or train into another --out"
+            )
     try:
         return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"])})
     except TypeError as err:

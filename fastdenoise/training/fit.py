@@ -47,9 +47,19 @@ from fastdenoise.training.stopping import StopSignals, TrainingStopped, agree
 
 # names the CLI, joint training, the benchmark, bench/ and tests import from here
 __all__ = [
-    "LOSSES", "RESUMABLE_CHANGES", "LossFn", "ProgressStats", "TrainConfig", "TrainingStopped", "Validate", "fit",
-    "mse_loss", "optimizer_step", "psnr_validator", "train_denoiser",
-]  # fmt: skip
+    "LOSSES",
+    "RESUMABLE_CHANGES",
+    "LossFn",
+    "ProgressStats",
+    "TrainConfig",
+    "TrainingStopped",
+    "Validate",
+    "fit",
+    "mse_loss",
+    "optimizer_step",
+    "psnr_validator",
+    "train_denoiser",
+]
 
 Validate = Callable[[nn.Module], dict[str, float]]
 
@@ -189,9 +199,14 @@ class Loop:
         if step % cfg.log_every == 0 or step == cfg.steps:
             steps_per_s, mpx_per_s = self.window.rates()
             row = {
-                "step": step, "loss": value, "lr": state.scheduler.get_last_lr()[0], "steps_per_s": steps_per_s,
-                "mpx_per_s": mpx_per_s, "gpx_seen": state.pixels / 1e9, **logs,
-            }  # fmt: skip
+                "step": step,
+                "loss": value,
+                "lr": state.scheduler.get_last_lr()[0],
+                "steps_per_s": steps_per_s,
+                "mpx_per_s": mpx_per_s,
+                "gpx_seen": state.pixels / 1e9,
+                **logs,
+            }
             shown.timed(steps_per_s, mpx_per_s)
         if self.validate is not None and lead and (step % cfg.val_every == 0 or step == cfg.steps):
             scores = self.validation()
@@ -233,8 +248,9 @@ def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0, jpeg: 
         scores: dict[str, float] = {}
         for name, inputs in sets.items():
             outputs = (model(t[None].to(device), torch.full((1,), sigma))[0] for t in inputs)
-            scores[name] = float(np.mean([psnr(to_uint8(y.permute(1, 2, 0).float().cpu().numpy()), im)
-                                          for y, im in zip(outputs, clean)]))  # fmt: skip
+            scores[name] = float(
+                np.mean([psnr(to_uint8(y.permute(1, 2, 0).float().cpu().numpy()), im) for y, im in zip(outputs, clean)])
+            )
         return scores
 
     return validate
@@ -254,8 +270,9 @@ def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = N
         return _train_denoiser(cfg, progress, init, shard, resume)
 
 
-def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: distributed.Shard,
-                    resume: bool) -> Denoiser:  # fmt: skip
+def _train_denoiser(
+    cfg: TrainConfig, progress: bool, init: str | None, shard: distributed.Shard, resume: bool
+) -> Denoiser:
     paths = folder_images(Path(cfg.data))
     images = [load_rgb(p) for p in paths]
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
@@ -268,12 +285,21 @@ def _train_denoiser(cfg: TrainConfig, progress: bool, init: str | None, shard: d
             raise ValueError(f"{init}: its architecture {asdict(start.spec)} differs from train.spec {cfg.spec}")
         model.load_state_dict(start.state_dict())
     batch, seed = distributed.rank_batch(cfg.batch, shard), distributed.rank_seed(cfg.seed, shard)
-    sampler = PatchSampler(images, cfg.patch, batch, cfg.sigma, seed, names=[str(p) for p in paths],
-                           jpeg=tuple(cfg.jpeg) if cfg.jpeg else None, jpeg_share=cfg.jpeg_share)  # fmt: skip
+    sampler = PatchSampler(
+        images,
+        cfg.patch,
+        batch,
+        cfg.sigma,
+        seed,
+        names=[str(p) for p in paths],
+        jpeg=tuple(cfg.jpeg) if cfg.jpeg else None,
+        jpeg_share=cfg.jpeg_share,
+    )
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2
     val_jpeg = round(sum(cfg.jpeg) / 2) if cfg.jpeg else None
-    validate = (psnr_validator(Path(cfg.val), val_sigma, cfg.val_images, jpeg=val_jpeg)
-                if cfg.val and shard.rank == 0 else None)  # fmt: skip
+    validate = (
+        psnr_validator(Path(cfg.val), val_sigma, cfg.val_images, jpeg=val_jpeg) if cfg.val and shard.rank == 0 else None
+    )
     trained = fit(model, LOSSES[cfg.loss], sampler, cfg, validate, progress, resume)
     if shard.rank == 0:
         card = {"config": asdict(replace(cfg, world_size=shard.world)), "init": init}

@@ -92,8 +92,9 @@ class JointConfig:
             raise ValueError(f"task must be one of {', '.join(tasks)} (one per head); got {self.tasks!r}")
         count = len(self.head_list)
         if self.heads and len(self.heads) != len(self.tasks) and len(self.tasks) != 1:
-            raise ValueError(f"{len(self.heads)} heads for {len(self.tasks)} tasks: "
-                             "give one task per head, or one task for all")
+            raise ValueError(
+                f"{len(self.heads)} heads for {len(self.tasks)} tasks: give one task per head, or one task for all"
+            )
         for name, values in (("head_weights", self.head_weights), ("lam", self.lam), ("balance", self.balance)):
             per_head(values, count, name)
         if self.target not in targets:
@@ -148,8 +149,9 @@ class JointConfig:
 
     def objective(self) -> str:
         """The loss in words, e.g. 'MSE + w * KL to softmax H(clean) of espnetv2-camvid, w balanced to ratio 0.1'."""
-        target = {"labels": "CE to the label", "argmax": "CE to argmax H(clean)",
-                  "softmax": "KL to softmax H(clean)"}[self.target]
+        target = {"labels": "CE to the label", "argmax": "CE to argmax H(clean)", "softmax": "KL to softmax H(clean)"}[
+            self.target
+        ]
         terms = []
         for head, weight in zip(self.head_list, self.task_weights):
             weighting = f"w balanced to gradient ratio {weight:g}" if self.balance else f"w = {weight:g}"
@@ -185,12 +187,16 @@ def task_loss(head: nn.Module, out: Tensor, batch: Batch, target: TaskTarget, ig
     if target is TaskTarget.LABELS:
         if batch.target is None:
             raise ValueError("target mode 'labels' but the batch has no target; use a labelled sampler")
-        return cross_entropy(logits, batch.target,
-                             ignore_index if head.task == Task.SEGMENT.value else -100)  # 255 is an ImageNet class
+        return cross_entropy(
+            logits, batch.target, ignore_index if head.task == Task.SEGMENT.value else -100
+        )  # 255 is an ImageNet class
     with torch.no_grad():
         reference = head(batch.clean).float()
-    return (cross_entropy(logits, reference.argmax(1)) if target is TaskTarget.ARGMAX
-            else soft_cross_entropy(logits, reference))
+    return (
+        cross_entropy(logits, reference.argmax(1))
+        if target is TaskTarget.ARGMAX
+        else soft_cross_entropy(logits, reference)
+    )
 
 
 class GradientBalance:
@@ -226,8 +232,11 @@ class GradientBalance:
     def load_state_dict(self, state: dict) -> None:
         if len(state["task_norms"]) != len(self.targets):
             raise ValueError(f"balance state for {len(state['task_norms'])} heads, this loss has {len(self.targets)}")
-        self.steps, self.mse_norm, self.task_norms = (int(state["steps"]), float(state["mse_norm"]),
-                                                      [float(t) for t in state["task_norms"]])
+        self.steps, self.mse_norm, self.task_norms = (
+            int(state["steps"]),
+            float(state["mse_norm"]),
+            [float(t) for t in state["task_norms"]],
+        )
 
 
 class JointLoss:
@@ -235,8 +244,13 @@ class JointLoss:
     GradientBalance. Gradients w.r.t. D's output are taken per term (each head's backward runs once); the returned
     loss has the value of the sum and, w.r.t. D's parameters, the gradient J^T (g_mse + sum_k w_k g_k)."""
 
-    def __init__(self, heads: Sequence[nn.Module], balance: GradientBalance, target: TaskTarget = TaskTarget.LABELS,
-                 ignore_index: int = 255) -> None:
+    def __init__(
+        self,
+        heads: Sequence[nn.Module],
+        balance: GradientBalance,
+        target: TaskTarget = TaskTarget.LABELS,
+        ignore_index: int = 255,
+    ) -> None:
         if len(heads) != len(balance.targets):
             raise ValueError(f"{len(heads)} heads but {len(balance.targets)} weights")
         for head in heads:
@@ -261,8 +275,9 @@ class JointLoss:
         ratios = [w * n / max(mse_norm, 1e-12) for w, n in zip(weights, task_norms)]
         return surrogate - surrogate.detach() + total, self.logs(mse, tasks, weights, ratios)
 
-    def logs(self, mse: Tensor, tasks: Sequence[Tensor], weights: Sequence[float],
-             ratios: Sequence[float] = ()) -> dict[str, float]:
+    def logs(
+        self, mse: Tensor, tasks: Sequence[Tensor], weights: Sequence[float], ratios: Sequence[float] = ()
+    ) -> dict[str, float]:
         """mse, and per head its task loss, weight and realized gradient ratio (suffix _k when there are several)."""
         logs = {"mse": mse.item()}
         suffix = [""] if len(tasks) == 1 else [f"_{k}" for k in range(len(tasks))]
@@ -309,8 +324,9 @@ def joint_sampler(cfg: JointConfig, head: nn.Module) -> CropSampler:
         if cfg.short_side is not None:
             images = [resize_short_side(im, cfg.short_side) for im in images]
     elif cfg.task_list[0] == Task.CLASSIFY.value:
-        images, labels = load_classification(data, Path(cfg.labels) if cfg.labels else None, head.num_classes,
-                                             cfg.short_side)
+        images, labels = load_classification(
+            data, Path(cfg.labels) if cfg.labels else None, head.num_classes, cfg.short_side
+        )
     else:
         images, masks = load_segmentation(data, Path(cfg.masks), cfg.short_side)  # type: ignore[arg-type]
         check_masks(masks, head.num_classes, cfg.ignore_index)
@@ -333,14 +349,16 @@ def check_head_tasks(cfg: JointConfig, heads: Sequence[nn.Module]) -> None:
             raise ValueError(f"head {name!r} is a {head.task} network, not a {task} one")
 
 
-def train_joint(cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None = None,
-                progress: bool = True, resume: bool = False) -> Denoiser:
+def train_joint(
+    cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None = None, progress: bool = True, resume: bool = False
+) -> Denoiser:
     """Joint training of a Denoiser against frozen heads (loaded from cfg unless given); writes joint.json, and
     model.safetensors at the end, to cfg.train.out beside fit's checkpoints and log; `resume` as `fit`'s."""
     t = cfg.train
     if shard_from_env().world > 1:  # each rank's gradient balance and label-free targets would drift apart
-        raise ValueError("joint training (--task) runs as one process; "
-                         "torchrun data-parallel training is for MSE training")
+        raise ValueError(
+            "joint training (--task) runs as one process; torchrun data-parallel training is for MSE training"
+        )
     if heads is None:
         heads = load_heads(cfg)
     else:
@@ -362,11 +380,15 @@ def train_joint(cfg: JointConfig, heads: Sequence[nn.Module] | nn.Module | None 
     check_run_folder(Path(t.out), resume)  # before joint.json is written over a run's
     atomic_write(Path(t.out) / "joint.json", lambda handle: handle.write(text))  # makes OUT; replaces a planted link
     balanced = bool(cfg.balance)
-    loss_fn = JointLoss(heads, GradientBalance(cfg.task_weights, balanced, cfg.balance_decay), TaskTarget(cfg.target),
-                        cfg.ignore_index)
+    loss_fn = JointLoss(
+        heads, GradientBalance(cfg.task_weights, balanced, cfg.balance_decay), TaskTarget(cfg.target), cfg.ignore_index
+    )
     trained = fit(model, loss_fn, sampler, t, validate, progress, resume)
-    save_weights(trained.cpu(), Path(t.out) / "model.safetensors",  # type: ignore[arg-type]
-                 {"config": asdict(cfg), "objective": cfg.objective()})
+    save_weights(
+        trained.cpu(),
+        Path(t.out) / "model.safetensors",  # type: ignore[arg-type]
+        {"config": asdict(cfg), "objective": cfg.objective()},
+    )
     return trained  # type: ignore[return-value]
 
 

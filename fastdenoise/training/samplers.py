@@ -56,10 +56,20 @@ class PatchSampler:
     target: (N,) `labels` of the picked images, (N, P, P) crops of their `masks` (augmented alike), or None. Its whole
     state is one torch.Generator, so a resumed run repeats exactly."""
 
-    def __init__(self, images: Sequence[np.ndarray], patch: int, batch: int, sigma: tuple[float, float], seed: int,
-                 names: Sequence[str] | None = None, labels: Sequence[int] | None = None,
-                 masks: Sequence[np.ndarray] | None = None, rotate: bool = True,
-                 jpeg: tuple[int, int] | None = None, jpeg_share: float = 0.5) -> None:  # fmt: skip
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        patch: int,
+        batch: int,
+        sigma: tuple[float, float],
+        seed: int,
+        names: Sequence[str] | None = None,
+        labels: Sequence[int] | None = None,
+        masks: Sequence[np.ndarray] | None = None,
+        rotate: bool = True,
+        jpeg: tuple[int, int] | None = None,
+        jpeg_share: float = 0.5,
+    ) -> None:
         if labels is not None and masks is not None:
             raise ValueError("give labels (classification) or masks (segmentation), not both")
         for name, items in (("labels", labels), ("masks", masks)):
@@ -70,8 +80,9 @@ class PatchSampler:
             h, w = images[small[0]].shape[:2]
             first = f"{names[small[0]]}, {w}x{h}" if names else f"index {small[0]}"
             verb = "is" if len(small) == 1 else "are"
-            raise ValueError(f"{plural(len(small), 'training image')} {verb} smaller than the {patch}px patch "
-                             f"(first: {first})")
+            raise ValueError(
+                f"{plural(len(small), 'training image')} {verb} smaller than the {patch}px patch (first: {first})"
+            )
         if masks is not None and any(m.shape != im.shape[:2] for m, im in zip(masks, images)):
             raise ValueError("every mask must have its image's height and width")
         self.images, self.patch, self.batch, self.sigma = images, patch, batch, sigma
@@ -97,7 +108,9 @@ class PatchSampler:
             clean[k] = (crop.flip(2) if flip else crop).float() / 255.0
             if masks is not None:
                 mask = torch.rot90(
-                    torch.from_numpy(self.masks[i][y : y + p, x : x + p]), turns, (0, 1)  # type: ignore[index]
+                    torch.from_numpy(self.masks[i][y : y + p, x : x + p]),
+                    turns,
+                    (0, 1),  # type: ignore[index]
                 )
                 masks[k] = mask.flip(1) if flip else mask
         lo, hi = self.sigma

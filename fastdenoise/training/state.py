@@ -81,8 +81,9 @@ def open_log(out: Path) -> IO[str]:
     return open(open_own(out / "log.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT), "a")
 
 
-def build_state(model: nn.Module, cfg: TrainConfig, device: torch.device, amp: torch.dtype | None,
-                world: int) -> TrainState:  # fmt: skip
+def build_state(
+    model: nn.Module, cfg: TrainConfig, device: torch.device, amp: torch.dtype | None, world: int
+) -> TrainState:
     """The model on its device (SyncBatchNorm across `world` ranks if asked), Adam over its trainable parameters, the
     LR schedule, the grad scaler (on for fp16 only) and the weight average when cfg.ema is on."""
     if cfg.sync_bn and world > 1:
@@ -105,12 +106,19 @@ def stateful(loss_fn: Any) -> Any:
 
 # What restore and restore_streams read from last.pt: entry -> (its types, what a message calls them, required)
 ENTRIES: dict[str, tuple[Any, str, bool]] = {
-    "model": (dict, "a dict", True), "optimizer": (dict, "a dict", True), "scheduler": (dict, "a dict", True),
-    "scaler": (dict, "a dict", True), "batches": (dict, "a dict", True), "torch_rng": (Tensor, "a tensor", True),
-    "step": (int, "an int", True), "best": ((int, float), "a number", True), "pixels": (int, "an int", False),
-    "ema": ((dict, type(None)), "a dict", False), "loss": ((dict, type(None)), "a dict", False),
+    "model": (dict, "a dict", True),
+    "optimizer": (dict, "a dict", True),
+    "scheduler": (dict, "a dict", True),
+    "scaler": (dict, "a dict", True),
+    "batches": (dict, "a dict", True),
+    "torch_rng": (Tensor, "a tensor", True),
+    "step": (int, "an int", True),
+    "best": ((int, float), "a number", True),
+    "pixels": (int, "an int", False),
+    "ema": ((dict, type(None)), "a dict", False),
+    "loss": ((dict, type(None)), "a dict", False),
     "ranks": (list, "a list", False),
-}  # fmt: skip
+}
 
 
 def saved_run(path: Path, shard: distributed.Shard, resume: bool = False) -> dict | None:
@@ -138,13 +146,15 @@ def check_saved(saved: Any, path: Path) -> dict:
             raise CheckpointError(f"{path}: cannot resume: its {key!r} is a {type(saved[key]).__name__}, not {name}")
     reached = saved["scheduler"].get("last_epoch")  # LambdaLR steps once per optimizer step
     if saved["step"] < 0 or saved["step"] != reached:
-        raise CheckpointError(f"{path}: cannot resume: its 'step' {saved['step']} is not the step its LR schedule "
-                              f"reached ({reached})")
+        raise CheckpointError(
+            f"{path}: cannot resume: its 'step' {saved['step']} is not the step its LR schedule reached ({reached})"
+        )
     return saved
 
 
-def continue_run(state: TrainState, saved: dict, path: Path, batches: Any, loss_fn: Any, cfg: TrainConfig,
-           rank: int) -> None:  # fmt: skip
+def continue_run(
+    state: TrainState, saved: dict, path: Path, batches: Any, loss_fn: Any, cfg: TrainConfig, rank: int
+) -> None:
     """Continue the run `saved` (read from `path` by `saved_run`) on this rank; CheckpointError if it does not load."""
     state.step, state.best, state.pixels = restore(saved, path, state, cfg)
     try:
@@ -185,8 +195,16 @@ def restore_streams(saved: dict, batches: Any, loss_fn: Any, rank: int) -> None:
         loss_fn.load_state_dict(saved["loss"])
 
 
-def save_state(state: TrainState, path: Path, batches: Any, loss_fn: Any, cfg: TrainConfig, shard: distributed.Shard,
-               batches_state: dict | None = None, loss_state: dict | None = None) -> None:  # fmt: skip
+def save_state(
+    state: TrainState,
+    path: Path,
+    batches: Any,
+    loss_fn: Any,
+    cfg: TrainConfig,
+    shard: distributed.Shard,
+    batches_state: dict | None = None,
+    loss_state: dict | None = None,
+) -> None:
     """Write last.pt (rank 0, atomically) with every rank's sampler and RNG state; `batches_state` / `loss_state`
     replace the current ones (a step that was interrupted after drawing its batch)."""
     own = {"batches": batches_state or batches.state_dict(), "torch_rng": torch.get_rng_state()}
@@ -217,9 +235,13 @@ def save_state(state: TrainState, path: Path, batches: Any, loss_fn: Any, cfg: T
 
 
 def optimizer_step(
-    forward: nn.Module, loss_fn: LossFn, batch: Batch, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+    forward: nn.Module,
+    loss_fn: LossFn,
+    batch: Batch,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
     amp: torch.dtype | None,
-) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
+) -> tuple[Tensor, dict[str, float]]:
     """One step of `fit` (also what the benchmark times): the loss under autocast, backward through the grad scaler
     (a no-op unless fp16), the optimizer step; returns the loss and its logs."""
     with torch.autocast(batch.noisy.device.type, dtype=amp or torch.float32, enabled=amp is not None):

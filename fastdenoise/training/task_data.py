@@ -18,8 +18,16 @@ class CropSampler(PatchSampler):
     """The PatchSampler of a head's crops: flipped left-right or not, never rotated (heads know which way is up);
     target: (N,) labels, (N, P, P) masks or None."""
 
-    def __init__(self, images: Sequence[np.ndarray], crop: int, batch: int, sigma: tuple[float, float], seed: int,
-                 labels: Sequence[int] | None = None, masks: Sequence[np.ndarray] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        crop: int,
+        batch: int,
+        sigma: tuple[float, float],
+        seed: int,
+        labels: Sequence[int] | None = None,
+        masks: Sequence[np.ndarray] | None = None,
+    ) -> None:
         super().__init__(images, crop, batch, sigma, seed, labels=labels, masks=masks, rotate=False)
 
 

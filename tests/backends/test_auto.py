@@ -43,8 +43,9 @@ def scripted(model, tmp_path, monkeypatch, speeds: dict[BackendKind, float], wor
         return speeds[kind]
 
     monkeypatch.setattr(AutoBackend, "time_arm", time_arm)
-    monkeypatch.setattr(AutoBackend, "follow_up", lambda self, x, key, kind, _: follow_up(self, x, key, kind,
-                                                                                          speeds[kind]))
+    monkeypatch.setattr(
+        AutoBackend, "follow_up", lambda self, x, key, kind, _: follow_up(self, x, key, kind, speeds[kind])
+    )
     monkeypatch.setattr(AutoBackend, "build", lambda self, kind: model.eval())
     auto = AutoBackend(model, BackendConfig(kind="auto", device="cpu", precision="fp32"), CPU, tmp_path)
     auto.kinds, auto.ledger.work_mp = list(ARMS), work_mp
@@ -69,8 +70,9 @@ def test_a_small_run_takes_the_known_best_and_a_larger_one_probes_on(model, tmp_
         torch.testing.assert_close(first(x), model.eval()(x))
         first(batch(2))
     assert timed == [] and "auto: probing" not in capsys.readouterr().err  # 3 s again + 5.5 s is over 5 s
-    assert first.ledger.why["b2-320x448"] == ("known best here (eager 0.066 MP/s as run; openvino, onnxruntime left "
-                                              "to later runs)")  # fmt: skip
+    assert first.ledger.why["b2-320x448"] == (
+        "known best here (eager 0.066 MP/s as run; openvino, onnxruntime left to later runs)"
+    )
     assert first.ledger.ran == {"eager": 2}
     (entry,) = entries(tmp_path)
     assert entry["chosen"] == "eager" and entry["left"] == ["openvino", "onnxruntime"]
@@ -172,16 +174,20 @@ def test_the_description_stays_short_over_many_shape_classes(model, tmp_path, mo
 
 
 @pytest.mark.parametrize("poison", ["bogus-choice", "not-an-entry", "garbage-json"])
-def test_auto_ignores_and_rebuilds_a_poisoned_probe_cache_with_a_note(model, tmp_path, monkeypatch, capsys,
-                                                                      poison) -> None:  # fmt: skip
+def test_auto_ignores_and_rebuilds_a_poisoned_probe_cache_with_a_note(
+    model, tmp_path, monkeypatch, capsys, poison
+) -> None:
     from fastdenoise.backends.auto import probe_input, shape_class
 
     speeds = {BackendKind.eager: 0.2, BackendKind.openvino: 0.1, BackendKind.onnxruntime: 0.1}
     auto, timed = scripted(model, tmp_path, monkeypatch, speeds, work_mp=500.0)
     x = batch(9, n=1, h=200, w=260)
     key = f"{auto.prefix}|{shape_class(tuple(probe_input(x).shape))}"
-    poisoned = {"bogus-choice": json.dumps({key: {"chosen": "bogus", "mp_per_s": {"bogus": 9.0}}}),
-                "not-an-entry": json.dumps({key: "eager"}), "garbage-json": '{"' + key + '": {"chosen": '}[poison]
+    poisoned = {
+        "bogus-choice": json.dumps({key: {"chosen": "bogus", "mp_per_s": {"bogus": 9.0}}}),
+        "not-an-entry": json.dumps({key: "eager"}),
+        "garbage-json": '{"' + key + '": {"chosen": ',
+    }[poison]
     (tmp_path / "auto.json").write_text(poisoned)
     with torch.no_grad():
         torch.testing.assert_close(auto(x), model.eval()(x))
@@ -264,22 +270,40 @@ def test_run_says_when_it_probes_and_keeps_the_backend_line_short(tmp_path, weig
     photos = tmp_path / "photos"
     for i in range(3):
         save_rgb(make_image(200 + 8 * i, 260), photos / f"{i}.png")
-    args = ["run", str(photos), str(tmp_path / "out"), "--weights", str(weights), "--device", "cpu", "--precision",
-            "fp32", "--batch", "1", "--overwrite"]  # fmt: skip
+    args = [
+        "run",
+        str(photos),
+        str(tmp_path / "out"),
+        "--weights",
+        str(weights),
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--batch",
+        "1",
+        "--overwrite",
+    ]
 
     first = CliRunner().invoke(app, args)
     again = CliRunner().invoke(app, args)
 
     assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
     (probing,) = [line for line in first.output.splitlines() if "auto: probing" in line]
-    assert re.fullmatch(r"note: auto: probing 2 backends \(eager, onnxruntime\) for ~\d+ s of this run's \d+ s budget "
-                        r"\(no probe cached for this shape here\); cached in .*", probing), probing  # fmt: skip
+    assert re.fullmatch(
+        r"note: auto: probing 2 backends \(eager, onnxruntime\) for ~\d+ s of this run's \d+ s budget "
+        r"\(no probe cached for this shape here\); cached in .*",
+        probing,
+    ), probing
     assert probing.endswith(str(tmp_path / "cache" / "auto.json"))
     (line,) = [line for line in first.output.splitlines() if line.startswith("backend: ")]
     # both candidates run eager: which one the probe keeps after the first batch is down to timing noise
-    assert re.fullmatch(r"backend: auto: (eager float32 \(3 batches\)|onnxruntime float32 \(2 batches\), eager "
-                        r"float32 \(1 batch\)); probed \((eager|onnxruntime) [0-9.]+, (eager|onnxruntime) [0-9.]+ "
-                        r"MP/s\); probes took [0-9.]+ s on cpu; weights: .*", line), line  # fmt: skip
+    assert re.fullmatch(
+        r"backend: auto: (eager float32 \(3 batches\)|onnxruntime float32 \(2 batches\), eager "
+        r"float32 \(1 batch\)); probed \((eager|onnxruntime) [0-9.]+, (eager|onnxruntime) [0-9.]+ "
+        r"MP/s\); probes took [0-9.]+ s on cpu; weights: .*",
+        line,
+    ), line
     assert len(line) - len(str(weights)) <= 160  # 631 characters before; two arms named when the second won
     assert "auto: probing" not in again.output
     (line,) = [line for line in again.output.splitlines() if line.startswith("backend: ")]

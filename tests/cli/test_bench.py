@@ -19,7 +19,9 @@ def test_bench_writes_under_out_or_the_cache(given, monkeypatch, tmp_path):
 
     monkeypatch.setenv("FASTDENOISE_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("fastdenoise.evaluation.benchmark.run_benchmark", lambda cfg, log=print, profile=None: synthetic_result())
+    monkeypatch.setattr(
+        "fastdenoise.evaluation.benchmark.run_benchmark", lambda cfg, log=print, profile=None: synthetic_result()
+    )
     root = tmp_path / "mine" if given else tmp_path / "cache" / "bench"
     result = runner.invoke(app, ["bench", "--profile", "quick", *(["--out", str(root)] if given else [])])
     assert result.exit_code == 0, result.output
@@ -44,8 +46,10 @@ def test_bench_header_names_the_version_outside_a_git_checkout_and_marks_shares_
     result = runner.invoke(app, ["bench", "--report", str(path)])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == ("fastdenoise bench --profile quick on cpu: Test CPU (2 cores, 2 torch threads); "
-                        "fastdenoise 0.1.0 (not a git checkout); torch 2.13.0; 42 s")  # fmt: skip
+    assert lines[0] == (
+        "fastdenoise bench --profile quick on cpu: Test CPU (2 cores, 2 torch threads); "
+        "fastdenoise 0.1.0 (not a git checkout); torch 2.13.0; 42 s"
+    )
     assert f" {above:.0%}! " in next(line for line in lines if "eager fp32 b4" in line)
     assert ABOVE_ROOF in lines and "commit ?" not in result.output
 

@@ -60,8 +60,9 @@ def test_comma_lists_check_each_element(tmp_path):
     line = one_error_line(["tables", "table1", str(tmp_path), "--peers", "cbm3d,bm4d"])
     assert line == "error: --peers: 'bm4d' is not one of " + ", ".join(choices.PEERS)
     line = one_error_line(["train", str(tmp_path), "-o", str(tmp_path / "r"), "--task", "segment,detect"])
-    assert line == ("error: --task: task must be one of classify, segment (or several, comma-separated); "
-                    "got 'segment,detect'")
+    assert line == (
+        "error: --task: task must be one of classify, segment (or several, comma-separated); got 'segment,detect'"
+    )
 
 
 @pytest.mark.parametrize(
@@ -83,7 +84,6 @@ def test_usage_errors_are_one_line(args, line, tmp_path):
 def test_a_bad_number_names_the_option(tmp_path):
     line = one_error_line(["run", str(tmp_path), str(tmp_path / "o"), "--batch", "four"])
     assert line.startswith("error: --batch: ") and "four" not in line.split(":", 2)[1]
-
 
 
 @pytest.mark.parametrize(
@@ -116,7 +116,9 @@ def test_a_number_above_its_range_and_the_tile_overlap_rule_name_the_options(tmp
     assert one_error_line([*run, "--quality", "101"]) == "error: --quality: must be <= 100"
     (tmp_path / "a.png").write_bytes(b"")
     assert one_error_line([*run, "--tile", "30"]) == (
-        "error: --tile 30 and --overlap 64: both must be multiples of 4, with 0 < overlap < tile")
+        "error: --tile 30 and --overlap 64: both must be multiples of 4, with 0 < overlap < tile"
+    )
+
 
 def test_the_cli_and_the_library_share_one_vocabulary():
     """Each choice is written once (fastdenoise.choices): the library's names are the very Enums the CLI offers."""
@@ -194,14 +196,21 @@ library = ("fastdenoise.training.fit", "fastdenoise.pipeline.runner", "fastdenoi
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "numpy", "rich") or m in library)
 print("heavy", heavy)
 """
-    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, check=False
+    )
     assert "Commands:" in done.stdout and done.stdout.strip().endswith("heavy []"), done.stdout[-500:] + done.stderr
 
 
 def test_python_dash_m_runs_the_cli():
-    done = subprocess.run([sys.executable, "-m", "fastdenoise", "run", "a", "b", "--backend", "x"], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "fastdenoise", "run", "a", "b", "--backend", "x"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [
         "error: --backend: 'x' is not one of eager, compiled, triton, onnxruntime, tensorrt, openvino, auto"
     ]

@@ -37,8 +37,9 @@ def test_export_replaces_a_link_and_never_writes_through_it(tmp_path, weights, r
     kept = rng.bytes(256)
     (tmp_path / "elsewhere.onnx").write_bytes(kept)
     (tmp_path / "model.onnx").symlink_to(tmp_path / "elsewhere.onnx")
-    result = runner.invoke(app, ["export-onnx", str(tmp_path / "model.onnx"), "--weights", str(weights),
-                                 "--exporter", "torchscript"])  # fmt: skip
+    result = runner.invoke(
+        app, ["export-onnx", str(tmp_path / "model.onnx"), "--weights", str(weights), "--exporter", "torchscript"]
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "elsewhere.onnx").read_bytes() == kept
     assert (tmp_path / "model.onnx").is_file() and not (tmp_path / "model.onnx").is_symlink()

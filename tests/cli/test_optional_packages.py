@@ -46,8 +46,24 @@ def test_table1_skips_the_cbm3d_peer_without_bm3d(monkeypatch, tmp_path, make_im
     for i in range(2):
         save_rgb(make_image(24, 32), tmp_path / "kodak" / f"k{i}.png")
     out = tmp_path / "t1"
-    result = runner.invoke(app, ["tables", "table1", str(tmp_path / "kodak"), "--peers", "cbm3d", "--sigma", "25",
-                                 "--draws", "100", "--device", "cpu", "-o", str(out)])  # fmt: skip
+    result = runner.invoke(
+        app,
+        [
+            "tables",
+            "table1",
+            str(tmp_path / "kodak"),
+            "--peers",
+            "cbm3d",
+            "--sigma",
+            "25",
+            "--draws",
+            "100",
+            "--device",
+            "cpu",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[0] == NO_BM3D
     table = (out / "table1.md").read_text()

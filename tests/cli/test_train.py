@@ -81,10 +81,30 @@ def test_a_too_small_image_is_named_by_its_file(photos, tmp_path, make_image):
 
 def test_ctrl_c_says_one_thing(photos, tmp_path):
     out = tmp_path / "run"
-    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16",
-            "--steps", "100000", "--ckpt-every", "100000", *FAST]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "fastdenoise",
+        "train",
+        str(photos),
+        "--out",
+        str(out),
+        "--patch",
+        "16",
+        "--steps",
+        "100000",
+        "--ckpt-every",
+        "100000",
+        *FAST,
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     log = out / "log.jsonl"
     deadline = time.monotonic() + 120
     while not (log.exists() and log.read_text().count("\n") >= 1) and time.monotonic() < deadline:
@@ -95,12 +115,26 @@ def test_ctrl_c_says_one_thing(photos, tmp_path):
     said = [line for line in (stdout + stderr).splitlines() if not line.startswith("train ")]  # the bar's last frame
     assert len(said) == 1 and re.fullmatch(
         rf"stopped at step \d+: the last checkpoint is {re.escape(str(out / 'last.pt'))}; continue with --out "
-        rf"{re.escape(str(out))} --resume", said[0]), stdout + stderr  # fmt: skip
+        rf"{re.escape(str(out))} --resume",
+        said[0],
+    ), stdout + stderr
 
 
 def train_args(photos, out, steps: int, *extra: str) -> list[str]:
-    return ["train", str(photos), "-o", str(out), "--patch", "16", "--steps", str(steps), "--ckpt-every", "2", *FAST,
-            *extra]  # fmt: skip
+    return [
+        "train",
+        str(photos),
+        "-o",
+        str(out),
+        "--patch",
+        "16",
+        "--steps",
+        str(steps),
+        "--ckpt-every",
+        "2",
+        *FAST,
+        *extra,
+    ]
 
 
 def test_resume_trains_in_the_out_given_never_where_config_json_points(photos, tmp_path, monkeypatch):
@@ -125,10 +159,30 @@ def test_resume_trains_in_the_out_given_never_where_config_json_points(photos, t
 
 def start_training(photos, out):
     """A long `fastdenoise train` in its own process, returned once it has logged a step."""
-    args = [sys.executable, "-m", "fastdenoise", "train", str(photos), "--out", str(out), "--patch", "16",
-            "--steps", "100000", "--ckpt-every", "100000", *FAST]  # fmt: skip
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "fastdenoise",
+        "train",
+        str(photos),
+        "--out",
+        str(out),
+        "--patch",
+        "16",
+        "--steps",
+        "100000",
+        "--ckpt-every",
+        "100000",
+        *FAST,
+    ]
+    proc = subprocess.Popen(
+        args,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     deadline = time.monotonic() + 120
     while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text()) and time.monotonic() < deadline:
         assert proc.poll() is None, proc.communicate()[1]
@@ -148,9 +202,11 @@ def test_a_second_train_on_one_out_stops_at_once_naming_the_holder(photos, tmp_p
     host = re.escape(socket.gethostname())
     for refused in (second, resumed):
         assert refused.exit_code == 2, refused.output
-        assert re.fullmatch(rf"error: {re.escape(str(out))}: another run is writing here \(pid {first.pid} on {host}, "
-                            r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; lock \.fastdenoise\.rank0\.lock\); .*",
-                            refused.output.strip()), refused.output  # fmt: skip
+        assert re.fullmatch(
+            rf"error: {re.escape(str(out))}: another run is writing here \(pid {first.pid} on {host}, "
+            r"started \d{4}-\d\d-\d\d \d\d:\d\d:\d\d; lock \.fastdenoise\.rank0\.lock\); .*",
+            refused.output.strip(),
+        ), refused.output
     assert not (out / "last.pt").exists()  # neither wrote a checkpoint
     after = runner.invoke(app, train_args(photos, out, 2))  # the killed holder left its lock file: taken over
     assert after.exit_code == 0, after.output
@@ -191,11 +247,15 @@ def tamper(saved: dict, how: str) -> None:
         saved["step"] = 10**9  # today: the run "finishes" at once
 
 
-@pytest.mark.parametrize("how,reason", [
-    ("missing", "no 'scaler' entry"), ("wrong type", "its 'optimizer' is a list, not a dict"),
-    ("float step", "its 'step' is a float, not an int"),
-    ("huge step", "its 'step' 1000000000 is not the step its LR schedule reached (2)"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "how,reason",
+    [
+        ("missing", "no 'scaler' entry"),
+        ("wrong type", "its 'optimizer' is a list, not a dict"),
+        ("float step", "its 'step' is a float, not an int"),
+        ("huge step", "its 'step' 1000000000 is not the step its LR schedule reached (2)"),
+    ],
+)
 def test_a_tampered_checkpoint_is_refused_in_one_line_before_any_work(photos, tmp_path, how, reason):
     out = tmp_path / "run"
     assert runner.invoke(app, train_args(photos, out, 2)).exit_code == 0
@@ -236,8 +296,10 @@ def test_disk_full_at_a_checkpoint_is_one_line_and_keeps_the_last_one(photos, tm
     assert result.exit_code == 3, result.output  # as `run`: stopped because OUT cannot be written
     said = [line for line in result.output.splitlines() if not line.startswith("train ")]  # the bar's last frame
     last = out / "last.pt"
-    assert said == [f"error: {last}: cannot write it ({os.strerror(errno.ENOSPC)}); {last} keeps step 2: continue with "
-                    f"--out {out} --resume once OUT can be written"], result.output  # fmt: skip
+    assert said == [
+        f"error: {last}: cannot write it ({os.strerror(errno.ENOSPC)}); {last} keeps step 2: continue with "
+        f"--out {out} --resume once OUT can be written"
+    ], result.output
     assert {name: (out / name).read_bytes() for name in kept} == before and sorted(os.listdir(out)) == names
     assert torch.load(last, weights_only=True)["step"] == 2
 
@@ -256,16 +318,45 @@ def test_noise_map_training_starts_from_blind_and_run_then_needs_the_level(photo
 
     blind = bundled_weights().parent / DEFAULT_WEIGHTS
     out = tmp_path / "cond"
-    args = ["train", str(photos), "--out", str(out), "--noise-map", "--sigma", "0-75", "--steps", "1", "--batch", "2",
-            "--patch", "24", "--init", str(blind), "--amp", "off"]  # fmt: skip
+    args = [
+        "train",
+        str(photos),
+        "--out",
+        str(out),
+        "--noise-map",
+        "--sigma",
+        "0-75",
+        "--steps",
+        "1",
+        "--batch",
+        "2",
+        "--patch",
+        "24",
+        "--init",
+        str(blind),
+        "--amp",
+        "off",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert json.loads((out / "config.json").read_text())["spec"]["noise_map"] is True
     assert load_denoiser(out / "model.safetensors").spec.noise_map
     refused = runner.invoke(app, ["run", str(photos), str(tmp_path / "o"), "--weights", str(out / "model.safetensors")])
     assert refused.exit_code == 2 and "takes the noise level; give --sigma S" in refused.output
-    ran = runner.invoke(app, ["run", str(photos), str(tmp_path / "o"), "--weights", str(out / "model.safetensors"),
-                              "--sigma", "25", "--backend", "eager"])  # fmt: skip
+    ran = runner.invoke(
+        app,
+        [
+            "run",
+            str(photos),
+            str(tmp_path / "o"),
+            "--weights",
+            str(out / "model.safetensors"),
+            "--sigma",
+            "25",
+            "--backend",
+            "eager",
+        ],
+    )
     assert ran.exit_code == 0, ran.output
     joint = runner.invoke(app, [*args[:2], "--out", str(tmp_path / "j"), "--noise-map", "--task", "classify"])
     assert joint.exit_code == 2 and "--noise-map trains the denoiser alone" in joint.output

@@ -47,8 +47,14 @@ def test_the_choices_come_from_the_table(monkeypatch):
     assert zoo.per_sigma_models() == {15.0: "sigma15", 25.0: "sigma25", 35.0: "sigma35", 50.0: "sigma50"}
     assert zoo.task_model(Task.CLASSIFY) == zoo.task_model("segment") == "task-aware"
     assert zoo.jpeg_model() == FOLDER / "jpeg.safetensors"
-    moved = tuple(replace(m, sigma=None if m.sigma else 30.0 if m.name == "joint-segment" else None,
-                          tasks=(Task.SEGMENT,) if m.name == "joint-segment" else ()) for m in catalog.MODELS)
+    moved = tuple(
+        replace(
+            m,
+            sigma=None if m.sigma else 30.0 if m.name == "joint-segment" else None,
+            tasks=(Task.SEGMENT,) if m.name == "joint-segment" else (),
+        )
+        for m in catalog.MODELS
+    )
     monkeypatch.setattr(zoo, "MODELS", moved)  # a table that says otherwise is followed, whatever the file names
     assert zoo.per_sigma_models() == {30.0: "joint-segment"} and zoo.task_model("classify") is None
     assert zoo.choose_weights(None, None, 33.0) == FOLDER / "joint-segment.safetensors"

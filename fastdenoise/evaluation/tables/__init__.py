@@ -9,7 +9,23 @@ from fastdenoise.evaluation.tables.samples import write_split_labels
 from fastdenoise.models.heads.espnetv2 import find_segmenter_weights
 
 __all__ = [
-    "NOISY", "PEERS", "Arm", "Split", "Table1Config", "Table2Config", "Table3Config", "find_segmenter_weights",
-    "markdown", "model_arm", "parse_named", "peer_arm", "progress_bar", "table1", "table2", "table3", "task_arms",
-    "write_split_labels", "write_table",
-]  # fmt: skip
+    "NOISY",
+    "PEERS",
+    "Arm",
+    "Split",
+    "Table1Config",
+    "Table2Config",
+    "Table3Config",
+    "find_segmenter_weights",
+    "markdown",
+    "model_arm",
+    "parse_named",
+    "peer_arm",
+    "progress_bar",
+    "table1",
+    "table2",
+    "table3",
+    "task_arms",
+    "write_split_labels",
+    "write_table",
+]

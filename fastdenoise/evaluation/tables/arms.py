@@ -135,10 +135,6 @@ def held_in(arms: Sequence[Arm], data: str) -> list[str]:
     ]
 
 
-
-
-
-
 def per_sigma_dncnn(data_root: Path, device: str = "auto") -> Denoise:
     """CDnCNN with the network trained for each sigma (25, 35, 50), each loaded when first needed."""
     from fastdenoise.devices import resolve_device
@@ -205,4 +201,3 @@ def task_arms(
         if weights is not None:
             arms.append(model_arm(name, Path(weights), device, output_cache))
     return arms
-

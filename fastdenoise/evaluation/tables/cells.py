@@ -57,8 +57,13 @@ def mean_cells(rows: Iterable[dict], metrics: Sequence[str]) -> list[dict]:
     for row in rows:
         groups.setdefault((row["arm"], row["sigma"]), []).append(row)
     return [
-        {"arm": arm, "sigma": sigma, "images": len({r["position"] for r in group}), "samples": len(group),
-         **{m: float(np.mean([r[m] for r in group])) for m in metrics}}  # fmt: skip
+        {
+            "arm": arm,
+            "sigma": sigma,
+            "images": len({r["position"] for r in group}),
+            "samples": len(group),
+            **{m: float(np.mean([r[m] for r in group])) for m in metrics},
+        }
         for (arm, sigma), group in groups.items()
     ]
 
@@ -76,8 +81,17 @@ def confusion_cells(rows: Iterable[dict], class_names: Sequence[str] | None = No
         miou, iou = mean_iou(torch.as_tensor(counts))
         names = class_names or [str(c) for c in range(len(iou))]
         per_class = {n: (None if math.isnan(v) else v) for n, v in zip(names, iou.tolist())}
-        cells.append({"arm": arm, "sigma": sigma, "images": images, "miou": miou, "pixel_acc": pixel_accuracy(counts),
-                      "iou": per_class, "confusion": np.asarray(counts).tolist()})  # fmt: skip
+        cells.append(
+            {
+                "arm": arm,
+                "sigma": sigma,
+                "images": images,
+                "miou": miou,
+                "pixel_acc": pixel_accuracy(counts),
+                "iou": per_class,
+                "confusion": np.asarray(counts).tolist(),
+            }
+        )
     return cells
 
 
@@ -92,9 +106,7 @@ def with_subsets(
     return cells
 
 
-
 CONFUSION_METRICS = {"miou": miou_reduce, "pixel_acc": pixel_accuracy_reduce}  # functions of the summed confusion
-
 
 
 def seeds_text(seeds: Sequence[int]) -> str:
@@ -162,10 +174,23 @@ def paired_tests(
             for metric in metrics:
                 ours, theirs = image_parts([a for a, _ in pairs], metric), image_parts([b for _, b in pairs], metric)
                 order = sorted(ours)
-                test = paired_bootstrap(np.stack([ours[p] for p in order]), np.stack([theirs[p] for p in order]),
-                                        CONFUSION_METRICS.get(metric, mean_reduce), draws)  # fmt: skip
-                entry = {"arm": arm, "control": control, "sigma": sigma, "metric": metric, "images": len(order),
-                         "pairs": len(pairs), "test": "paired bootstrap", "draws": draws, **test}  # fmt: skip
+                test = paired_bootstrap(
+                    np.stack([ours[p] for p in order]),
+                    np.stack([theirs[p] for p in order]),
+                    CONFUSION_METRICS.get(metric, mean_reduce),
+                    draws,
+                )
+                entry = {
+                    "arm": arm,
+                    "control": control,
+                    "sigma": sigma,
+                    "metric": metric,
+                    "images": len(order),
+                    "pairs": len(pairs),
+                    "test": "paired bootstrap",
+                    "draws": draws,
+                    **test,
+                }
                 if metric == "top1":
                     exact = mcnemar_exact(
                         np.array([a["top1"] for a, _ in pairs]), np.array([b["top1"] for _, b in pairs])
@@ -183,4 +208,3 @@ def paired_tests(
 
 def arm_order(arms: Sequence[Arm], clean: bool) -> list[str]:
     return [a.name for a in arms] + ([CLEAN] if clean else [])
-

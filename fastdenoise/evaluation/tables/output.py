@@ -28,7 +28,6 @@ METRIC_LABELS = {
 DIGITS = {"psnr": 2, "ssim": 4}  # others: 3
 
 
-
 def format_value(metric: str, value: float) -> str:
     return f"{value:.{DIGITS.get(metric, 3)}f}"
 
@@ -151,9 +150,17 @@ def write_table(table: TableResult, out: Path, meta: dict | None = None) -> list
     """OUT/<name>.md, OUT/<name>.json (cells, per-image rows, config) and OUT/<name>.png; returns the paths."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"table": table.name, "title": table.title, "metrics": table.metrics, "arms": table.arms,
-               "sigmas": table.sigmas, "meta": {**table.meta, **(meta or {})}, "cells": table.cells,
-               "tests": table.tests, "rows": table.rows}  # fmt: skip
+    payload = {
+        "table": table.name,
+        "title": table.title,
+        "metrics": table.metrics,
+        "arms": table.arms,
+        "sigmas": table.sigmas,
+        "meta": {**table.meta, **(meta or {})},
+        "cells": table.cells,
+        "tests": table.tests,
+        "rows": table.rows,
+    }
     paths = [out / f"{table.name}.md", out / f"{table.name}.json", out / f"{table.name}.png"]
     paths[0].write_text(markdown(table))
     paths[1].write_text(json.dumps(finite(payload), indent=1, allow_nan=False))
@@ -178,8 +185,13 @@ def plot_table(table: TableResult, path: Path) -> Path:
 
 def psnr_bars(plt, table: TableResult, colours: dict, full: int | None):
     """Table 1's figure: a panel per sigma of PSNR bars per arm (zoomed x axis); hatched bars flag subset cells."""
-    fig, axes = plt.subplots(1, len(table.sigmas), figsize=(3.6 * len(table.sigmas) + 1.2, 0.5 * len(table.arms) + 1.6),
-                             layout="constrained", squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(
+        1,
+        len(table.sigmas),
+        figsize=(3.6 * len(table.sigmas) + 1.2, 0.5 * len(table.arms) + 1.6),
+        layout="constrained",
+        squeeze=False,
+    )
     for ax, sigma in zip(axes[0], table.sigmas):
         present = [(a, c) for a in table.arms if (c := table.cell(a, sigma))]
         values = [c["psnr"] for _, c in present]
@@ -219,9 +231,15 @@ def metric_lines_plot(plt, table: TableResult, colours: dict, full: int | None):
         clean = table.cell(CLEAN, None)
         if clean is not None:
             ax.axhline(clean[metric], color="black", linestyle="--", linewidth=1, label="clean")
-            ax.annotate(f"clean {format_value(metric, clean[metric])}", (1, clean[metric]),
-                        xycoords=("axes fraction", "data"), xytext=(-4, 4), textcoords="offset points", ha="right",
-                        fontsize=8)  # fmt: skip
+            ax.annotate(
+                f"clean {format_value(metric, clean[metric])}",
+                (1, clean[metric]),
+                xycoords=("axes fraction", "data"),
+                xytext=(-4, 4),
+                textcoords="offset points",
+                ha="right",
+                fontsize=8,
+            )
         for arm in arms:
             points = [(s, c) for s in table.sigmas if (c := table.cell(arm, s))]
             xs, ys = [s + dodge[arm] for s, _ in points], [c[metric] for _, c in points]

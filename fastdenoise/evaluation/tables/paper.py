@@ -162,8 +162,8 @@ def table1(cfg: Table1Config, arms: Sequence[Arm], progress: ProgressFn | None =
                 rows += [{"arm": arm.name, "position": i % n, "seed": seed, **r} for i, r in enumerate(result.rows)]
     metrics = ("psnr", "ssim") if cfg.ssim else ("psnr",)
     noise = (
-        "Gaussian noise, image i of the sorted folder gets numpy default_rng([seed, i]); "
-        "the noisy input is not clipped; outputs are clipped and rounded to uint8; PSNR over all RGB pixels."
+        "Gaussian noise, image i of the sorted folder gets numpy default_rng([seed, i]); the noisy input is not "
+        "clipped; outputs are clipped and rounded to uint8; PSNR over all RGB pixels."
     )
     meta = {
         "config": asdict(cfg),
@@ -214,19 +214,33 @@ def table2(
     )
     tests = paired_tests(rows, arms, cfg.sigmas, cfg.control, metrics, cfg.draws)
     noise = (
-        f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the crop, "
-        f"image i (row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}"
-    ) if not photo else (
-        f"the user's path: Gaussian noise added to the whole photo at its own size, image i (row i of labels.csv) "
-        f"gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)} The head sees each whole 8-bit photo "
-        f"as `run --task classify` does: short side resized to {resize} (bicubic, antialiased), centre crop "
-        f"{crop}x{crop}."
-    )  # fmt: skip
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.data,
-            "labels": str(labels), "head": cfg.head, "head_class": type(head).__name__, "resize": resize, "crop": crop,
-            "noise": noise,
-            "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row",
-            "held_in": held_in(arms, cfg.data)}  # fmt: skip
+        (
+            f"short side resized to {resize} (PIL bicubic), centre crop {crop}x{crop}; Gaussian noise added to the "
+            f"crop, "
+            f"image i (row i of labels.csv) gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)}"
+        )
+        if not photo
+        else (
+            f"the user's path: Gaussian noise added to the whole photo at its own size, image i (row i of labels.csv) "
+            f"gets numpy default_rng([seed, i]); {quantize_text(cfg.quantize)} The head sees each whole 8-bit photo "
+            f"as `run --task classify` does: short side resized to {resize} (bicubic, antialiased), centre crop "
+            f"{crop}x{crop}."
+        )
+    )
+    meta = {
+        "config": asdict(cfg),
+        "arms": [a.record() for a in arms],
+        "images": len(entries),
+        "data": cfg.data,
+        "labels": str(labels),
+        "head": cfg.head,
+        "head_class": type(head).__name__,
+        "resize": resize,
+        "crop": crop,
+        "noise": noise,
+        "split_rule": "rows of labels.csv, 0-based: train = even rows, test = odd rows, all = every row",
+        "held_in": held_in(arms, cfg.data),
+    }
     title = (
         f"Table 2: {cfg.head} top-1 / top-5 on {Path(cfg.data).name}, split {cfg.split}"
         f"{', noise on the whole photo' if photo else ''} ({plural(len(entries), 'image')}, {seeds_text(cfg.seeds)})"
@@ -248,7 +262,9 @@ def table3(
 
     def score(sample: Sample, images: list[np.ndarray]) -> list[dict]:
         return segmentation_scores(
-            head_logits(head, images, device, cfg.scale), sample.target, cfg.ignore_index  # type: ignore[arg-type]
+            head_logits(head, images, device, cfg.scale),
+            sample.target,
+            cfg.ignore_index,  # type: ignore[arg-type]
         )
 
     rows = []
@@ -270,11 +286,17 @@ def table3(
         f"its logits are resized back (bilinear) and scored on the original masks, value {cfg.ignore_index} ignored; "
         "mIoU from the confusion summed over all images, over classes present in ground truth or prediction."
     )
-    meta = {"config": asdict(cfg), "arms": [a.record() for a in arms], "images": len(entries), "data": cfg.images,
-            "head": cfg.head, "noise": noise, "held_in": held_in(arms, cfg.images)}  # fmt: skip
+    meta = {
+        "config": asdict(cfg),
+        "arms": [a.record() for a in arms],
+        "images": len(entries),
+        "data": cfg.images,
+        "head": cfg.head,
+        "noise": noise,
+        "held_in": held_in(arms, cfg.images),
+    }
     title = (
         f"Table 3: {cfg.head} mIoU on {Path(cfg.images).name} at scale {cfg.scale:g} "
         f"({plural(len(entries), 'image')}, {seeds_text(cfg.seeds)})"
     )
     return TableResult("table3", title, metrics, arm_order(arms, clean), list(cfg.sigmas), cells, rows, meta, tests)
-

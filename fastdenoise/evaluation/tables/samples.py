@@ -235,4 +235,3 @@ def quantize_text(quantize: bool) -> str:
         "the noisy arm feeds the head that image clipped and rounded to 8 bits; "
         "denoised outputs are clipped and rounded to uint8 before the head."
     )
-

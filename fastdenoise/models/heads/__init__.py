@@ -87,5 +87,12 @@ def load_head(
 
 
 __all__ = [
-    "DeepLabLargeFOV", "ESPNetv2", "EfficientNetLite", "HeadName", "MergeClasses", "VGG16", "head_names", "load_head",
-]  # fmt: skip
+    "DeepLabLargeFOV",
+    "ESPNetv2",
+    "EfficientNetLite",
+    "HeadName",
+    "MergeClasses",
+    "VGG16",
+    "head_names",
+    "load_head",
+]

@@ -21,9 +21,14 @@ STEM, HEAD = 32, 1280  # Lite keeps these fixed for every width multiplier
 
 # (expand ratio, kernel, stride, output channels, repeats) per stage, EfficientNet-B0 / Lite0.
 STAGES = (
-    (1, 3, 1, 16, 1), (6, 3, 2, 24, 2), (6, 5, 2, 40, 2), (6, 3, 2, 80, 3), (6, 5, 1, 112, 3), (6, 5, 2, 192, 4),
+    (1, 3, 1, 16, 1),
+    (6, 3, 2, 24, 2),
+    (6, 5, 2, 40, 2),
+    (6, 3, 2, 80, 3),
+    (6, 5, 1, 112, 3),
+    (6, 5, 2, 192, 4),
     (6, 3, 1, 320, 1),
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)

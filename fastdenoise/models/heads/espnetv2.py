@@ -26,26 +26,101 @@ PYRAMID_SCALES = ((2, 1), (3, 2), (1, 1), (1, 2), (1, 10))
 PYRAMID_MIN = 5
 
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 CITYSCAPES_CLASSES = (
-    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign", "vegetation", "terrain",
-    "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle", "background",
-)  # fmt: skip
-CAMVID_CLASSES = ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian",
-                  "Bicyclist")  # fmt: skip
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+    "background",
+)
+CAMVID_CLASSES = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
 CAMVID_VOID = 11
 # Mask colours (RGB) of each class, as the datasets draw them: CamVid's SegNet colours (void black), Cityscapes' own.
 CAMVID_PALETTE = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222), (128, 128, 0), (192, 128, 128),
-    (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192), (0, 0, 0),
-)  # fmt: skip
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+    (0, 0, 0),
+)
 CITYSCAPES_PALETTE = (
-    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153), (250, 170, 30),
-    (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0), (0, 0, 142), (0, 0, 70),
-    (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32), (0, 0, 0),
-)  # fmt: skip
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
+    (0, 0, 0),
+)
 # CamVid (SegNet 11-class) index of each Cityscapes class. CamVid's Car covers cars, trucks, buses and trains; its
 # Bicyclist covers rider, bicycle and motorcycle; Tree is all vegetation (terrain included); Building takes walls.
 # Cityscapes' "background" has no CamVid class: it maps to void and drops out of the merged prediction.
@@ -96,8 +171,9 @@ class DilatedDepthwise(nn.Module):
 
     def __init__(self, channels: int, dilation: int, stride: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, stride, padding=dilation, dilation=dilation, groups=channels,
-                              bias=False)
+        self.conv = nn.Conv2d(
+            channels, channels, 3, stride, padding=dilation, dilation=dilation, groups=channels, bias=False
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(x)
@@ -162,8 +238,9 @@ class DecoderCBR(nn.Module):
 
     def __init__(self, cin: int, cout: int, k: int, groups: int = 1) -> None:
         super().__init__()
-        self.cbr = nn.Sequential(nn.Conv2d(cin, cout, k, 1, padding=k // 2, groups=groups, bias=False),
-                                 nn.BatchNorm2d(cout), nn.PReLU(cout))
+        self.cbr = nn.Sequential(
+            nn.Conv2d(cin, cout, k, 1, padding=k // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.PReLU(cout)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.cbr(x)
@@ -232,11 +309,14 @@ class PyramidPool(nn.Module):
         super().__init__()
         s = len(PYRAMID_SCALES)
         self.projection_layer = DecoderCBR(cin, proj, 1)
-        self.stages = nn.ModuleList(nn.Conv2d(proj, proj, 3, 1, padding=1, groups=proj, bias=False)
-                                    for _ in PYRAMID_SCALES)
+        self.stages = nn.ModuleList(
+            nn.Conv2d(proj, proj, 3, 1, padding=1, groups=proj, bias=False) for _ in PYRAMID_SCALES
+        )
         self.merge_layer = nn.Sequential(
-            DecoderBR(proj * s), ChannelShuffle(s), DecoderCBR(proj * s, proj, 3, groups=proj),
-            nn.Conv2d(proj, cout, 1, bias=last)
+            DecoderBR(proj * s),
+            ChannelShuffle(s),
+            DecoderCBR(proj * s, proj, 3, groups=proj),
+            nn.Conv2d(proj, cout, 1, bias=last),
         )
         self.br = None if last else DecoderBR(cout)
 
@@ -278,8 +358,12 @@ class ESPNetv2(nn.Module):
 
     task = "segment"
 
-    def __init__(self, num_classes: int = 21, class_names: tuple[str, ...] | None = None,
-                 palette: tuple[tuple[int, int, int], ...] | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int = 21,
+        class_names: tuple[str, ...] | None = None,
+        palette: tuple[tuple[int, int, int], ...] | None = None,
+    ) -> None:
         super().__init__()
         self.num_classes, self.class_names, self.palette = num_classes, class_names, palette
         d1, d2, d3 = 4 * DECODER_WIDTH, 3 * DECODER_WIDTH, 2 * DECODER_WIDTH
@@ -327,15 +411,22 @@ class MergeClasses(nn.Module):
 
     task = "segment"
 
-    def __init__(self, head: nn.Module, mapping: tuple[int, ...], class_names: tuple[str, ...],
-                 palette: tuple[tuple[int, int, int], ...] | None = None) -> None:
+    def __init__(
+        self,
+        head: nn.Module,
+        mapping: tuple[int, ...],
+        class_names: tuple[str, ...],
+        palette: tuple[tuple[int, int, int], ...] | None = None,
+    ) -> None:
         super().__init__()
         if len(mapping) != head.num_classes:
             raise ValueError(f"mapping has {len(mapping)} entries, the head has {head.num_classes} classes")
         self.groups = [[old for old, new in enumerate(mapping) if new == c] for c in range(len(class_names))]
         if not all(self.groups):
-            raise ValueError("every merged class needs a source class; "
-                             f"empty: {[class_names[c] for c, g in enumerate(self.groups) if not g]}")
+            raise ValueError(
+                "every merged class needs a source class; "
+                f"empty: {[class_names[c] for c, g in enumerate(self.groups) if not g]}"
+            )
         self.head, self.num_classes, self.class_names, self.palette = head, len(class_names), class_names, palette
 
     def forward(self, x: Tensor) -> Tensor:
@@ -356,15 +447,19 @@ def default_weights(name: str) -> Path:
 def espnetv2_voc(weights: Path | None = None) -> ESPNetv2:
     """ESPNetv2 s=2.0 trained on Pascal VOC 2012 at 384x384 (21 classes), eval mode."""
     model = ESPNetv2(len(VOC_CLASSES), VOC_CLASSES)
-    return load_strict(model,  # type: ignore[return-value]
-                       weights if weights is not None else default_weights(VOC_WEIGHTS))
+    return load_strict(
+        model,  # type: ignore[return-value]
+        weights if weights is not None else default_weights(VOC_WEIGHTS),
+    )
 
 
 def espnetv2_cityscapes(weights: Path | None = None) -> ESPNetv2:
     """ESPNetv2 s=2.0 trained on Cityscapes at 1024x512 (19 classes + background), eval mode."""
     model = ESPNetv2(len(CITYSCAPES_CLASSES), CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)
-    return load_strict(model,  # type: ignore[return-value]
-                       weights if weights is not None else default_weights(CITYSCAPES_WEIGHTS))
+    return load_strict(
+        model,  # type: ignore[return-value]
+        weights if weights is not None else default_weights(CITYSCAPES_WEIGHTS),
+    )
 
 
 def espnetv2_camvid(weights: Path | None = None) -> MergeClasses:
@@ -375,8 +470,11 @@ def espnetv2_camvid(weights: Path | None = None) -> MergeClasses:
 def default_segmenter_weights(head: str, data_root: Path) -> Path | None:
     """The EdgeNets file under data_root/weights/espnetv2 for an espnetv2-* head; None for other heads (their
     default)."""
-    files = {"espnetv2-voc": VOC_WEIGHTS, "espnetv2-cityscapes": CITYSCAPES_WEIGHTS,
-             "espnetv2-camvid": CITYSCAPES_WEIGHTS}
+    files = {
+        "espnetv2-voc": VOC_WEIGHTS,
+        "espnetv2-cityscapes": CITYSCAPES_WEIGHTS,
+        "espnetv2-camvid": CITYSCAPES_WEIGHTS,
+    }
     return Path(data_root) / "weights" / "espnetv2" / files[head] if head in files else None
 
 
@@ -388,4 +486,3 @@ def find_segmenter_weights(head: str, data: Path) -> Path | None:
     root = data_root(data)
     path = default_segmenter_weights(head, root) if root is not None else None
     return path if path is not None and path.is_file() else None
-

@@ -30,4 +30,3 @@ def classifier_geometry(head: nn.Module, resize: int | None = None, crop: int | 
     scale = getattr(head, "scale", None)
     crop = crop or getattr(scale, "resolution", 224)
     return resize or (getattr(scale, "resize", None) or round(crop * 8 / 7)), crop
-

@@ -13,9 +13,28 @@ from fastdenoise.models.heads.common import IMAGENET_MEAN, IMAGENET_STD, Normali
 
 STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))  # conv widths, a pool after each
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-    "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 def vgg_features(large_fov: bool) -> nn.Sequential:
@@ -50,10 +69,14 @@ class VGG16(nn.Module):
         self.features = vgg_features(large_fov=False)
         self.avgpool = nn.AdaptiveAvgPool2d(7)
         self.classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
             nn.Linear(4096, num_classes),
-        )  # fmt: skip
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.features(self.normalize(x))  # (N, 512, H/32, W/32)
@@ -73,10 +96,14 @@ class DeepLabLargeFOV(nn.Module):
         self.normalize = Normalize(IMAGENET_MEAN, IMAGENET_STD)
         self.features = vgg_features(large_fov=True)
         self.classifier = nn.Sequential(
-            nn.Conv2d(512, 1024, 3, padding=12, dilation=12), nn.ReLU(inplace=True), nn.Dropout2d(0.5),  # fc6
-            nn.Conv2d(1024, 1024, 1), nn.ReLU(inplace=True), nn.Dropout2d(0.5),  # fc7
+            nn.Conv2d(512, 1024, 3, padding=12, dilation=12),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.5),  # fc6
+            nn.Conv2d(1024, 1024, 1),
+            nn.ReLU(inplace=True),
+            nn.Dropout2d(0.5),  # fc7
             nn.Conv2d(1024, num_classes, 1),  # fc8
-        )  # fmt: skip
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.classifier(self.features(self.normalize(x)))  # (N, classes, H/8, W/8)
