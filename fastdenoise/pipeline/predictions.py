@@ -17,7 +17,6 @@ from fastdenoise.models.heads.geometry import classifier_geometry
 from fastdenoise.pipeline.manifest import MANIFEST, read_lines
 from fastdenoise.pipeline.writers import PredictionWriter, top_k
 
-DEFAULT_HEADS = {"classify": "efficientnet-lite0", "segment": "espnetv2-camvid"}
 MASK_SUFFIX = ".mask.png"  # OUTPUT/<input's relative path, extension replaced by this>
 PREDICTIONS = "predictions.csv"
 
@@ -39,7 +38,9 @@ class TaskConfig:
 
     @property
     def head_name(self) -> str:
-        return self.head or DEFAULT_HEADS[self.task]
+        from fastdenoise.models.heads import DEFAULT_HEADS  # the heads package only where a head runs
+
+        return self.head or DEFAULT_HEADS[Task(self.task)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from fastdenoise.files import atomic_write
 from fastdenoise.images import list_images, load_rgb
 from fastdenoise.models.checkpoint import load_denoiser, save_weights
 from fastdenoise.models.denoiser import Denoiser, DenoiserSpec
-from fastdenoise.models.heads import TORCHVISION, head_names, load_head
+from fastdenoise.models.heads import DEFAULT_HEADS, TORCHVISION, head_names, load_head
 from fastdenoise.models.heads.geometry import resize_short_side
 from fastdenoise.training.config import check_run_folder
 from fastdenoise.training.fit import TrainConfig, fit, psnr_validator
@@ -41,11 +41,6 @@ def default_lam(task: Task) -> float:
 def default_crop(task: Task) -> int:
     """Crop side for a task's head: 224 (ImageNet eval size) or 256."""
     return 224 if task is Task.CLASSIFY else 256
-
-
-def default_head(task: Task) -> str:
-    """The head a task trains against unless told: EfficientNet-Lite0, or ESPNetv2 with CamVid's classes."""
-    return "efficientnet-lite0" if task is Task.CLASSIFY else "espnetv2-camvid"
 
 
 def parse_tasks(text: str) -> tuple[str, ...]:
@@ -74,7 +69,7 @@ class JointConfig:
 
     train: TrainConfig
     tasks: tuple[str, ...] = ("classify",)
-    heads: tuple[str, ...] = ()  # (): default_head(task) per task
+    heads: tuple[str, ...] = ()  # (): DEFAULT_HEADS[task] per task
     head_weights: tuple[str | None, ...] = ()  # (): each head's own (load_head)
     lam: tuple[float, ...] = ()  # raw weights; (): default_lam(task) per task, unless balance is given
     balance: tuple[float, ...] = ()  # target ratios |grad task_k| / |grad MSE| w.r.t. D's output (replaces lam)
@@ -132,7 +127,7 @@ class JointConfig:
 
     @property
     def head_list(self) -> tuple[str, ...]:
-        return self.heads or tuple(default_head(Task(t)) for t in self.tasks)
+        return self.heads or tuple(DEFAULT_HEADS[Task(t)] for t in self.tasks)
 
     @property
     def task_weights(self) -> tuple[float, ...]:

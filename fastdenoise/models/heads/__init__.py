@@ -12,6 +12,7 @@ from pathlib import Path
 
 from torch import nn
 
+from fastdenoise.choices import Task
 from fastdenoise.models.heads.efficientnet_lite import EfficientNetLite, efficientnet_lite
 from fastdenoise.models.heads.espnetv2 import (
     CAMVID_CLASSES,
@@ -40,6 +41,10 @@ class HeadName(Enum):
     ESPNETV2_CAMVID = "espnetv2-camvid"  # the Cityscapes weights, classes merged into CamVid's 11
     VGG16 = "vgg16"
     DEEPLAB_LARGEFOV = "deeplab-largefov"
+
+
+# The head a task trains against and `run --task` runs unless told: EfficientNet-Lite0, or ESPNetv2 on CamVid classes.
+DEFAULT_HEADS = {Task.CLASSIFY: HeadName.EFFICIENTNET_LITE0.value, Task.SEGMENT: HeadName.ESPNETV2_CAMVID.value}
 
 
 def head_names() -> list[str]:
