@@ -24,7 +24,7 @@ import torch
 from fastdenoise.backends import Backend, BackendConfig, build_backend, load_network
 from fastdenoise.models.catalog import MODELS, BundledModel, bundled_model
 from fastdenoise.models.checkpoint import load_denoiser
-from fastdenoise.models.zoo import choose_weights, plan_weights
+from fastdenoise.models.zoo import choose_weights, estimate_sigma, grid_level, plan_weights
 from fastdenoise.noise import check_sigma
 from fastdenoise.pipeline.inference import NON_FINITE, GroupError, denoise_floats, denoise_group
 from fastdenoise.pipeline.job import prepare_job
@@ -69,9 +69,7 @@ class ImageDenoiser:
     def backend_at(self, sigma: float | None = None) -> Backend:
         """The backend an image at noise level `sigma` (None: unknown) runs on, built on first use."""
         if isinstance(sigma, str):
-            raise ValueError(
-                f"sigma {sigma!r}: give a noise level in 0-255 (an estimate per image, 'auto', is denoise_folder's)"
-            )
+            raise ValueError(f"sigma {sigma!r}: give a noise level in 0-255, or 'auto' to denoise")
         if sigma is not None:
             sigma = check_sigma(float(sigma))
         if self.network.spec.noise_map:
@@ -91,8 +89,9 @@ class ImageDenoiser:
             self.built[key] = build_backend(load_network(*key), self.config, self.ensemble)
         return self.built[key]
 
-    def denoise(self, image: Any, sigma: float | None = None) -> Any:
-        """The denoised image, of the same kind, shape and dtype as `image` (numpy, Pillow or torch).
+    def denoise(self, image: Any, sigma: float | str | None = None) -> Any:
+        """The denoised image, of the same kind, shape and dtype as `image` (numpy, Pillow or torch). `sigma`: the
+        noise level (0-255) where known, or "auto": each image's own level, estimated as `run --sigma auto` does.
 
         >>> import torch
         >>> model = load("blind")
@@ -103,6 +102,8 @@ class ImageDenoiser:
         >>> model.denoise(Image.new("RGB", (64, 48), (120, 90, 60))).size
         (64, 48)
         """
+        if isinstance(sigma, str) and sigma.strip().lower() == "auto":
+            return self.denoise_estimated(image)
         backend = self.backend_at(sigma)
         if isinstance(image, np.ndarray):
             return self.denoise_array(backend, image)
@@ -115,6 +116,28 @@ class ImageDenoiser:
 
             return Image.fromarray(self.denoise_uint8(backend, pil_rgb(image)[None])[0])
         raise TypeError(f"denoise takes a numpy array, a PIL image or a torch tensor, not {type(image).__name__}")
+
+    def estimate_sigma(self, image: Any) -> float:
+        """The noise level (0-255) `sigma="auto"` denoises one image at: (H, W, 3) numpy, (3, H, W) tensor, Pillow."""
+        if isinstance(image, torch.Tensor):
+            image = image.detach().cpu().permute(1, 2, 0).numpy()
+        elif not isinstance(image, np.ndarray):
+            from fastdenoise.images import pil_rgb
+
+            image = pil_rgb(image)
+        if image.ndim != 3 or image.shape[-1] != 3:
+            raise ValueError(f"expected one RGB image, (H, W, 3) or (3, H, W), got shape {image.shape}")
+        return estimate_sigma(image)
+
+    def denoise_estimated(self, image: Any) -> Any:
+        """`denoise(image, sigma="auto")`: each image of a batch at its own estimate, routed as `run --sigma auto`
+        routes it: a noise-map model bound to the estimate on run's grid, the default model to the per-sigma model
+        within reach of it; other models take no sigma."""
+        if isinstance(image, np.ndarray | torch.Tensor) and image.ndim == 4:
+            outputs = [self.denoise_estimated(one) for one in image]
+            return np.stack(outputs) if isinstance(image, np.ndarray) else torch.stack(outputs)
+        level = self.estimate_sigma(image)
+        return self.denoise(image, grid_level(level) if self.network.spec.noise_map else level)
 
     def denoise_array(self, backend: Backend, image: np.ndarray) -> np.ndarray:
         """(H, W, 3) or (N, H, W, 3) uint8 or float -> the same, denoised."""

@@ -21,6 +21,7 @@ from fastdenoise.cli import app
 from fastdenoise.images import load_rgb, save_rgb
 from fastdenoise.models.checkpoint import save_weights
 from fastdenoise.models.denoiser import Denoiser
+from fastdenoise.models.zoo import grid_level
 
 runner = CliRunner()
 
@@ -98,8 +99,35 @@ def test_sigma_binds_a_noise_map_model_and_picks_the_per_sigma_model(photo, tmp_
     assert np.array_equal(blind.denoise(image, sigma=5), blind.denoise(image))  # no per-sigma model within reach
     with pytest.raises(ValueError, match="takes no sigma"):
         fastdenoise.load("sigma25").denoise(image, sigma=25)
-    with pytest.raises(ValueError, match="give a noise level in 0-255"):
-        blind.denoise(image, sigma="auto")
+    with pytest.raises(ValueError, match="give a noise level in 0-255, or 'auto'"):
+        blind.denoise(image, sigma="loud")
+
+
+def test_sigma_auto_estimates_each_image_and_routes_it_as_run_does(tmp_path, make_image):
+    from fastdenoise.noise import add_noise, to_uint8
+
+    src = tmp_path / "src"
+    images = [to_uint8(add_noise(make_image(48, 56), sigma, 3, i)) for i, sigma in enumerate((14, 47))]
+    path = tmp_path / "mapped.safetensors"
+    torch.manual_seed(6)
+    save_weights(randomize_bn(Denoiser(replace(SMALL, noise_map=True))), path)
+    mapped, blind = fastdenoise.load(path, precision="fp32"), fastdenoise.load("blind")
+    for i, image in enumerate(images):
+        save_rgb(image, src / "x.png")
+        assert np.array_equal(blind.denoise(image, sigma="auto"), run_cli(src, tmp_path / f"b{i}", "--sigma", "auto"))
+        assert np.array_equal(
+            mapped.denoise(image, sigma="auto"),
+            run_cli(src, tmp_path / f"m{i}", "-w", str(path), "--sigma", "auto", "--precision", "fp32"),
+        )
+    assert abs(blind.estimate_sigma(images[0]) - 14) < 4 and abs(blind.estimate_sigma(images[1]) - 47) < 6
+    batch = np.stack(images)  # each image of a batch at its own level: the two differ by 33
+    alone = [mapped.denoise(image, sigma="auto") for image in images]
+    assert np.array_equal(mapped.denoise(batch, sigma="auto"), np.stack(alone))
+    as_tensor = torch.from_numpy(batch).permute(0, 3, 1, 2)
+    assert np.array_equal(mapped.denoise(as_tensor, sigma="auto").permute(0, 2, 3, 1).numpy(), np.stack(alone))
+    assert not np.array_equal(alone[1], mapped.denoise(images[1], sigma=grid_level(blind.estimate_sigma(images[0]))))
+    with pytest.raises(ValueError, match="takes no sigma"):
+        fastdenoise.load("sigma25").denoise(images[0], sigma="auto")
 
 
 def test_load_refuses_what_it_cannot_run(tmp_path):
