@@ -13,6 +13,11 @@ from fastdenoise.models.checkpoint import CheckpointError, key_mismatch, load_ch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+# PASCAL VOC's 21 classes in their index order (the VOC heads' outputs)
+VOC_CLASSES = tuple(
+    "background aeroplane bicycle bird boat bottle bus car cat chair cow diningtable dog horse motorbike person "
+    "pottedplant sheep sofa train tvmonitor".split()
+)
 
 
 class Normalize(nn.Module):

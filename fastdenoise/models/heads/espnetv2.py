@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fastdenoise.models.heads.common import IMAGENET_MEAN, IMAGENET_STD, Normalize, load_strict
+from fastdenoise.models.heads.common import IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES, Normalize, load_strict
 
 CHANNELS = (32, 128, 256, 512)  # level 1..4 outputs at s = 2.0
 REPEATS = (3, 7)  # EESP units after the level-3 and level-4 down-samplers
@@ -25,29 +25,6 @@ DECODER_WIDTH = 16  # decoder planes 64, 48, 32 (4x, 3x, 2x)
 PYRAMID_SCALES = ((2, 1), (3, 2), (1, 1), (1, 2), (1, 10))
 PYRAMID_MIN = 5
 
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
 CITYSCAPES_CLASSES = (
     "road",
     "sidewalk",

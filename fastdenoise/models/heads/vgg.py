@@ -9,32 +9,16 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fastdenoise.models.checkpoint import CheckpointError, load_checkpoint
-from fastdenoise.models.heads.common import IMAGENET_MEAN, IMAGENET_STD, Normalize, imagenet_classes, load_strict
+from fastdenoise.models.heads.common import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    VOC_CLASSES,
+    Normalize,
+    imagenet_classes,
+    load_strict,
+)
 
 STAGES = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))  # conv widths, a pool after each
-VOC_CLASSES = (
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
 
 
 def vgg_features(large_fov: bool) -> nn.Sequential:
