@@ -126,6 +126,9 @@ def test_the_benchmark_times_an_arm_and_reports_scaling(tmp_path, make_image):
         Image.fromarray(make_image(40, 56)).save(src / f"{k}.jpg", quality=90)
     row = host_pipeline.run_arm(src, {"format": "png"}, 3, _mkdir(tmp_path / "tmp"))
     assert row["images"] == 3 and row["mp_per_s"] > 0 and row["mp_per_cpu_s"] > 0 and row["bytes_per_image"] > 0
+    for options in ({"floats": True}, {"ranks": True}):  # the float round trip; a process per CPU: the same files
+        other = host_pipeline.run_arm(src, {"format": "png"}, 3, tmp_path / "tmp", **options)
+        assert other["images"] == 3 and other["mp_per_cpu_s"] > 0 and other["bytes_per_image"] == row["bytes_per_image"]
     arm = {"best_mp_per_s": 10.0, "median_mp_per_s": 9.0, "best_mp_per_cpu_s": 11.0}
     two = {"best_mp_per_s": 19.0, "median_mp_per_s": 18.0, "best_mp_per_cpu_s": 10.0}
     entries = {"cpus 0": {"cpus": 1, "arms": {"a": arm}}, "cpus 0,1": {"cpus": 2, "arms": {"a": two}}}
