@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fastdenoise.backends import TorchBackend
-from fastdenoise.backends.null import NullBackend
+from fastdenoise.backends.null import FloatNullBackend
 from fastdenoise.evaluation.throughput import gflop_per_mp, measure_peak, time_rounds
 from fastdenoise.machine import machine_facts
 from fastdenoise.models.checkpoint import load_denoiser
@@ -207,14 +207,15 @@ def main() -> None:
 
 
 def end_to_end(result: dict, model, device: torch.device, size: tuple, images: int, sync, save) -> None:
-    """`fastdenoise run` over `images` generated JPEGs (JPEG out, every core a loader worker) with the null backend (the
-    host's ceiling), eager bf16 and compiled bf16, each against its model-only speed at that size."""
+    """`fastdenoise run` over `images` generated JPEGs (JPEG out, every core a loader worker) with the float null
+    backend (the host's ceiling with the float round trip and the copies on the device, as the null backend ran
+    before d92cdda), eager bf16 and compiled bf16, each against its model-only speed at that size."""
     from fastdenoise.backends import BackendConfig, make_backend
     from fastdenoise.pipeline.runner import RunConfig, denoise_folder
 
     (h, w), batch = size
     workers = max(1, min(16, os.cpu_count() or 1))
-    backends = {"null": lambda: NullBackend(device)}
+    backends = {"null": lambda: FloatNullBackend(device)}  # the float round trip and copies on the device
     for kind in ("eager", "compiled"):
         backends[f"{kind} bf16"] = lambda kind=kind: make_backend(
             model, BackendConfig(kind=kind, device=device.type, precision="bf16")

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from fastdenoise.backends.null import NullBackend
+from fastdenoise.backends.null import FloatNullBackend, NullBackend
 from fastdenoise.cli import app
 from fastdenoise.encoders import write_encoded
 from fastdenoise.images import load_rgb
@@ -35,11 +35,12 @@ def inputs(folder: Path, make_image, sizes: list[tuple[int, int]]) -> list[Path]
     return paths
 
 
+@pytest.mark.parametrize("backend", [NullBackend, FloatNullBackend])  # bytes in and out; the float round trip
 @pytest.mark.parametrize("batch,tile", [(1, 1024), (4, 1024), (3, 64)])  # tile 64: the larger images go in tiles
-def test_a_null_backend_run_writes_each_inputs_own_pixels(tmp_path, make_image, batch, tile):
+def test_a_null_backend_run_writes_each_inputs_own_pixels(tmp_path, make_image, batch, tile, backend):
     src, dst = tmp_path / "in", tmp_path / "out"
     paths = inputs(src, make_image, [(48, 64), (48, 64), (48, 64), (37, 53), (130, 90)])
-    summary = denoise_folder(src, dst, NullBackend(), RunConfig(batch=batch, tile=tile, overlap=16, workers=2))
+    summary = denoise_folder(src, dst, backend(), RunConfig(batch=batch, tile=tile, overlap=16, workers=2))
     assert summary.ok == len(paths) and summary.failed == 0
     rows = [json.loads(line) for line in (dst / "manifest.jsonl").read_text().splitlines()]
     outputs = {row["input"]: row["output"] for row in rows if row.get("status") == "ok"}
@@ -125,6 +126,9 @@ def test_the_benchmark_times_an_arm_and_reports_scaling(tmp_path, make_image):
         Image.fromarray(make_image(40, 56)).save(src / f"{k}.jpg", quality=90)
     row = host_pipeline.run_arm(src, {"format": "png"}, 3, _mkdir(tmp_path / "tmp"))
     assert row["images"] == 3 and row["mp_per_s"] > 0 and row["mp_per_cpu_s"] > 0 and row["bytes_per_image"] > 0
+    for options in ({"floats": True}, {"ranks": True}):  # the float round trip; a process per CPU: the same files
+        other = host_pipeline.run_arm(src, {"format": "png"}, 3, tmp_path / "tmp", **options)
+        assert other["images"] == 3 and other["mp_per_cpu_s"] > 0 and other["bytes_per_image"] == row["bytes_per_image"]
     arm = {"best_mp_per_s": 10.0, "median_mp_per_s": 9.0, "best_mp_per_cpu_s": 11.0}
     two = {"best_mp_per_s": 19.0, "median_mp_per_s": 18.0, "best_mp_per_cpu_s": 10.0}
     entries = {"cpus 0": {"cpus": 1, "arms": {"a": arm}}, "cpus 0,1": {"cpus": 2, "arms": {"a": two}}}

@@ -4,10 +4,11 @@ uint8 in, uint8 out, each image's prediction and any reason its output must not 
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from fastdenoise.backends import Backend
 from fastdenoise.pipeline.predictions import Prediction, Predictor
@@ -49,6 +50,16 @@ def to_images(q: torch.Tensor) -> np.ndarray:
     return host_nchw(*q.shape, np.uint8).copy_(q).permute(0, 2, 3, 1).numpy()
 
 
+@runtime_checkable
+class ByteBackend(Protocol):
+    """A `Backend` that also takes a batch as bytes: (N, H, W, 3) uint8 on the CPU -> the denoised batch the same way,
+    converting where it computes; the host then does no float round trip (the null backend: bench/host_pipeline.py)."""
+
+    device: torch.device
+
+    def denoise_uint8(self, batch: Tensor) -> Tensor: ...
+
+
 NON_FINITE = "denoising gave NaN or Inf values (broken weights, or a precision too narrow for them)"
 
 
@@ -79,23 +90,45 @@ def grey_where_grey(q: torch.Tensor, grey: list[bool]) -> torch.Tensor:
     return q
 
 
+def float_group(backend: Backend, images: list[np.ndarray], cfg: RunConfig) -> tuple[np.ndarray, list[bool], Tensor]:
+    """The float round trip: uint8 images -> float batch on the device -> backend (tiled for one image larger than
+    the tile) -> quantized, grey kept grey -> (N, H, W, 3) uint8; with each image's finiteness and the quantized
+    (N, 3, H, W) float batch (for a head)."""
+    if max(images[0].shape[:2]) > cfg.tile:
+        x = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float().div_(255)
+        y = denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch)
+    else:
+        y = backend(to_device(np.stack(images), backend.device))
+    finite = all_finite(y)  # NaN would be written as black, Inf as white
+    y = grey_where_grey(quantize(y), [is_grey(image) for image in images])
+    return to_images(y), finite, y
+
+
+def byte_group(backend: ByteBackend, images: list[np.ndarray]) -> np.ndarray:
+    """A backend that takes bytes: (N, H, W, 3) uint8 in and out, no float copy on the host; grey inputs kept grey as
+    `grey_where_grey` keeps them (the same rounded mean)."""
+    out = backend.denoise_uint8(torch.from_numpy(np.stack(images)))
+    grey = [is_grey(image) for image in images]
+    if any(grey):
+        fixed = grey_where_grey(out.permute(0, 3, 1, 2).float(), grey)  # every pixel an integer: exact in float32
+        out = torch.where(torch.tensor(grey)[:, None, None, None], fixed.permute(0, 2, 3, 1).to(torch.uint8), out)
+    return out.numpy()
+
+
 def denoise_group(
     backend: Backend, predictor: Predictor | None, images: list[np.ndarray], cfg: RunConfig, stages: dict[str, float]
 ) -> tuple[np.ndarray, list[Prediction | None], list[str | None]]:
     """Equal-size (H, W, 3) uint8 images -> their denoised images (N, H, W, 3) uint8, with a predictor each one's
     prediction, and each one's problem (None, or why its output must not be written: NaN/Inf values); one image
-    larger than the tile goes alone, tile by tile (memory bounded by the tile). Adds the seconds spent to
-    stages["compute"] and stages["head"]; raises GroupError (out of memory, say) for the whole group."""
+    larger than the tile goes alone, tile by tile (memory bounded by the tile). A backend that takes bytes
+    (`ByteBackend`) gets them whole-image. Adds the seconds spent to stages["compute"] and stages["head"]; raises
+    GroupError (out of memory, say) for the whole group."""
     tick = time.perf_counter()
     try:
-        if max(images[0].shape[:2]) > cfg.tile:
-            x = torch.from_numpy(images[0]).permute(2, 0, 1)[None].float().div_(255)
-            y = denoise_tiled(backend, x, cfg.tile, cfg.overlap, cfg.batch)
+        if isinstance(backend, ByteBackend) and max(images[0].shape[:2]) <= cfg.tile:
+            results, finite, y = byte_group(backend, images), [True] * len(images), None
         else:
-            y = backend(to_device(np.stack(images), backend.device))
-        finite = all_finite(y)  # NaN would be written as black, Inf as white
-        y = grey_where_grey(quantize(y), [is_grey(image) for image in images])
-        results = to_images(y)
+            results, finite, y = float_group(backend, images, cfg)
     except (RuntimeError, ValueError) as err:
         raise GroupError(f"denoising failed: {err}") from err
     finally:
@@ -105,6 +138,8 @@ def denoise_group(
         return results, [None] * len(images), problems
     tick = time.perf_counter()
     try:  # the head sees the 8-bit image as written; a large image whole, not tiled
+        if y is None:
+            y = torch.from_numpy(results).to(backend.device).permute(0, 3, 1, 2).float()
         return results, list(predictor(y.div_(255))), problems
     except (RuntimeError, ValueError) as err:
         raise GroupError(f"{predictor.task} head failed: {err}") from err
