@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 DATA_ENV = "FASTDENOISE_DATA"
+SAMPLES = ("astronaut", "chelsea", "coffee", "rocket")  # colour photos inside scikit-image: in every install
 
 
 def is_data_root(folder: Path) -> bool:
@@ -60,3 +61,10 @@ def load_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     if mask.ndim != 2 or mask.shape != tuple(shape):
         raise ValueError(f"{path}: mask {mask.shape} is not a single-channel {tuple(shape)} class map")
     return mask.astype(np.uint8)
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """The demo's colour photos, shipped inside scikit-image (no download), as (H, W, 3) uint8 by name."""
+    import skimage.data
+
+    return {name: getattr(skimage.data, name)() for name in SAMPLES}
