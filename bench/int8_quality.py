@@ -25,6 +25,7 @@ import torch
 from fastdenoise.backends.openvino import Calibration, OpenVinoBackend, calibration_crops, quantize
 from fastdenoise.datasets import data_root
 from fastdenoise.images import list_images, load_rgb
+from fastdenoise.machine import cpu_flags, cpu_model
 from fastdenoise.metrics import psnr
 from fastdenoise.models.checkpoint import load_denoiser
 from fastdenoise.noise import add_noise, to_uint8
@@ -105,11 +106,11 @@ def denoise(backend: OpenVinoBackend, noisy: np.ndarray) -> np.ndarray:
     return to_uint8(backend(x)[0].permute(1, 2, 0).numpy())
 
 
-def summary(rows: list[dict]) -> list[dict]:
-    """Per arm, folder and sigma: the paired mean difference to fp32 with its 95% interval."""
-    fp32 = {(r["folder"], r["sigma"], r["image"]): r["psnr"] for r in rows if r["arm"] == "fp32"}
+def summary(rows: list[dict], control: str = "fp32") -> list[dict]:
+    """Per arm, folder and sigma: the paired mean difference to the control arm with its 95% interval."""
+    fp32 = {(r["folder"], r["sigma"], r["image"]): r["psnr"] for r in rows if r["arm"] == control}
     out = []
-    for arm, folder, sigma in sorted({(r["arm"], r["folder"], r["sigma"]) for r in rows if r["arm"] != "fp32"}):
+    for arm, folder, sigma in sorted({(r["arm"], r["folder"], r["sigma"]) for r in rows if r["arm"] != control}):
         pairs = [
             (r["psnr"], fp32[folder, sigma, r["image"]])
             for r in rows
@@ -120,8 +121,24 @@ def summary(rows: list[dict]) -> list[dict]:
         a, b = np.array([[p[0]] for p in pairs]), np.array([[p[1]] for p in pairs])
         n = len(pairs)
         test = paired_bootstrap(a, b, lambda sums: sums[:, 0] / n, draws=4000)  # noqa: B023 (called here, at once)
-        out.append({"arm": arm, "folder": folder, "sigma": sigma, "images": len(pairs), "fp32": float(b.mean())} | test)
+        out.append(
+            {"arm": arm, "control": control, "folder": folder, "sigma": sigma, "images": n, "fp32": float(b.mean())}
+            | test
+        )
     return out
+
+
+def markdown(rows: list[dict]) -> str:
+    """The summary as one markdown table: a row per arm and folder, a column per sigma, 'diff [lo, hi]' in dB."""
+    sigmas = sorted({r["sigma"] for r in rows})
+    cells = {(r["arm"], r["folder"], r["sigma"]): f"{r['diff']:+.3f} [{r['lo']:+.3f}, {r['hi']:+.3f}]" for r in rows}
+    lines = ["| arm | folder (images) | " + " | ".join(f"sigma {s:g}" for s in sigmas) + " |"]
+    lines.append("|---|---|" + "---|" * len(sigmas))
+    for arm, folder in sorted({(r["arm"], r["folder"]) for r in rows}, key=lambda k: (k[1], k[0])):
+        n = max(r["images"] for r in rows if (r["arm"], r["folder"]) == (arm, folder))
+        row = [cells.get((arm, folder, s), "") for s in sigmas]
+        lines.append(f"| {arm} | {folder} ({n}) | " + " | ".join(row) + " |")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -135,6 +152,8 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="default: the bundled default (blind)")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/int8-scratch/cache"))
     parser.add_argument("--out", type=Path, required=True, help="JSON of every row and the summary (accumulates)")
+    parser.add_argument("--merge", type=Path, nargs="*", default=[], help="JSONs of this script whose rows to add")
+    parser.add_argument("--control", default="fp32", help="the arm the differences are to (default fp32)")
     args = parser.parse_args()
     import nncf
     import openvino
@@ -142,8 +161,14 @@ def main() -> None:
     model = load_denoiser(args.weights)
     record = json.loads(args.out.read_text()) if args.out.is_file() else {"rows": []}
     done = {(r["arm"], r["folder"], r["sigma"], r["image"]) for r in record["rows"]}
+    for other in args.merge:
+        for row in json.loads(other.read_text())["rows"]:
+            if (row["arm"], row["folder"], row["sigma"], row["image"]) not in done:
+                record["rows"].append(row)
+                done.add((row["arm"], row["folder"], row["sigma"], row["image"]))
     record |= {
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} thread(s)",
+        "machine": f"{cpu_model()} ({platform.machine()}), {torch.get_num_threads()} thread(s)",
+        "isa": cpu_flags(),
         "versions": {"openvino": openvino.__version__, "nncf": nncf.__version__, "torch": torch.__version__},
         "weights": str(args.weights or "bundled default"),
         "seed": args.seed,
@@ -152,7 +177,7 @@ def main() -> None:
         "arms": {name: dataclasses.asdict(cal) for name, cal in ARMS.items()},
         "inputs": dataclasses.asdict(INPUT_CROPS),
     }
-    for arm in args.arms.split(","):
+    for arm in [name for name in args.arms.split(",") if name]:
         if arm not in ARMS and arm not in ("fp32", "inputs"):
             raise SystemExit(f"error: unknown arm {arm}; choose from fp32, inputs, {', '.join(ARMS)}")
         backend, started = None, time.perf_counter()
@@ -176,15 +201,14 @@ def main() -> None:
                     record["rows"].append(
                         {"arm": arm, "folder": folder.name, "sigma": sigma, "image": name, "psnr": score}
                     )
-                record["summary"] = summary(record["rows"])
+                record["summary"] = summary(record["rows"], args.control)
                 args.out.write_text(json.dumps(record, indent=1))
                 seconds = time.perf_counter() - started
                 print(f"{arm} {folder.name} sigma {sigma:g}: {len(todo)} images, {seconds:.0f} s", flush=True)
-    for s in record.get("summary", []):
-        print(
-            f"{s['arm']:>22} {s['folder']:>8} sigma {s['sigma']:>4g} (n={s['images']}): {s['diff']:+.3f} "
-            f"[{s['lo']:+.3f}, {s['hi']:+.3f}] dB vs fp32 {s['fp32']:.3f}"
-        )
+    record["summary"] = summary(record["rows"], args.control)
+    args.out.write_text(json.dumps(record, indent=1))
+    print(f"PSNR minus {args.control}, dB, mean over images [95% paired bootstrap interval]:")
+    print(markdown(record["summary"]))
 
 
 if __name__ == "__main__":

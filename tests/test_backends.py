@@ -163,7 +163,7 @@ def test_int8_quantizes_close_to_fp32_and_is_cached(model, cache, photos, make_i
 
     cal = Calibration(str(photos), crops=16, size=32)
     fp32 = OpenVinoBackend(model, torch.device("cpu"), torch.float32)
-    with pytest.warns(UserWarning, match="dB"):  # opt-in: it costs more PSNR than a default may
+    with pytest.warns(UserWarning, match="dB"):  # it says what it costs
         int8 = OpenVinoBackend(model, torch.device("cpu"), torch.float32, int8=True, calibration=cal)
     x = torch.from_numpy(make_image(40, 44)).permute(2, 0, 1)[None].float() / 255
     x = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))

@@ -21,6 +21,7 @@ from fastdenoise.backends import Backend, BackendConfig, BackendKind, Precision,
 from fastdenoise.backends.probes import ProbeCache, architecture_sha256, speeds_text
 from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.files import note
+from fastdenoise.machine import cpu_has_int8_dot
 from fastdenoise.models.denoiser import Denoiser
 from fastdenoise.words import plural
 
@@ -72,13 +73,20 @@ def candidates(device: torch.device, precision: Precision) -> list[BackendKind]:
     return [best, *(k for k in kinds if k != best)]
 
 
+def int8_here(device: torch.device, precision: Precision) -> bool:
+    """Whether auto runs OpenVINO in int8: --precision auto on a CPU with VNNI or AMX, where int8 is 1.7-1.8x OpenVINO
+    bf16 and the default calibration keeps PSNR within 0.05 dB of fp32 (docs/performance.md); any other --precision
+    is kept as given."""
+    return precision == Precision.auto and device.type == "cpu" and cpu_has_int8_dot()
+
+
 def known_best(kinds: list[BackendKind], device: torch.device, precision: Precision) -> BackendKind:
     """What runs while no probe has decided: OpenVINO where the CPU has native bf16 (1.2-1.4x eager bf16 on an
     AVX512-BF16 EPYC, docs/performance.md); eager elsewhere, as it builds at once: on an AVX2 EPYC the exported arms
     cost a 40-52 s ONNX export first and ranked 0.55-2.2x eager in two probes (bench/results/amd-epyc-avx2-1c/
     auto-probe.json); on a GPU compiled and TensorRT cost minutes to build."""
     native_bf16 = precision in (Precision.auto, Precision.bf16) and device.type == "cpu" and cpu_has_bf16()
-    if BackendKind.openvino in kinds and (native_bf16 or precision == Precision.int8):
+    if BackendKind.openvino in kinds and (native_bf16 or precision == Precision.int8 or int8_here(device, precision)):
         return BackendKind.openvino
     return BackendKind.eager if BackendKind.eager in kinds else kinds[0]
 
@@ -134,17 +142,22 @@ class AutoBackend:
             raise ValueError("--engine names a file for one backend; with --backend auto leave it out")
         self.model, self.cfg, self.device = model, cfg, device
         self.kinds = candidates(device, cfg.precision)
+        self.int8 = int8_here(device, cfg.precision)  # OpenVINO's arm is int8: probed and cached apart from bf16's
         self.cache = ProbeCache(cache_dir)
         folded = fold_bn(model)
-        self.prefix = f"{machine_key(device)}|{architecture_sha256(folded)[:16]}|{device.type}|{cfg.precision.value}"
+        precision = "auto-int8" if self.int8 else cfg.precision.value
+        self.prefix = f"{machine_key(device)}|{architecture_sha256(folded)[:16]}|{device.type}|{precision}"
         self.built: dict[BackendKind, Backend | str] = {}  # a backend, or why it could not be built
         self.ledger = ProbeLedger()
         self.onnx: Path | None = None  # where the ONNX export is cached (`exported`)
 
     def build(self, kind: BackendKind) -> Backend | str:
         if kind not in self.built:
+            cfg = dataclasses.replace(self.cfg, kind=kind)
+            if kind == BackendKind.openvino and self.int8:
+                cfg = dataclasses.replace(cfg, precision=Precision.int8)
             try:
-                self.built[kind] = make_backend(self.model, dataclasses.replace(self.cfg, kind=kind))
+                self.built[kind] = make_backend(self.model, cfg)
             except (ImportError, ValueError, RuntimeError) as err:  # unavailable here: not a candidate
                 self.built[kind] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
         return self.built[kind]
@@ -315,9 +328,11 @@ class AutoBackend:
         hidden = len(reasons) - len(shown)
         more = f"; {plural(hidden, 'other choice', 'other choices')}" if hidden else ""
         took = f"; probes took {ledger.spent_s:.1f} s" if ledger.spent_s else ""
-        return f"auto: {ran or 'nothing ran'}" + (f"; {'; '.join(shown)}{more}" if shown else "") + took
+        int8 = f"; {INT8_WHY}" if any(" int8" in name for name in ledger.ran) else ""
+        return f"auto: {ran or 'nothing ran'}" + (f"; {'; '.join(shown)}{more}" if shown else "") + int8 + took
 
 
+INT8_WHY = "int8 as this CPU has VNNI/AMX (within 0.05 dB of fp32; --precision bf16 or fp32 keeps float)"
 SHOWN_REASONS = 2  # distinct decisions the summary explains; a folder of many sizes would otherwise print a page
 
 

@@ -24,10 +24,11 @@ from fastdenoise.files import atomic_write, note, sha256_file
 from fastdenoise.machine import cpu_model
 from fastdenoise.models.denoiser import Denoiser, fold_bn
 
-# Measured with the bundled weights (docs/performance.md); past the 0.05 dB a default may cost, so int8 is opt-in.
+# Measured with the bundled weights against OpenVINO fp32, paired per image (docs/performance.md): within the 0.05 dB
+# a default may cost at every sigma, so `--backend auto` runs int8 where the CPU has VNNI or AMX (backends.auto).
 INT8_COST = (
-    "--precision int8 costs 0.06 dB PSNR at sigma 25 and 0.07 dB at sigma 50 on Kodak24 (bundled weights) for its "
-    "speed; see docs/performance.md"
+    "--precision int8 costs 0.01-0.03 dB PSNR (sigma 50 to 15) on Kodak24 and CBSD68 (bundled weights, measured on an "
+    "AVX2 CPU); see docs/performance.md"
 )
 SHAPES_KEPT = 4  # compiled static shapes kept per backend: the runner's full batch, its last batch, edge tiles
 # Input pixels (batch x height x width) of the compiled shapes kept: each compiled model holds buffers for its shape,
