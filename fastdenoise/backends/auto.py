@@ -45,6 +45,9 @@ BUILD_S = {
     BackendKind.tensorrt: 120.0,
 }
 EXPORT_S = 45.0
+# Seconds the first int8 build spends quantizing (NNCF on the default calibration's 256 crops): 1-5 min of statistics
+# alone on one shared AVX2 core (docs/performance.md); a probe pays it once, then the IR is cached.
+QUANTIZE_S = 300.0
 EXPORTED = (BackendKind.onnxruntime, BackendKind.openvino)
 
 
@@ -86,7 +89,7 @@ def known_best(kinds: list[BackendKind], device: torch.device, precision: Precis
     cost a 40-52 s ONNX export first and ranked 0.55-2.2x eager in two probes (bench/results/amd-epyc-avx2-1c/
     auto-probe.json); on a GPU compiled and TensorRT cost minutes to build."""
     native_bf16 = precision in (Precision.auto, Precision.bf16) and device.type == "cpu" and cpu_has_bf16()
-    if BackendKind.openvino in kinds and (native_bf16 or precision == Precision.int8 or int8_here(device, precision)):
+    if BackendKind.openvino in kinds and (native_bf16 or precision == Precision.int8):
         return BackendKind.openvino
     return BackendKind.eager if BackendKind.eager in kinds else kinds[0]
 
@@ -150,6 +153,8 @@ class AutoBackend:
         self.built: dict[BackendKind, Backend | str] = {}  # a backend, or why it could not be built
         self.ledger = ProbeLedger()
         self.onnx: Path | None = None  # where the ONNX export is cached (`exported`)
+        if self.int8 and not self.quantized() and self.kinds[0] == BackendKind.openvino:
+            self.kinds = [*self.kinds[1:], BackendKind.openvino]  # a first batch does not wait minutes for NNCF
 
     def build(self, kind: BackendKind) -> Backend | str:
         if kind not in self.built:
@@ -185,7 +190,18 @@ class AutoBackend:
         """Predicted seconds to build and time `kinds` (each call as long as call_s), the ONNX export once unless it is
         on disk."""
         export = EXPORT_S if any(k in EXPORTED for k in kinds) and not self.exported() else 0.0
-        return export + sum(BUILD_S.get(k, 0.0) + (1 + PROBE_ROUNDS) * call_s for k in kinds)
+        quantize = QUANTIZE_S if self.int8 and BackendKind.openvino in kinds and not self.quantized() else 0.0
+        return export + quantize + sum(BUILD_S.get(k, 0.0) + (1 + PROBE_ROUNDS) * call_s for k in kinds)
+
+    def quantized(self) -> bool:
+        """Whether the int8 IR of these weights and the default calibration is in the cache already."""
+        from fastdenoise.backends.openvino import default_calibration
+        from fastdenoise.engines.export import weights_sha256
+        from fastdenoise.models.denoiser import fold_bn
+
+        digest = weights_sha256(fold_bn(self.model))
+        name = f"denoiser_{digest[:16]}_int8_{default_calibration().key}.xml"
+        return (self.cache.path.parent / "openvino" / name).is_file()
 
     def exported(self) -> bool:
         """Whether the fp32 ONNX export that onnxruntime and OpenVINO build from is in the cache already."""

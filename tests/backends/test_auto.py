@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from helpers import SMALL, randomize_bn
@@ -281,8 +282,27 @@ def test_auto_runs_openvino_in_int8_only_where_the_cpu_has_vnni_or_amx(
         (BackendKind.eager, Precision(precision)),  # float arms keep the precision asked for
     ]
     assert ("auto-int8" in auto.prefix) == (openvino_runs == "int8")  # its probes are cached apart from bf16's
-    best = auto_module.known_best(ARMS, CPU, Precision(precision))
-    assert best == (BackendKind.openvino if openvino_runs == "int8" else BackendKind.eager)
+
+
+def test_a_first_int8_build_is_probed_at_its_quantization_cost_not_run_unasked(model, tmp_path, monkeypatch) -> None:
+    from fastdenoise.backends import auto as auto_module
+
+    monkeypatch.setattr(auto_module, "cpu_has_int8_dot", lambda: True)
+    monkeypatch.setattr(auto_module, "cpu_has_bf16", lambda: True)  # OpenVINO is the known best here ...
+    monkeypatch.setattr(auto_module.AutoBackend, "exported", lambda self: True)
+    cfg = BackendConfig(kind="auto", device="cpu", precision="auto")
+    call_s = float(np.random.default_rng().uniform(0.1, 2.0))
+
+    fresh = auto_module.AutoBackend(model, cfg, CPU, tmp_path)
+    fresh_costs = [fresh.cost_s([kind], call_s) for kind in (BackendKind.openvino, BackendKind.eager)]
+    monkeypatch.setattr(auto_module.AutoBackend, "quantized", lambda self: True)
+    cached = auto_module.AutoBackend(model, cfg, CPU, tmp_path)
+    cached_costs = [cached.cost_s([kind], call_s) for kind in (BackendKind.openvino, BackendKind.eager)]
+
+    assert fresh.kinds[-1] == BackendKind.openvino != fresh.kinds[0]  # ... but not before NNCF has quantized once
+    assert cached.kinds[0] == BackendKind.openvino
+    assert fresh_costs[0] == pytest.approx(cached_costs[0] + auto_module.QUANTIZE_S)
+    assert fresh_costs[1] == cached_costs[1]  # eager's build is not the quantization's
 
 
 def test_the_summary_says_when_auto_ran_int8(model, tmp_path, monkeypatch) -> None:
