@@ -1,4 +1,5 @@
-"""Files of labelled data: where the shared data folder is, labels CSVs (`file,index`) and segmentation masks.
+"""Files of labelled data: where the shared data folder is, labels CSVs (`file,index`) and segmentation masks; the
+demo's sample photos (inside scikit-image, so in every install).
 The one rule for finding the data folder and the one parser of each file kind."""
 
 from __future__ import annotations
