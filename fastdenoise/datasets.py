@@ -1,4 +1,5 @@
-"""Files of labelled data: where the shared data folder is, labels CSVs (`file,index`) and segmentation masks.
+"""Files of labelled data: where the shared data folder is, labels CSVs (`file,index`) and segmentation masks; the
+demo's sample photos (inside scikit-image, so in every install).
 The one rule for finding the data folder and the one parser of each file kind."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 DATA_ENV = "FASTDENOISE_DATA"
+SAMPLES = ("astronaut", "chelsea", "coffee", "rocket")  # colour photos inside scikit-image: in every install
 
 
 def is_data_root(folder: Path) -> bool:
@@ -60,3 +62,10 @@ def load_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     if mask.ndim != 2 or mask.shape != tuple(shape):
         raise ValueError(f"{path}: mask {mask.shape} is not a single-channel {tuple(shape)} class map")
     return mask.astype(np.uint8)
+
+
+def sample_photos() -> dict[str, np.ndarray]:
+    """The demo's colour photos, shipped inside scikit-image (no download), as (H, W, 3) uint8 by name."""
+    import skimage.data
+
+    return {name: getattr(skimage.data, name)() for name in SAMPLES}

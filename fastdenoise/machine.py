@@ -88,6 +88,14 @@ def cpu_flags() -> list[str]:
     return []
 
 
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")  # int8 dot products without AVX2's 16-bit saturation
+
+
+def cpu_has_int8_dot(flags: list[str] | None = None) -> bool:
+    """True where the CPU multiplies int8 natively (VNNI or AMX): where OpenVINO's int8 is worth its cost."""
+    return any(flag in INT8_DOT_FLAGS for flag in (cpu_flags() if flags is None else flags))
+
+
 def machine_facts() -> dict:
     """CPU model, ISA flags and cores (all, and those this process may use), GPU name/driver/CUDA, package versions,
     git commit (and whether the tree was dirty)."""

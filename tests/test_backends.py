@@ -3,6 +3,7 @@ OpenVINO, and the engine-file checks (`--backend auto`: tests/backends/test_auto
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import os
 import shutil
@@ -162,7 +163,7 @@ def test_int8_quantizes_close_to_fp32_and_is_cached(model, cache, photos, make_i
 
     cal = Calibration(str(photos), crops=16, size=32)
     fp32 = OpenVinoBackend(model, torch.device("cpu"), torch.float32)
-    with pytest.warns(UserWarning, match="dB"):  # opt-in: it costs more PSNR than a default may
+    with pytest.warns(UserWarning, match="dB"):  # it says what it costs
         int8 = OpenVinoBackend(model, torch.device("cpu"), torch.float32, int8=True, calibration=cal)
     x = torch.from_numpy(make_image(40, 44)).permute(2, 0, 1)[None].float() / 255
     x = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
@@ -201,6 +202,76 @@ def test_calibration_crops_are_noisy_training_crops(photos) -> None:
     assert len(crops) == 6 and all(c.shape == (1, 3, 24, 24) and c.dtype == np.float32 for c in crops)
     assert len({c.tobytes() for c in crops}) == 6
     assert min(c.min() for c in crops) < 0 or max(c.max() for c in crops) > 1  # unclipped noise, as in evaluation
+
+
+def test_int8_calibrates_on_the_demo_photos_without_a_data_folder(tmp_path, monkeypatch) -> None:
+    pytest.importorskip("skimage")
+    from fastdenoise.backends.openvino import calibration_crops, default_calibration
+    from fastdenoise.datasets import sample_photos
+
+    monkeypatch.setenv("FASTDENOISE_DATA", str(tmp_path / "absent"))
+    monkeypatch.chdir(tmp_path)
+    cal = default_calibration()
+    small = dataclasses.replace(cal, crops=5, size=40, seed=int(np.random.default_rng().integers(1000)))
+
+    crops = calibration_crops(small)
+
+    assert cal.folder is None and cal.source == "demo"
+    assert len(crops) == 5 and all(c.shape == (1, 3, 40, 40) and c.dtype == np.float32 for c in crops)
+    assert calibration_crops(small, list(sample_photos().values()))[0].tobytes() == crops[0].tobytes()
+
+
+def test_calibration_key_follows_the_photos_not_their_path(photos, tmp_path, make_image) -> None:
+    from fastdenoise.backends.openvino import Calibration
+
+    moved = tmp_path / "moved"
+    shutil.copytree(photos, moved)
+    before = Calibration(str(moved)).key
+    save_rgb(make_image(48, 56), moved / "extra.png")
+
+    assert Calibration(str(photos)).key == before != Calibration(str(moved)).key  # the run's own inputs differ
+    assert Calibration().key not in (before, Calibration(str(moved)).key)  # the demo photos are a source of their own
+    assert Calibration(crops=64).key != Calibration().key
+
+
+def test_even_spread_spaces_the_noise_over_the_crops() -> None:
+    from fastdenoise.backends.openvino import Calibration, calibration_crops
+
+    rng = np.random.default_rng()
+    grey = [np.full((64, 64, 3), int(rng.integers(60, 200)), np.uint8)]  # flat: a crop's spread is its noise
+    even = Calibration(crops=8, size=48, max_sigma=70.0, spread="even", seed=int(rng.integers(1000)))
+
+    measured = [float(c.std()) * 255 for c in calibration_crops(even, grey)]
+
+    expected = 70.0 * (np.arange(8) + 0.5) / 8
+    np.testing.assert_allclose(measured, expected, rtol=0.05)
+    with pytest.raises(ValueError, match="spread"):
+        Calibration(spread="linear")
+
+
+@pytest.mark.skipif(skip_reason("openvino", "fp32") is not None, reason="needs openvino and the ONNX exporter")
+def test_float_nodes_name_the_ends_the_global_residual_and_the_upsampling(model, cache) -> None:
+    import openvino as ov
+
+    from fastdenoise.backends.openvino import Calibration, float_nodes
+    from fastdenoise.engines.export import cached_denoiser_onnx
+    from fastdenoise.models.denoiser import fold_bn
+
+    graph = ov.Core().read_model(str(cached_denoiser_onnx(fold_bn(model), torch.float32, cache / "onnx")))
+    ops = {op.get_friendly_name(): op for op in graph.get_ordered_ops()}
+    upsampling = [n for n, op in ops.items() if op.get_type_name() == "ConvolutionBackpropData"]
+
+    ends = float_nodes(graph, Calibration(float_residual=False))
+    residual = float_nodes(graph, Calibration(float_residual=True))
+    everything = float_nodes(graph, Calibration(float_residual=True, float_upsampling=True))
+
+    assert [ops[n].get_type_name() for n in ends] == ["Convolution", "Convolution"]
+    (add,) = set(residual) - set(ends)
+    assert ops[add].get_type_name() == "Add" and graph.inputs[0].get_node() in {
+        ops[add].input_value(i).get_node() for i in range(2)
+    }  # the input image itself goes into it: the global residual
+    assert len(upsampling) == 2 and set(everything) == {*residual, *upsampling}
+    assert float_nodes(graph, Calibration(float_ends=False, float_residual=False)) == []
 
 
 # `--engine` names a prebuilt file for the backends that run one: a missing file, or an engine given to a backend

@@ -21,6 +21,7 @@ from fastdenoise.backends import Backend, BackendConfig, BackendKind, Precision,
 from fastdenoise.backends.probes import ProbeCache, architecture_sha256, speeds_text
 from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.files import note
+from fastdenoise.machine import cpu_has_int8_dot
 from fastdenoise.models.denoiser import Denoiser
 from fastdenoise.words import plural
 
@@ -44,6 +45,9 @@ BUILD_S = {
     BackendKind.tensorrt: 120.0,
 }
 EXPORT_S = 45.0
+# Seconds the first int8 build spends quantizing (NNCF on the default calibration's 256 crops): 1-5 min of statistics
+# alone on one shared AVX2 core (docs/performance.md); a probe pays it once, then the IR is cached.
+QUANTIZE_S = 300.0
 EXPORTED = (BackendKind.onnxruntime, BackendKind.openvino)
 
 
@@ -70,6 +74,13 @@ def candidates(device: torch.device, precision: Precision) -> list[BackendKind]:
             kinds.append(BackendKind.triton)
     best = known_best(kinds, device, precision)
     return [best, *(k for k in kinds if k != best)]
+
+
+def int8_here(device: torch.device, precision: Precision) -> bool:
+    """Whether auto runs OpenVINO in int8: --precision auto on a CPU with VNNI or AMX, where int8 is 1.7-1.8x OpenVINO
+    bf16 and the default calibration keeps PSNR within 0.05 dB of fp32 (docs/performance.md); any other --precision
+    is kept as given."""
+    return precision == Precision.auto and device.type == "cpu" and cpu_has_int8_dot()
 
 
 def known_best(kinds: list[BackendKind], device: torch.device, precision: Precision) -> BackendKind:
@@ -134,17 +145,24 @@ class AutoBackend:
             raise ValueError("--engine names a file for one backend; with --backend auto leave it out")
         self.model, self.cfg, self.device = model, cfg, device
         self.kinds = candidates(device, cfg.precision)
+        self.int8 = int8_here(device, cfg.precision)  # OpenVINO's arm is int8: probed and cached apart from bf16's
         self.cache = ProbeCache(cache_dir)
         folded = fold_bn(model)
-        self.prefix = f"{machine_key(device)}|{architecture_sha256(folded)[:16]}|{device.type}|{cfg.precision.value}"
+        precision = "auto-int8" if self.int8 else cfg.precision.value
+        self.prefix = f"{machine_key(device)}|{architecture_sha256(folded)[:16]}|{device.type}|{precision}"
         self.built: dict[BackendKind, Backend | str] = {}  # a backend, or why it could not be built
         self.ledger = ProbeLedger()
         self.onnx: Path | None = None  # where the ONNX export is cached (`exported`)
+        if self.int8 and not self.quantized() and self.kinds[0] == BackendKind.openvino:
+            self.kinds = [*self.kinds[1:], BackendKind.openvino]  # a first batch does not wait minutes for NNCF
 
     def build(self, kind: BackendKind) -> Backend | str:
         if kind not in self.built:
+            cfg = dataclasses.replace(self.cfg, kind=kind)
+            if kind == BackendKind.openvino and self.int8:
+                cfg = dataclasses.replace(cfg, precision=Precision.int8)
             try:
-                self.built[kind] = make_backend(self.model, dataclasses.replace(self.cfg, kind=kind))
+                self.built[kind] = make_backend(self.model, cfg)
             except (ImportError, ValueError, RuntimeError) as err:  # unavailable here: not a candidate
                 self.built[kind] = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:200]}"
         return self.built[kind]
@@ -172,7 +190,18 @@ class AutoBackend:
         """Predicted seconds to build and time `kinds` (each call as long as call_s), the ONNX export once unless it is
         on disk."""
         export = EXPORT_S if any(k in EXPORTED for k in kinds) and not self.exported() else 0.0
-        return export + sum(BUILD_S.get(k, 0.0) + (1 + PROBE_ROUNDS) * call_s for k in kinds)
+        quantize = QUANTIZE_S if self.int8 and BackendKind.openvino in kinds and not self.quantized() else 0.0
+        return export + quantize + sum(BUILD_S.get(k, 0.0) + (1 + PROBE_ROUNDS) * call_s for k in kinds)
+
+    def quantized(self) -> bool:
+        """Whether the int8 IR of these weights and the default calibration is in the cache already."""
+        from fastdenoise.backends.openvino import default_calibration
+        from fastdenoise.engines.export import weights_sha256
+        from fastdenoise.models.denoiser import fold_bn
+
+        digest = weights_sha256(fold_bn(self.model))
+        name = f"denoiser_{digest[:16]}_int8_{default_calibration().key}.xml"
+        return (self.cache.path.parent / "openvino" / name).is_file()
 
     def exported(self) -> bool:
         """Whether the fp32 ONNX export that onnxruntime and OpenVINO build from is in the cache already."""
@@ -315,9 +344,11 @@ class AutoBackend:
         hidden = len(reasons) - len(shown)
         more = f"; {plural(hidden, 'other choice', 'other choices')}" if hidden else ""
         took = f"; probes took {ledger.spent_s:.1f} s" if ledger.spent_s else ""
-        return f"auto: {ran or 'nothing ran'}" + (f"; {'; '.join(shown)}{more}" if shown else "") + took
+        int8 = f"; {INT8_WHY}" if any(" int8" in name for name in ledger.ran) else ""
+        return f"auto: {ran or 'nothing ran'}" + (f"; {'; '.join(shown)}{more}" if shown else "") + int8 + took
 
 
+INT8_WHY = "int8 as this CPU has VNNI/AMX (within 0.05 dB of fp32; --precision bf16 or fp32 keeps float)"
 SHOWN_REASONS = 2  # distinct decisions the summary explains; a folder of many sizes would otherwise print a page
 
 

@@ -1,5 +1,5 @@
 """OpenVINO on the CPU: the project's ONNX export compiled per input shape (bf16 where the CPU has it), and its int8
-post-training quantization (NNCF) calibrated on noisy crops of the training photos."""
+post-training quantization (NNCF) calibrated on noisy crops of the demo's sample photos (or a folder's)."""
 
 from __future__ import annotations
 
@@ -24,10 +24,11 @@ from fastdenoise.files import atomic_write, note, sha256_file
 from fastdenoise.machine import cpu_model
 from fastdenoise.models.denoiser import Denoiser, fold_bn
 
-# Measured with the bundled weights (docs/performance.md); past the 0.05 dB a default may cost, so int8 is opt-in.
+# Measured with the bundled weights against OpenVINO fp32, paired per image (docs/performance.md): within the 0.05 dB
+# a default may cost at every sigma, so `--backend auto` runs int8 where the CPU has VNNI or AMX (backends.auto).
 INT8_COST = (
-    "--precision int8 costs 0.06 dB PSNR at sigma 25 and 0.07 dB at sigma 50 on Kodak24 (bundled weights) for its "
-    "speed; see docs/performance.md"
+    "--precision int8 costs 0.01-0.03 dB PSNR (sigma 50 to 15) on Kodak24 and CBSD68 (bundled weights, measured on an "
+    "AVX2 CPU); see docs/performance.md"
 )
 SHAPES_KEPT = 4  # compiled static shapes kept per backend: the runner's full batch, its last batch, edge tiles
 # Input pixels (batch x height x width) of the compiled shapes kept: each compiled model holds buffers for its shape,
@@ -53,72 +54,145 @@ def import_nncf() -> Any:
     return nncf
 
 
+SIGMA_SPREADS = ("uniform", "even")
+# nncf.OverflowFix: weights in 7 bits against the saturation of AVX2/AVX512 int8 (VNNI and AMX do not saturate)
+OVERFLOW_FIXES = ("disable", "first_layer_only", "enable")
+# nncf.RangeEstimatorParametersSet for activations: the mean over crops of each crop's min and max (NNCF's default),
+# the extremes over all crops, or the range that minimises the quantization error of the histogram of every crop
+ACTIVATION_RANGES = ("mean_minmax", "minmax", "histogram")
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """Which training photos int8 ranges are measured on: `crops` random crops of `size` px, Gaussian noise of a sigma
-    drawn from [0, max_sigma] (0-255 units) added, as the blind denoiser sees them. Never the test sets.
+    """What int8 ranges are measured on: `crops` random crops of `size` px of the photos in `folder` (None: the demo's
+    sample photos, in every install), with Gaussian noise of a sigma in [0, max_sigma] (0-255 units) added as the
+    blind denoiser sees it: drawn per crop (`uniform`) or evenly spaced over the crops (`even`). Never the test sets.
 
-    Chosen on other crops of the training photos (docs/performance.md): noise up to sigma 75, not just the 50 the
-    tool is evaluated at, so the ranges cover sigma 50's tails; the first and last convolutions (the image itself in
-    and out) stay in float. Each cost about 0.2-0.3 dB at sigma 50 when left out."""
+    Noise up to sigma 75, not just the 50 the tool is evaluated at, so the ranges cover sigma 50's tails; the first
+    and last convolutions (the image itself in and out) stay in float, and with `float_tail` the transposed
+    convolutions and the global residual add too. docs/performance.md measures each choice."""
 
-    folder: str
-    crops: int = 128
+    folder: str | None = None
+    crops: int = 256
     size: int = 128
     max_sigma: float = 75.0
+    spread: str = "even"
     float_ends: bool = True
+    float_residual: bool = True
+    float_upsampling: bool = False
+    overflow_fix: str = "first_layer_only"
+    activation_ranges: str = "mean_minmax"
+    fast_bias_correction: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:
-        name = Path(self.folder).name.lower()
+        name = Path(self.folder).name.lower() if self.folder is not None else ""
         if any(test in name for test in ("kodak", "cbsd68", "mcmaster", "urban")):
-            raise ValueError(f"{self.folder}: a test set; calibrate int8 on training photos (cbsd432) only")
+            raise ValueError(f"{self.folder}: a test set; calibrate int8 on other photos (the demo's, cbsd432)")
         if self.crops < 1 or self.size < 16 or not 0 <= self.max_sigma <= 255:
             raise ValueError(f"bad calibration {self}: crops >= 1, size >= 16, 0 <= max_sigma <= 255")
+        if self.spread not in SIGMA_SPREADS or self.overflow_fix not in OVERFLOW_FIXES:
+            raise ValueError(f"bad calibration {self}: spread one of {SIGMA_SPREADS}, overflow_fix of {OVERFLOW_FIXES}")
+        if self.activation_ranges not in ACTIVATION_RANGES:
+            raise ValueError(f"bad calibration {self}: activation_ranges one of {ACTIVATION_RANGES}")
+
+    @property
+    def source(self) -> str:
+        """What the crops come from: `demo`, or a digest of the folder's image names and sizes (not of its path, so a
+        moved copy of the same photos hits the cache)."""
+        if self.folder is None:
+            return "demo"
+        from fastdenoise.images import list_images
+
+        folder = Path(self.folder)
+        listing = (
+            [f"{p.relative_to(folder)}:{p.stat().st_size}" for p in list_images(folder)] if folder.is_dir() else []
+        )
+        return "folder-" + hashlib.sha256("\n".join(listing).encode()).hexdigest()[:12]
 
     @property
     def key(self) -> str:
-        """Digest of the settings (not of the folder's path, so a moved copy of the same photos hits the cache)."""
-        settings = {k: v for k, v in asdict(self).items() if k != "folder"}
+        """Digest of the settings and the source."""
+        settings = {k: v for k, v in asdict(self).items() if k != "folder"} | {"source": self.source}
         return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def default_calibration() -> Calibration:
-    """cbsd432 in the shared data folder (`datasets.data_root`: $FASTDENOISE_DATA, or found from the current folder)."""
-    from fastdenoise.datasets import DATA_ENV, require_data_root
-
-    try:
-        return Calibration(str(require_data_root() / "cbsd432"))
-    except FileNotFoundError as err:  # a ValueError: the CLI's one line, exit 2
-        raise ValueError(
-            f"--precision int8 calibrates on the training photos in DATA/cbsd432, and {Path.cwd()} has no "
-            f"shared data folder (SHA256SUMS or weights/) in or above it: set {DATA_ENV}=DATA"
-        ) from err
+    """The demo's sample photos: int8 needs no data folder."""
+    return Calibration()
 
 
-def calibration_crops(cal: Calibration) -> list[np.ndarray]:
-    """cal.crops float32 (1, 3, size, size) noisy crops in [0, 1]-ish (noise unclipped, as evaluation adds it)."""
+def calibration_photos(cal: Calibration) -> list[np.ndarray]:
+    """The (H, W, 3) uint8 photos the crops are cut from."""
+    from fastdenoise.datasets import sample_photos
     from fastdenoise.images import list_images, load_rgb
 
+    if cal.folder is None:
+        return list(sample_photos().values())
     folder = Path(cal.folder)
     if not folder.is_dir():
-        raise ValueError(f"{folder}: no such folder of training photos for int8 calibration (set FASTDENOISE_DATA)")
+        raise ValueError(f"{folder}: no such folder of photos for int8 calibration")
     paths = list_images(folder)
     if not paths:
         raise ValueError(f"{folder}: no images to calibrate int8 on")
+    return [load_rgb(path) for path in paths]
+
+
+def calibration_crops(cal: Calibration, photos: list[np.ndarray] | None = None) -> list[np.ndarray]:
+    """cal.crops float32 (1, 3, size, size) noisy crops in [0, 1]-ish (noise unclipped, as evaluation adds it), of
+    `photos` (default: the calibration's own)."""
+    photos = calibration_photos(cal) if photos is None else photos
     rng = np.random.default_rng(cal.seed)
     crops = []
     for i in range(cal.crops):
-        image = load_rgb(paths[int(rng.integers(len(paths)))])
+        image = photos[int(rng.integers(len(photos)))]
         h, w = image.shape[:2]
         if h < cal.size or w < cal.size:
-            raise ValueError(f"{folder}: an image of {w}x{h} is smaller than the {cal.size} px calibration crop")
+            raise ValueError(f"{cal.folder}: an image of {w}x{h} is smaller than the {cal.size} px calibration crop")
         top, left = int(rng.integers(h - cal.size + 1)), int(rng.integers(w - cal.size + 1))
         clean = image[top : top + cal.size, left : left + cal.size].astype(np.float32) / 255
-        sigma = rng.uniform(0, cal.max_sigma) / 255
+        drawn = rng.uniform(0, cal.max_sigma)  # drawn either way: `even` keeps the crops of `uniform`
+        sigma = (cal.max_sigma * (i + 0.5) / cal.crops if cal.spread == "even" else drawn) / 255
         noisy = clean + rng.standard_normal(clean.shape).astype(np.float32) * sigma
         crops.append(np.ascontiguousarray(noisy.transpose(2, 0, 1)[None]))
     return crops
+
+
+def float_nodes(model: Any, cal: Calibration) -> list[str]:
+    """Names of the nodes NNCF leaves in float, as the calibration says: the first and last convolution, the global
+    residual add (the output's producer), the transposed convolutions."""
+    ops = model.get_ordered_ops()
+    convolutions = [op.get_friendly_name() for op in ops if op.get_type_name() == "Convolution"]
+    names = [convolutions[0], convolutions[-1]] if cal.float_ends and convolutions else []
+    if cal.float_residual:
+        result = next(op for op in ops if op.get_type_name() == "Result")
+        names.append(result.input_value(0).get_node().get_friendly_name())
+    if cal.float_upsampling:
+        names += [op.get_friendly_name() for op in ops if op.get_type_name() == "ConvolutionBackpropData"]
+    return names
+
+
+def quantize(model: Any, crops: list[np.ndarray], cal: Calibration) -> Any:
+    """The OpenVINO model with NNCF's int8 quantizers, ranges measured on `crops`."""
+    nncf = import_nncf()
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+    from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+
+    nncf.set_log_level(logging.ERROR)  # its INFO lines list every node left in float
+    names = float_nodes(model, cal)
+    with sigstack.kept():  # NNCF compiles on the CPU plugin to collect its statistics
+        return nncf.quantize(
+            model,
+            nncf.Dataset(crops),
+            subset_size=len(crops),
+            preset=nncf.QuantizationPreset.MIXED,
+            fast_bias_correction=cal.fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(names=names) if names else None,
+            advanced_parameters=AdvancedQuantizationParameters(
+                overflow_fix=OverflowFix(cal.overflow_fix),
+                activations_range_estimator_params=getattr(RangeEstimatorParametersSet, cal.activation_ranges.upper()),
+            ),
+        )
 
 
 def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: Path) -> Path:
@@ -126,27 +200,17 @@ def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: P
     pair whose sidecar does not vouch for it (other weights or settings, changed bytes) is quantized again, noted."""
     ov = import_openvino()
     xml = cache_dir / f"denoiser_{digest[:16]}_int8_{cal.key}.xml"
-    facts = {"kind": "int8-ir", "weights_sha256": digest} | {k: v for k, v in asdict(cal).items() if k != "folder"}
+    facts = {"kind": "int8-ir", "weights_sha256": digest, "source": cal.source}
+    facts |= {k: v for k, v in asdict(cal).items() if k != "folder"}
     if xml.is_file():
         problem = entry_problem(xml, facts, (xml, xml.with_suffix(".bin")))
         if problem is None:
             return xml
         note(f"{xml}: {problem}; quantizing it again")
-    nncf = import_nncf()
-    nncf.set_log_level(logging.ERROR)  # its INFO lines list every node left in float
     crops = calibration_crops(cal)
-    with sigstack.kept():  # NNCF compiles on the CPU plugin to collect its statistics
+    with sigstack.kept():
         model = ov.Core().read_model(str(onnx_path))
-        convolutions = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
-        ends = nncf.IgnoredScope(names=[convolutions[0], convolutions[-1]]) if cal.float_ends and convolutions else None
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(crops),
-            subset_size=len(crops),
-            preset=nncf.QuantizationPreset.MIXED,
-            fast_bias_correction=False,
-            ignored_scope=ends,
-        )
+    quantized = quantize(model, crops, cal)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = xml.with_name(xml.stem + ".partial.xml")
     ov.save_model(quantized, str(tmp), compress_to_fp16=False)

@@ -6,19 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from fastdenoise.datasets import sample_photos
 from fastdenoise.evaluation.evaluate import Denoise
 from fastdenoise.images import save_rgb
 from fastdenoise.metrics import psnr
 from fastdenoise.noise import add_noise, to_uint8
-
-SAMPLES = ("astronaut", "chelsea", "coffee", "rocket")
-
-
-def sample_photos() -> dict[str, np.ndarray]:
-    """Colour photos shipped inside scikit-image (no download)."""
-    import skimage.data
-
-    return {name: getattr(skimage.data, name)() for name in SAMPLES}
 
 
 def run_demo(denoise: Denoise, out: Path, sigma: float = 25.0, seed: int = 0) -> list[dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
 from helpers import SMALL, randomize_bn
@@ -243,6 +244,86 @@ def test_the_known_best_backend_runs_first(monkeypatch) -> None:
     assert auto_module.known_best(kinds, CPU, Precision.auto) == BackendKind.eager
     assert auto_module.known_best(kinds, CPU, Precision.int8) == BackendKind.openvino
     assert auto_module.known_best([BackendKind.openvino], CPU, Precision.fp32) == BackendKind.openvino
+
+
+def test_cpu_has_int8_dot_means_vnni_or_amx() -> None:
+    from fastdenoise.machine import cpu_has_int8_dot
+
+    assert not cpu_has_int8_dot(["sse4_2", "avx2", "fma", "avx512f", "avx512_bf16"])
+    assert all(cpu_has_int8_dot(["avx2", flag]) for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+
+
+@pytest.mark.parametrize(
+    ("vnni", "precision", "openvino_runs"),
+    [
+        (True, "auto", "int8"),
+        (False, "auto", "auto"),  # AVX2 alone: int8 would saturate and gain little, so auto keeps float
+        (True, "fp32", "fp32"),  # --precision rules
+        (True, "bf16", "bf16"),
+    ],
+)
+def test_auto_runs_openvino_in_int8_only_where_the_cpu_has_vnni_or_amx(
+    model, tmp_path, monkeypatch, vnni, precision, openvino_runs
+) -> None:
+    from fastdenoise.backends import Precision
+    from fastdenoise.backends import auto as auto_module
+
+    monkeypatch.setattr(auto_module, "cpu_has_int8_dot", lambda: vnni)
+    monkeypatch.setattr(auto_module, "cpu_has_bf16", lambda: False)
+    built = []
+    monkeypatch.setattr(auto_module, "make_backend", lambda network, cfg: built.append(cfg) or network)
+    auto = auto_module.AutoBackend(model, BackendConfig(kind="auto", device="cpu", precision=precision), CPU, tmp_path)
+
+    auto.build(BackendKind.openvino)
+    auto.build(BackendKind.eager)
+
+    assert [(cfg.kind, cfg.precision) for cfg in built] == [
+        (BackendKind.openvino, Precision(openvino_runs)),
+        (BackendKind.eager, Precision(precision)),  # float arms keep the precision asked for
+    ]
+    assert ("auto-int8" in auto.prefix) == (openvino_runs == "int8")  # its probes are cached apart from bf16's
+
+
+def test_a_first_int8_build_is_probed_at_its_quantization_cost_not_run_unasked(model, tmp_path, monkeypatch) -> None:
+    from fastdenoise.backends import auto as auto_module
+
+    monkeypatch.setattr(auto_module, "cpu_has_int8_dot", lambda: True)
+    monkeypatch.setattr(auto_module, "cpu_has_bf16", lambda: True)  # OpenVINO is the known best here ...
+    monkeypatch.setattr(auto_module.AutoBackend, "exported", lambda self: True)
+    cfg = BackendConfig(kind="auto", device="cpu", precision="auto")
+    call_s = float(np.random.default_rng().uniform(0.1, 2.0))
+
+    fresh = auto_module.AutoBackend(model, cfg, CPU, tmp_path)
+    fresh_costs = [fresh.cost_s([kind], call_s) for kind in (BackendKind.openvino, BackendKind.eager)]
+    monkeypatch.setattr(auto_module.AutoBackend, "quantized", lambda self: True)
+    cached = auto_module.AutoBackend(model, cfg, CPU, tmp_path)
+    cached_costs = [cached.cost_s([kind], call_s) for kind in (BackendKind.openvino, BackendKind.eager)]
+
+    assert fresh.kinds[-1] == BackendKind.openvino != fresh.kinds[0]  # ... but not before NNCF has quantized once
+    assert cached.kinds[0] == BackendKind.openvino
+    assert fresh_costs[0] == pytest.approx(cached_costs[0] + auto_module.QUANTIZE_S)
+    assert fresh_costs[1] == cached_costs[1]  # eager's build is not the quantization's
+
+
+def test_the_summary_says_when_auto_ran_int8(model, tmp_path, monkeypatch) -> None:
+    from fastdenoise.backends import auto as auto_module
+
+    class Int8:
+        int8, dtype = True, torch.float32
+
+        def __call__(self, x):
+            return model.eval()(x)
+
+    monkeypatch.setattr(auto_module, "cpu_has_int8_dot", lambda: True)
+    monkeypatch.setattr(auto_module, "make_backend", lambda network, cfg: Int8() if cfg.precision == "int8" else model)
+    auto = auto_module.AutoBackend(model, BackendConfig(kind="auto", device="cpu", precision="auto"), CPU, tmp_path)
+    auto.kinds = [BackendKind.openvino]
+
+    with torch.no_grad():
+        auto(batch(4))
+
+    assert auto.description.startswith("auto: openvino int8 (1 batch); ")
+    assert auto_module.INT8_WHY in auto.description and "VNNI" in auto.description
 
 
 def test_expect_work_counts_the_eight_passes_of_an_ensemble(model, tmp_path) -> None:
