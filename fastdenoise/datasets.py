@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 DATA_ENV = "FASTDENOISE_DATA"
+TEST_SETS = ("kodak", "cbsd68", "mcmaster", "urban", "unlike")  # names of evaluation folders: never train on them
 
 
 def is_data_root(folder: Path) -> bool:
@@ -60,3 +61,14 @@ def load_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     if mask.ndim != 2 or mask.shape != tuple(shape):
         raise ValueError(f"{path}: mask {mask.shape} is not a single-channel {tuple(shape)} class map")
     return mask.astype(np.uint8)
+
+
+def evaluation_set(folder: str | Path) -> str | None:
+    """Why a folder is an evaluation set by its name (Kodak24, CBSD68, McMaster, Urban100, unlike24, CamVid's val),
+    None for any other folder."""
+    path = Path(folder)
+    if any(test in path.name.lower() for test in TEST_SETS):
+        return "a test set"
+    if path.name.lower() in ("val", "test") and path.parent.name.lower() == "camvid":
+        return "CamVid's evaluation split (Table 3)"
+    return None
