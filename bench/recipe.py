@@ -52,9 +52,10 @@ DATA_BASE = {**BASE, "patch": 48, "batch": 32, "lr": 1e-4, "amp": "off"}
 DATA_ARMS: dict[str, dict] = {
     "base (48px x32, lr 1e-4, ema, CBSD432)": {},
     "colour (half the patches: channel order, saturation x0.5-2, hue)": {"colour": 0.5},
-    "downscale (patches from 1-2x squares, antialiased)": {"downscale": 2.0},
     "extra photos (+367 CamVid train, +226 ImageNet train half less unlike24; 2x down)": {"extra": (EXTRA,)},
+    "downscale (patches from 1-2x squares, antialiased)": {"downscale": 2.0},
     "all (colour + downscale + extra photos)": {"colour": 0.5, "downscale": 2.0, "extra": (EXTRA,)},
+    "base seed 1 (the base, other patches and noise: a difference of chance alone)": {"seed": 1},
 }
 SETS = {"recipe": (BASE, ARMS), "data": (DATA_BASE, DATA_ARMS)}
 
@@ -83,8 +84,7 @@ def run_arm(name: str, settings: dict, args: argparse.Namespace) -> dict:
         steps=steps,
         ckpt_every=max(1, steps // 4),
         log_every=10,
-        seed=args.seed,
-        **settings,
+        **{"seed": args.seed, **settings},  # an arm may set its own seed
     )
     start = time.perf_counter()
     train_denoiser(cfg, progress=False, init=str(args.init), resume=True)  # an arm cut short goes on where it was
