@@ -21,6 +21,13 @@ from fastdenoise.datasets import read_labels
 from fastdenoise.evaluation.tables.arms import Split, split_positions
 
 
+def unlike_names(rows: list[tuple[str, int]], count: int) -> tuple[list[str], int]:
+    """The files of the set: every `step`-th train-split row (even rows), the first `count`; and the step."""
+    train = split_positions(len(rows), Split.train)
+    step = max(1, len(train) // count)
+    return [rows[p][0] for p in train[::step][:count]], step
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("data", type=Path, help="imagenet-samples (with labels.csv)")
@@ -28,9 +35,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=24)
     args = parser.parse_args()
     rows = read_labels(args.data / "labels.csv")
-    train = split_positions(len(rows), Split.train)
-    step = max(1, len(train) // args.count)
-    picked = [rows[p][0] for p in train[::step][: args.count]]
+    picked, step = unlike_names(rows, args.count)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in picked:
         with Image.open(args.data / name) as image:

@@ -12,6 +12,7 @@ import numpy as np
 
 DATA_ENV = "FASTDENOISE_DATA"
 SAMPLES = ("astronaut", "chelsea", "coffee", "rocket")  # colour photos inside scikit-image: in every install
+TEST_SETS = ("kodak", "cbsd68", "mcmaster", "urban", "unlike")  # names of evaluation folders: never train on them
 
 
 def is_data_root(folder: Path) -> bool:
@@ -69,3 +70,14 @@ def sample_photos() -> dict[str, np.ndarray]:
     import skimage.data
 
     return {name: getattr(skimage.data, name)() for name in SAMPLES}
+
+
+def evaluation_set(folder: str | Path) -> str | None:
+    """Why a folder is an evaluation set by its name (Kodak24, CBSD68, McMaster, Urban100, unlike24, CamVid's val),
+    None for any other folder."""
+    path = Path(folder)
+    if any(test in path.name.lower() for test in TEST_SETS):
+        return "a test set"
+    if path.name.lower() in ("val", "test") and path.parent.name.lower() == "camvid":
+        return "CamVid's evaluation split (Table 3)"
+    return None

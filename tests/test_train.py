@@ -1,9 +1,11 @@
 import json
+import math
 import os
 import signal
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from helpers import SMALL
@@ -282,3 +284,91 @@ def test_a_jpeg_run_validates_on_the_noisy_images_stored_as_jpeg_too(image_folde
     assert set(plain) == {"psnr"} and set(both) == {"psnr", "jpeg_psnr"}
     assert both["psnr"] == plain["psnr"]  # the white-noise score is unchanged by the extra set
     assert abs(both["jpeg_psnr"] - both["psnr"]) > 0.01  # a different input: JPEG alters the noisy images
+
+
+def test_moved_colours_keep_the_values_grey_and_range(rng):
+    from fastdenoise.training.samplers import move_colours
+
+    patch = torch.from_numpy(rng.random((3, 9, 7), dtype=np.float32))
+    permuted = move_colours(patch, (2, 0, 1), saturation=1.0, hue=0.0)
+    assert torch.allclose(permuted, patch[[2, 0, 1]], atol=1e-6)  # the same channel values, another order
+    assert sorted(permuted.flatten().tolist()) == pytest.approx(sorted(patch.flatten().tolist()), abs=1e-6)
+    grey = move_colours(patch, (0, 1, 2), saturation=0.0, hue=1.0)
+    assert torch.allclose(grey, patch.mean(0, keepdim=True).expand_as(patch), atol=1e-6)
+    turned = move_colours(patch, (0, 1, 2), saturation=1.0, hue=2 * math.pi / 3)
+    assert torch.allclose(turned, patch[[2, 0, 1]], atol=1e-5)  # a third of a turn about grey: a cyclic channel shift
+    muted = move_colours(patch, (1, 0, 2), saturation=0.4, hue=0.7)  # inside the cube: no clip
+    assert torch.allclose(muted.mean(0), patch.mean(0), atol=1e-6)  # each pixel keeps its grey level
+    vivid = move_colours(patch, (1, 2, 0), saturation=2.0, hue=-2.0)
+    assert vivid.min() == 0.0 and vivid.max() == 1.0  # pushed out of the cube, clipped back
+
+
+def test_colour_share_moves_that_share_of_clean_patches_only(image_folder):
+    images = load_folder(image_folder)
+    plain = next(PatchSampler(images, 24, 64, (25, 25), seed=3))
+    moved = next(PatchSampler(images, 24, 64, (25, 25), seed=3, colour=0.5))
+    changed = [not torch.equal(a, b) for a, b in zip(plain.clean, moved.clean)]
+    assert 16 <= sum(changed) <= 48
+    assert all(torch.allclose(a.mean(0), b.mean(0), atol=0.2) for a, b in zip(plain.clean, moved.clean))
+    assert torch.equal(next(PatchSampler(images, 24, 64, (25, 25), seed=3, colour=0.5)).clean, moved.clean)
+    with pytest.raises(ValueError, match="colour must be a share"):
+        TrainConfig(data=".", out=".", colour=1.5)
+
+
+def test_downscale_shrinks_larger_squares_to_the_patch(make_image):
+    from fastdenoise.training.samplers import shrink
+
+    region = torch.from_numpy(make_image(40, 40)).permute(2, 0, 1)
+    half = shrink(region, 20)
+    box = region.float().div(255).reshape(3, 20, 2, 20, 2).mean((2, 4))  # a 2x2 box average
+    assert half.shape == (3, 20, 20) and (half - box).abs().mean() < 0.02
+    image = make_image(120, 120)
+    big = next(PatchSampler([image], 24, 32, (25, 25), seed=1, downscale=3.0))
+    small = next(PatchSampler([image], 24, 32, (25, 25), seed=1))
+    assert big.clean.shape == small.clean.shape == (32, 3, 24, 24)
+    gradient = lambda x: (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+    assert gradient(big.clean) > 1.3 * gradient(small.clean)  # the same photo, more detail per pixel
+    assert not torch.equal(big.clean.mul(255), big.clean.mul(255).round())  # resampled, not cut
+    with pytest.raises(ValueError, match="downscale must be a factor"):
+        TrainConfig(data=".", out=".", downscale=0.5)
+
+
+def test_extra_folders_are_drawn_from_and_evaluation_sets_refused(image_folder, tmp_path, monkeypatch):
+    import fastdenoise.training.fit as fit_module
+
+    extra = tmp_path / "more"
+    for i in range(4):
+        save_rgb(np.full((30, 30, 3), 7 * i + 1, np.uint8), extra / f"flat{i}.png")  # flat: recognisable patches
+    cfg = replace(config(image_folder, tmp_path / "run", steps=1), extra=(str(extra),), val=None)
+    seen = []
+
+    class Spy(PatchSampler):
+        def __init__(self, images, *args, **kw):
+            seen.extend(images)
+            super().__init__(images, *args, **kw)
+
+    monkeypatch.setattr(fit_module, "PatchSampler", Spy)
+    train_denoiser(cfg, progress=False)
+    assert len(seen) == 8 and sum(im.std() == 0 for im in seen) == 4
+    batch = next(PatchSampler(seen, 24, 64, (0, 0), seed=0))
+    assert 16 <= sum(float(p.std()) < 1e-6 for p in batch.clean) <= 48  # half the photos: about half the patches
+    for folder in ("data/kodak24", "runs/unlike24", "data/camvid/val", "x/CBSD68"):
+        with pytest.raises(ValueError, match="train on training photos only"):
+            TrainConfig(data=".", out=".", extra=(folder,))
+    with pytest.raises(ValueError, match="CamVid's evaluation split"):
+        TrainConfig(data="data/camvid/val", out=".")
+    assert TrainConfig(data="data/camvid/train", out=".").extra == ()
+
+
+def test_a_config_without_the_new_fields_resumes_with_them_off(image_folder, tmp_path):
+    stored = json.loads(json.dumps(asdict(config(image_folder, tmp_path / "old", steps=6))))
+    for name in ("extra", "colour", "downscale"):
+        stored.pop(name)  # a config.json written before these options
+    merged = resumed_config(config(image_folder, tmp_path / "new", steps=9), stored, tmp_path / "run", given={"steps"})
+    assert (merged.extra, merged.colour, merged.downscale, merged.steps) == ((), 0.0, 1.0, 9)
+    again = replace(config(image_folder, tmp_path / "new", steps=9), colour=0.5)
+    with pytest.raises(ValueError, match="started with --colour 0.0, not 0.5"):
+        resumed_config(again, stored, tmp_path / "run", given={"colour"})
+    stored = json.loads(json.dumps(asdict(replace(again, extra=(str(image_folder),)))))
+    merged = resumed_config(again, stored, tmp_path / "run", given={"steps"})
+    assert merged.extra == (str(image_folder),) and merged.colour == 0.5  # a list in config.json, a tuple again

@@ -18,6 +18,7 @@ from torch import Tensor
 
 from fastdenoise.backends import sigstack
 from fastdenoise.cache import entry_problem, sidecar_path, trim, write_sidecar
+from fastdenoise.datasets import evaluation_set
 from fastdenoise.devices import cpu_has_bf16
 from fastdenoise.engines.runtime import check_batch
 from fastdenoise.files import atomic_write, note, sha256_file
@@ -86,8 +87,7 @@ class Calibration:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        name = Path(self.folder).name.lower() if self.folder is not None else ""
-        if any(test in name for test in ("kodak", "cbsd68", "mcmaster", "urban")):
+        if self.folder is not None and evaluation_set(self.folder):
             raise ValueError(f"{self.folder}: a test set; calibrate int8 on other photos (the demo's, cbsd432)")
         if self.crops < 1 or self.size < 16 or not 0 <= self.max_sigma <= 255:
             raise ValueError(f"bad calibration {self}: crops >= 1, size >= 16, 0 <= max_sigma <= 255")

@@ -195,6 +195,40 @@ def train(
     jpeg_share: Annotated[
         float, typer.Option(help="The share of patches --jpeg stores as JPEG.", min=0.0, max=1.0)
     ] = 0.5,
+    extra: Annotated[
+        list[Path] | None,
+        typer.Option(
+            metavar="FOLDER",
+            help=(
+                "Another folder of clean training photos, drawn from with DATA's (every photo alike); repeat for "
+                "several. Evaluation sets (Kodak24, CBSD68, unlike24, CamVid val) are refused."
+            ),
+            exists=True,
+            file_okay=False,
+        ),
+    ] = None,
+    colour: Annotated[
+        float,
+        typer.Option(
+            help=(
+                "The share of clean patches given a random channel order, saturation (x0.5-2) and hue before the noise "
+                "(0 = off)."
+            ),
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.0,
+    downscale: Annotated[
+        float,
+        typer.Option(
+            help=(
+                "Cut each patch from a square up to this many times larger and shrink it (antialiased): sharper edges "
+                "and finer texture (1 = off; e.g. 2)."
+            ),
+            min=1.0,
+            max=4.0,
+        ),
+    ] = 1.0,
     noise_map: Annotated[
         bool,
         typer.Option(
@@ -249,9 +283,11 @@ def train(
             spec=asdict(DenoiserSpec(noise_map=noise_map)),
             jpeg=tuple(int(q) for q in parse_range(jpeg)) if jpeg else None,
             jpeg_share=jpeg_share,
+            extra=tuple(str(folder) for folder in extra or ()),
+            colour=colour,
+            downscale=downscale,
         )
-        if noise_map and tasks:
-            raise ValueError("--noise-map trains the denoiser alone; joint training (--task) takes blind denoisers")
+        separate_only(tasks, noise_map, augmented=bool(extra or colour or downscale != 1.0))
         if stored is not None:
             cfg = resumed_config(cfg, stored, out, {name for name in asdict(cfg) if given(ctx, name)})
             data = Path(cfg.data)
@@ -283,6 +319,14 @@ def train(
     except KeyboardInterrupt as err:
         raise stopped(err, out) from None
     typer.echo(f"weights: {out / 'model.safetensors'}")
+
+
+def separate_only(tasks: tuple, noise_map: bool, augmented: bool) -> None:
+    """ValueError for options of the denoiser alone (--noise-map; --extra, --colour, --downscale) given with --task."""
+    if noise_map and tasks:
+        raise ValueError("--noise-map trains the denoiser alone; joint training (--task) takes blind denoisers")
+    if augmented and tasks:
+        raise ValueError("--extra, --colour and --downscale are for the denoiser alone, not joint training (--task)")
 
 
 def hold_run_folder(ctx: typer.Context, out: Path) -> None:

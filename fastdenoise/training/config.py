@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from fastdenoise.choices import Amp, Schedule, Switch, values
+from fastdenoise.datasets import evaluation_set
 from fastdenoise.models.denoiser import DenoiserSpec
 from fastdenoise.noise import check_sigma
 from fastdenoise.training.losses import LOSSES
@@ -44,6 +45,9 @@ class TrainConfig:
     seed: int = 0
     jpeg: tuple[int, int] | None = None  # a JPEG quality range: a share of the noisy patches stored as JPEG (4:2:0)
     jpeg_share: float = 0.5  # ... that share of them, when `jpeg` is set
+    extra: tuple[str, ...] = ()  # more folders of clean training photos, drawn from with DATA's (every photo alike)
+    colour: float = 0.0  # the share of clean patches given a random channel order, saturation and hue (0: off)
+    downscale: float = 1.0  # patches cut from squares up to this many times larger, shrunk to the patch (1: off)
     device: str = "auto"
     amp: str = "auto"  # auto | off | bf16 | fp16
     compile: str = "auto"  # auto | on | off
@@ -72,6 +76,13 @@ class TrainConfig:
             raise ValueError(f"jpeg must be a quality range lo-hi within 1-100, got {self.jpeg}")
         if not 0.0 <= self.jpeg_share <= 1.0:
             raise ValueError(f"jpeg_share must be in [0, 1], got {self.jpeg_share}")
+        if not 0.0 <= self.colour <= 1.0:
+            raise ValueError(f"colour must be a share in [0, 1], got {self.colour}")
+        if not 1.0 <= self.downscale <= 4.0:
+            raise ValueError(f"downscale must be a factor in [1, 4], got {self.downscale}")
+        for folder in (self.data, *self.extra):
+            if evaluation_set(folder):
+                raise ValueError(f"{folder}: {evaluation_set(folder)}; train on training photos only")
 
 
 # Options that may change when a run is resumed; every other one is the run's identity.
@@ -128,24 +139,28 @@ def resumed_config(cfg: TrainConfig, stored: dict, out: Path, given: Collection[
     anew) where they may change (RESUMABLE_CHANGES: steps, LR ...). A field given with another value than the run was
     started with is refused (ValueError): it would silently make another run."""
     fresh = json.loads(json.dumps(asdict(cfg)))  # tuples as lists, as in config.json
+    defaults = json.loads(json.dumps(asdict(TrainConfig(data=".", out="."))))  # a field newer than the run's config
     merged = {**stored, "out": str(out)}  # a run lives in --out: a stored (copied, relative) out never redirects it
     for name, value in fresh.items():
-        if name not in stored or name == "out" or name not in given:
+        if name == "out" or name not in given or name not in defaults:
             continue
-        if name in ("data", "val") and value and stored[name]:
-            same = Path(value).resolve() == Path(stored[name]).resolve()
+        started = stored.get(name, defaults[name])
+        if name in ("data", "val") and value and started:
+            same = Path(value).resolve() == Path(started).resolve()
+        elif name == "extra":
+            same = [Path(v).resolve() for v in value] == [Path(v).resolve() for v in started]
         else:
-            same = value == stored[name]
+            same = value == started
         if same or name in RESUMABLE_CHANGES:
             merged[name] = value
         else:
             flag = "DATA" if name == "data" else "--" + name.replace("_", "-")
-            was, now = (("-".join(f"{v:g}" for v in x) if name == "sigma" else x) for x in (stored[name], value))
+            was, now = (("-".join(f"{v:g}" for v in x) if name == "sigma" else x) for x in (started, value))
             raise ValueError(
                 f"{out}: the run was started with {flag} {was}, not {now}; drop {flag} to resume it as it "
                 "was, or train into another --out"
             )
     try:
-        return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"])})
+        return TrainConfig(**{**merged, "sigma": tuple(merged["sigma"]), "extra": tuple(merged.get("extra", ()))})
     except TypeError as err:
         raise ValueError(f"{out / 'config.json'}: not a config of this version ({err})") from err

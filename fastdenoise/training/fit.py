@@ -257,7 +257,8 @@ def psnr_validator(folder: Path, sigma: float, limit: int, seed: int = 0, jpeg: 
 
 
 def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = None, resume: bool = False) -> Denoiser:
-    """Separate (MSE) training of a Denoiser on a folder of clean images; writes model.safetensors to cfg.out.
+    """Separate (MSE) training of a Denoiser on a folder of clean images (and cfg.extra's); writes model.safetensors to
+    cfg.out.
 
     init: start from these weights (fine-tuning, e.g. the MSE control of a joint run on the same photos).
     resume: continue the run in cfg.out (its last.pt) where there is one; without, such a folder is refused.
@@ -273,7 +274,7 @@ def train_denoiser(cfg: TrainConfig, progress: bool = True, init: str | None = N
 def _train_denoiser(
     cfg: TrainConfig, progress: bool, init: str | None, shard: distributed.Shard, resume: bool
 ) -> Denoiser:
-    paths = folder_images(Path(cfg.data))
+    paths = [path for folder in (cfg.data, *cfg.extra) for path in folder_images(Path(folder))]
     images = [load_rgb(p) for p in paths]
     torch.manual_seed(cfg.seed)  # the initial weights depend on the seed alone
     model = Denoiser(DenoiserSpec(**cfg.spec))
@@ -294,6 +295,8 @@ def _train_denoiser(
         names=[str(p) for p in paths],
         jpeg=tuple(cfg.jpeg) if cfg.jpeg else None,
         jpeg_share=cfg.jpeg_share,
+        colour=cfg.colour,
+        downscale=cfg.downscale,
     )
     val_sigma = cfg.val_sigma if cfg.val_sigma is not None else sum(cfg.sigma) / 2
     val_jpeg = round(sum(cfg.jpeg) / 2) if cfg.jpeg else None

@@ -1,5 +1,5 @@
-"""Training batches: random clean patches (with labels or masks for a head) with flips, rotations and Gaussian noise
-drawn on the fly."""
+"""Training batches: random clean patches (with labels or masks for a head) with flips, rotations, optionally moved
+colours and a down-scale, and Gaussian noise drawn on the fly."""
 
 from __future__ import annotations
 
@@ -7,8 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import math
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from fastdenoise.images import list_images, load_rgb
@@ -49,10 +52,33 @@ def jpeg_roundtrip(image: Tensor, quality: int) -> Tensor:
     return torch.from_numpy(store_jpeg(image.permute(1, 2, 0).numpy(), quality)).permute(2, 0, 1).contiguous()
 
 
+SATURATION = (0.5, 2.0)  # `colour`: the chroma's scale, log-uniform in this range (1/2: muted, 2: vivid)
+
+
+def move_colours(patch: Tensor, order: Sequence[int], saturation: float, hue: float) -> Tensor:
+    """(3, P, P) in [0, 1] with its channels in `order`, then its chroma (each pixel's part off the grey axis) scaled
+    by `saturation` and turned `hue` radians about that axis; each pixel keeps its channel mean until the clip to
+    [0, 1]."""
+    x = patch[list(order)]
+    grey = x.mean(0, keepdim=True)
+    c = x - grey  # orthogonal to the grey axis u = (1, 1, 1) / sqrt 3, so Rodrigues' rotation is cos c + sin (u x c)
+    turned = math.cos(hue) * c + math.sin(hue) / math.sqrt(3) * torch.stack((c[2] - c[1], c[0] - c[2], c[1] - c[0]))
+    return (grey + saturation * turned).clamp(0.0, 1.0)
+
+
+def shrink(region: Tensor, side: int) -> Tensor:
+    """(3, S, S) uint8 or float -> (3, side, side) float in [0, 1]: antialiased (area-like) down-scale."""
+    x = region[None].float() / (255.0 if region.dtype == torch.uint8 else 1.0)
+    return F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
+
+
 class PatchSampler:
     """Infinite iterator of `Batch`es: random patches, each one of the 8 flips/rotations (rotate=False: flipped
     left-right or not, for heads that know which way is up), Gaussian noise of a sigma uniform in the range per patch;
     with `jpeg` (a quality range), a `jpeg_share` of the noisy patches then stored as JPEG (`jpeg_roundtrip`).
+    downscale > 1: each patch is cut from a square up to that many times larger (uniform factor) and shrunk to the
+    patch (`shrink`): sharper edges and finer texture than the photos hold. colour: that share of the clean patches
+    gets a random channel order, saturation and hue (`move_colours`) before the noise. Neither draws when off.
     target: (N,) `labels` of the picked images, (N, P, P) crops of their `masks` (augmented alike), or None. Its whole
     state is one torch.Generator, so a resumed run repeats exactly."""
 
@@ -69,7 +95,11 @@ class PatchSampler:
         rotate: bool = True,
         jpeg: tuple[int, int] | None = None,
         jpeg_share: float = 0.5,
+        colour: float = 0.0,
+        downscale: float = 1.0,
     ) -> None:
+        if (labels is not None or masks is not None) and (colour or downscale != 1.0):
+            raise ValueError("colour and downscale move the clean image alone: they are for denoiser training")
         if labels is not None and masks is not None:
             raise ValueError("give labels (classification) or masks (segmentation), not both")
         for name, items in (("labels", labels), ("masks", masks)):
@@ -88,6 +118,7 @@ class PatchSampler:
         self.images, self.patch, self.batch, self.sigma = images, patch, batch, sigma
         self.labels, self.masks, self.rotate = labels, masks, rotate
         self.jpeg, self.jpeg_share = jpeg, jpeg_share
+        self.colour, self.downscale = colour, downscale
         self.generator = torch.Generator().manual_seed(seed)
 
     def __iter__(self) -> PatchSampler:
@@ -100,12 +131,17 @@ class PatchSampler:
         masks = torch.empty(n, p, p, dtype=torch.long) if self.masks is not None else None
         for k, i in enumerate(picks):
             image = self.images[i]
-            y = int(torch.randint(image.shape[0] - p + 1, (1,), generator=g))
-            x = int(torch.randint(image.shape[1] - p + 1, (1,), generator=g))
+            side = p
+            if self.downscale != 1.0:  # drawn only then: a run without it keeps its random stream
+                scale = 1.0 + (self.downscale - 1.0) * float(torch.rand((), generator=g))
+                side = min(round(scale * p), *image.shape[:2])
+            y = int(torch.randint(image.shape[0] - side + 1, (1,), generator=g))
+            x = int(torch.randint(image.shape[1] - side + 1, (1,), generator=g))
             d = int(torch.randint(8 if self.rotate else 2, (1,), generator=g))  # one of the 8 flips/rotations, or 2
             turns, flip = (d % 4, d >= 4) if self.rotate else (0, d == 1)
-            crop = torch.rot90(torch.from_numpy(image[y : y + p, x : x + p]).permute(2, 0, 1), turns, (1, 2))
-            clean[k] = (crop.flip(2) if flip else crop).float() / 255.0
+            crop = torch.rot90(torch.from_numpy(image[y : y + side, x : x + side]).permute(2, 0, 1), turns, (1, 2))
+            crop = crop.flip(2) if flip else crop
+            clean[k] = crop.float() / 255.0 if side == p else shrink(crop, p)
             if masks is not None:
                 mask = torch.rot90(
                     torch.from_numpy(self.masks[i][y : y + p, x : x + p]),
@@ -113,6 +149,14 @@ class PatchSampler:
                     (0, 1),  # type: ignore[index]
                 )
                 masks[k] = mask.flip(1) if flip else mask
+        if self.colour:  # drawn only then, as downscale
+            moved = torch.rand(n, generator=g) < self.colour
+            orders = torch.rand(n, 3, generator=g).argsort(1)
+            lo, hi = (math.log(s) for s in SATURATION)
+            saturations = torch.exp(lo + (hi - lo) * torch.rand(n, generator=g))
+            hues = (2 * torch.rand(n, generator=g) - 1) * math.pi
+            for k in moved.nonzero().flatten().tolist():
+                clean[k] = move_colours(clean[k], orders[k].tolist(), float(saturations[k]), float(hues[k]))
         lo, hi = self.sigma
         sigma = lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)
         noisy = clean + torch.randn(clean.shape, generator=g) * (sigma / 255.0)

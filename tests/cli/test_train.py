@@ -375,3 +375,26 @@ def test_sigterm_before_the_first_checkpoint_is_exit_143_not_130(tmp_path):
         signal.signal(signal.SIGTERM, previous)
     assert stopped(raised.value, tmp_path).exit_code == 143
     assert stopped(KeyboardInterrupt(), tmp_path).exit_code == 130
+
+
+def test_extra_folders_colour_and_downscale_are_saved_and_resumed_as_started(photos, tmp_path, make_image):
+    more = tmp_path / "more"
+    save_rgb(make_image(40, 40), more / "m0.png")
+    run = tmp_path / "run"
+    args = ["train", str(photos), "-o", str(run), "--patch", "16", "--steps", "2", *FAST]
+    result = runner.invoke(app, [*args, "--extra", str(more), "--colour", "0.5", "--downscale", "2"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert (config["extra"], config["colour"], config["downscale"]) == ([str(more)], 0.5, 2.0)
+    result = runner.invoke(app, ["train", "-o", str(run), "--resume", "--steps", "3", *FAST[2:]])
+    assert result.exit_code == 0, result.output  # the run's own folders and augmentation, from its config.json
+    result = runner.invoke(app, ["train", "-o", str(run), "--resume", "--steps", "4", "--colour", "0"])
+    assert result.exit_code == 2 and "the run was started with --colour 0.5, not 0.0" in result.output
+    kodak = tmp_path / "kodak24"
+    shutil.copytree(photos, kodak)
+    result = runner.invoke(app, [*args[:3], str(tmp_path / "other"), *args[4:], "--extra", str(kodak)])
+    assert result.exit_code == 2 and f"{kodak}: a test set; train on training photos only" in result.output
+    result = runner.invoke(
+        app, [*args[:3], str(tmp_path / "joint"), *args[4:], "--colour", "0.5", "--task", "classify"]
+    )
+    assert result.exit_code == 2 and "are for the denoiser alone" in result.output
