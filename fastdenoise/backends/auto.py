@@ -195,12 +195,11 @@ class AutoBackend:
 
     def quantized(self) -> bool:
         """Whether the int8 IR of these weights and the default calibration is in the cache already."""
-        from fastdenoise.backends.openvino import default_calibration
+        from fastdenoise.backends.openvino import default_calibration, int8_ir_name
         from fastdenoise.engines.export import weights_sha256
         from fastdenoise.models.denoiser import fold_bn
 
-        digest = weights_sha256(fold_bn(self.model))
-        name = f"denoiser_{digest[:16]}_int8_{default_calibration().key}.xml"
+        name = int8_ir_name(weights_sha256(fold_bn(self.model)), default_calibration())
         return (self.cache.path.parent / "openvino" / name).is_file()
 
     def exported(self) -> bool:

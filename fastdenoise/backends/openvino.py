@@ -195,11 +195,16 @@ def quantize(model: Any, crops: list[np.ndarray], cal: Calibration) -> Any:
         )
 
 
+def int8_ir_name(digest: str, cal: Calibration) -> str:
+    """The cache's file name of the int8 IR of weights `digest` quantized under `cal` (beside it, its .bin)."""
+    return f"denoiser_{digest[:16]}_int8_{cal.key}.xml"
+
+
 def quantized_model(onnx_path: Path, digest: str, cal: Calibration, cache_dir: Path) -> Path:
     """The int8 OpenVINO IR (.xml + .bin) of the ONNX file, cached by weights digest and calibration settings; a cached
     pair whose sidecar does not vouch for it (other weights or settings, changed bytes) is quantized again, noted."""
     ov = import_openvino()
-    xml = cache_dir / f"denoiser_{digest[:16]}_int8_{cal.key}.xml"
+    xml = cache_dir / int8_ir_name(digest, cal)
     facts = {"kind": "int8-ir", "weights_sha256": digest, "source": cal.source}
     facts |= {k: v for k, v in asdict(cal).items() if k != "folder"}
     if xml.is_file():

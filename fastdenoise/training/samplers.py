@@ -3,11 +3,10 @@ colours and a down-scale, and Gaussian noise drawn on the fly."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import math
 
 import numpy as np
 import torch
